@@ -1,0 +1,52 @@
+"""The device's clocks: monotonic time for timers, wall time for records, and honesty
+about whether the wall time can be trusted (a Pi has no RTC)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class SystemClock:
+    """Real clocks. `wall_offset_s` is a seam for tests that step the wall clock."""
+
+    sync_file: str = "/run/systemd/timesync/synchronized"
+    assume_synced: bool = False
+    wall_offset_s: float = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        """Seconds since the epoch (UTC)."""
+        return time.time() + self.wall_offset_s
+
+    def synced(self) -> bool:
+        if self.assume_synced:
+            return True
+        return bool(self.sync_file) and os.path.exists(self.sync_file)
+
+
+@dataclass
+class FakeClock:
+    """A clock for tests: time moves only when the test says so."""
+
+    now: float = 1000.0
+    wall_now: float = 1_795_000_000.0
+    is_synced: bool = True
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return self.wall_now
+
+    def synced(self) -> bool:
+        return self.is_synced
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        self.wall_now += seconds
+        return self.now

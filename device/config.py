@@ -1,0 +1,337 @@
+"""The device's TOML config (SPEC §3): schema, cross-checks and typed result."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from device.configschema import (
+    ConfigError,
+    Key,
+    Section,
+    in_range,
+    load_toml,
+    non_empty,
+    one_of,
+    validate,
+)
+
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+REASON_CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+TOPIC_PREFIX_RE = re.compile(r"^[^#+\x00]{1,64}$")
+
+# The national offline indicators for a bad rating (SPEC §5).
+DEFAULT_REASONS: tuple[tuple[str, str], ...] = (
+    ("R01", "服务态度"),
+    ("R02", "服务效率"),
+    ("R03", "服务水平"),
+    ("R04", "其他"),
+)
+MAX_REASONS = 4
+LEVELS = (5, 4, 3, 2, 1)
+
+
+def _device_id(v: Any) -> str | None:
+    return None if DEVICE_ID_RE.match(v) else "must match [A-Za-z0-9_-]{1,64}"
+
+
+def _prefix(v: Any) -> str | None:
+    if not TOPIC_PREFIX_RE.match(v) or v.startswith("/") or v.endswith("/") or v.startswith("$"):
+        return "must be a topic prefix without wildcards, leading '$' or '/' or trailing '/'"
+    return None
+
+
+def _level_table(v: Any) -> str | None:
+    """A table keyed by level ("5" … "1") whose values are checked by the caller."""
+    bad = [k for k in v if k not in {"1", "2", "3", "4", "5"}]
+    if bad:
+        return f"keys must be the levels 1..5, not {', '.join(bad)}"
+    return None
+
+
+def _reasons(v: Any) -> str | None:
+    if len(v) > MAX_REASONS:
+        return f"at most {MAX_REASONS} reasons (four keys pick a reason, one skips)"
+    codes = []
+    for i, r in enumerate(v):
+        if not isinstance(r, dict) or set(r) != {"code", "label"}:
+            return f"entry {i + 1} must be a table with exactly code and label"
+        if not isinstance(r["code"], str) or not REASON_CODE_RE.match(r["code"]):
+            return f"entry {i + 1}: code must match [A-Za-z0-9_-]{{1,16}}"
+        if not isinstance(r["label"], str) or not 0 < len(r["label"]) <= 12:
+            return f"entry {i + 1}: label must be 1..12 characters"
+        codes.append(r["code"])
+    if len(set(codes)) != len(codes):
+        return "reason codes must be unique"
+    return None
+
+
+SCHEMA: dict[str, Section] = {
+    "device": Section({
+        "id": Key(str, check=_device_id),
+        "region_code": Key(str, check=non_empty),
+        "hall_id": Key(str, check=non_empty),
+        "window_id": Key(str, check=non_empty),
+        "window_name": Key(str, check=non_empty),
+        "data_dir": Key(str, check=non_empty),
+    }),
+    "serial": Section({
+        # "" means no window business system is attached (spontaneous ratings only).
+        "port": Key(str),
+        "baudrate": Key(int, 115200, in_range(50, 4_000_000)),
+        "require_crc": Key(bool, True),
+        "reopen_s": Key(float, 2.0, in_range(0.1, 60)),
+    }),
+    "input": Section({
+        "kind": Key(str, check=one_of("gpio", "touch", "sim")),
+        "pins": Key(dict, None, _level_table),
+        "pull_up": Key(bool, True),
+        "bounce_ms": Key(int, 20, in_range(0, 500)),
+        "touch_device": Key(str, "/dev/input/event0"),
+        # zones = { 5 = [x0, y0, x1, y1], … } in the panel's raw coordinates.
+        "zones": Key(dict, None, _level_table),
+    }),
+    "display": Section({
+        "kind": Key(str, check=one_of("ssd1306", "sh1106", "sim", "none")),
+        "font": Key(str, ""),
+        "i2c_port": Key(int, 1, in_range(0, 16)),
+        "i2c_address": Key(int, 0x3C, in_range(0x03, 0x77)),
+        "rotate": Key(int, 0, in_range(0, 3)),
+        "contrast": Key(int, 255, in_range(0, 255)),
+    }),
+    "indicators": Section({
+        # LEDs on each key ({ 5 = 5, … } BCM pins) and a buzzer; all optional.
+        "leds": Key(dict, None, _level_table),
+        "buzzer": Key(int, None, in_range(0, 27)),
+        "kind": Key(str, "gpio", one_of("gpio", "none")),
+    }, required=False),
+    "mqtt": Section({
+        "host": Key(str, "127.0.0.1", non_empty),
+        "port": Key(int, 1883, in_range(1, 65535)),
+        "prefix": Key(str, "hcp/v1", _prefix),
+        "keepalive_s": Key(int, 30, in_range(5, 3600)),
+        "resend_after_s": Key(float, 300.0, in_range(1, 86400)),
+        "telemetry_s": Key(float, 60.0, in_range(1, 86400)),
+        "protocol": Key(str, "5", one_of("5", "3.1.1")),
+        "session_expiry_s": Key(int, 86400, in_range(0, 2**32 - 1)),
+        "max_inflight": Key(int, 20, in_range(1, 1000)),
+        "tls": Key(bool, False),
+        "ca_file": Key(str, ""),
+        "client_cert": Key(str, ""),
+        "client_key": Key(str, ""),
+        "username": Key(str, ""),
+        "password_file": Key(str, ""),
+    }, required=False),
+    "ui": Section({
+        "prompt_timeout_s": Key(float, 60.0, in_range(1, 3600)),
+        "reasons_timeout_s": Key(float, 30.0, in_range(1, 3600)),
+        "thanks_s": Key(float, 3.0, in_range(0.1, 60)),
+        "lockout_s": Key(float, 1.0, in_range(0, 60)),
+        "allow_spontaneous": Key(bool, True),
+        "spontaneous_min_interval_s": Key(float, 60.0, in_range(0, 86400)),
+        "reasons": Key(list, None, _reasons),
+    }, required=False),
+    "clock": Section({
+        # The device trusts its clock once this file exists (systemd-timesyncd).
+        "sync_file": Key(str, "/run/systemd/timesync/synchronized"),
+        # For machines that keep time another way (RTC, chrony): always synced.
+        "assume_synced": Key(bool, False),
+    }, required=False),
+}
+
+
+@dataclass(frozen=True)
+class DeviceSection:
+    id: str
+    region_code: str
+    hall_id: str
+    window_id: str
+    window_name: str
+    data_dir: Path
+
+
+@dataclass(frozen=True)
+class SerialSection:
+    port: str
+    baudrate: int
+    require_crc: bool
+    reopen_s: float
+
+
+@dataclass(frozen=True)
+class InputSection:
+    kind: str
+    pins: dict[int, int]
+    pull_up: bool
+    bounce_ms: int
+    touch_device: str
+    zones: dict[int, tuple[int, int, int, int]]
+
+
+@dataclass(frozen=True)
+class DisplaySection:
+    kind: str
+    font: str
+    i2c_port: int
+    i2c_address: int
+    rotate: int
+    contrast: int
+
+
+@dataclass(frozen=True)
+class IndicatorsSection:
+    kind: str
+    leds: dict[int, int]
+    buzzer: int | None
+
+
+@dataclass(frozen=True)
+class MqttSection:
+    host: str
+    port: int
+    prefix: str
+    keepalive_s: int
+    resend_after_s: float
+    telemetry_s: float
+    protocol: str
+    session_expiry_s: int
+    max_inflight: int
+    tls: bool
+    ca_file: str
+    client_cert: str
+    client_key: str
+    username: str
+    password_file: str
+
+
+@dataclass(frozen=True)
+class UiSettings:
+    """The part of the config the core uses; the retained `config` topic may replace it."""
+
+    window_name: str
+    prompt_timeout_s: float = 60.0
+    reasons_timeout_s: float = 30.0
+    thanks_s: float = 3.0
+    lockout_s: float = 1.0
+    allow_spontaneous: bool = True
+    spontaneous_min_interval_s: float = 60.0
+    reasons: tuple[tuple[str, str], ...] = DEFAULT_REASONS
+
+
+@dataclass(frozen=True)
+class ClockSection:
+    sync_file: str
+    assume_synced: bool
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    path: Path
+    device: DeviceSection
+    serial: SerialSection
+    input: InputSection
+    display: DisplaySection
+    indicators: IndicatorsSection
+    mqtt: MqttSection
+    ui: UiSettings
+    clock: ClockSection
+
+
+def _int_table(path: Path, section: str, key: str, raw: dict[str, Any] | None,
+               problems: list[str], lo: int, hi: int) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for k, v in (raw or {}).items():
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            problems.append(f"{path}: [{section}] {key}.{k}: must be an integer {lo}..{hi}, "
+                            f"got {v!r}")
+        else:
+            out[int(k)] = v
+    return out
+
+
+def parse_device_config(path: Path, data: dict[str, Any]) -> DeviceConfig:
+    """Validate parsed TOML; raise ConfigError listing every problem."""
+    v, problems = validate(path, data, SCHEMA)
+    if problems and any("section missing" in p or "must be a table" in p for p in problems):
+        raise ConfigError(problems)
+    d, s, i, disp, ind, m, u, c = (v[k] for k in (
+        "device", "serial", "input", "display", "indicators", "mqtt", "ui", "clock"))
+
+    pins = _int_table(path, "input", "pins", i.get("pins"), problems, 0, 27)
+    zones: dict[int, tuple[int, int, int, int]] = {}
+    for k, z in (i.get("zones") or {}).items():
+        if (not isinstance(z, list) or len(z) != 4
+                or not all(isinstance(n, int) and not isinstance(n, bool) for n in z)
+                or z[0] >= z[2] or z[1] >= z[3]):
+            problems.append(f"{path}: [input] zones.{k}: must be [x0, y0, x1, y1] "
+                            f"with x0 < x1 and y0 < y1, got {z!r}")
+        else:
+            zones[int(k)] = (z[0], z[1], z[2], z[3])
+    leds = _int_table(path, "indicators", "leds", ind.get("leds"), problems, 0, 27)
+
+    # Cross-checks ------------------------------------------------------------
+    kind = i.get("kind")
+    if kind == "gpio":
+        if "pins" in i and sorted(pins) != [1, 2, 3, 4, 5] and i.get("pins") is not None:
+            problems.append(f"{path}: [input] pins: needs a BCM pin for each level 1..5")
+        if i.get("pins") is None:
+            problems.append(f"{path}: [input] pins: required when kind = \"gpio\"")
+    if kind == "touch":
+        if i.get("zones") is None:
+            problems.append(f"{path}: [input] zones: required when kind = \"touch\"")
+        elif sorted(zones) != [1, 2, 3, 4, 5] and len(zones) == len(i["zones"]):
+            problems.append(f"{path}: [input] zones: needs a zone for each level 1..5")
+    used = list(pins.values()) + list(leds.values())
+    if ind.get("buzzer") is not None:
+        used.append(ind["buzzer"])
+    if kind == "gpio":
+        dupes = sorted({p for p in used if used.count(p) > 1})
+        if dupes:
+            problems.append(f"{path}: [input]/[indicators]: BCM pins used twice: {dupes}")
+    if m.get("tls") is False and (m.get("ca_file") or m.get("client_cert")):
+        problems.append(f"{path}: [mqtt] ca_file/client_cert: set only with tls = true")
+    if bool(m.get("client_cert")) != bool(m.get("client_key")):
+        problems.append(f"{path}: [mqtt] client_cert/client_key: give both or neither")
+    if m.get("password_file") and not m.get("username"):
+        problems.append(f"{path}: [mqtt] password_file: needs username")
+    for key in ("ca_file", "client_cert", "client_key", "password_file"):
+        f = m.get(key)
+        if f and not Path(f).is_file():
+            problems.append(f"{path}: [mqtt] {key}: no such file {f!r}")
+    if disp.get("font") and not Path(disp["font"]).is_file():
+        problems.append(f"{path}: [display] font: no such file {disp['font']!r}")
+
+    if problems:
+        raise ConfigError(problems)
+
+    reasons = DEFAULT_REASONS if u["reasons"] is None else tuple(
+        (r["code"], r["label"]) for r in u["reasons"])
+    return DeviceConfig(
+        path=path,
+        device=DeviceSection(d["id"], d["region_code"], d["hall_id"], d["window_id"],
+                             d["window_name"], Path(d["data_dir"])),
+        serial=SerialSection(s["port"], s["baudrate"], s["require_crc"], s["reopen_s"]),
+        input=InputSection(kind, pins, i["pull_up"], i["bounce_ms"], i["touch_device"], zones),
+        display=DisplaySection(disp["kind"], disp["font"], disp["i2c_port"],
+                               disp["i2c_address"], disp["rotate"], disp["contrast"]),
+        indicators=IndicatorsSection(ind["kind"], leds, ind["buzzer"]),
+        mqtt=MqttSection(**m),
+        ui=UiSettings(
+            window_name=d["window_name"],
+            prompt_timeout_s=u["prompt_timeout_s"],
+            reasons_timeout_s=u["reasons_timeout_s"],
+            thanks_s=u["thanks_s"],
+            lockout_s=u["lockout_s"],
+            allow_spontaneous=u["allow_spontaneous"],
+            spontaneous_min_interval_s=u["spontaneous_min_interval_s"],
+            reasons=reasons,
+        ),
+        clock=ClockSection(c["sync_file"], c["assume_synced"]),
+    )
+
+
+def load_device_config(path: str | Path) -> DeviceConfig:
+    p = Path(path)
+    return parse_device_config(p, load_toml(p))

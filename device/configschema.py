@@ -1,0 +1,160 @@
+"""A small declarative TOML schema: every problem in a config file is found in one pass.
+
+Both daemons describe their config as sections of `Key`s; `validate` returns the
+typed values plus a list of human-readable problems ("file: [section] key: what is
+wrong"), so a technician fixes a broken file in one round instead of one per start.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+_MISSING: Any = object()
+
+Check = Callable[[Any], str | None]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its type, default (or required) and an optional extra check."""
+
+    kind: type | tuple[type, ...]
+    default: Any = _MISSING
+    check: Check | None = None
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+
+@dataclass
+class Section:
+    keys: dict[str, Key]
+    required: bool = True
+    # A free-form table (e.g. pins = {5 = 17}) is one Key of kind dict.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+             dict: "a table", list: "a list"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _type_ok(value: Any, kind: type | tuple[type, ...]) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool):
+        return bool in kinds
+    if float in kinds and isinstance(value, int):
+        return True
+    return isinstance(value, kinds)
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file, turning every failure into a one-line ConfigError."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except PermissionError:
+        raise ConfigError([f"{path}: permission denied"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory, not a config file"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
+
+
+def validate(
+    path: Path | str, data: Mapping[str, Any], schema: Mapping[str, Section]
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Check `data` against `schema`; return (values with defaults, problems)."""
+    problems: list[str] = []
+    values: dict[str, dict[str, Any]] = {}
+    for name in data:
+        if name not in schema:
+            known = ", ".join(f"[{s}]" for s in schema)
+            problems.append(f"{path}: [{name}]: unknown section (known: {known})")
+    for name, section in schema.items():
+        raw = data.get(name, _MISSING)
+        if raw is _MISSING:
+            if section.required and any(k.required for k in section.keys.values()):
+                problems.append(f"{path}: [{name}]: section missing")
+            raw = {}
+        if not isinstance(raw, Mapping):
+            problems.append(f"{path}: [{name}]: must be a table")
+            raw = {}
+        out: dict[str, Any] = {}
+        for key in raw:
+            if key not in section.keys:
+                known = ", ".join(section.keys)
+                problems.append(f"{path}: [{name}] {key}: unknown key (known: {known})")
+        for key, spec in section.keys.items():
+            if key not in raw:
+                if spec.required:
+                    problems.append(f"{path}: [{name}] {key}: required key missing")
+                else:
+                    out[key] = spec.default
+                continue
+            value = raw[key]
+            if not _type_ok(value, spec.kind):
+                problems.append(
+                    f"{path}: [{name}] {key}: must be {_type_name(spec.kind)}, got {value!r}"
+                )
+                continue
+            if isinstance(value, int) and not isinstance(value, bool) and spec.kind is float:
+                value = float(value)
+            if spec.check is not None:
+                why = spec.check(value)
+                if why:
+                    problems.append(f"{path}: [{name}] {key}: {why} (got {value!r})")
+                    continue
+            out[key] = value
+        values[name] = out
+    return values, problems
+
+
+# Reusable checks -----------------------------------------------------------
+
+def in_range(lo: float | None = None, hi: float | None = None) -> Check:
+    def check(v: Any) -> str | None:
+        if lo is not None and v < lo:
+            return f"must be at least {lo}"
+        if hi is not None and v > hi:
+            return f"must be at most {hi}"
+        return None
+    return check
+
+
+def one_of(*choices: str) -> Check:
+    def check(v: Any) -> str | None:
+        return None if v in choices else "must be one of " + ", ".join(repr(c) for c in choices)
+    return check
+
+
+def non_empty(v: Any) -> str | None:
+    return "must not be empty" if not v else None
+
+
+def host_port(v: Any) -> str | None:
+    host, sep, port = str(v).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return "must be HOST:PORT"
+    return None

@@ -1,0 +1,146 @@
+"""The vocabulary of the evaluator core: events in, actions out, and what a screen shows.
+
+Everything here is plain frozen data, so drivers, the daemon loop, the simulator and
+tests all speak the same small language, and the core stays pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+InputKind = Literal["button", "touch", "sim"]
+ScreenName = Literal["idle", "prompt", "reasons", "thanks", "paused", "error"]
+
+LEVEL_LABELS: dict[int, str] = {
+    5: "非常满意",
+    4: "满意",
+    3: "基本满意",
+    2: "不满意",
+    1: "非常不满意",
+}
+
+
+# Events ---------------------------------------------------------------------
+# `t` is the monotonic time (seconds) at which the event happened, stamped by the
+# driver that saw it, from the same clock the core is given.
+
+@dataclass(frozen=True)
+class KeyDown:
+    level: int
+    t: float
+    input: InputKind = "button"
+
+
+@dataclass(frozen=True)
+class KeyUp:
+    level: int
+    t: float
+
+
+@dataclass(frozen=True)
+class Tick:
+    t: float
+
+
+@dataclass(frozen=True)
+class FrameReceived:
+    """A CRC-valid, well-formed frame from the window system (fields already checked)."""
+
+    type: str
+    seq: int
+    fields: dict[str, Any]
+    t: float
+
+
+@dataclass(frozen=True)
+class PersistFailed:
+    """The outbox could not store the rating the core asked it to persist."""
+
+    rating_id: str
+    reason: str
+    t: float
+
+
+@dataclass(frozen=True)
+class SettingsChanged:
+    """New UI settings (from the retained `config` topic), already validated."""
+
+    settings: Any  # device.config.UiSettings
+    t: float
+
+
+Event = KeyDown | KeyUp | Tick | FrameReceived | PersistFailed | SettingsChanged
+
+
+# Screens --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    """What one key does on the current screen (`code` is None for "skip")."""
+
+    level: int
+    label: str
+    code: str | None = None
+
+
+@dataclass(frozen=True)
+class Screen:
+    name: ScreenName
+    window_name: str = ""
+    staff_name: str | None = None
+    service_name: str | None = None
+    case_id: str | None = None
+    remaining_s: int | None = None     # countdown on prompt / reasons
+    level: int | None = None           # the level chosen (reasons, thanks)
+    options: tuple[Option, ...] = ()
+    message: str | None = None         # pause reason, error text
+    # prompt/reasons: rating the window without a case; idle: such a rating is open now
+    spontaneous: bool = False
+    offline: bool = False              # badge: the device cannot reach the broker
+
+    def text(self) -> str:
+        """The visible text of this screen, one line per row (for the sim socket)."""
+        from device.core.screens import visible_text
+        return visible_text(self)
+
+
+# Actions --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Show:
+    screen: Screen
+
+
+@dataclass(frozen=True)
+class Persist:
+    """Store this rating durably; nothing after it in the action list may run if it fails."""
+
+    rating: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SendFrame:
+    """Send a frame to the window system. ack/nak carry the window's seq in `frame`;
+    for every other type the serial writer adds the evaluator's own seq."""
+
+    frame: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    """A device event for logs and the `event` topic (SPEC §7)."""
+
+    name: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A hint for key LEDs / buzzer: "press", "thanks", "ignored", "error"."""
+
+    kind: str
+    level: int | None = None
+
+
+Action = Show | Persist | SendFrame | EmitEvent | Feedback
