@@ -63,6 +63,14 @@ class PersistFailed:
 
 
 @dataclass(frozen=True)
+class LinkChanged:
+    """The device gained or lost its broker connection (drives the offline badge)."""
+
+    online: bool
+    t: float
+
+
+@dataclass(frozen=True)
 class SettingsChanged:
     """New UI settings (from the retained `config` topic), already validated."""
 
@@ -70,7 +78,7 @@ class SettingsChanged:
     t: float
 
 
-Event = KeyDown | KeyUp | Tick | FrameReceived | PersistFailed | SettingsChanged
+Event = KeyDown | KeyUp | Tick | FrameReceived | PersistFailed | LinkChanged | SettingsChanged
 
 
 # Screens --------------------------------------------------------------------
@@ -114,9 +122,13 @@ class Show:
 
 @dataclass(frozen=True)
 class Persist:
-    """Store this rating durably; nothing after it in the action list may run if it fails."""
+    """Store this rating durably; nothing after it in the action list may run if it fails.
+
+    `case_id` and `rated_epoch` go into the duplicate-case memory in the same write."""
 
     rating: dict[str, Any]
+    case_id: str | None = None
+    rated_epoch: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,265 @@
+"""The simulator control socket (SPEC §8): simulated keys in, screen events out.
+
+One UNIX socket at `<data_dir>/sim.sock` serves both the sim input and the sim display,
+newline-delimited JSON both ways. To the daemon these are just another KeyInput and
+another Display; `hcp-sim device`, tests and the chaos runner drive it from outside.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from device.core.model import KeyDown, KeyUp, Screen
+from drivers.base import Emit, MonotonicClock
+from drivers.errors import DriverError
+
+log = logging.getLogger("hcp.sim")
+
+MAX_REQUEST = 4096
+MAX_HOLD_MS = 60_000
+# Touch on the simulated panel: five columns across the 128 px screen, left to right
+# levels 5..1 (the order the prompt lists them).
+SIM_ZONES: dict[int, tuple[int, int, int, int]] = {
+    5: (0, 0, 26, 64), 4: (26, 0, 51, 64), 3: (51, 0, 77, 64), 2: (77, 0, 102, 64),
+    1: (102, 0, 128, 64),
+}
+
+Renderer = Callable[[Screen], bytes]          # screen -> 1024-byte 1-bit frame
+StatusProvider = Callable[[], dict[str, Any]]
+
+
+def zone_at(zones: dict[int, tuple[int, int, int, int]], x: int, y: int) -> int | None:
+    for level, (x0, y0, x1, y1) in zones.items():
+        if x0 <= x < x1 and y0 <= y < y1:
+            return level
+    return None
+
+
+class _Client:
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+
+    def send(self, data: bytes) -> bool:
+        with self.lock:
+            try:
+                self.conn.sendall(data)
+            except OSError:
+                return False
+        return True
+
+
+class SimServer:
+    """The socket itself: accepts clients, parses their ops, broadcasts screen events."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._clients: list[_Client] = []
+        self._lock = threading.Lock()
+        self._emit: Emit | None = None
+        self._clock: MonotonicClock | None = None
+        self._last_event: bytes | None = None
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self.status_provider: StatusProvider | None = None
+
+    # --- lifecycle
+
+    def open(self) -> None:
+        if self._sock is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(self.path))
+            os.chmod(self.path, 0o660)
+            sock.listen(8)
+        except OSError as e:
+            sock.close()
+            raise DriverError(f"sim socket {self.path}: {e.strerror}") from None
+        self._sock = sock
+        threading.Thread(target=self._accept_loop, name="sim-accept", daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+            self._sock = None
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for c in clients:
+            with contextlib.suppress(OSError):
+                c.conn.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def attach_input(self, emit: Emit, clock: MonotonicClock) -> None:
+        self._emit = emit
+        self._clock = clock
+
+    # --- out
+
+    def broadcast(self, event: dict[str, Any], remember: bool = False) -> None:
+        data = (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        if remember:
+            self._last_event = data
+        with self._lock:
+            clients = list(self._clients)
+        dead = [c for c in clients if not c.send(data)]
+        if dead:
+            with self._lock:
+                self._clients = [c for c in self._clients if c not in dead]
+
+    # --- in
+
+    def _accept_loop(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            client = _Client(conn)
+            with self._lock:
+                self._clients.append(client)
+            if self._last_event is not None:
+                client.send(self._last_event)  # a new client sees the current screen
+            threading.Thread(target=self._client_loop, args=(client,), name="sim-client",
+                             daemon=True).start()
+
+    def _client_loop(self, client: _Client) -> None:
+        buf = b""
+        with contextlib.suppress(OSError):
+            while not self._stop.is_set():
+                chunk = client.conn.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip():
+                        self._request(client, line)
+                if len(buf) > MAX_REQUEST:
+                    self._reply(client, {"ev": "error", "error": "request too long"})
+                    buf = b""
+        with self._lock:
+            if client in self._clients:
+                self._clients.remove(client)
+        with contextlib.suppress(OSError):
+            client.conn.close()
+
+    def _reply(self, client: _Client, event: dict[str, Any]) -> None:
+        client.send((json.dumps(event, ensure_ascii=False) + "\n").encode())
+
+    def _request(self, client: _Client, line: bytes) -> None:
+        try:
+            req = json.loads(line)
+            if not isinstance(req, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError) as e:
+            self._reply(client, {"ev": "error", "error": f"bad request: {e}"})
+            return
+        op = req.get("op")
+        if op in ("press", "hold"):
+            level = req.get("level")
+            if not _is_int(level) or not 1 <= level <= 5:
+                self._reply(client, {"ev": "error", "op": op, "error": "level must be 1..5"})
+                return
+            ms = req.get("ms", 0) if op == "hold" else 0
+            if not _is_int(ms) or not 0 <= ms <= MAX_HOLD_MS:
+                self._reply(client, {"ev": "error", "op": op,
+                                     "error": f"ms must be 0..{MAX_HOLD_MS}"})
+                return
+            self._press(level, ms / 1000)
+        elif op == "touch":
+            x, y = req.get("x"), req.get("y")
+            if not _is_int(x) or not _is_int(y):
+                self._reply(client, {"ev": "error", "op": op, "error": "x and y must be integers"})
+                return
+            level = zone_at(SIM_ZONES, x, y)
+            if level is not None:
+                self._press(level, 0.0)
+        elif op == "status":
+            status = self.status_provider() if self.status_provider else {}
+            self._reply(client, {"ev": "status", **status})
+        else:
+            self._reply(client, {"ev": "error", "error": f"unknown op {str(op)[:40]!r}"})
+
+    def _press(self, level: int, hold_s: float) -> None:
+        emit, clock = self._emit, self._clock
+        if emit is None or clock is None:
+            return  # sim display only: keys come from real hardware
+        emit(KeyDown(level, clock.monotonic(), input="sim"))
+        if hold_s <= 0:
+            emit(KeyUp(level, clock.monotonic()))
+            return
+        timer = threading.Timer(hold_s, lambda: emit(KeyUp(level, clock.monotonic())))
+        timer.daemon = True
+        timer.start()
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class SimInput:
+    """KeyInput whose keys are pressed through the sim socket."""
+
+    def __init__(self, server: SimServer) -> None:
+        self.server = server
+
+    def start(self, emit: Emit, clock: MonotonicClock) -> None:
+        self.server.attach_input(emit, clock)
+        self.server.open()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+class SimDisplay:
+    """Display that sends each screen to every sim client (SPEC §8 screen events)."""
+
+    def __init__(self, server: SimServer, renderer: Renderer) -> None:
+        self.server = server
+        self.renderer = renderer
+        self.last: Screen | None = None
+
+    def show(self, screen: Screen) -> None:
+        self.server.open()
+        self.last = screen
+        event: dict[str, Any] = {
+            "ev": "screen",
+            "screen": screen.name,
+            "text": screen.text(),
+            "options": [_option(o, with_code=screen.name == "reasons")
+                        for o in screen.options],
+            "frame": base64.b64encode(self.renderer(screen)).decode("ascii"),
+        }
+        if screen.name in ("prompt", "reasons"):
+            event["case_id"] = screen.case_id
+        if screen.remaining_s is not None:
+            event["remaining_s"] = screen.remaining_s
+        self.server.broadcast(event, remember=True)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _option(o: Any, with_code: bool) -> dict[str, Any]:
+    d: dict[str, Any] = {"level": o.level, "label": o.label}
+    if with_code:
+        d["code"] = o.code  # None for the skip key
+    return d
