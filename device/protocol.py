@@ -16,7 +16,7 @@ from typing import Any
 MAX_LINE = 4096
 WINDOW_TYPES = frozenset(
     {"case_completed", "cancel", "staff_login", "staff_logout", "pause", "resume", "ping"})
-_CRC_RE = re.compile(rb"^[0-9A-Fa-f]{4}$")
+_CRC_RE = re.compile(rb"[0-9A-Fa-f]{4}")
 
 # The fields the evaluator keeps per frame type; anything else is dropped unread so a
 # window system's extra personal data (names, ID numbers, phones) cannot leak.
@@ -84,14 +84,20 @@ def _read_seq(obj: Any) -> int | None:
 
 
 def decode_line(line: bytes, require_crc: bool = True) -> Frame | Rejected:
-    """Decode one line (without its '\\n'). Never raises."""
-    if len(line) > MAX_LINE:
-        return Rejected("too_long", f"{len(line)} bytes > {MAX_LINE}")
-    if line.endswith(b"\r"):
-        line = line[:-1]
+    """Decode one line (without its '\\n'). Never raises.
+
+    The 4096-byte limit applies to the frame itself: a tolerated trailing '\\r' is not
+    counted, so a maximal frame is still accepted from a window system that ends lines
+    with CRLF.
+    """
+    size = len(line) - (1 if line.endswith(b"\r") else 0)
+    if size > MAX_LINE:
+        return Rejected("too_long", f"{size} bytes > {MAX_LINE}")
+    line = line[:size]
     body = line
     star = line.rfind(b"*")
-    has_crc = star >= 0 and _CRC_RE.match(line[star + 1:]) is not None
+    # fullmatch: re's "$" would also match before a trailing newline.
+    has_crc = star >= 0 and _CRC_RE.fullmatch(line[star + 1:]) is not None
     if has_crc:
         body = line[:star]
         want = int(line[star + 1:], 16)
@@ -107,9 +113,11 @@ def decode_line(line: bytes, require_crc: bool = True) -> Frame | Rejected:
         return Rejected("utf8", f"bad UTF-8 at byte {e.start}")
     try:
         obj = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        detail = getattr(e, "msg", "too deeply nested")
-        return Rejected("json", f"bad JSON: {detail}")
+    except RecursionError:
+        return Rejected("json", "bad JSON: too deeply nested")
+    except ValueError as e:
+        # JSONDecodeError, and the int-digits limit of int() that json also raises.
+        return Rejected("json", f"bad JSON: {getattr(e, 'msg', 'invalid value')}")
     seq = _read_seq(obj)
     if not isinstance(obj, dict) or seq is None or not isinstance(obj.get("type"), str):
         return Rejected("bad_frame", "not a JSON object with string type and integer seq",
@@ -125,6 +133,11 @@ def decode_line(line: bytes, require_crc: bool = True) -> Frame | Rejected:
         value = obj[name]
         if not isinstance(value, str):
             return Rejected("bad_field", f"{name} must be a string", seq=seq, nak="bad_field")
+        if not _encodable(value):
+            # A lone surrogate (JSON "\ud800") is valid JSON but cannot be re-encoded as
+            # UTF-8: it would break the outbox and the MQTT publish much later.
+            return Rejected("bad_field", f"{name} is not valid Unicode text", seq=seq,
+                            nak="bad_field")
         limit = FIELD_LIMITS[name]
         if len(value) > limit:
             return Rejected("bad_field", f"{name} longer than {limit} characters", seq=seq,
@@ -136,6 +149,14 @@ def decode_line(line: bytes, require_crc: bool = True) -> Frame | Rejected:
     if "completed_at" in fields and not _iso8601(fields["completed_at"]):
         return Rejected("bad_field", "completed_at must be ISO-8601", seq=seq, nak="bad_field")
     return Frame(ftype, seq, fields)
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _iso8601(value: str) -> bool:
