@@ -1,0 +1,472 @@
+"""A crash-safe TinyDB storage: an append-only journal of checksummed records, replayed into
+memory on open and compacted now and then, so that one write costs one append and one fsync.
+
+File format (``outbox.journal``: UTF-8, normally one record per line)::
+
+    <crc> <length> <json>\\n
+
+- ``json`` is a compact JSON object of ``length`` bytes (decimal); ``crc`` is the CRC-32
+  (zlib) of exactly those bytes, as 8 lowercase hex digits. The newline ends the record.
+- The first record of a file is a header, ``{"journal": "hcp-outbox", "version": 1}``.
+- Every other record is one atomic batch, ``{"ops": [op, ...]}``, with each op either
+  ``["put", table, doc_id, doc]`` (insert or replace a document) or
+  ``["del", table, [doc_id, ...]]``. Replay applies a record whole or not at all.
+
+Writing: a batch is one ``pwrite`` at the known end of the file followed by one ``fsync``;
+memory changes only after both succeed. If either fails (ENOSPC, EIO) the file is truncated
+back to its previous end and the OSError propagates, so the file stays a run of whole records.
+
+Compaction: when the file is larger than ``compact_ratio`` times the live data and larger
+than ``compact_min_bytes``, the live state is written as a header plus one put record per
+document to ``<name>.tmp`` in the same directory, fsync'ed, renamed over the journal with
+``os.replace``, and the directory is fsync'ed. A crash at any instant leaves either the old
+or the new file, each complete; a leftover ``.tmp`` is deleted on open. Its cost is amortised:
+the bytes it writes are at most 1/ratio of the bytes appended since the previous one.
+
+Recovery: on open the file is scanned record by record. A record is kept when its prefix
+parses, its CRC matches and its JSON is a well-formed batch; the newline after it is expected
+but a damaged one does not cost the record. Anything else is damage: scanning resumes at the
+next position where a record prefix starts (normally the next line), so every intact record
+survives, and each damaged byte range is reported with a reason. A torn tail (the file ends
+inside a record: a write cut short by a power loss) is damage like any other. A damaged file
+is then rewritten cleanly as in compaction, and the original is kept beside it as
+``<name>.corrupt-<UTC time>`` (hard link, or copy) for the technicians: never deleted.
+
+Concurrency: one writer (the daemon's core loop) and no locking; not for several processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from tinydb import TinyDB
+from tinydb.storages import Storage
+from tinydb.table import Document, Table
+
+log = logging.getLogger(__name__)
+
+FORMAT = "hcp-outbox"
+VERSION = 1
+_PREFIX = re.compile(rb"([0-9a-f]{8}) ([0-9]{1,9}) ")
+
+Tables = dict[str, dict[str, Any]]  # table name -> doc_id -> document
+Op = list[Any]  # ["put", table, doc_id, doc] | ["del", table, [doc_id, ...]]
+
+
+class JournalFormatError(Exception):
+    """The journal was written by a newer format version that this code cannot read."""
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A byte range of the journal that held no intact record."""
+
+    start: int
+    end: int
+    reason: str
+    records: int  # how many records were lost there (an estimate: lines or prefixes seen)
+
+
+def put_op(table: str, doc_id: str, doc: Mapping[str, Any]) -> Op:
+    return ["put", table, doc_id, doc]
+
+
+def del_op(table: str, doc_ids: Iterable[str]) -> Op:
+    return ["del", table, list(doc_ids)]
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def frame(body: bytes) -> bytes:
+    """Wrap one JSON body into a journal record."""
+    return b"%08x %d " % (zlib.crc32(body), len(body)) + body + b"\n"
+
+
+def _header() -> bytes:
+    return frame(_dumps({"journal": FORMAT, "version": VERSION}))
+
+
+def _well_formed(record: Any) -> bool:
+    if not isinstance(record, dict):
+        return False
+    if "journal" in record:
+        return record.get("journal") == FORMAT and isinstance(record.get("version"), int)
+    ops = record.get("ops")
+    return isinstance(ops, list) and all(_well_formed_op(op) for op in ops)
+
+
+def _well_formed_op(op: Any) -> bool:
+    if not isinstance(op, list) or len(op) < 3 or not isinstance(op[1], str):
+        return False
+    if op[0] == "put":
+        return len(op) == 4 and isinstance(op[2], str) and isinstance(op[3], dict)
+    if op[0] == "del":
+        return len(op) == 3 and isinstance(op[2], list) and all(isinstance(i, str) for i in op[2])
+    return False
+
+
+def _read_record(buf: bytes, pos: int) -> tuple[dict[str, Any] | None, int, str]:
+    """The record starting at `pos` and where its body ends, or None and why not."""
+    m = _PREFIX.match(buf, pos)
+    if m is None:
+        return None, pos, "not a record"
+    end = m.end() + int(m[2])
+    if end > len(buf):
+        return None, pos, "torn record (the file ends inside it)"
+    body = buf[m.end():end]
+    if zlib.crc32(body) != int(m[1], 16):
+        return None, pos, "bad checksum"
+    try:
+        record = json.loads(body)
+    except ValueError:  # includes UnicodeDecodeError
+        return None, pos, "bad JSON"
+    if not _well_formed(record):
+        return None, pos, "not a journal record"
+    return record, end, ""
+
+
+def scan(buf: bytes) -> tuple[list[dict[str, Any]], list[Damage]]:
+    """Split a journal into its intact records and the damaged byte ranges between them."""
+    records: list[dict[str, Any]] = []
+    damage: list[Damage] = []
+    bad_start, bad_reason = -1, ""
+
+    def close_damage(end: int) -> None:
+        nonlocal bad_start
+        if bad_start >= 0:
+            span = buf[bad_start:end]
+            lost = max(1, span.count(b"\n"), len(_PREFIX.findall(span)))
+            damage.append(Damage(bad_start, end, bad_reason, lost))
+            bad_start = -1
+
+    pos = 0
+    while pos < len(buf):
+        record, end, reason = _read_record(buf, pos)
+        if record is None:
+            if bad_start < 0:
+                bad_start, bad_reason = pos, reason
+            m = _PREFIX.search(buf, pos + 1)
+            pos = m.start() if m else len(buf)
+            continue
+        close_damage(pos)
+        records.append(record)
+        if buf[end:end + 1] == b"\n":
+            pos = end + 1
+        else:  # the record is intact but its terminator is not: lose nothing, report it
+            nxt = _PREFIX.search(buf, end)
+            pos = nxt.start() if nxt else len(buf)
+            damage.append(Damage(end, pos, "damaged end of record", 0))
+    close_damage(len(buf))
+    return records, damage
+
+
+def _apply(tables: Tables, ops: list[Op]) -> None:
+    for op in ops:
+        if op[0] == "put":
+            tables.setdefault(op[1], {})[op[2]] = op[3]
+        else:
+            docs = tables.get(op[1], {})
+            for doc_id in op[2]:
+                docs.pop(doc_id, None)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class JournalStorage(Storage):
+    """TinyDB storage over a journal file (see the module docstring for the format).
+
+    `read()` is O(1) and returns the live in-memory tables: callers must not mutate them.
+    `write()` (TinyDB's generic path, e.g. `drop_tables`) rewrites the whole file: correct but
+    O(n), for rare operations. Hot paths use `commit()`, directly or through `JournalTable`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], compact_min_bytes: int = 1 << 20,
+                 compact_ratio: float = 4.0) -> None:
+        self.path = Path(path)
+        self.compact_min_bytes = compact_min_bytes
+        self.compact_ratio = compact_ratio
+        self.damage: list[Damage] = []      # what the last open found
+        self.notes: list[str] = []          # other things the last open wants logged
+        self.moved_aside: list[Path] = []
+        self._tables: Tables = {}
+        self._sizes: dict[tuple[str, str], int] = {}  # encoded size of each live put
+        self._live_bytes = 0
+        self._lazy: list[Op] = []           # applied in memory, written with the next commit
+        self._size = 0                      # end of the last whole record in the file
+        self._compact_at = compact_min_bytes
+        self._fd = -1
+        self._open()
+
+    # TinyDB's Storage interface -------------------------------------------------------
+
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        return dict(self._tables) if self._tables else None
+
+    def write(self, data: dict[str, dict[str, Any]]) -> None:
+        self._rewrite(json.loads(_dumps(data)))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            if self._lazy:
+                with contextlib.suppress(OSError):
+                    self.commit([])
+            os.close(self._fd)
+            self._fd = -1
+
+    # Journal operations ------------------------------------------------------------------
+
+    def commit(self, ops: list[Op], lazy: bool = False) -> None:
+        """Apply `ops` as one atomic record: appended and fsync'ed before memory changes.
+
+        With `lazy`, memory changes now and the ops ride along with the next commit (or the
+        next compaction): for changes whose loss in a crash is harmless."""
+        if lazy:
+            self._apply(ops, [len(_dumps(op)) for op in ops])
+            self._lazy.extend(ops)
+            return
+        parts = [_dumps(op) for op in self._lazy + ops]
+        record = frame(b'{"ops":[' + b",".join(parts) + b"]}")
+        self._append(_header() + record if self._size == 0 else record)
+        # Memory gets what a replay would give (JSON types, no aliasing with the caller).
+        new_parts = parts[len(self._lazy):]
+        self._apply([json.loads(p) for p in new_parts], [len(p) for p in new_parts])
+        self._lazy.clear()
+        if self._size >= self._compact_at and self._size > self.compact_ratio * self._live_bytes:
+            self._compact_quietly()
+
+    def compact(self) -> None:
+        """Rewrite the journal as a snapshot of the live state (atomic; see module docstring)."""
+        self._rewrite(self._tables)
+
+    @property
+    def size(self) -> int:
+        """Bytes of whole records in the journal file."""
+        return self._size
+
+    # Internals ---------------------------------------------------------------------------
+
+    def _apply(self, ops: list[Op], sizes: list[int]) -> None:
+        for op, size in zip(ops, sizes, strict=True):
+            if op[0] == "put":
+                key = (op[1], op[2])
+                self._live_bytes += size - self._sizes.get(key, 0)
+                self._sizes[key] = size
+            else:
+                for doc_id in op[2]:
+                    self._live_bytes -= self._sizes.pop((op[1], doc_id), 0)
+        _apply(self._tables, ops)
+
+    def _append(self, record: bytes) -> None:
+        if self._fd < 0:
+            raise OSError("the journal is closed")
+        start = self._size
+        try:
+            view = memoryview(record)
+            done = 0
+            while done < len(record):
+                done += os.pwrite(self._fd, view[done:], start + done)
+            os.fsync(self._fd)
+        except OSError:
+            # Leave only whole records behind; if even this fails, the next append overwrites
+            # from `start`, and a reopen would report and clean whatever is left.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+                os.fsync(self._fd)
+            raise
+        self._size = start + len(record)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp_path())  # a compaction that never reached os.replace
+        created = not self.path.exists()
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if created:
+            _fsync_dir(self.path.parent)
+        with open(self.path, "rb") as f:
+            buf = f.read()
+        records, self.damage = scan(buf)
+        for record in records:
+            if "journal" in record:
+                if record["version"] > VERSION:
+                    os.close(self._fd)
+                    self._fd = -1
+                    raise JournalFormatError(
+                        f"{self.path} was written by journal format version "
+                        f"{record['version']}; this software reads up to {VERSION}")
+            else:
+                _apply(self._tables, record["ops"])
+        self._size = len(buf)
+        self._recount()
+        if self.damage:
+            self._recover()
+
+    def _recover(self) -> None:
+        """Rewrite the kept records cleanly; keep the damaged original beside it."""
+        aside = self.path.with_name(
+            f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        n = 1
+        while aside.exists():
+            aside = aside.with_name(f"{aside.name.split('~')[0]}~{n}")
+            n += 1
+        try:
+            self._rewrite(self._tables, keep_original_as=aside)
+        except OSError as e:
+            # Still usable: appends go after the damage, and the next open tries again.
+            self.notes.append(f"{self.path.name}: could not rewrite the damaged journal "
+                              f"({e}); kept it as it is")
+            return
+        self.moved_aside.append(aside)
+
+    def _rewrite(self, tables: Tables, keep_original_as: Path | None = None) -> None:
+        tmp = self._tmp_path()
+        try:
+            with open(tmp, "wb") as f:
+                f.write(_header())
+                for name, docs in tables.items():
+                    for doc_id, doc in docs.items():
+                        f.write(frame(b'{"ops":[' + _dumps(put_op(name, doc_id, doc)) + b"]}"))
+                f.flush()
+                os.fsync(f.fileno())
+            if keep_original_as is not None:
+                try:
+                    os.link(self.path, keep_original_as)
+                except OSError:  # e.g. a file system without hard links
+                    shutil.copyfile(self.path, keep_original_as)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.path.parent)
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        self._size = os.fstat(self._fd).st_size
+        self._tables = tables
+        self._lazy.clear()
+        self._recount()
+        self._compact_at = self.compact_min_bytes
+
+    def _compact_quietly(self) -> None:
+        try:
+            self.compact()
+        except OSError as e:
+            # The commit itself is durable; try again after another `compact_min_bytes`.
+            self._compact_at = self._size + self.compact_min_bytes
+            log.warning("journal compaction of %s failed (will retry later): %s", self.path, e)
+
+    def _recount(self) -> None:
+        self._sizes = {(name, doc_id): len(_dumps(put_op(name, doc_id, doc)))
+                       for name, docs in self._tables.items() for doc_id, doc in docs.items()}
+        self._live_bytes = sum(self._sizes.values())
+
+    def _tmp_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".tmp")
+
+
+class JournalTable(Table):
+    """A TinyDB table whose documents have string ids chosen by the caller (a rating_id, a
+    case_id, a setting name) and whose writes are journal records.
+
+    `insert`, `upsert` of a `Document` and `remove(doc_ids=...)` cost O(1) per document: one
+    record, one fsync. Everything else (update, remove by query, truncate, ...) goes through
+    `_update_table`, which stays correct but is O(size of this table), like TinyDB's own.
+    """
+
+    document_id_class = str  # type: ignore[assignment]  # TinyDB assumes int ids; ours are keys
+
+    @property
+    def journal(self) -> JournalStorage:
+        return cast(JournalStorage, self.storage)
+
+    def view(self) -> Mapping[str, Any]:
+        """The live documents by id, in insertion order, in O(1): read-only, do not mutate."""
+        return self._read_table()
+
+    def get_doc(self, doc_id: str) -> Document | None:
+        """The document with this id, in O(1) (TinyDB's `get` is typed for int ids)."""
+        doc = self._read_table().get(doc_id)
+        return None if doc is None else Document(doc, doc_id)  # type: ignore[arg-type]
+
+    def insert(self, document: Mapping[str, Any]) -> str:  # type: ignore[override]
+        doc_id = _doc_id(document)
+        if doc_id in self._read_table():
+            raise ValueError(f"document {doc_id!r} already exists in table {self.name!r}")
+        self.journal.commit([put_op(self.name, doc_id, document)])
+        self.clear_cache()
+        return doc_id
+
+    def upsert(self, document: Mapping[str, Any], cond: Any = None) -> list[str]:  # type: ignore[override]
+        if cond is not None or not isinstance(document, Document):
+            return cast(list[str], super().upsert(document, cond))
+        doc_id = _doc_id(document)
+        merged = {**self._read_table().get(doc_id, {}), **document}
+        self.journal.commit([put_op(self.name, doc_id, merged)])
+        self.clear_cache()
+        return [doc_id]
+
+    def remove(self, cond: Any = None, doc_ids: Iterable[Any] | None = None) -> list[str]:  # type: ignore[override]
+        if cond is not None or doc_ids is None:
+            return cast(list[str], super().remove(cond, doc_ids))
+        table = self._read_table()
+        present = list(dict.fromkeys(str(i) for i in doc_ids if str(i) in table))
+        if present:
+            self.journal.commit([del_op(self.name, present)])
+            self.clear_cache()
+        return present
+
+    def _update_table(self, updater: Callable[[dict[Any, Any]], None]) -> None:
+        current = self._read_table()
+        table: dict[Any, Any] = copy.deepcopy(dict(current))  # updaters mutate docs in place
+        updater(table)
+        gone = [doc_id for doc_id in current if doc_id not in table]
+        ops = [del_op(self.name, gone)] if gone else []
+        ops += [put_op(self.name, str(doc_id), doc) for doc_id, doc in table.items()
+                if current.get(str(doc_id)) != doc]
+        if ops:
+            self.journal.commit(ops)
+        self.clear_cache()
+
+    def _get_next_id(self) -> Any:
+        raise ValueError("journal tables need explicit ids: insert Document(doc, doc_id=...)")
+
+
+def _doc_id(document: Mapping[str, Any]) -> str:
+    if not isinstance(document, Document) or not isinstance(document.doc_id, str):
+        raise ValueError("journal tables need explicit string ids: Document(doc, doc_id=...)")
+    return document.doc_id
+
+
+class JournalDB(TinyDB):
+    """TinyDB over a `JournalStorage`, with `JournalTable` tables."""
+
+    table_class = JournalTable
+    default_storage_class = JournalStorage  # type: ignore[assignment]
+
+    @property
+    def journal(self) -> JournalStorage:
+        return cast(JournalStorage, self.storage)
+
+    def journal_table(self, name: str) -> JournalTable:
+        return cast(JournalTable, self.table(name))

@@ -1,0 +1,215 @@
+"""The device's outbox: every rating is stored durably here until an end-to-end receipt names
+it, together with the small state that must survive restarts (next seq, recently rated
+cases, rejected ratings, settings). TinyDB over the crash-safe journal of device/journal.py.
+
+Single writer: only the daemon's core loop may call the mutating methods; nothing here locks.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.journal import (
+    JournalDB,
+    JournalFormatError,
+    JournalStorage,
+    JournalTable,
+    Op,
+    del_op,
+    put_op,
+)
+
+JOURNAL_NAME = "outbox.journal"
+RATINGS, CASES, META, REJECTED, SETTINGS = "ratings", "cases", "meta", "rejected", "settings"
+REJECTED_KEPT = 100
+
+
+class StorageError(Exception):
+    """The outbox could not store or open durably (disk full, I/O error, unreadable file)."""
+
+
+@dataclass
+class OpenReport:
+    """What `Outbox.open()` found: for the daemon to log and publish."""
+
+    ratings: int            # ratings pending after open
+    dropped_records: int    # journal records skipped as corrupt/torn
+    dropped_bytes: int
+    # human-readable, e.g. "outbox.journal: bytes 1200-1380: bad checksum"
+    details: list[str] = field(default_factory=list)
+    moved_aside: list[Path] = field(default_factory=list)
+
+
+class Outbox:
+    """Pending ratings in store order, plus the device state that must survive restarts.
+
+    A method that writes returns only once its journal record is fsync'ed (except
+    `forget_cases_before`, which is lazy); on any OSError it raises `StorageError` and changes
+    nothing, and a later call works again once the cause (e.g. a full disk) is gone.
+    Documents returned by `get` and `pending` are shallow copies: do not mutate nested values.
+    """
+
+    def __init__(self, data_dir: Path, *, compact_min_bytes: int = 1 << 20,
+                 compact_ratio: float = 4.0) -> None:
+        self._dir = Path(data_dir)
+        self._compact_min_bytes = compact_min_bytes
+        self._compact_ratio = compact_ratio
+        self._db: JournalDB | None = None
+        self._next_seq = 1
+
+    # Lifecycle ---------------------------------------------------------------------------
+
+    def open(self) -> OpenReport:
+        """Load the outbox, recovering from torn or corrupted records (never refuses to start
+        over damage: it drops what is unreadable, keeps the rest and says what it dropped)."""
+        path = self._dir / JOURNAL_NAME
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            self._db = JournalDB(path, compact_min_bytes=self._compact_min_bytes,
+                                 compact_ratio=self._compact_ratio)
+        except (OSError, JournalFormatError) as e:
+            raise StorageError(f"cannot open the outbox {path}: {e}") from e
+        journal = self._db.journal
+        seqs = [doc.get("seq") for doc in self._table(RATINGS).view().values()]
+        self._next_seq = max([self._meta("next_seq", 1)]
+                             + [s + 1 for s in seqs if isinstance(s, int)])
+        return OpenReport(
+            ratings=len(self),
+            dropped_records=sum(d.records for d in journal.damage),
+            dropped_bytes=sum(d.end - d.start for d in journal.damage),
+            details=[f"{JOURNAL_NAME}: bytes {d.start}-{d.end}: {d.reason}"
+                     for d in journal.damage] + journal.notes,
+            moved_aside=list(journal.moved_aside),
+        )
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # Ratings -----------------------------------------------------------------------------
+
+    def store(self, rating: dict[str, Any], case_id: str | None = None,
+              case_rated_at: float | None = None) -> None:
+        """Durably append `rating` (fsync'ed before this returns), with its case memory and
+        the advanced next seq in the same record."""
+        rating_id, seq = rating["rating_id"], rating["seq"]
+        if not isinstance(rating_id, str) or not isinstance(seq, int):
+            raise ValueError("a rating needs a str rating_id and an int seq")
+        ops = [put_op(RATINGS, rating_id, rating)]
+        if case_id is not None:
+            rated_at = time.time() if case_rated_at is None else case_rated_at
+            ops.append(put_op(CASES, case_id, {"rated_at": rated_at}))
+        if seq + 1 > self._next_seq:
+            ops.append(put_op(META, "next_seq", {"value": seq + 1}))
+        self._commit(ops, f"cannot store rating {rating_id}")
+        self._next_seq = max(self._next_seq, seq + 1)
+
+    def remove(self, rating_ids: Iterable[str]) -> int:
+        """Forget these ratings (receipts came); one fsync'ed record for all. Returns how many
+        were pending. Losing a removal in a crash only means a harmless re-send."""
+        try:
+            return len(self._table(RATINGS).remove(doc_ids=rating_ids))
+        except OSError as e:
+            raise StorageError(f"cannot record receipts: {e}") from e
+
+    def get(self, rating_id: str) -> dict[str, Any] | None:
+        return self._table(RATINGS).get_doc(rating_id)
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Pending ratings in store order (which is seq order)."""
+        return list(self._table(RATINGS).all())
+
+    def pending_ids(self) -> list[str]:
+        return list(self._table(RATINGS).view())
+
+    def __len__(self) -> int:
+        return len(self._table(RATINGS).view())
+
+    def oldest_rated_at(self) -> str | None:
+        oldest = next(iter(self._table(RATINGS).view().values()), None)
+        return None if oldest is None else oldest.get("rated_at")
+
+    def next_seq(self) -> int:
+        """The first seq to use: above every seq ever stored, even of ratings since removed."""
+        return self._next_seq
+
+    # Duplicate-case memory ---------------------------------------------------------------
+
+    def recent_cases(self) -> dict[str, float]:
+        """case_id -> rated_at (epoch seconds), as stored; the caller filters by age."""
+        return {case_id: doc["rated_at"]
+                for case_id, doc in self._table(CASES).view().items()}
+
+    def forget_cases_before(self, epoch: float) -> None:
+        """Drop case memory older than `epoch`. Lazy: written with the next record, so a crash
+        may bring some back, which the caller's age filter makes harmless."""
+        old = [case_id for case_id, doc in self._table(CASES).view().items()
+               if not isinstance(doc.get("rated_at"), int | float) or doc["rated_at"] < epoch]
+        if old:
+            self._journal.commit([del_op(CASES, old)], lazy=True)
+
+    # Rejected ratings (for technicians) ----------------------------------------------------
+
+    def record_rejected(self, rating: dict[str, Any], error: str) -> None:
+        """Keep this rating the platform rejected; only the last `REJECTED_KEPT` are kept."""
+        key = str(rating.get("rating_id") or f"unknown-{time.time_ns()}")
+        table = self._table(REJECTED).view()
+        kept = [k for k in table if k != key]
+        ops: list[Op] = [del_op(REJECTED, [key])] if key in table else []
+        if len(kept) >= REJECTED_KEPT:
+            ops.append(del_op(REJECTED, kept[:len(kept) - REJECTED_KEPT + 1]))
+        ops.append(put_op(REJECTED, key, {"rating": rating, "error": error,
+                                          "rejected_at": time.time()}))
+        self._commit(ops, f"cannot record rejected rating {key}")
+
+    def rejected(self) -> list[dict[str, Any]]:
+        """Oldest first: `{"rating": {...}, "error": "...", "rejected_at": epoch}`."""
+        return list(self._table(REJECTED).all())
+
+    # Settings ------------------------------------------------------------------------------
+
+    def get_setting(self, name: str) -> Any | None:
+        doc = self._table(SETTINGS).get_doc(name)
+        return None if doc is None else doc.get("value")
+
+    def put_setting(self, name: str, value: Any) -> None:
+        self._commit([put_op(SETTINGS, name, {"value": value})], f"cannot save setting {name}")
+
+    # Disk ----------------------------------------------------------------------------------
+
+    def disk_free_mb(self) -> float:
+        """Free space where the outbox lives, in MiB."""
+        try:
+            return shutil.disk_usage(self._dir).free / (1 << 20)
+        except OSError as e:
+            raise StorageError(f"cannot read free space of {self._dir}: {e}") from e
+
+    # Internals -----------------------------------------------------------------------------
+
+    @property
+    def _journal(self) -> JournalStorage:
+        if self._db is None:
+            raise StorageError("the outbox is not open")
+        return self._db.journal
+
+    def _table(self, name: str) -> JournalTable:
+        if self._db is None:
+            raise StorageError("the outbox is not open")
+        return self._db.journal_table(name)
+
+    def _meta(self, name: str, default: Any) -> Any:
+        doc = self._table(META).get_doc(name)
+        return default if doc is None else doc.get("value", default)
+
+    def _commit(self, ops: list[Op], what: str) -> None:
+        try:
+            self._journal.commit(ops)
+        except OSError as e:
+            raise StorageError(f"{what}: {e.strerror or e}") from e
+
