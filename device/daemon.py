@@ -7,11 +7,10 @@ order "stored, then thanks, then `rated`" holds by construction.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import signal
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,22 +23,31 @@ from device.core.machine import DUPLICATE_WINDOW_S, Evaluator, Identity
 from device.core.model import (
     Action,
     EmitEvent,
-    Event,
     Feedback,
     FrameReceived,
+    LinkChanged,
     Persist,
     PersistFailed,
     SendFrame,
+    SettingsChanged,
     Show,
     Tick,
 )
+from device.delivery import Delivery
+from device.mqtt_link import MqttDown, MqttLink, MqttMessage, MqttPubAck, MqttUp, now_iso
 from device.outbox import Outbox, StorageError
 from device.protocol import Frame, decode_line, encode_frame, nak
+from device.remote_config import apply as apply_remote_config
+from device.remote_config import parse_remote_config
 from device.sdnotify import notify, watchdog_interval
 from drivers.base import Display, Indicators, KeyInput, SerialLink
 from drivers.sim import SimServer
 
 log = logging.getLogger("hcp.device")
+
+RATING_ID_LEN = 32
+CLOCK_CHECK_S = 15.0
+EVENT_BUFFER = 256
 
 
 # Loop-level events (the core never sees these) ------------------------------
@@ -111,6 +119,9 @@ class Stats:
     serial_open: bool = False
     last_frame: str | None = None
     storage_errors: int = 0
+    backlog: int = 0
+    receipts: int = 0
+    rejected: int = 0
 
 
 class FrameWriter:
@@ -131,7 +142,8 @@ class FrameWriter:
 
 class Daemon:
     def __init__(self, config: DeviceConfig, drivers: Drivers,
-                 clock: SystemClock | None = None, outbox: Outbox | None = None) -> None:
+                 clock: SystemClock | None = None, outbox: Outbox | None = None,
+                 mqtt: bool = True) -> None:
         self.config = config
         self.drivers = drivers
         self.clock = clock or SystemClock(config.clock.sync_file, config.clock.assume_synced)
@@ -140,9 +152,17 @@ class Daemon:
         self.writer = FrameWriter(drivers.serial)
         self.stats = Stats()
         self.serial_log = RateLimitedLog(log)
-        self._stopping = threading.Event()
         self.core: Evaluator | None = None
         self.on_ready: Callable[[], None] | None = None
+        self.delivery = Delivery(config.mqtt.resend_after_s, config.mqtt.max_inflight)
+        self.link: MqttLink | None = None
+        if mqtt:
+            self.link = MqttLink(config.mqtt, config.device.id, __version__, self.emit,
+                                 self.clock.monotonic)
+        self._events: list[dict[str, Any]] = []   # waiting for the broker
+        self._next_telemetry = 0.0
+        self._next_clock_check = 0.0
+        self._clock_synced: bool | None = None
 
     # --- thread-safe door ---------------------------------------------------
 
@@ -170,7 +190,7 @@ class Daemon:
         recent = {c: at for c, at in self.outbox.recent_cases().items() if at >= horizon}
         return Evaluator(
             identity=Identity(d.id, d.region_code, d.hall_id, d.window_id),
-            settings=self.config.ui,
+            settings=self._stored_settings(),
             clock=self.clock,
             first_seq=self.outbox.next_seq(),
             rated_cases=recent,
@@ -190,7 +210,12 @@ class Daemon:
         self.core = self._make_core()
         if self.drivers.sim is not None:
             self.drivers.sim.status_provider = self.status
+        self.stats.backlog = len(self.outbox)
+        self.delivery.load(self.outbox.pending_ids())
         self._execute(self.core.start(self.clock.monotonic()))
+        self._check_clock(self.clock.monotonic())
+        if self.link is not None:
+            self.link.start()
         self.drivers.keys.start(self.emit, self.clock)
         if self.drivers.serial is not None:
             self.drivers.serial.start(
@@ -209,7 +234,11 @@ class Daemon:
                     notify("WATCHDOG=1")
                     next_wd = now + wd
                 deadlines = [d for d in (self.core.next_deadline(),
-                                         next_wd if wd is not None else None) if d is not None]
+                                         next_wd if wd is not None else None,
+                                         self._next_telemetry if self._connected() else None,
+                                         self.delivery.next_deadline() if self._connected()
+                                         else None,
+                                         self._next_clock_check) if d is not None]
                 timeout = max(0.0, min(deadlines) - now) if deadlines else None
                 try:
                     ev = self.queue.get(timeout=timeout)
@@ -219,6 +248,7 @@ class Daemon:
                     log.info("stopping (%s)", ev.reason)
                     break
                 self._dispatch(ev)
+                self._housekeeping(self.clock.monotonic())
         finally:
             self._shutdown()
         return 0
@@ -235,8 +265,178 @@ class Daemon:
                                   "version": __version__})
             else:
                 log.warning("serial link lost: %s (reopening)", self.config.serial.port)
+        elif isinstance(ev, MqttUp):
+            self._mqtt_up(ev)
+        elif isinstance(ev, MqttDown):
+            log.warning("broker connection lost: %s", ev.reason)
+            self.delivery.on_disconnect()
+            self._execute(self.core.handle(LinkChanged(False, ev.t)))
+        elif isinstance(ev, MqttPubAck):
+            rid = self.delivery.acked(ev.mid, ev.ok)
+            if rid is not None and not ev.ok:
+                log.warning("broker refused rating %s: %s (will retry)", rid, ev.reason)
+        elif isinstance(ev, MqttMessage):
+            if ev.kind == "receipt":
+                self._receipt(ev.payload)
+            else:
+                self._remote_config(ev.payload, ev.t)
         else:
             self._execute(self.core.handle(ev))
+
+    # --- MQTT -------------------------------------------------------------------------
+
+    def _connected(self) -> bool:
+        return self.link is not None and self.delivery.connected
+
+    def _mqtt_up(self, ev: MqttUp) -> None:
+        assert self.core is not None
+        self.delivery.on_connect(self.outbox.pending_ids())
+        self._execute(self.core.handle(LinkChanged(True, ev.t)))
+        events, self._events = self._events, []
+        for payload in events:
+            self._publish("event", payload)
+        self._next_telemetry = ev.t  # one right away: the hall view fills in at once
+
+    def _publish(self, kind: str, payload: dict[str, Any], qos: int = 1) -> int | None:
+        assert self.link is not None
+        return self.link.publish(kind, payload, qos=qos)
+
+    def _pump(self, now: float) -> None:
+        """Publish what delivery says is due, within its in-flight window."""
+        if not self._connected():
+            return
+        for rid in self.delivery.next_batch(now):
+            rating = self.outbox.get(rid)
+            if rating is None:
+                self.delivery.receipted(rid)
+                continue
+            mid = self._publish("rating", rating)
+            if mid is None:
+                self.delivery.publish_failed(rid)
+                return
+            self.delivery.published(rid, mid, now)
+
+    def _receipt(self, payload: bytes) -> None:
+        try:
+            data = json.loads(payload.decode("utf-8"))
+            receipts = data["receipts"]
+            if not isinstance(receipts, list):
+                raise TypeError("receipts is not a list")
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as e:
+            log.warning("ignoring malformed receipt message: %s", e)
+            return
+        done: list[str] = []
+        for r in receipts:
+            if not isinstance(r, dict):
+                continue
+            rid, status = r.get("rating_id"), r.get("status")
+            if (not isinstance(rid, str) or len(rid) != RATING_ID_LEN
+                    or status not in ("accepted", "duplicate", "rejected")):
+                continue
+            rating = self.outbox.get(rid)
+            if rating is None:
+                continue  # already receipted (a duplicate receipt) or not ours
+            if status == "rejected":
+                self.stats.rejected += 1
+                error = str(r.get("error"))[:200]
+                log.error("platform rejected rating %s: %s (kept in the rejected list)",
+                          rid, error)
+                try:
+                    self.outbox.record_rejected(rating, error)
+                except StorageError as e:
+                    log.error("outbox: could not record rejected rating %s: %s", rid, e)
+            done.append(rid)
+        if not done:
+            return
+        try:
+            self.outbox.remove(done)
+        except StorageError as e:
+            # Not fatal: the rating stays and is re-sent; the platform de-duplicates.
+            log.error("outbox: could not remove receipted ratings: %s", e)
+            return
+        for rid in done:
+            self.delivery.receipted(rid)
+        self.stats.receipts += len(done)
+        self.stats.backlog = len(self.outbox)
+
+    def _stored_settings(self) -> Any:
+        stored = self.outbox.get_setting("remote_config")
+        if not stored:
+            return self.config.ui
+        parsed = parse_remote_config(json.dumps(stored).encode())
+        if isinstance(parsed, list):
+            log.error("ignoring stored remote config: %s", "; ".join(parsed))
+            return self.config.ui
+        return apply_remote_config(self.config.ui, parsed)
+
+    def _remote_config(self, payload: bytes, t: float) -> None:
+        assert self.core is not None
+        if not payload.strip():
+            changes: dict[str, Any] | list[str] = {}
+        else:
+            changes = parse_remote_config(payload)
+        if isinstance(changes, list):
+            log.error("refusing config from the broker: %s", "; ".join(changes))
+            self._event("config_rejected", {"problems": changes[:20]})
+            return
+        settings = apply_remote_config(self.config.ui, changes)
+        if settings == self.core.settings:
+            return
+        try:
+            self.outbox.put_setting("remote_config", changes or None)
+        except StorageError as e:
+            log.error("could not persist the config from the broker: %s", e)
+        self._execute(self.core.handle(SettingsChanged(settings, t)))
+        log.info("config from the broker applied: %s", sorted(changes) or "(cleared)")
+        self._event("config_applied", {"keys": sorted(changes)})
+
+    # --- periodic work ------------------------------------------------------------------
+
+    def _housekeeping(self, now: float) -> None:
+        self._pump(now)
+        if self._connected() and now >= self._next_telemetry:
+            self._publish("telemetry", self.telemetry(now), qos=0)
+            self._next_telemetry = now + self.config.mqtt.telemetry_s
+        if now >= self._next_clock_check:
+            self._check_clock(now)
+
+    def _check_clock(self, now: float) -> None:
+        self._next_clock_check = now + CLOCK_CHECK_S
+        synced = self.clock.synced()
+        if synced != self._clock_synced:
+            if not synced:
+                log.warning("clock not synchronised: ratings carry clock_synced=false")
+                self._event("clock_unsynced", {"sync_file": self.config.clock.sync_file})
+            elif self._clock_synced is not None:
+                log.info("clock synchronised")
+                self._event("clock_synced", {})
+            self._clock_synced = synced
+
+    def telemetry(self, now: float) -> dict[str, Any]:
+        oldest = self.outbox.oldest_rated_at()
+        oldest_s = None
+        if oldest is not None:
+            try:
+                oldest_s = max(0, round(self.clock.wall() - _epoch(oldest)))
+            except ValueError:
+                oldest_s = None
+        return {
+            "at": now_iso(),
+            "backlog": len(self.outbox),
+            "oldest_pending_s": oldest_s,
+            "uptime_s": round(now - self.stats.started_mono),
+            "serial_errors": sum(self.stats.serial_errors.values()),
+            "serial_errors_by_kind": dict(self.stats.serial_errors),
+            "serial_open": self.stats.serial_open,
+            "frames_in": self.stats.frames_in,
+            "disk_free_mb": round(self.outbox.disk_free_mb(), 1),
+            "storage_errors": self.stats.storage_errors,
+            "inflight": self.delivery.inflight(),
+            "pending_cases": self.core.pending_cases if self.core else 0,
+            "clock_synced": self.clock.synced(),
+            "rejected": self.stats.rejected,
+            "version": __version__,
+        }
 
     def _serial_line(self, ev: SerialLine) -> None:
         assert self.core is not None
@@ -283,11 +483,20 @@ class Daemon:
         self.outbox.store(action.rating, case_id=action.case_id,
                           case_rated_at=action.rated_epoch if action.case_id else None)
         r = action.rating
+        self.delivery.added(r["rating_id"])
+        self.stats.backlog += 1
         log.info("rating stored: %s level=%s trigger=%s case=%s", r["rating_id"], r["level"],
                  r["trigger"], action.case_id or "-")
 
     def _event(self, name: str, details: dict[str, Any]) -> None:
         log.info("event %s %s", name, details)
+        payload = {"event": name, "at": now_iso(), **details}
+        if self._connected():
+            self._publish("event", payload)
+        elif self.link is not None:
+            if len(self._events) >= EVENT_BUFFER:
+                self._events.pop(0)
+            self._events.append(payload)
 
     # --- shutdown -------------------------------------------------------------
 
@@ -308,6 +517,9 @@ class Daemon:
                 if not isinstance(ev, Stop):
                     self._dispatch(ev)
             self._execute(self.core.flush(self.clock.monotonic()))
+        if self.link is not None:
+            self._pump(self.clock.monotonic())
+            self.link.stop()
         self.drivers.close()
         self.outbox.close()
         log.info("stopped")
@@ -315,14 +527,23 @@ class Daemon:
     # --- introspection (sim socket `status`, telemetry) ------------------------
 
     def status(self) -> dict[str, Any]:
+        # Called from the sim socket's thread: read only plain counters kept by the loop.
         core = self.core
         return {
             "device_id": self.config.device.id,
             "version": __version__,
-            "backlog": len(self.outbox),
+            "backlog": self.stats.backlog,
             "pending_cases": core.pending_cases if core else 0,
             "serial_open": self.stats.serial_open,
             "serial_errors": sum(self.stats.serial_errors.values()),
             "last_frame": self.stats.last_frame,
-            "uptime_s": round(time.monotonic() - self.stats.started_mono, 1),
+            "broker": "connected" if self._connected() else (
+                "disabled" if self.link is None else "offline"),
+            "receipts": self.stats.receipts,
+            "uptime_s": round(self.clock.monotonic() - self.stats.started_mono, 1),
         }
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

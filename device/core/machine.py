@@ -34,7 +34,6 @@ from device.core.model import (
     SendFrame,
     SettingsChanged,
     Show,
-    Tick,
 )
 from device.core.screens import SKIP_LABEL
 from device.protocol import ack, nak
@@ -412,7 +411,8 @@ class Evaluator:
 
     def _reason_options(self) -> tuple[Option, ...]:
         reasons = self.settings.reasons[:len(REASON_KEYS)]
-        opts = [Option(key, label, code) for key, (code, label) in zip(REASON_KEYS, reasons)]
+        opts = [Option(key, label, code) for key, (code, label)
+                in zip(REASON_KEYS, reasons, strict=False)]
         opts.append(Option(SKIP_KEY, SKIP_LABEL, None))
         return tuple(opts)
 
