@@ -1,0 +1,236 @@
+"""Draw a screen as a 128×64 1-bit image: the one place every frame is drawn.
+
+`render` is pure and deterministic (goldens in tests/golden compare it pixel for pixel);
+`frame_bytes` packs an image the way the simulator socket reports it (SPEC §8).
+Rows come from device.core.screens.layout; this module only decides where the ink goes,
+so that every row stays on the panel and clear of its neighbours.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+from device.core.model import Screen
+from device.core.screens import HEIGHT, WIDTH, Row, layout
+from drivers.fonts import Face, Fonts
+
+ELLIPSIS = "…"
+GAP = 3            # px kept free between two rows sharing a line
+BADGE_PAD_X = 2    # white margin left and right of an inverted badge's text
+KEY_CAP_PAD = 2    # white margin left and right of the digit in a key cap
+KEY_CAP_GAP = 2    # px between a key cap and its label
+FRAME_BYTES = WIDTH * HEIGHT // 8
+# Mode "1" stores whatever fill it is given; 255 is the value Pillow itself uses for
+# "on" (PNG load, convert), so goldens compare equal pixel for pixel.
+LIT, DARK = 255, 0
+
+
+@dataclass(frozen=True)
+class Run:
+    """Text drawn with its origin at (x, y); unlit text is black on a white box."""
+
+    x: int
+    y: int
+    text: str
+    face: Face
+    lit: bool = True
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One row resolved to pixels: white boxes first, then text runs on top."""
+
+    row: Row
+    boxes: tuple[tuple[int, int, int, int], ...]  # inclusive x0, y0, x1, y1
+    runs: tuple[Run, ...]
+    x0: int   # horizontal extent the row occupies, end exclusive
+    x1: int
+
+
+# Measuring is most of a frame's cost; the same strings come back on every frame.
+@functools.lru_cache(maxsize=4096)
+def _extent(face: Face, text: str) -> tuple[int, int]:
+    """(left overhang, width) of `text` drawn at an origin: ink may start left of it."""
+    if not text:
+        return 0, 0
+    left, _, right, _ = face.font.getbbox(text)
+    overhang = max(0, -int(left))
+    return overhang, overhang + max(math.ceil(face.font.getlength(text)), int(right))
+
+
+@functools.lru_cache(maxsize=4096)
+def _advance(face: Face, char: str) -> float:
+    return face.font.getlength(char)
+
+
+def _is_wide(face: Face, char: str) -> bool:
+    """A full-width glyph: its cell has a blank column on the right we may give up."""
+    return _advance(face, char) >= face.size
+
+
+def _condensed_runs(face: Face, text: str, squeeze: int) -> tuple[list[tuple[int, str]], int]:
+    """Glyph x positions with `squeeze` px taken out after wide glyphs, spread evenly.
+
+    CJK glyphs at 12/16 px leave one blank column on the right of their cell; giving
+    that column up keeps a 12 px sentence at 12 px instead of dropping to a blurry
+    11 px outline rendering. Returns the positions and the resulting width.
+    """
+    eligible = [i for i, ch in enumerate(text[:-1]) if _is_wide(face, ch)]
+    chosen = {eligible[j] for j in range(len(eligible))
+              if (j + 1) * squeeze // len(eligible) > j * squeeze // len(eligible)}
+    overhang, _ = _extent(face, text)
+    positions: list[tuple[int, str]] = []
+    x = float(overhang)
+    removed = 0
+    for i, ch in enumerate(text):
+        positions.append((round(x) - removed, ch))
+        x += _advance(face, ch)
+        if i in chosen:
+            removed += 1
+    last_x, last = positions[-1]
+    _, last_width = _extent(face, last)
+    return positions, last_x + last_width
+
+
+def _fit(face: Face, text: str, avail: int) -> tuple[list[tuple[int, str]], int] | None:
+    """Positions (relative to the row's left edge) that fit `avail` px, or None."""
+    overhang, width = _extent(face, text)
+    if width <= avail:
+        return [(overhang, text)], width
+    eligible = sum(1 for ch in text[:-1] if _is_wide(face, ch))
+    squeeze = width - avail
+    if squeeze <= eligible:
+        return _condensed_runs(face, text, squeeze)
+    return None
+
+
+def _cut(face: Face, text: str, avail: int) -> tuple[list[tuple[int, str]], int]:
+    """The longest prefix plus "…" that fits, cut between characters."""
+    best: tuple[list[tuple[int, str]], int] = ([], 0)  # not even "…": draw nothing
+    lo, hi = 0, len(text) - 1  # binary search: a longer prefix is never narrower
+    while lo <= hi:
+        end = (lo + hi) // 2
+        fitted = _fit(face, text[:end] + ELLIPSIS, avail)
+        if fitted is None:
+            hi = end - 1
+        else:
+            best, lo = fitted, end + 1
+    return best
+
+
+def _text_runs(row: Row, fonts: Fonts, avail: int) -> tuple[Face, list[tuple[int, str]], int]:
+    sizes = [row.size] + ([11] if row.shrink and row.size > 11 else [])
+    for size in sizes:
+        fitted = _fit(fonts[size], row.text, avail)
+        if fitted is not None:
+            return fonts[size], *fitted
+    face = fonts[row.size]
+    return face, *_cut(face, row.text, avail)
+
+
+def _key_cap_width(face: Face) -> int:
+    widths = [_extent(face, d)[1] for d in "12345"]
+    return max(widths) + 2 * KEY_CAP_PAD
+
+
+@functools.lru_cache(maxsize=512)  # a new countdown only re-places its own row
+def _place(row: Row, fonts: Fonts, left: int, right: int) -> Placed:
+    """Resolve `row` inside the horizontal span [left, right)."""
+    face = fonts[row.size]
+    prefix = 0
+    if row.key is not None:
+        prefix = _key_cap_width(face) + KEY_CAP_GAP
+    pad = BADGE_PAD_X if row.invert else 0
+    avail = right - left - prefix - 2 * pad
+    text_face, positions, text_width = _text_runs(row, fonts, avail)
+    width = prefix + text_width + 2 * pad
+    if row.align == "right":
+        x = right - width
+    elif row.align == "center":
+        x = left + (right - left - width) // 2
+    else:
+        x = left
+    top = row.y
+    bottom = row.y + face.ink_height - 1
+    boxes: list[tuple[int, int, int, int]] = []
+    runs: list[Run] = []
+    if row.key is not None:
+        cap_w = prefix - KEY_CAP_GAP
+        boxes.append((x, top - 1, x + cap_w - 1, bottom))
+        digit = str(row.key)
+        overhang, digit_w = _extent(face, digit)
+        runs.append(Run(x + (cap_w - digit_w) // 2 + overhang, top - face.ink_top, digit,
+                        face, lit=False))
+    text_x = x + prefix + pad
+    if row.invert and positions:
+        boxes.append((x + prefix, top - 1, x + width - 1, bottom + 1))
+    # Centre a shrunk (11 px) text on the row's 12 px line rather than hanging it high.
+    text_top = top + (face.ink_height - text_face.ink_height) // 2
+    for dx, chunk in positions:
+        runs.append(Run(text_x + dx, text_top - text_face.ink_top, chunk, text_face,
+                        lit=not row.invert))
+    return Placed(row, tuple(boxes), tuple(runs), x, x + width)
+
+
+def _place_line(rows: list[Row], fonts: Fonts) -> list[Placed]:
+    """Rows sharing a y: right-aligned ones take their room first, left ones share the
+    rest in order of x (each stops GAP px before the next), centred ones get the line."""
+    placed: list[Placed] = []
+    right_edge = WIDTH
+    for row in rows:
+        if row.align == "right":
+            p = _place(row, fonts, row.x, right_edge)
+            placed.append(p)
+            right_edge = p.x0 - GAP
+    lefts = sorted((r for r in rows if r.align == "left"), key=lambda r: r.x)
+    for i, row in enumerate(lefts):
+        limit = lefts[i + 1].x - GAP if i + 1 < len(lefts) else right_edge
+        placed.append(_place(row, fonts, row.x, max(row.x, limit)))
+    for row in rows:
+        if row.align == "center":
+            placed.append(_place(row, fonts, 0, WIDTH))
+    return placed
+
+
+def place(screen: Screen, fonts: Fonts) -> list[Placed]:
+    """Every row of `screen` resolved to boxes and text runs, in drawing order."""
+    lines: dict[int, list[Row]] = {}
+    for row in layout(screen):
+        if row.text:
+            lines.setdefault(row.y, []).append(row)
+    return [p for y in sorted(lines) for p in _place_line(lines[y], fonts)]
+
+
+def draw_placed(draw: ImageDraw.ImageDraw, placed: Iterable[Placed],
+                offset: tuple[int, int] = (0, 0)) -> None:
+    """Draw resolved rows; `offset` lets tests draw on a larger canvas to see overflow."""
+    ox, oy = offset
+    draw.fontmode = "1"  # no antialiasing: the panel has no grey
+    for p in placed:
+        for x0, y0, x1, y1 in p.boxes:
+            draw.rectangle((x0 + ox, y0 + oy, x1 + ox, y1 + oy), fill=LIT)
+        for run in p.runs:
+            draw.text((run.x + ox, run.y + oy), run.text, font=run.face.font,
+                      fill=LIT if run.lit else DARK)
+
+
+def render(screen: Screen, fonts: Fonts) -> Image.Image:
+    """The 128×64 mode "1" image of `screen` (white ink on black, as the OLED lights)."""
+    image = Image.new("1", (WIDTH, HEIGHT), 0)
+    draw_placed(ImageDraw.Draw(image), place(screen, fonts))
+    return image
+
+
+def frame_bytes(image: Image.Image) -> bytes:
+    """The image as 1024 bytes: rows top to bottom, 16 bytes a row, leftmost pixel in
+    the most significant bit, 1 = lit (SPEC §8 `frame`, before base64)."""
+    if image.size != (WIDTH, HEIGHT):
+        raise ValueError(f"expected a {WIDTH}×{HEIGHT} image, got {image.size}")
+    data = image.convert("1").tobytes()  # mode "1" packs MSB first, rows byte-aligned
+    assert len(data) == FRAME_BYTES
+    return data

@@ -1,0 +1,1 @@
+"""Golden images of every screen, and the command that (deliberately) rewrites them."""
