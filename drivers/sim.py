@@ -21,27 +21,15 @@ from typing import Any
 from device.core.model import KeyDown, KeyUp, Screen
 from drivers.base import Emit, MonotonicClock
 from drivers.errors import DriverError
+from drivers.touch import DEFAULT_SIM_ZONES, zone_for
 
 log = logging.getLogger("hcp.sim")
 
 MAX_REQUEST = 4096
 MAX_HOLD_MS = 60_000
-# Touch on the simulated panel: five columns across the 128 px screen, left to right
-# levels 5..1 (the order the prompt lists them).
-SIM_ZONES: dict[int, tuple[int, int, int, int]] = {
-    5: (0, 0, 26, 64), 4: (26, 0, 51, 64), 3: (51, 0, 77, 64), 2: (77, 0, 102, 64),
-    1: (102, 0, 128, 64),
-}
 
 Renderer = Callable[[Screen], bytes]          # screen -> 1024-byte 1-bit frame
 StatusProvider = Callable[[], dict[str, Any]]
-
-
-def zone_at(zones: dict[int, tuple[int, int, int, int]], x: int, y: int) -> int | None:
-    for level, (x0, y0, x1, y1) in zones.items():
-        if x0 <= x < x1 and y0 <= y < y1:
-            return level
-    return None
 
 
 class _Client:
@@ -189,7 +177,7 @@ class SimServer:
             if not _is_int(x) or not _is_int(y):
                 self._reply(client, {"ev": "error", "op": op, "error": "x and y must be integers"})
                 return
-            level = zone_at(SIM_ZONES, x, y)
+            level = zone_for(DEFAULT_SIM_ZONES, x, y)
             if level is not None:
                 self._press(level, 0.0)
         elif op == "status":
