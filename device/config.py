@@ -300,7 +300,8 @@ def parse_device_config(path: Path, data: dict[str, Any]) -> DeviceConfig:
         f = m.get(key)
         if f and not Path(f).is_file():
             problems.append(f"{path}: [mqtt] {key}: no such file {f!r}")
-    if disp.get("font") and not Path(disp["font"]).is_file():
+    font_path = str(disp.get("font") or "").rsplit("#", 1)[0]  # "file.ttc#2" picks a face
+    if font_path and not Path(font_path).is_file():
         problems.append(f"{path}: [display] font: no such file {disp['font']!r}")
 
     if problems:

@@ -4,10 +4,14 @@ production never falls back to a fake: a missing part raises HardwareNotFound.""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Literal
 
 from device.config import DeviceConfig
 from device.core.model import Screen
-from drivers.errors import DriverError
+from drivers.base import Display, Indicators, KeyInput
+
+if TYPE_CHECKING:
+    from device.daemon import Drivers
 
 log = logging.getLogger("hcp.drivers")
 
@@ -22,8 +26,8 @@ class NullDisplay:
         pass
 
 
-def build_drivers(config: DeviceConfig):  # type: ignore[no-untyped-def]
-    """Return a `device.daemon.Drivers` for this config (imports only what is used)."""
+def build_drivers(config: DeviceConfig) -> Drivers:
+    """The drivers this config asks for (imports only what is used)."""
     from device.daemon import Drivers
     from drivers.sim import SimDisplay, SimInput, SimServer
 
@@ -31,24 +35,25 @@ def build_drivers(config: DeviceConfig):  # type: ignore[no-untyped-def]
     if "sim" in (config.input.kind, config.display.kind):
         sim = SimServer(config.device.data_dir / "sim.sock")
 
+    display: Display
+    keys: KeyInput
+    indicators: Indicators
     disp_cfg = config.display
     if disp_cfg.kind == "none":
         display = NullDisplay()
     else:
         from drivers.fonts import load_fonts
         from drivers.render import frame_bytes, render
+        fonts = load_fonts(disp_cfg.font)
+        log.info("display font: %s", fonts.describe())
         if disp_cfg.kind == "sim":
             assert sim is not None
-            try:
-                fonts = load_fonts(disp_cfg.font or None)
-            except DriverError as e:
-                log.warning("%s; the simulated screen will show placeholder glyphs", e)
-                fonts = load_fonts(None, allow_fallback=True)
             display = SimDisplay(sim, lambda screen: frame_bytes(render(screen, fonts)))
         else:
             from drivers.oled import OledDisplay
-            fonts = load_fonts(disp_cfg.font or None)
-            display = OledDisplay(disp_cfg.kind, i2c_port=disp_cfg.i2c_port,
+            kind: Literal["ssd1306", "sh1106"] = (
+                "sh1106" if disp_cfg.kind == "sh1106" else "ssd1306")
+            display = OledDisplay(kind, i2c_port=disp_cfg.i2c_port,
                                   i2c_address=disp_cfg.i2c_address, rotate=disp_cfg.rotate,
                                   contrast=disp_cfg.contrast, fonts=fonts)
 
