@@ -1,0 +1,455 @@
+"""The bridge loop: ratings from MQTT, in batches, to the platform; acknowledgements
+and receipts only after the platform answered (SPEC §7, §9).
+
+One thread owns all state. paho's network thread and the platform workers only put
+events on one queue. The bridge keeps nothing on disk: what it has not acknowledged
+the broker delivers again, so it can be killed at any instant, restarted, or run
+several times in one shared subscription group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from broker_bridge.cache import Answer, RecentAnswers
+from broker_bridge.config import BridgeConfig
+from broker_bridge.metrics import BridgeMetrics
+from broker_bridge.mqtt_link import Incoming, LinkDown, LinkEvent, LinkUp, MqttLink
+from broker_bridge.platform_client import PlatformClient, Result
+from broker_bridge.record import (
+    DEVICE_ID_RE,
+    InvalidRecord,
+    RatingMessage,
+    parse_rating,
+    scan_rating_id,
+)
+from broker_bridge.sender import (
+    Batch,
+    BatchAbandoned,
+    BatchAnswered,
+    PlatformRefuses,
+    PlatformWorker,
+    WorkerEvent,
+)
+
+log = logging.getLogger("hcp.bridge")
+
+DRAIN_S = 2.5             # on stop, wait this long for batches the platform is answering
+ALERT_EVERY_S = 300.0     # repeat the "platform refuses" alert at most this often
+DEADLETTER_SAMPLE = 2048  # bytes of a rejected payload kept in the dead letter
+DEADLETTER_LOGS_PER_MIN = 20
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One MQTT delivery of a rating: what to acknowledge, and on which connection."""
+
+    generation: int
+    mid: int
+    qos: int
+
+
+@dataclass(slots=True)
+class Pending:
+    """A rating waiting for the platform, with every delivery of it seen meanwhile."""
+
+    rating: RatingMessage
+    since: float
+    deliveries: list[Delivery] = field(default_factory=list)
+    dispatched: bool = False
+
+
+class _Wakeup:
+    pass
+
+
+Event = LinkEvent | WorkerEvent | _Wakeup
+
+
+class Bridge:
+    """Owns the MQTT link, the platform workers and the pending ratings."""
+
+    def __init__(self, config: BridgeConfig, metrics: BridgeMetrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.metrics = metrics
+        self._clock = clock
+        m, p = config.mqtt, config.platform
+        self._prefix = m.prefix
+        self._prefix_len = len(m.prefix) + 1
+        self._batch_max = p.batch_max
+        self._batch_wait = p.batch_wait_ms / 1000.0
+        self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
+        self._stop_requested = threading.Event()
+        self._workers_stopping = threading.Event()
+        self._pending: dict[str, Pending] = {}
+        self._waiting: deque[str] = deque()  # rating_ids not yet in a batch, oldest first
+        # Same rating_id, another device's topic: handled after the first one's answer.
+        self._deferred: dict[str, list[tuple[str, Incoming]]] = {}
+        self._cache = RecentAnswers(p.cache_ttl_s, p.cache_max)
+        self._idle_workers = p.concurrency
+        self._batches_out = 0
+        self._batch_number = 0
+        self._last_alert = -ALERT_EVERY_S
+        self._deadletter_log_window = (0.0, 0)
+        self._devices_online: dict[str, bool] = {}
+        self._backlog: dict[str, int] = {}
+        self._backlog_sum = 0
+        self.link = MqttLink(m, self.subscriptions(), self._events.put, self._holds)
+        self._workers = [
+            PlatformWorker(f"platform-{i + 1}",
+                           PlatformClient(p.url, p.timeout_s, p.token_file, p.ca_file),
+                           self._jobs, self._events.put, metrics, self._workers_stopping,
+                           p.client_error_retry_s)
+            for i in range(p.concurrency)
+        ]
+
+    # Topics -----------------------------------------------------------------------
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """Ratings and events through the shared group (each handled by one bridge);
+        status and telemetry plainly, so every bridge sees the whole fleet (and shared
+        subscriptions never get retained messages)."""
+        m = self.config.mqtt
+        shared = f"$share/{m.shared_group}/" if m.shared_group else ""
+        return [
+            (f"{shared}{m.prefix}/+/rating", 1),
+            (f"{shared}{m.prefix}/+/event", 1),
+            (f"{m.prefix}/+/status", 1),
+            (f"{m.prefix}/+/telemetry", 0),
+        ]
+
+    def _holds(self, topic: str) -> bool:
+        return topic.endswith("/rating")
+
+    # Lifecycle --------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self.link.healthy
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler or any thread."""
+        self._stop_requested.set()
+        self._events.put(_Wakeup())
+
+    def run(self, on_tick: Callable[[], None] | None = None) -> None:
+        """Run until request_stop(); `on_tick` is called at least once a second from
+        this loop (the systemd watchdog: it proves this loop is alive)."""
+        for worker in self._workers:
+            worker.start()
+        self.link.start()
+        try:
+            while not self._stop_requested.is_set():
+                self._step(self._wait_timeout())
+                if on_tick is not None:
+                    on_tick()
+        finally:
+            self._shutdown()
+
+    def _wait_timeout(self) -> float:
+        if self._waiting and self._idle_workers:
+            head = self._pending.get(self._waiting[0])
+            if head is not None:
+                return max(0.0, min(1.0, head.since + self._batch_wait - self._clock()))
+        return 1.0
+
+    def _step(self, timeout: float) -> None:
+        try:
+            event = self._events.get(timeout=timeout)
+        except queue.Empty:
+            event = None
+        handled = 0
+        while event is not None:
+            self._handle(event)
+            handled += 1
+            if handled >= 1000:
+                break
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                event = None
+        self._dispatch()
+
+    def _shutdown(self) -> None:
+        """Let the platform finish answering what it is answering (acknowledge those),
+        abandon the rest un-acknowledged (the broker keeps it), disconnect."""
+        self._workers_stopping.set()
+        deadline = time.monotonic() + DRAIN_S
+        while self._batches_out and time.monotonic() < deadline:
+            try:
+                event = self._events.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                continue
+            if isinstance(event, BatchAnswered | BatchAbandoned | PlatformRefuses):
+                self._handle(event)
+        for _ in self._workers:
+            self._jobs.put(None)
+        if self._batches_out:
+            log.warning("stopping with %d batches unanswered: the broker will deliver "
+                        "them again", self._batches_out)
+        self.link.stop()
+        self.metrics.broker_connected.set(0)
+
+    # Events -----------------------------------------------------------------------
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, Incoming):
+            self._on_message(event)
+        elif isinstance(event, BatchAnswered):
+            self._on_answered(event.batch, event.results)
+        elif isinstance(event, BatchAbandoned):
+            self._batches_out -= 1
+            self._idle_workers += 1
+        elif isinstance(event, LinkUp):
+            self._on_link_up(event)
+        elif isinstance(event, LinkDown):
+            self.metrics.broker_connected.set(0)
+        elif isinstance(event, PlatformRefuses):
+            self._alert_refused(event)
+
+    def _on_link_up(self, event: LinkUp) -> None:
+        """Every delivery so far came on an earlier connection and must not be
+        acknowledged; the broker redelivers what it still holds for us."""
+        held = sum(len(p.deliveries) for p in self._pending.values())
+        if held and not event.session_present:
+            log.warning("the broker lost our session: %d un-acknowledged ratings come back "
+                        "only by the devices' resend", held)
+        for rating_id in list(self._pending):
+            entry = self._pending[rating_id]
+            entry.deliveries.clear()
+            if not entry.dispatched:
+                del self._pending[rating_id]  # not sent yet: the redelivery replaces it
+        self._waiting = deque(r for r in self._waiting if r in self._pending)
+        self._deferred.clear()
+        self.metrics.inflight.set(len(self._pending))
+        self.metrics.broker_connected.set(1)
+
+    def _on_message(self, msg: Incoming) -> None:
+        rest = msg.topic[self._prefix_len:]
+        device_id, _, kind = rest.partition("/")
+        if kind == "rating":
+            self._on_rating(device_id, msg)
+        elif kind == "status":
+            self._on_status(device_id, msg.payload)
+        elif kind == "telemetry":
+            self._on_telemetry(device_id, msg.payload)
+        elif kind == "event":
+            self._on_device_event(msg.payload)
+
+    def _on_rating(self, device_id: str, msg: Incoming, counted: bool = False) -> None:
+        if not counted:
+            self.metrics.received.inc()
+        delivery = Delivery(msg.generation, msg.mid, msg.qos)
+        if not DEVICE_ID_RE.fullmatch(device_id):
+            self._dead_letter(msg, device_id, None, InvalidRecord(
+                "bad_topic", f"topic device id {device_id[:70]!r} is not a device id",
+                scan_rating_id(msg.payload)))
+            return
+        try:
+            rating = parse_rating(msg.payload, device_id)
+        except InvalidRecord as e:
+            self._dead_letter(msg, device_id, delivery, e)
+            return
+        now = self._clock()
+        answer = self._cache.get(rating.rating_id, device_id, now)
+        if answer is not None:
+            self.metrics.duplicate.inc()
+            self.link.ack(delivery.generation, delivery.mid, delivery.qos)
+            self._send_receipts({device_id: [_receipt(rating.rating_id, answer.status,
+                                                      answer.error)]})
+            return
+        entry = self._pending.get(rating.rating_id)
+        if entry is not None:
+            if entry.rating.device_id == device_id:
+                entry.deliveries.append(delivery)  # a resend while the first is in flight
+            else:
+                self._deferred.setdefault(rating.rating_id, []).append((device_id, msg))
+            return
+        self._pending[rating.rating_id] = Pending(rating, now, [delivery])
+        self._waiting.append(rating.rating_id)
+        self.metrics.inflight.set(len(self._pending))
+
+    def _dispatch(self) -> None:
+        now = self._clock()
+        while self._waiting and self._idle_workers:
+            head = self._pending.get(self._waiting[0])
+            if head is None or head.dispatched:
+                self._waiting.popleft()
+                continue
+            if len(self._waiting) < self._batch_max and now - head.since < self._batch_wait:
+                return
+            ratings: list[RatingMessage] = []
+            while self._waiting and len(ratings) < self._batch_max:
+                entry = self._pending.get(self._waiting.popleft())
+                if entry is None or entry.dispatched:
+                    continue
+                entry.dispatched = True
+                ratings.append(entry.rating)
+            if not ratings:
+                return
+            self._batch_number += 1
+            self._idle_workers -= 1
+            self._batches_out += 1
+            self._jobs.put(Batch(self._batch_number, ratings))
+
+    def _on_answered(self, batch: Batch, results: dict[str, Result]) -> None:
+        self._batches_out -= 1
+        self._idle_workers += 1
+        now = self._clock()
+        receipts: dict[str, list[dict[str, Any]]] = {}
+        acked = 0
+        for rating in batch.ratings:
+            result = results[rating.rating_id]
+            self.metrics.forwarded.inc()
+            if result.status == "accepted":
+                self.metrics.accepted.inc()
+            elif result.status == "duplicate":
+                self.metrics.duplicate.inc()
+            else:
+                self.metrics.rejected.inc()
+                log.warning("platform rejected rating %s from %s: %s", rating.rating_id,
+                            rating.device_id, result.error)
+            self._cache.put(rating.rating_id,
+                            Answer(rating.device_id, result.status, result.error), now)
+            entry = self._pending.pop(rating.rating_id, None)
+            if entry is not None:
+                for d in entry.deliveries:
+                    acked += self.link.ack(d.generation, d.mid, d.qos)
+            receipts.setdefault(rating.device_id, []).append(
+                _receipt(rating.rating_id, result.status, result.error))
+        self._send_receipts(receipts)
+        self.metrics.inflight.set(len(self._pending))
+        log.debug("batch %d: %d answered, %d deliveries acknowledged", batch.number,
+                  len(batch.ratings), acked)
+        for rating in batch.ratings:
+            for device_id, msg in self._deferred.pop(rating.rating_id, ()):
+                self._on_rating(device_id, msg, counted=True)
+
+    # Device status, telemetry and events (metrics only) ------------------------------
+
+    def _on_status(self, device_id: str, payload: bytes) -> None:
+        if not payload:  # retained status cleared: the device was removed
+            self._devices_online.pop(device_id, None)
+        else:
+            status = _json_object(payload)
+            if status is None or not isinstance(status.get("online"), bool):
+                return
+            self._devices_online[device_id] = status["online"]
+            if not status["online"]:
+                self._set_backlog(device_id, None)
+        self.metrics.devices_online.set(sum(self._devices_online.values()))
+
+    def _on_telemetry(self, device_id: str, payload: bytes) -> None:
+        telemetry = _json_object(payload)
+        backlog = telemetry.get("backlog") if telemetry else None
+        if isinstance(backlog, int) and not isinstance(backlog, bool) and backlog >= 0:
+            self._set_backlog(device_id, backlog)
+
+    def _set_backlog(self, device_id: str, backlog: int | None) -> None:
+        old = self._backlog.pop(device_id, 0)
+        if backlog is not None:
+            self._backlog[device_id] = backlog
+        self._backlog_sum += (backlog or 0) - old
+        self.metrics.devices_backlog.set(self._backlog_sum)
+
+    def _on_device_event(self, payload: bytes) -> None:
+        event = _json_object(payload)
+        self.metrics.count_event(event.get("event") if event else None)
+
+    # Outgoing messages ------------------------------------------------------------
+
+    def _send_receipts(self, receipts: dict[str, list[dict[str, Any]]]) -> None:
+        for device_id, items in receipts.items():
+            self.link.publish(f"{self._prefix}/{device_id}/receipt",
+                              _compact({"receipts": items}), qos=1)
+
+    def _dead_letter(self, msg: Incoming, device_id: str, delivery: Delivery | None,
+                     error: InvalidRecord) -> None:
+        """Publish the dead letter and (when possible) a rejected receipt, then ack."""
+        self.metrics.deadletter.labels(error.reason).inc()
+        sample = msg.payload[:DEADLETTER_SAMPLE]
+        letter: dict[str, Any] = {
+            "reason": error.reason,
+            "detail": error.detail,
+            "topic": msg.topic,
+            "device_id": device_id if DEVICE_ID_RE.fullmatch(device_id) else None,
+            "rating_id": error.rating_id,
+            "bridge": self.config.mqtt.client_id,
+            "at": _utc_now(),
+            "payload_bytes": len(msg.payload),
+            "payload_truncated": len(msg.payload) > DEADLETTER_SAMPLE,
+        }
+        try:
+            letter["payload"] = sample.decode("utf-8")
+        except UnicodeDecodeError:
+            letter["payload"] = sample.decode("latin-1").encode("unicode_escape").decode("ascii")
+            letter["payload_escaped"] = True
+        self.link.publish(f"{self._prefix}/deadletter", _compact(letter), qos=1)
+        # The receipt goes to the device named by the topic, never by the payload: a
+        # spoofed record must not make another device drop a genuine rating.
+        if error.rating_id and delivery is not None:
+            self._send_receipts({device_id: [_receipt(error.rating_id, "rejected",
+                                                      f"{error.reason}: {error.detail}")]})
+        self.link.ack(msg.generation, msg.mid, msg.qos)
+        self._log_dead_letter(msg.topic, error)
+
+    def _log_dead_letter(self, topic: str, error: InvalidRecord) -> None:
+        start, count = self._deadletter_log_window
+        now = self._clock()
+        if now - start >= 60:
+            start, count = now, 0
+        if count < DEADLETTER_LOGS_PER_MIN:
+            log.warning("dead letter from %s: %s: %s", topic[:120], error.reason,
+                        error.detail)
+        elif count == DEADLETTER_LOGS_PER_MIN:
+            log.warning("more dead letters this minute; see %s/deadletter and "
+                        "hcp_bridge_deadletter_total", self._prefix)
+        self._deadletter_log_window = (start, count + 1)
+
+    def _alert_refused(self, event: PlatformRefuses) -> None:
+        now = self._clock()
+        if now - self._last_alert < ALERT_EVERY_S:
+            return
+        self._last_alert = now
+        self.link.publish(f"{self._prefix}/alerts", _compact({
+            "alert": "platform_refuses_batches",
+            "severity": "critical",
+            "bridge": self.config.mqtt.client_id,
+            "status": event.status,
+            "detail": event.detail,
+            "at": _utc_now(),
+            "hint": "check [platform] url and token_file; ratings are held, not lost",
+        }), qos=1)
+
+
+def _receipt(rating_id: str, status: str, error: str | None) -> dict[str, Any]:
+    return {"rating_id": rating_id, "status": status, "error": error}
+
+
+def _compact(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _json_object(payload: bytes) -> dict[str, Any] | None:
+    if len(payload) > 64 * 1024:
+        return None
+    try:
+        obj = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

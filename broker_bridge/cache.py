@@ -1,0 +1,64 @@
+"""A short-lived memory of the platform's answers, so a redelivered or re-sent rating
+gets its receipt without a second platform call.
+
+Only an optimisation: the platform's de-duplication by rating_id is the guarantee, so
+losing this cache (restart, eviction, another bridge in the group) costs a request,
+never a rating.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the platform said about one rating, and for which device."""
+
+    device_id: str
+    status: str
+    error: str | None
+
+
+class RecentAnswers:
+    """rating_id → Answer, dropped after `ttl_s` seconds or beyond `max_entries`
+    (oldest first). Not thread-safe: owned by the bridge's main loop."""
+
+    def __init__(self, ttl_s: float, max_entries: int) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, Answer]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, rating_id: str, device_id: str, now: float) -> Answer | None:
+        """The remembered answer, if fresh and given for this same device (a record that
+        borrows another device's rating_id goes to the platform, which decides)."""
+        entry = self._entries.get(rating_id)
+        if entry is None:
+            return None
+        expires, answer = entry
+        if expires <= now:
+            del self._entries[rating_id]
+            return None
+        return answer if answer.device_id == device_id else None
+
+    def put(self, rating_id: str, answer: Answer, now: float) -> None:
+        if self.max_entries <= 0 or self.ttl_s <= 0:
+            return
+        self._entries[rating_id] = (now + self.ttl_s, answer)
+        self._entries.move_to_end(rating_id)
+        self._evict(now)
+
+    def _evict(self, now: float) -> None:
+        entries = self._entries
+        while len(entries) > self.max_entries:
+            entries.popitem(last=False)
+        # Entries are in insertion order with one TTL, so expired ones are at the front.
+        while entries:
+            rating_id, (expires, _) = next(iter(entries.items()))
+            if expires > now:
+                break
+            del entries[rating_id]

@@ -1,0 +1,206 @@
+"""The bridge's TOML config (SPEC §3): schema, cross-checks and the typed result."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from device.configschema import (
+    ConfigError,
+    Key,
+    Section,
+    host_port,
+    in_range,
+    load_toml,
+    non_empty,
+    one_of,
+    validate,
+)
+
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+GROUP_RE = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
+TOPIC_PREFIX_RE = re.compile(r"^[^#+\x00]{1,64}$")
+
+
+def _default_client_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "host"
+    return f"hcp-bridge-{host}"
+
+
+def _client_id(v: Any) -> str | None:
+    return None if CLIENT_ID_RE.match(v) else "must match [A-Za-z0-9_.-]{1,64}"
+
+
+def _group(v: Any) -> str | None:
+    return None if GROUP_RE.match(v) else "must be empty or match [A-Za-z0-9_-]{1,64}"
+
+
+def _prefix(v: Any) -> str | None:
+    if not TOPIC_PREFIX_RE.match(v) or v.startswith(("/", "$")) or v.endswith("/"):
+        return "must be a topic prefix without wildcards, leading '$' or '/' or trailing '/'"
+    return None
+
+
+def _url(v: Any) -> str | None:
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host"
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "has an invalid port"
+    return None
+
+
+SCHEMA: dict[str, Section] = {
+    "mqtt": Section({
+        "host": Key(str, "127.0.0.1", non_empty),
+        "port": Key(int, 1883, in_range(1, 65535)),
+        "prefix": Key(str, "hcp/v1", _prefix),
+        "client_id": Key(str, "", _client_id),
+        "shared_group": Key(str, "bridge", _group),
+        "keepalive_s": Key(int, 30, in_range(5, 3600)),
+        "session_expiry_s": Key(int, 86400, in_range(60, 2**32 - 1)),
+        # How many un-acknowledged ratings the broker may hand us (MQTT v5 Receive
+        # Maximum). Without it mosquitto sends only 20, which caps every batch at 20.
+        "receive_maximum": Key(int, 1000, in_range(1, 65535)),
+        "tls": Key(bool, False),
+        "ca_file": Key(str, ""),
+        "client_cert": Key(str, ""),
+        "client_key": Key(str, ""),
+        "username": Key(str, ""),
+        "password_file": Key(str, ""),
+    }),
+    "platform": Section({
+        "url": Key(str, check=_url),
+        "timeout_s": Key(float, 10.0, in_range(0.1, 300)),
+        "batch_max": Key(int, 100, in_range(1, 1000)),
+        "batch_wait_ms": Key(int, 50, in_range(0, 60_000)),
+        "concurrency": Key(int, 2, in_range(1, 32)),
+        "token_file": Key(str, ""),
+        "ca_file": Key(str, ""),
+        "client_error_retry_s": Key(float, 60.0, in_range(0.1, 3600)),
+        "cache_ttl_s": Key(float, 600.0, in_range(0, 86400)),
+        "cache_max": Key(int, 100_000, in_range(0, 10_000_000)),
+    }),
+    "http": Section({
+        "listen": Key(str, "127.0.0.1:9108", host_port),
+    }, required=False),
+    "log": Section({
+        "level": Key(str, "info", one_of("debug", "info", "warning", "error")),
+    }, required=False),
+}
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str
+    port: int
+    prefix: str
+    client_id: str
+    shared_group: str
+    keepalive_s: int
+    session_expiry_s: int
+    receive_maximum: int
+    tls: bool
+    ca_file: str
+    client_cert: str
+    client_key: str
+    username: str
+    password_file: str
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    url: str
+    timeout_s: float
+    batch_max: int
+    batch_wait_ms: int
+    concurrency: int
+    token_file: str
+    ca_file: str
+    client_error_retry_s: float
+    cache_ttl_s: float
+    cache_max: int
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    path: Path
+    mqtt: MqttSettings
+    platform: PlatformSettings
+    listen_host: str
+    listen_port: int
+    log_level: str
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_bridge_config(path: Path, data: dict[str, Any]) -> BridgeConfig:
+    """Validate parsed TOML; raise ConfigError listing every problem."""
+    v, problems = validate(path, data, SCHEMA)
+    if any("section missing" in p or "must be a table" in p for p in problems):
+        raise ConfigError(problems)
+    m, p, h, lg = v["mqtt"], v["platform"], v["http"], v["log"]
+
+    # Cross-checks ------------------------------------------------------------
+    if m.get("tls") is False and (m.get("ca_file") or m.get("client_cert")):
+        problems.append(f"{path}: [mqtt] ca_file/client_cert: set only with tls = true")
+    if bool(m.get("client_cert")) != bool(m.get("client_key")):
+        problems.append(f"{path}: [mqtt] client_cert/client_key: give both or neither")
+    if m.get("password_file") and not m.get("username"):
+        problems.append(f"{path}: [mqtt] password_file: needs username")
+    if m.get("username") and not m.get("password_file"):
+        problems.append(f"{path}: [mqtt] username: needs password_file (the password is "
+                        "never written in this file)")
+    for section, values, keys in (("mqtt", m, ("ca_file", "client_cert", "client_key",
+                                               "password_file")),
+                                  ("platform", p, ("token_file", "ca_file"))):
+        for key in keys:
+            f = values.get(key)
+            if f and not Path(f).is_file():
+                problems.append(f"{path}: [{section}] {key}: no such file {f!r}")
+    url = p.get("url")
+    if url and not _url(url):
+        parts = urlsplit(url)
+        if p.get("token_file") and parts.scheme == "http" and not _is_loopback(
+                parts.hostname or ""):
+            problems.append(f"{path}: [platform] token_file: the token would travel in clear "
+                            "text; use an https:// url (http is allowed only to loopback)")
+        if p.get("ca_file") and parts.scheme != "https":
+            problems.append(f"{path}: [platform] ca_file: set only with an https:// url")
+    rm, bm = m.get("receive_maximum"), p.get("batch_max")
+    if rm is not None and bm is not None and rm < bm:
+        problems.append(f"{path}: [mqtt] receive_maximum: must be at least [platform] "
+                        f"batch_max ({bm}), or no batch can fill up (got {rm})")
+
+    if problems:
+        raise ConfigError(problems)
+
+    listen_host, _, listen_port = h["listen"].rpartition(":")
+    return BridgeConfig(
+        path=path,
+        mqtt=MqttSettings(**{**m, "client_id": m["client_id"] or _default_client_id()}),
+        platform=PlatformSettings(**p),
+        listen_host=listen_host.strip("[]"),
+        listen_port=int(listen_port),
+        log_level=lg["level"],
+    )
+
+
+def load_bridge_config(path: str | Path) -> BridgeConfig:
+    """Read and validate a bridge config file; raise ConfigError listing every problem."""
+    p = Path(path)
+    return parse_bridge_config(p, load_toml(p))

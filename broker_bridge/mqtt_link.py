@@ -1,0 +1,238 @@
+"""The bridge's MQTT side: one paho-mqtt v5 client with manual acknowledgement and a
+persistent session, behind a small interface that owns every paho detail.
+
+What it guarantees to the bridge loop:
+- messages arrive, in order, as `Incoming` events tagged with the connection
+  `generation` they came on; held topics wait for `ack()`, others are acknowledged
+  at once;
+- `ack()` refuses a message id from an earlier connection (after a reconnect the
+  broker redelivers what was not acknowledged; an old id could name another message);
+- `LinkUp` / `LinkDown` events mark connections, `healthy` is true while connected
+  with every subscription granted.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from broker_bridge.config import MqttSettings
+
+log = logging.getLogger("hcp.bridge.mqtt")
+
+
+class LinkError(Exception):
+    """The MQTT link cannot be set up (unreadable password file, bad TLS files)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    generation: int
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUp:
+    generation: int
+    session_present: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDown:
+    generation: int
+    reason: str
+
+
+LinkEvent = Incoming | LinkUp | LinkDown
+
+
+class MqttLink:
+    """Connect, subscribe, deliver messages to `sink`, acknowledge on request.
+
+    `holds(topic)` says which messages wait for an explicit `ack()` (ratings); every
+    other message is acknowledged as soon as it is handed to `sink`.
+    """
+
+    def __init__(self, settings: MqttSettings, subscriptions: Sequence[tuple[str, int]],
+                 sink: Callable[[LinkEvent], None], holds: Callable[[str], bool]) -> None:
+        self._settings = settings
+        self._subscriptions = list(subscriptions)
+        self._sink = sink
+        self._holds = holds
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._connected = False
+        self._subscribed = False
+        self._subscribe_mid: int | None = None
+        self._stopping = False
+        self._unreachable_logged = False
+        self._client = self._make_client(settings)
+
+    # paho setup ----------------------------------------------------------------
+
+    def _make_client(self, s: MqttSettings) -> mqtt.Client:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        paho_log = logging.getLogger("hcp.bridge.paho")
+        paho_log.setLevel(logging.INFO)  # paho logs every packet at DEBUG
+        client.enable_logger(paho_log)
+        client.reconnect_delay_set(1, 30)
+        client.max_inflight_messages_set(200)   # receipts and dead letters going out
+        client.max_queued_messages_set(0)
+        if s.username:
+            try:
+                password = Path(s.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as e:
+                raise LinkError(f"cannot read password_file {s.password_file}: "
+                                f"{e.strerror}") from None
+            client.username_pw_set(s.username, password)
+        if s.tls:
+            try:
+                client.tls_set(ca_certs=s.ca_file or None, certfile=s.client_cert or None,
+                               keyfile=s.client_key or None, cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ssl.SSLError) as e:
+                raise LinkError(f"cannot set up TLS to the broker: {e}") from None
+        client.on_pre_connect = self._on_pre_connect
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> None:
+        """Connect in the background (retrying until it works) and start delivering."""
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._settings.session_expiry_s
+        props.ReceiveMaximum = self._settings.receive_maximum
+        # clean_start=False on every connect: messages we had not acknowledged when we
+        # died (or lost the connection) are delivered again.
+        self._client.connect_async(self._settings.host, self._settings.port,
+                                   keepalive=self._settings.keepalive_s, clean_start=False,
+                                   properties=props)
+        self._client.loop_start()
+
+    def stop(self, timeout: float = 1.5) -> None:
+        """Disconnect (after what is queued has been written) and stop the network
+        thread; un-acknowledged messages stay in the broker's session for next time."""
+        with self._lock:
+            self._stopping = True
+            self._connected = False
+        # paho logs "Client is not connected" at ERROR after every clean disconnect.
+        self._client.disable_logger()
+        self._client.disconnect()
+        stopper = threading.Thread(target=self._client.loop_stop, daemon=True)
+        stopper.start()
+        stopper.join(timeout)
+
+    # Called from the bridge loop -------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self._connected and self._subscribed
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def ack(self, generation: int, mid: int, qos: int) -> bool:
+        """Acknowledge message `mid` if it came on the current connection."""
+        if qos == 0:
+            return True
+        with self._lock:
+            if generation != self._generation or not self._connected:
+                return False
+            self._client.ack(mid, qos)
+            return True
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Queue a message; paho sends it now or after the next reconnect."""
+        try:
+            self._client.publish(topic, payload, qos=qos, retain=retain)
+        except (ValueError, RuntimeError) as e:
+            log.error("cannot publish to %s: %s", topic, e)
+
+    # paho callbacks (network thread) -------------------------------------------
+
+    def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        with self._lock:
+            self._generation += 1
+            self._connected = False
+            self._subscribed = False
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            # Bad credentials or a refused client id: say so loudly, paho keeps retrying.
+            log.error("broker %s:%s refused the connection: %s", self._settings.host,
+                      self._settings.port, reason)
+            return
+        with self._lock:
+            self._connected = True
+            generation = self._generation
+        self._unreachable_logged = False
+        log.info("connected to %s:%s as %s (session %s)", self._settings.host,
+                 self._settings.port, self._settings.client_id,
+                 "resumed" if flags.session_present else "new")
+        self._sink(LinkUp(generation, flags.session_present))
+        # Subscribing again on a resumed session is harmless and keeps the config
+        # authoritative (a changed shared_group takes effect).
+        result, mid = client.subscribe(self._subscriptions)
+        self._subscribe_mid = mid if result == mqtt.MQTT_ERR_SUCCESS else None
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if not self._unreachable_logged:
+            log.warning("cannot reach broker %s:%s; retrying", self._settings.host,
+                        self._settings.port)
+            self._unreachable_logged = True
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        with self._lock:
+            was_connected = self._connected
+            self._connected = False
+            self._subscribed = False
+            generation = self._generation
+            stopping = self._stopping
+        if not stopping and was_connected:
+            log.warning("lost the broker connection: %s; reconnecting", reason)
+        self._sink(LinkDown(generation, str(reason)))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reason_codes: list[Any], properties: Any) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [f"{topic} ({rc})" for (topic, _), rc in zip(self._subscriptions,
+                                                               reason_codes, strict=False)
+                   if rc.is_failure]
+        if refused:
+            log.error("broker refused subscriptions: %s", ", ".join(refused))
+            return
+        self._subscribed = True
+        log.info("subscribed: %s", ", ".join(t for t, _ in self._subscriptions))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = ""
+        hold = bool(topic) and self._holds(topic)
+        self._sink(Incoming(self._generation, topic, bytes(message.payload), message.mid,
+                            message.qos, bool(message.retain)))
+        if not hold and message.qos > 0:
+            client.ack(message.mid, message.qos)
+

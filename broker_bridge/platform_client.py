@@ -1,0 +1,179 @@
+"""HTTP client for the aggregation platform (SPEC §9): one POST per batch, one answer
+per rating, on a kept-alive connection.
+
+Every failure becomes a PlatformError that says whether retrying can help; nothing of
+http.client, ssl or socket leaks out. The bearer token is read from a file and never
+appears in an error message or a log line.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from broker_bridge.backoff import parse_retry_after
+
+STATUSES = frozenset({"accepted", "duplicate", "rejected"})
+RETRYABLE_HTTP = frozenset({408, 429})
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+_STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                     ConnectionAbortedError)
+
+
+class PlatformError(Exception):
+    """The platform did not answer usefully.
+
+    `retryable` (5xx, 408, 429, timeouts, connection errors, garbled answers): retry the
+    same batch with backoff. Otherwise (other 4xx, redirects): the batch was refused as
+    a whole — a configuration problem, retried slowly. `retry_after` is the platform's
+    Retry-After in seconds, when it sent one.
+    """
+
+    def __init__(self, detail: str, *, retryable: bool, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    rating_id: str
+    status: str
+    error: str | None
+
+
+class PlatformClient:
+    """POSTs batches of raw rating payloads to `url`. Not thread-safe: one per worker."""
+
+    def __init__(self, url: str, timeout_s: float, token_file: str = "",
+                 ca_file: str = "") -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        self.url = url
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._timeout = timeout_s
+        self._token_file = token_file
+        self._token = self._read_token()
+        self._ssl = ssl.create_default_context(cafile=ca_file or None) if self._https else None
+        self._conn: http.client.HTTPConnection | None = None
+        self._used = False  # has the current connection carried a request already?
+
+    def _read_token(self) -> str:
+        if not self._token_file:
+            return ""
+        try:
+            return Path(self._token_file).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise PlatformError(f"cannot read token_file {self._token_file}: {e.strerror}",
+                                retryable=False) from None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self._https:
+                self._conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self._timeout, context=self._ssl)
+            else:
+                self._conn = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self._timeout)
+            self._used = False
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def post_ratings(self, payloads: Sequence[bytes]) -> dict[str, Result]:
+        """POST `{"ratings": [...]}` built from the raw payloads (each a valid JSON
+        object); return the platform's answer per rating_id; raise PlatformError."""
+        body = b'{"ratings":[' + b",".join(payloads) + b"]}"
+        status, reason, headers, data = self._exchange(body)
+        if not 200 <= status < 300:
+            retryable = status >= 500 or status in RETRYABLE_HTTP
+            if status in (401, 403) and self._token_file:
+                self._token = self._read_token()  # the token may have been rotated
+            snippet = data[:200].decode("utf-8", "replace").strip().replace("\n", " ")
+            raise PlatformError(f"HTTP {status} {reason}" + (f": {snippet}" if snippet else ""),
+                                retryable=retryable, status=status,
+                                retry_after=parse_retry_after(headers.get("Retry-After")))
+        return _parse_results(data, status)
+
+    def _exchange(self, body: bytes) -> tuple[int, str, http.client.HTTPMessage, bytes]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json",
+                   "Content-Length": str(len(body))}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        for attempt in (1, 2):
+            conn = self._connection()
+            reused = self._used
+            try:
+                conn.request("POST", self._path, body=body, headers=headers)
+                self._used = True
+                response = conn.getresponse()
+                data = response.read(MAX_RESPONSE_BYTES + 1)
+                if len(data) > MAX_RESPONSE_BYTES:
+                    self.close()
+                    raise PlatformError("answer larger than 16 MiB", retryable=True)
+                if response.will_close:
+                    self.close()
+                return response.status, response.reason, response.headers, data
+            except _STALE_CONNECTION as e:
+                self.close()
+                # A kept-alive connection the server had already closed: try once more
+                # on a fresh one before calling it a failure.
+                if reused and attempt == 1:
+                    continue
+                raise PlatformError(f"connection lost: {_describe(e)}", retryable=True) from None
+            except TimeoutError:
+                self.close()
+                raise PlatformError(f"no answer within {self._timeout:g} s",
+                                    retryable=True) from None
+            except ssl.SSLCertVerificationError as e:
+                self.close()
+                # A configuration problem (wrong CA, wrong host name), like a bad token.
+                raise PlatformError(f"TLS certificate not trusted: {e.verify_message}",
+                                    retryable=False) from None
+            except (OSError, http.client.HTTPException) as e:
+                self.close()
+                raise PlatformError(f"cannot reach {self._host}:{self._port}: {_describe(e)}",
+                                    retryable=True) from None
+        raise AssertionError("unreachable")
+
+
+def _describe(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return str(text)
+
+
+def _parse_results(data: bytes, status: int) -> dict[str, Result]:
+    def garbled(why: str) -> PlatformError:
+        return PlatformError(f"HTTP {status} but {why}", retryable=True, status=status)
+
+    try:
+        answer = json.loads(data)
+    except (ValueError, RecursionError):
+        raise garbled("the body is not JSON") from None
+    results = answer.get("results") if isinstance(answer, dict) else None
+    if not isinstance(results, list):
+        raise garbled("the body has no results list")
+    out: dict[str, Result] = {}
+    for item in results:
+        if not isinstance(item, dict):
+            continue
+        rating_id, verdict, error = item.get("rating_id"), item.get("status"), item.get("error")
+        if isinstance(rating_id, str) and verdict in STATUSES:
+            out[rating_id] = Result(rating_id, str(verdict),
+                                    None if error is None else str(error)[:500])
+    return out

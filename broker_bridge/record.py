@@ -1,0 +1,227 @@
+"""The rating record of SPEC §6: what a valid `hcp.rating/1` message is, checked once.
+
+Pure functions, no I/O: the bridge uses `parse_rating` on every MQTT payload, the
+reference platform and the device tests use `check_record` on a decoded record.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+SCHEMA_ID = "hcp.rating/1"
+MAX_PAYLOAD_BYTES = 8 * 1024
+LEVELS = frozenset({1, 2, 3, 4, 5})
+BAD_LEVELS = frozenset({1, 2})  # 差评: the only levels that may carry a reason
+TRIGGERS = frozenset({"case", "spontaneous"})
+INPUTS = frozenset({"button", "touch", "sim"})
+
+DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+RATING_ID_RE = re.compile(r"[0-9a-f]{32}")
+REASON_CODE_RE = re.compile(r"[A-Za-z0-9_-]{1,16}")
+# For messages that are not valid JSON (or too large to parse): is a rating_id readable?
+_RATING_ID_SCAN = re.compile(rb'"rating_id"\s*:\s*"([0-9a-f]{32})"')
+
+# Field limits follow the serial protocol (device/protocol.py FIELD_LIMITS) so that
+# anything the device may legitimately store passes; location codes get 64.
+CASE_FIELDS: dict[str, int] = {
+    "case_id": 64, "service_code": 64, "service_name": 128, "dept_code": 64, "completed_at": 40,
+}
+STAFF_FIELDS: dict[str, int] = {"staff_id": 64, "staff_name": 32}
+REQUIRED_KEYS = frozenset({
+    "schema", "rating_id", "seq", "device_id", "region_code", "hall_id", "window_id",
+    "level", "trigger", "input", "rated_at", "clock_synced",
+})
+# Absent is read as null: a device may leave out what it does not have.
+NULLABLE_KEYS = frozenset({"reason", "case", "staff"})
+KNOWN_KEYS = REQUIRED_KEYS | NULLABLE_KEYS
+
+
+class InvalidRecord(ValueError):
+    """Not a valid rating record. `reason` is a short code for the dead-letter topic and
+    metrics (too_large, bad_utf8, bad_json, bad_schema, bad_field, device_mismatch,
+    bad_topic); `detail` says what exactly; `rating_id` is set when one could be read."""
+
+    def __init__(self, reason: str, detail: str, rating_id: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.rating_id = rating_id
+
+
+@dataclass(frozen=True, slots=True)
+class RatingMessage:
+    """A valid rating as received: the decoded record and the exact payload bytes (the
+    bridge forwards those bytes unchanged, so the platform sees what the device sent)."""
+
+    rating_id: str
+    device_id: str
+    level: int
+    record: dict[str, Any]
+    payload: bytes
+
+
+def parse_rating(payload: bytes, topic_device_id: str | None = None) -> RatingMessage:
+    """Decode and check one MQTT rating payload; raise InvalidRecord.
+
+    `topic_device_id` is the device named by the topic; the record must name the same
+    device (a device may only publish its own ratings).
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise InvalidRecord("too_large", f"payload is {len(payload)} bytes, "
+                            f"at most {MAX_PAYLOAD_BYTES} allowed", scan_rating_id(payload))
+    record = decode_json_object(payload)
+    check_record(record)
+    if topic_device_id is not None and record["device_id"] != topic_device_id:
+        raise InvalidRecord("device_mismatch",
+                            f"topic names device {topic_device_id!r}, record names "
+                            f"{record['device_id']!r}", record["rating_id"])
+    return RatingMessage(record["rating_id"], record["device_id"], record["level"], record,
+                         payload)
+
+
+def decode_json_object(payload: bytes) -> dict[str, Any]:
+    """Strict JSON: UTF-8 only, no NaN/Infinity, no repeated keys (a record with two
+    `level` keys could mean one thing to us and another to the platform)."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidRecord("bad_utf8", f"not UTF-8 (byte {e.start})",
+                            scan_rating_id(payload)) from None
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_repeated_keys,
+                         parse_constant=_no_constants)
+    except RecursionError:
+        raise InvalidRecord("bad_json", "too deeply nested", scan_rating_id(payload)) from None
+    except ValueError as e:
+        raise InvalidRecord("bad_json", str(e)[:200], scan_rating_id(payload)) from None
+    if not isinstance(obj, dict):
+        raise InvalidRecord("bad_json", f"a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def check_record(record: Any) -> None:
+    """Raise InvalidRecord unless `record` (decoded JSON) is a valid hcp.rating/1 record."""
+    if not isinstance(record, dict):
+        raise InvalidRecord("bad_schema", "record is not an object")
+    rid = record.get("rating_id")
+    rating_id = rid if isinstance(rid, str) and RATING_ID_RE.fullmatch(rid) else None
+
+    def bad(reason: str, detail: str) -> InvalidRecord:
+        return InvalidRecord(reason, detail, rating_id)
+
+    if record.get("schema") != SCHEMA_ID:
+        raise bad("bad_schema", f"schema must be {SCHEMA_ID!r}, got "
+                  f"{_show(record.get('schema'))}")
+    missing = REQUIRED_KEYS - record.keys()
+    if missing:
+        raise bad("bad_schema", "missing " + ", ".join(sorted(missing)))
+    unknown = record.keys() - KNOWN_KEYS
+    if unknown:
+        # Unknown fields are refused, not passed on: they could carry personal data.
+        raise bad("bad_schema", "unknown field " + ", ".join(sorted(_show(k) for k in unknown)))
+    if rating_id is None:
+        raise bad("bad_field", "rating_id must be 32 lowercase hex digits")
+    seq = record["seq"]
+    if not _is_int(seq) or seq < 0:
+        raise bad("bad_field", f"seq must be a non-negative integer, got {_show(seq)}")
+    if not isinstance(record["device_id"], str) or not DEVICE_ID_RE.fullmatch(record["device_id"]):
+        raise bad("bad_field", "device_id must match [A-Za-z0-9_-]{1,64}")
+    for key in ("region_code", "hall_id", "window_id"):
+        if not _text(record[key], 64):
+            raise bad("bad_field", f"{key} must be a non-empty string of at most 64 characters")
+    level = record["level"]
+    if not _is_int(level) or level not in LEVELS:
+        raise bad("bad_field", f"level must be 1..5, got {_show(level)}")
+    reason = record.get("reason")
+    if reason is not None:
+        if not isinstance(reason, str) or not REASON_CODE_RE.fullmatch(reason):
+            raise bad("bad_field", "reason must be null or a reason code ([A-Za-z0-9_-]{1,16})")
+        if level not in BAD_LEVELS:
+            raise bad("bad_field", f"reason given for level {level}; only levels 1 and 2 "
+                      "take a reason")
+    trigger = record["trigger"]
+    if trigger not in TRIGGERS:
+        raise bad("bad_field", f"trigger must be case or spontaneous, got {_show(trigger)}")
+    if record["input"] not in INPUTS:
+        raise bad("bad_field", f"input must be button, touch or sim, got "
+                  f"{_show(record['input'])}")
+    case = record.get("case")
+    if trigger == "case" and case is None:
+        raise bad("bad_field", "trigger is case but case is null")
+    if trigger == "spontaneous" and case is not None:
+        raise bad("bad_field", "a spontaneous rating has no case")
+    if case is not None:
+        _check_object(case, "case", CASE_FIELDS, bad)
+        if not (isinstance(case.get("case_id"), str) and case["case_id"].strip()):
+            raise bad("bad_field", "case.case_id is required")
+    staff = record.get("staff")
+    if staff is not None:
+        _check_object(staff, "staff", STAFF_FIELDS, bad)
+    if not isinstance(record["rated_at"], str) or not _aware_iso8601(record["rated_at"]):
+        raise bad("bad_field", "rated_at must be an ISO-8601 time with a UTC offset or Z")
+    if not isinstance(record["clock_synced"], bool):
+        raise bad("bad_field", "clock_synced must be true or false")
+
+
+def scan_rating_id(payload: bytes) -> str | None:
+    """Best effort for a payload that cannot be decoded: the first rating_id in it."""
+    found = _RATING_ID_SCAN.search(payload, 0, 64 * 1024)
+    return found.group(1).decode("ascii") if found else None
+
+
+def _check_object(value: Any, name: str, fields: dict[str, int], bad: Any) -> None:
+    if not isinstance(value, dict):
+        raise bad("bad_field", f"{name} must be an object or null")
+    unknown = value.keys() - fields.keys()
+    if unknown:
+        raise bad("bad_schema", f"unknown field {name}."
+                  + f", {name}.".join(sorted(_show(k) for k in unknown)))
+    for key, value_ in value.items():
+        if value_ is not None and not _text(value_, fields[key], allow_empty=True):
+            raise bad("bad_field", f"{name}.{key} must be a string of at most "
+                      f"{fields[key]} characters or null")
+
+
+def _text(value: Any, limit: int, allow_empty: bool = False) -> bool:
+    if not isinstance(value, str) or len(value) > limit or (not allow_empty and not value):
+        return False
+    try:
+        value.encode("utf-8")  # a lone surrogate ("\ud800") is valid JSON, not valid text
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _aware_iso8601(value: str) -> bool:
+    try:
+        return len(value) <= 40 and datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"repeated key {key!r}")
+            seen.add(key)
+    return obj
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

@@ -1,0 +1,83 @@
+"""`hcp-bridge run --config FILE`: the bridge in the foreground, for systemd or a shell."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from types import FrameType
+
+from broker_bridge import sdnotify
+from broker_bridge.bridge import Bridge
+from broker_bridge.config import load_bridge_config
+from broker_bridge.http_endpoint import EndpointError, StatusEndpoint
+from broker_bridge.metrics import BridgeMetrics
+from broker_bridge.mqtt_link import LinkError
+from broker_bridge.platform_client import PlatformError
+from device.configschema import ConfigError
+
+EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd can be told not to restart on it
+log = logging.getLogger("hcp.bridge")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hcp-bridge run",
+        description="Forward ratings from the MQTT broker to the aggregation platform.")
+    parser.add_argument("--config", required=True, metavar="FILE", help="bridge.toml")
+    args = parser.parse_args(argv)
+
+    try:
+        config = load_bridge_config(args.config)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(
+        level=config.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    metrics = BridgeMetrics()
+    try:
+        bridge = Bridge(config, metrics)
+    except (LinkError, PlatformError) as e:
+        print(f"{config.path}: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        endpoint = StatusEndpoint(config.listen_host, config.listen_port, metrics.render,
+                                  lambda: bridge.healthy)
+    except EndpointError as e:
+        print(f"{config.path}: [http] listen: {e}", file=sys.stderr)
+        return 1
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        sdnotify.notify("STOPPING=1")
+        bridge.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    watchdog = sdnotify.watchdog_interval()
+    next_ping = 0.0
+
+    def on_tick() -> None:
+        nonlocal next_ping
+        if watchdog is not None and time.monotonic() >= next_ping:
+            sdnotify.notify("WATCHDOG=1")
+            next_ping = time.monotonic() + watchdog
+
+    endpoint.start()
+    log.info("bridge %s: %s:%s %s -> %s (batch %d / %d ms, %d workers); /metrics on %s:%d",
+             config.mqtt.client_id, config.mqtt.host, config.mqtt.port,
+             bridge.subscriptions()[0][0], config.platform.url, config.platform.batch_max,
+             config.platform.batch_wait_ms, config.platform.concurrency,
+             config.listen_host, endpoint.port)
+    sdnotify.notify("READY=1")
+    try:
+        bridge.run(on_tick)
+    finally:
+        endpoint.stop()
+    log.info("bridge stopped")
+    return 0

@@ -1,0 +1,143 @@
+"""Platform workers: each takes a batch and does not give it back until the platform
+has answered for every rating in it (or the bridge is stopping).
+
+Retry policy (SPEC §9): 5xx, 408, 429, timeouts, connection errors and garbled answers
+→ exponential backoff with full jitter from 0.2 s, capped at 60 s, at least the
+platform's Retry-After, indefinitely. A batch refused as a whole with another 4xx is a
+configuration problem (bad token, wrong URL): logged loudly, reported as trouble (an
+alert), retried every `client_error_retry_s` — never turned into rejections.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from broker_bridge.backoff import full_jitter
+from broker_bridge.metrics import BridgeMetrics
+from broker_bridge.platform_client import PlatformClient, PlatformError, Result
+from broker_bridge.record import RatingMessage
+
+log = logging.getLogger("hcp.bridge.platform")
+
+# While the platform keeps failing, say so at most this often (the metrics count all).
+QUIET_LOG_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    number: int
+    ratings: list[RatingMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAnswered:
+    batch: Batch
+    results: dict[str, Result]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAbandoned:
+    """The bridge is stopping before the platform answered: nothing is acknowledged."""
+
+    batch: Batch
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformRefuses:
+    """A whole batch refused with a non-retryable status: alert the operators."""
+
+    status: int | None
+    detail: str
+
+
+WorkerEvent = BatchAnswered | BatchAbandoned | PlatformRefuses
+
+
+class PlatformWorker(threading.Thread):
+    """One thread, one kept-alive platform connection, one batch at a time."""
+
+    def __init__(self, name: str, client: PlatformClient, jobs: queue.SimpleQueue[Batch | None],
+                 sink: Callable[[WorkerEvent], None], metrics: BridgeMetrics,
+                 stopping: threading.Event, client_error_retry_s: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self._client = client
+        self._jobs = jobs
+        self._sink = sink
+        self._metrics = metrics
+        self._stopping = stopping
+        self._client_error_retry_s = client_error_retry_s
+
+    def run(self) -> None:
+        try:
+            while True:
+                batch = self._jobs.get()
+                if batch is None:
+                    return
+                results = self._deliver(batch)
+                self._sink(BatchAnswered(batch, results) if results is not None
+                           else BatchAbandoned(batch))
+        finally:
+            self._client.close()
+
+    def _deliver(self, batch: Batch) -> dict[str, Result] | None:
+        """Post until every rating of `batch` has an answer; None if stopping first."""
+        results: dict[str, Result] = {}
+        todo = batch.ratings
+        attempt = 0
+        started = time.monotonic()
+        last_log = 0.0
+        while not self._stopping.is_set():
+            t0 = time.monotonic()
+            try:
+                answered = self._client.post_ratings([r.payload for r in todo])
+            except PlatformError as e:
+                self._metrics.request_seconds.observe(time.monotonic() - t0)
+                delay = self._delay_after(e, attempt)
+                now = time.monotonic()
+                if not e.retryable:
+                    log.error("platform REFUSED a batch of %d ratings: %s — check [platform] "
+                              "url and token_file; nothing is lost, retrying in %.0f s",
+                              len(todo), e.detail, delay)
+                    self._metrics.client_errors.labels(str(e.status or "none")).inc()
+                    self._sink(PlatformRefuses(e.status, e.detail))
+                elif attempt == 0 or now - last_log >= QUIET_LOG_S:
+                    log.warning("platform failed (%s) for a batch of %d ratings; retry %d "
+                                "in %.1f s (failing for %.0f s)", e.detail, len(todo),
+                                attempt + 1, delay, now - started)
+                    last_log = now
+                attempt += 1
+                self._metrics.retries.inc()
+                if self._stopping.wait(delay):
+                    return None
+                continue
+            self._metrics.request_seconds.observe(time.monotonic() - t0)
+            results.update(answered)
+            missing = [r for r in todo if r.rating_id not in results]
+            if not missing:
+                if attempt:
+                    log.info("platform answered after %d retries (%.1f s)", attempt,
+                             time.monotonic() - started)
+                return results
+            # An answer that skips some ratings is a platform bug: retry those only.
+            log.warning("platform answered without a result for %d of %d ratings; "
+                        "retrying those", len(missing), len(todo))
+            todo = missing
+            delay = full_jitter(attempt)
+            attempt += 1
+            self._metrics.retries.inc()
+            if self._stopping.wait(delay):
+                return None
+        return None
+
+    def _delay_after(self, error: PlatformError, attempt: int) -> float:
+        if not error.retryable:
+            return self._client_error_retry_s
+        delay = full_jitter(attempt)
+        if error.retry_after is not None:
+            delay = max(delay, error.retry_after)
+        return delay
