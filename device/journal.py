@@ -21,7 +21,9 @@ than ``compact_min_bytes``, the live state is written as a header plus one put r
 document to ``<name>.tmp`` in the same directory, fsync'ed, renamed over the journal with
 ``os.replace``, and the directory is fsync'ed. A crash at any instant leaves either the old
 or the new file, each complete; a leftover ``.tmp`` is deleted on open. Its cost is amortised:
-the bytes it writes are at most 1/ratio of the bytes appended since the previous one.
+the bytes it writes are at most 1/ratio of the bytes appended since the previous one. Measuring
+the live data is O(n) too, so it is done only after the file has grown by at least as many
+bytes (and by ``compact_min_bytes``) since the last measure, open or compaction.
 
 Recovery: on open the file is scanned record by record. A record is kept when its prefix
 parses, its CRC matches and its JSON is a well-formed batch; the newline after it is expected
@@ -209,11 +211,9 @@ class JournalStorage(Storage):
         self.notes: list[str] = []          # other things the last open wants logged
         self.moved_aside: list[Path] = []
         self._tables: Tables = {}
-        self._sizes: dict[tuple[str, str], int] = {}  # encoded size of each live put
-        self._live_bytes = 0
         self._lazy: list[Op] = []           # applied in memory, written with the next commit
         self._size = 0                      # end of the last whole record in the file
-        self._compact_at = compact_min_bytes
+        self._compact_at = compact_min_bytes  # journal size at which to weigh a compaction
         self._fd = -1
         self._open()
 
@@ -241,18 +241,17 @@ class JournalStorage(Storage):
         With `lazy`, memory changes now and the ops ride along with the next commit (or the
         next compaction): for changes whose loss in a crash is harmless."""
         if lazy:
-            self._apply(ops, [len(_dumps(op)) for op in ops])
+            _apply(self._tables, ops)
             self._lazy.extend(ops)
             return
         parts = [_dumps(op) for op in self._lazy + ops]
         record = frame(b'{"ops":[' + b",".join(parts) + b"]}")
         self._append(_header() + record if self._size == 0 else record)
         # Memory gets what a replay would give (JSON types, no aliasing with the caller).
-        new_parts = parts[len(self._lazy):]
-        self._apply([json.loads(p) for p in new_parts], [len(p) for p in new_parts])
+        _apply(self._tables, [json.loads(p) for p in parts[len(self._lazy):]])
         self._lazy.clear()
-        if self._size >= self._compact_at and self._size > self.compact_ratio * self._live_bytes:
-            self._compact_quietly()
+        if self._size >= self._compact_at:
+            self._maybe_compact()
 
     def compact(self) -> None:
         """Rewrite the journal as a snapshot of the live state (atomic; see module docstring)."""
@@ -264,17 +263,6 @@ class JournalStorage(Storage):
         return self._size
 
     # Internals ---------------------------------------------------------------------------
-
-    def _apply(self, ops: list[Op], sizes: list[int]) -> None:
-        for op, size in zip(ops, sizes, strict=True):
-            if op[0] == "put":
-                key = (op[1], op[2])
-                self._live_bytes += size - self._sizes.get(key, 0)
-                self._sizes[key] = size
-            else:
-                for doc_id in op[2]:
-                    self._live_bytes -= self._sizes.pop((op[1], doc_id), 0)
-        _apply(self._tables, ops)
 
     def _append(self, record: bytes) -> None:
         if self._fd < 0:
@@ -317,7 +305,7 @@ class JournalStorage(Storage):
             else:
                 _apply(self._tables, record["ops"])
         self._size = len(buf)
-        self._recount()
+        self._compact_at = self._size + self.compact_min_bytes
         if self.damage:
             self._recover()
 
@@ -365,21 +353,23 @@ class JournalStorage(Storage):
         self._size = os.fstat(self._fd).st_size
         self._tables = tables
         self._lazy.clear()
-        self._recount()
-        self._compact_at = self.compact_min_bytes
+        self._compact_at = self._size + max(self.compact_min_bytes, self._size)
 
-    def _compact_quietly(self) -> None:
+    def _maybe_compact(self) -> None:
+        """Compact if the journal is over `compact_ratio` times the live data. Measuring the
+        live data is O(n), so the next look comes only after as many bytes more again: O(1)
+        per appended byte, amortised."""
+        live = sum(len(_dumps(put_op(name, doc_id, doc)))
+                   for name, docs in self._tables.items() for doc_id, doc in docs.items())
+        if self._size <= self.compact_ratio * live:
+            self._compact_at = self._size + max(self.compact_min_bytes, live)
+            return
         try:
             self.compact()
         except OSError as e:
             # The commit itself is durable; try again after another `compact_min_bytes`.
             self._compact_at = self._size + self.compact_min_bytes
             log.warning("journal compaction of %s failed (will retry later): %s", self.path, e)
-
-    def _recount(self) -> None:
-        self._sizes = {(name, doc_id): len(_dumps(put_op(name, doc_id, doc)))
-                       for name, docs in self._tables.items() for doc_id, doc in docs.items()}
-        self._live_bytes = sum(self._sizes.values())
 
     def _tmp_path(self) -> Path:
         return self.path.with_name(self.path.name + ".tmp")
