@@ -1,0 +1,724 @@
+"""`hcp-sim window`: play the window business system on a serial port (SPEC §4).
+
+Sends one frame and prints the evaluator's decoded replies, or (`--listen`) monitors a
+port and judges every line as the evaluator would, or (`--interactive`) keeps a port
+open for several frames. Exit codes: 0 ack (and rated), 1 nak/expired, 2 usage or port
+error, 3 no answer in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import random
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Any, NoReturn
+
+from device.core.model import LEVEL_LABELS
+from device.protocol import KEPT_FIELDS, WINDOW_TYPES, Rejected, crc16, decode_line
+from simulator.windowlink import (
+    CrcMode,
+    LinkError,
+    Received,
+    Sent,
+    WindowLink,
+    encode,
+    inspect_line,
+    time_seq,
+)
+
+PROG = "hcp-sim window"
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NO_ANSWER = 0, 1, 2, 3
+DEFAULT_RATED_WAIT_S = 120.0
+# In the order of SPEC §4, for help texts and suggestions.
+FRAME_TYPES = ("case_completed", "cancel", "staff_login", "staff_logout", "pause", "resume",
+               "ping", "raw")
+EVALUATOR_TYPES = frozenset({"ack", "nak", "hello", "rated", "expired"})
+NAK_MEANING = {
+    "bad_frame": "帧格式错误: a CRC-valid line that is not a JSON object with type and seq",
+    "bad_field": "字段错误: a field is missing, too long, not a string, or completed_at is "
+                 "not ISO-8601",
+    "duplicate_case": "案件重复: this case was rated in the last 24 h or is pending",
+    "queue_full": "队列已满: 8 cases are already waiting for a rating",
+    "unknown_type": "未知类型: the evaluator does not know this frame type",
+}
+# A line this long is shortened on screen (the whole of it is in --json output).
+SHOW_MAX = 240
+
+
+class UsageError(Exception):
+    """A command line that cannot be run; the message is one line for the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+# --- building the frame ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Request:
+    """What to put on the wire: a frame (with its CRC mode) or a raw line."""
+
+    frame: dict[str, Any] | None
+    raw: bytes | None = None
+    crc: CrcMode = "ok"
+
+    @property
+    def claimed(self) -> dict[str, Any]:
+        """The frame as the evaluator would read it (parsed back for a raw line)."""
+        if self.frame is not None:
+            return self.frame
+        parsed = inspect_line((self.raw or b"").rstrip(b"\n"), require_crc=False).frame
+        return parsed or {}
+
+    @property
+    def seq(self) -> int | None:
+        seq = self.claimed.get("seq")
+        return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+    @property
+    def case_id(self) -> str | None:
+        claimed = self.claimed
+        case_id = claimed.get("case_id")
+        if claimed.get("type") == "case_completed" and isinstance(case_id, str):
+            return case_id
+        return None
+
+    def encoded(self) -> Sent:
+        if self.frame is not None:
+            return encode(self.frame, self.crc)
+        return Sent(self.raw or b"\n", None, None, None)
+
+
+def generated_case_id(now: datetime | None = None) -> str:
+    """SIM-YYYYMMDD-HHMMSS-xxxx: readable in the evaluator's log, unique enough per run."""
+    now = now or datetime.now()
+    return f"SIM-{now:%Y%m%d-%H%M%S}-{random.getrandbits(16):04x}"
+
+
+def parse_fields(tokens: list[str]) -> dict[str, Any]:
+    """`name=text` gives a string; `name:=json` a JSON value (to test bad fields)."""
+    fields: dict[str, Any] = {}
+    for token in tokens:
+        name, sep, value = token.partition("=")
+        if not sep or not name or name == ":":
+            raise UsageError(f"expected field=value, got {token!r}")
+        if name.endswith(":"):
+            try:
+                fields[name[:-1]] = json.loads(value)
+            except ValueError:
+                raise UsageError(f"{name[:-1]}:= needs a JSON value, got {value!r}") from None
+        else:
+            fields[name] = value
+    return fields
+
+
+def build_request(frame_type: str, tokens: list[str], seq: int | None = None,
+                  crc: CrcMode = "ok", add_crc: bool = False) -> Request:
+    if frame_type == "raw":
+        if seq is not None:
+            raise UsageError("--seq does not apply to raw (the line is sent as given)")
+        if crc != "ok":
+            raise UsageError("--bad-crc/--no-crc do not apply to raw; use --add-crc or "
+                             "write the CRC yourself")
+        if not tokens:
+            raise UsageError("raw needs the line to send")
+        body = " ".join(tokens).encode("utf-8")
+        if add_crc:
+            body += b"*" + f"{crc16(body):04X}".encode()
+        return Request(None, body + b"\n")
+    if add_crc:
+        raise UsageError("--add-crc only applies to raw")
+    if frame_type not in WINDOW_TYPES:
+        close = difflib.get_close_matches(frame_type, FRAME_TYPES, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UsageError(f"unknown frame type {frame_type!r}{hint}; one of: "
+                         f"{', '.join(FRAME_TYPES)}")
+    fields = parse_fields(tokens)
+    frame: dict[str, Any] = {"type": fields.pop("type", frame_type),
+                             "seq": fields.pop("seq", time_seq() if seq is None else seq)}
+    if frame_type == "case_completed":
+        frame["case_id"] = fields.pop("case_id") if "case_id" in fields else generated_case_id()
+        fields.setdefault("completed_at",
+                          datetime.now().astimezone().isoformat(timespec="seconds"))
+    frame.update(fields)
+    return Request(frame, None, crc)
+
+
+# --- presenting frames ------------------------------------------------------------------
+
+def _printable(text: str) -> str:
+    """Control characters escaped: a line from the wire must not drive the terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256
+                   else f"\\u{ord(c):04x}" for c in text)
+
+
+def show_value(value: Any) -> str:
+    if (isinstance(value, str) and value and value.isprintable()
+            and not any(c.isspace() or c in "\"=" for c in value)):
+        return value
+    return _printable(json.dumps(value, ensure_ascii=False))
+
+
+def show_line(line: bytes) -> str:
+    text = _printable(line.rstrip(b"\n").decode("utf-8", "backslashreplace"))
+    if len(text) > SHOW_MAX:
+        return f"{text[:SHOW_MAX]}… ({len(line)} bytes)"
+    return text
+
+
+def describe(frame: dict[str, Any]) -> str:
+    """`type seq=N field=value …`, with the level's label and the nak's meaning."""
+    ftype = frame.get("type")
+    parts = [show_value(ftype) if ftype is not None else "(no type)"]
+    if "seq" in frame:
+        parts.append(f"seq={show_value(frame['seq'])}")
+    for name, value in frame.items():
+        if name in ("type", "seq"):
+            continue
+        part = f"{show_value(name)}={show_value(value)}"
+        if ftype == "rated" and name == "level" and value in LEVEL_LABELS:
+            part += f" ({LEVEL_LABELS[value]})"
+        parts.append(part)
+    if ftype == "nak" and frame.get("error") in NAK_MEANING:
+        parts.append(f"({NAK_MEANING[frame['error']]})")
+    return " ".join(parts)
+
+
+def crc_note(sent: Sent) -> str:
+    if sent.frame is None:
+        return ""
+    if sent.crc_sent is None:
+        return " (no CRC)"
+    if sent.crc_sent != sent.crc_correct:
+        return (f" (CRC {sent.crc_sent:04X}, deliberately wrong: correct is "
+                f"{sent.crc_correct:04X})")
+    return f" (CRC {sent.crc_sent:04X})"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How the evaluator treats one line seen by --listen."""
+
+    ok: bool
+    kind: str | None = None            # reject kind, counted in the summary
+    detail: str = ""
+    answer: str | None = None          # "ack", "nak <code>", "no answer"; None for replies
+    ignored: tuple[str, ...] = ()      # fields the evaluator drops unread
+
+
+def judge(item: Received, require_crc: bool) -> Verdict:
+    if not item.ok:
+        seq = item.frame.get("seq") if item.frame else None
+        answers = item.error == "bad_frame" and isinstance(seq, int)
+        return Verdict(False, item.error, _crc_detail(item),
+                       "nak bad_frame" if answers else "no answer")
+    ftype = item.type
+    if ftype in EVALUATOR_TYPES:
+        return Verdict(True)
+    if ftype not in WINDOW_TYPES:
+        return Verdict(False, "unknown_type", f"unknown type {show_value(ftype)}",
+                       "nak unknown_type")
+    result = decode_line(item.line, require_crc)
+    if isinstance(result, Rejected):
+        return Verdict(False, result.error, result.detail,
+                       f"nak {result.nak}" if result.nak else "no answer")
+    assert item.frame is not None and ftype is not None
+    kept = set(KEPT_FIELDS[ftype]) | {"type", "seq"}
+    return Verdict(True, answer="ack",
+                   ignored=tuple(name for name in item.frame if name not in kept))
+
+
+def _crc_detail(item: Received) -> str:
+    if item.error == "crc" and item.crc_in_frame is not None:
+        return f"CRC in frame {item.crc_in_frame:04X}, computed {item.crc_computed:04X}"
+    return item.detail
+
+
+class Style:
+    """ANSI colour only for a terminal, and never when NO_COLOR is set (no-color.org)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    @classmethod
+    def for_stream(cls, stream: IO[str]) -> Style:
+        isatty = getattr(stream, "isatty", None)
+        return cls(bool(isatty and isatty()) and not os.environ.get("NO_COLOR"))
+
+    def _paint(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled else text
+
+    def good(self, text: str) -> str:
+        return self._paint("32", text)
+
+    def bad(self, text: str) -> str:
+        return self._paint("1;31", text)
+
+    def warn(self, text: str) -> str:
+        return self._paint("33", text)
+
+    def dim(self, text: str) -> str:
+        return self._paint("2", text)
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at).astimezone().isoformat(timespec="milliseconds")
+
+
+def _line_text(line: bytes) -> str:
+    return line.rstrip(b"\n").decode("utf-8", "backslashreplace")
+
+
+class Output:
+    """Everything the tool prints: human lines or (--json) one JSON object per line."""
+
+    def __init__(self, as_json: bool, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.as_json = as_json
+        self.style = Style(False) if as_json else Style.for_stream(self.stream)
+        self._lock = threading.Lock()
+        self._reader_gone = False
+
+    def _emit(self, text: str) -> None:
+        with self._lock:
+            if self._reader_gone:
+                return
+            try:
+                print(text, file=self.stream, flush=True)
+            except BrokenPipeError:
+                # `… | head -1`: keep running to the real outcome and exit code, quietly.
+                self._reader_gone = True
+                _silence(self.stream)
+
+    def _record(self, record: dict[str, Any]) -> None:
+        self._emit(json.dumps(record, ensure_ascii=False))
+
+    def sent(self, sent: Sent) -> None:
+        if self.as_json:
+            self._record({
+                "dir": "out", "at": _iso(time.time()), "line": _line_text(sent.line),
+                "frame": sent.frame,
+                "crc": None if sent.crc_sent is None else f"{sent.crc_sent:04X}",
+                "crc_correct": None if sent.crc_correct is None else f"{sent.crc_correct:04X}",
+            })
+        elif sent.frame is None:
+            self._emit(f"→ raw {show_line(sent.line)}")
+        else:
+            note = crc_note(sent)
+            if sent.crc_sent != sent.crc_correct:
+                note = self.style.warn(note)
+            self._emit(f"→ {describe(sent.frame)}{note}")
+
+    def received(self, item: Received) -> None:
+        if self.as_json:
+            self._record(self._in_record(item))
+        elif item.ok and item.frame is not None:
+            self._emit(f"← {self._paint_reply(item.frame)}")
+        else:
+            marker = self.style.bad(f"✗ {_marker(item.error)}")
+            self._emit(f"← {marker} {_crc_detail(item)}: {show_line(item.line)}")
+
+    def listened(self, item: Received, verdict: Verdict) -> None:
+        if self.as_json:
+            record = self._in_record(item)
+            record.update(ok=verdict.ok, error=verdict.kind,
+                          detail=verdict.detail or None, answer=verdict.answer,
+                          ignored_fields=list(verdict.ignored))
+            self._record(record)
+            return
+        clock = self.style.dim(datetime.fromtimestamp(item.at).strftime("%H:%M:%S.%f")[:-3])
+        what = describe(item.frame) if item.frame is not None else ""
+        crc = (f" (CRC {item.crc_in_frame:04X})" if item.crc_in_frame is not None
+               else " (no CRC)")
+        answer = f" → {verdict.answer}" if verdict.answer else ""
+        if verdict.ok:
+            text = f"{clock} {self.style.good('✓')} {what}{crc}{answer}"
+            if verdict.ignored:
+                text += " " + self.style.warn(
+                    f"⚠ ignored fields (never stored): {', '.join(verdict.ignored)}")
+            self._emit(text)
+            return
+        marker = self.style.bad(f"✗ {_marker(verdict.kind)}")
+        head = f"{what}: " if what else ""
+        self._emit(f"{clock} {marker} {head}{verdict.detail}{answer}")
+        self._emit(f"      {self.style.dim('line:')} {show_line(item.line)}")
+
+    def summary(self, lines: int, rejected: Counter[str]) -> None:
+        total_bad = sum(rejected.values())
+        if self.as_json:
+            self._record({"summary": {"lines": lines, "ok": lines - total_bad,
+                                      "rejected": dict(rejected)}})
+            return
+        kinds = ", ".join(f"{kind} {n}" for kind, n in rejected.most_common())
+        bad = f"{total_bad} rejected ({kinds})" if total_bad else "0 rejected"
+        self._emit(f"── {lines} line(s): {lines - total_bad} ok, {bad}")
+
+    def result(self, result: str, code: int) -> None:
+        if self.as_json:
+            self._record({"result": result, "exit": code})
+
+    def _in_record(self, item: Received) -> dict[str, Any]:
+        record: dict[str, Any] = {"dir": "in", "at": _iso(item.at),
+                                  "line": _line_text(item.line), "frame": item.frame,
+                                  "error": item.error, "detail": item.detail or None}
+        if item.crc_in_frame is not None:
+            record["crc"] = f"{item.crc_in_frame:04X}"
+        if item.error == "crc" and item.crc_computed is not None:
+            record["crc_computed"] = f"{item.crc_computed:04X}"
+        return record
+
+    def _paint_reply(self, frame: dict[str, Any]) -> str:
+        text = describe(frame)
+        ftype = frame.get("type")
+        if ftype == "nak" or ftype == "expired":
+            return self.style.bad(text)
+        if ftype == "ack" or ftype == "rated":
+            return self.style.good(text)
+        return text
+
+
+def _silence(stream: IO[str]) -> None:
+    """Point a stream whose reader has gone at /dev/null, so that the flush at exit
+    does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _marker(kind: str | None) -> str:
+    names = {"crc": "CRC", "no_crc": "NO CRC", "utf8": "UTF-8", "json": "JSON",
+             "too_long": "TOO LONG", "bad_frame": "BAD FRAME", "bad_field": "BAD FIELD",
+             "unknown_type": "UNKNOWN TYPE"}
+    return names.get(kind or "", (kind or "REJECTED").upper())
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+# --- the command line ---------------------------------------------------------------------
+
+def _parser() -> _Parser:
+    p = _Parser(
+        prog=PROG, allow_abbrev=False,
+        description="Play the window business system: send one frame to the evaluator's "
+                    "serial port and print the decoded replies.",
+        epilog="exit status: 0 ack (and rated when waited for), 1 nak or expired, "
+               "2 usage or port error, 3 no answer in time. Types: "
+               + ", ".join(FRAME_TYPES) + ". See docs/window-tool.md.")
+    p.add_argument("--port", required=True,
+                   help="device path, pty, socket://HOST:PORT or another pyserial URL")
+    p.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
+    p.add_argument("--seq", type=int, help="seq of the frame (default: milliseconds of the "
+                   "wall clock mod 2^31, so repeated runs do not reuse one)")
+    p.add_argument("--timeout", type=float, default=2.0,
+                   help="seconds to wait for the ack/nak (default 2)")
+    wait = p.add_mutually_exclusive_group()
+    wait.add_argument("--wait-rated", action="store_true",
+                      help=f"case_completed: after the ack, wait up to "
+                           f"{DEFAULT_RATED_WAIT_S:g} s for its rated/expired frame")
+    wait.add_argument("--wait", type=float, metavar="SECONDS",
+                      help="after the ack, keep printing frames this long (case_completed: "
+                           "until its rated/expired arrives)")
+    crc = p.add_mutually_exclusive_group()
+    crc.add_argument("--bad-crc", action="store_true",
+                     help="send a deliberately wrong CRC (the evaluator must not answer)")
+    crc.add_argument("--no-crc", action="store_true",
+                     help="send bare JSON; with --listen, accept bare JSON "
+                          "(like require_crc = false)")
+    p.add_argument("--add-crc", action="store_true",
+                   help="raw: append the correct *CRC to the given line")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per frame instead of human-readable lines")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--listen", action="store_true",
+                      help="monitor: decode and judge every line arriving on the port")
+    mode.add_argument("--interactive", action="store_true",
+                      help="a prompt to send several frames on one open port")
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="--listen: stop after this long (default: until Ctrl-C)")
+    p.add_argument("--count", type=int, metavar="N",
+                   help="--listen: stop after N lines")
+    p.add_argument("type", nargs="?", metavar="TYPE", help="frame type, or raw")
+    p.add_argument("fields", nargs="*", metavar="field=value",
+                   help="frame fields (name:=JSON for a non-string value); for raw, the line")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = _parser().parse_intermixed_args(argv)
+        _check_args(args)
+    except UsageError as e:
+        _error(f"{e} (see --help)")
+        return EXIT_USAGE
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else EXIT_OK
+    out = Output(args.json)
+    if args.listen:
+        return _listen(args, out)
+    if args.interactive:
+        return _interactive(args, out)
+    return _send_one(args, out)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.listen or args.interactive:
+        if args.type is not None:
+            raise UsageError("--listen/--interactive take no frame type")
+    elif args.type is None:
+        raise UsageError("missing frame type (one of: " + ", ".join(FRAME_TYPES) + ")")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be more than 0 seconds")
+    if args.wait is not None and args.wait < 0:
+        raise UsageError("--wait must be 0 or more seconds")
+    if (args.duration is not None or args.count is not None) and not args.listen:
+        raise UsageError("--duration/--count only apply to --listen")
+    if args.count is not None and args.count < 1:
+        raise UsageError("--count must be at least 1")
+    if args.baud <= 0:
+        raise UsageError("--baud must be a positive number")
+
+
+def _crc_mode(bad_crc: bool, no_crc: bool) -> CrcMode:
+    return "bad" if bad_crc else "none" if no_crc else "ok"
+
+
+def _open(args: argparse.Namespace, keep_stale: bool = False) -> WindowLink | None:
+    try:
+        return WindowLink(args.port, args.baud, require_crc=not (args.listen and args.no_crc),
+                          keep_stale=keep_stale)
+    except LinkError as e:
+        _error(str(e))
+        return None
+
+
+def _send_one(args: argparse.Namespace, out: Output) -> int:
+    try:
+        request = build_request(args.type, args.fields, args.seq,
+                                _crc_mode(args.bad_crc, args.no_crc), args.add_crc)
+        if args.wait_rated and request.case_id is None:
+            raise UsageError("--wait-rated only applies to case_completed")
+    except UsageError as e:
+        _error(f"{e} (see --help)")
+        return EXIT_USAGE
+    wait_s = args.wait if args.wait is not None else (
+        DEFAULT_RATED_WAIT_S if args.wait_rated else None)
+    link = _open(args)
+    if link is None:
+        return EXIT_USAGE
+    with link:
+        sent = request.encoded()
+        out.sent(sent)
+        try:
+            link.send_raw(sent.line)
+        except LinkError as e:
+            _error(str(e))
+            return EXIT_USAGE
+        code, result = _await(link, request, args.timeout, wait_s, out, sent)
+    out.result(result, code)
+    return code
+
+
+def _await(link: WindowLink, request: Request, timeout: float, wait_s: float | None,
+           out: Output, sent: Sent) -> tuple[int, str]:
+    seq, case_id = request.seq, request.case_id
+    deadline = time.monotonic() + timeout
+    answer: dict[str, Any] | None = None
+    while True:
+        item = link.next_received(max(0.0, deadline - time.monotonic()))
+        if item is None:
+            break
+        out.received(item)
+        frame = item.frame
+        if not item.ok or frame is None:
+            continue
+        ftype = frame.get("type")
+        if answer is None and ftype in ("ack", "nak") and (seq is None
+                                                           or frame.get("seq") == seq):
+            answer = frame
+            if ftype == "nak":
+                return EXIT_REFUSED, "nak"
+            if wait_s is None:
+                return EXIT_OK, "ack"
+            deadline = time.monotonic() + wait_s
+        elif (wait_s is not None and case_id is not None
+              and ftype in ("rated", "expired") and frame.get("case_id") == case_id):
+            return (EXIT_OK, "rated") if ftype == "rated" else (EXIT_REFUSED, "expired")
+    if link.lost is not None:
+        _error(link.lost)
+        return EXIT_USAGE, "port_lost"
+    if answer is None:
+        hint = ""
+        if sent.crc_sent is None and sent.frame is not None:
+            hint = " (a frame without CRC gets no answer when the evaluator requires one)"
+        elif sent.crc_sent != sent.crc_correct:
+            hint = " (as it should: a frame with a bad CRC gets no answer)"
+        what = f"seq={seq}" if seq is not None else "the line"
+        _error(f"no answer to {what} within {timeout:g} s{hint}")
+        return EXIT_NO_ANSWER, "no_answer"
+    if case_id is not None:
+        _error(f"acknowledged, but neither rated nor expired for case {case_id} within "
+               f"{wait_s:g} s")
+        return EXIT_NO_ANSWER, "no_outcome"
+    return EXIT_OK, "ack"
+
+
+# --- --listen ---------------------------------------------------------------------------
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(_signum: int, _frame: Any) -> None:
+    raise _Stop
+
+
+@dataclass
+class _Tally:
+    lines: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+def _listen(args: argparse.Namespace, out: Output) -> int:
+    require_crc = not args.no_crc
+    link = _open(args, keep_stale=True)
+    if link is None:
+        return EXIT_USAGE
+    tally = _Tally()
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    print(f"listening on {args.port} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    end = None if args.duration is None else time.monotonic() + args.duration
+    try:
+        with link:
+            while args.count is None or tally.lines < args.count:
+                remaining = None if end is None else end - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                item = link.next_received(remaining)
+                if item is None:
+                    if link.lost is not None:
+                        break
+                    continue
+                verdict = judge(item, require_crc)
+                tally.lines += 1
+                if not verdict.ok:
+                    tally.rejected[verdict.kind or "rejected"] += 1
+                out.listened(item, verdict)
+    except (KeyboardInterrupt, _Stop):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    out.summary(tally.lines, tally.rejected)
+    if link.lost is not None:
+        _error(link.lost)
+        return EXIT_USAGE
+    return EXIT_REFUSED if tally.rejected else EXIT_OK
+
+
+# --- --interactive ----------------------------------------------------------------------
+
+INTERACTIVE_HELP = """\
+TYPE [field=value …] [--seq N] [--bad-crc | --no-crc]   send a frame, e.g.
+    case_completed service_name=不动产登记 staff_name="王 芳"
+raw LINE [--add-crc]    send LINE exactly as typed (with --add-crc at the very end: plus its CRC)
+help                    this text
+quit                    leave (also Ctrl-D)
+Replies are printed as they arrive."""
+
+
+def _line_parser() -> _Parser:
+    p = _Parser(prog="", add_help=False, allow_abbrev=False)
+    p.add_argument("--seq", type=int)
+    crc = p.add_mutually_exclusive_group()
+    crc.add_argument("--bad-crc", action="store_true")
+    crc.add_argument("--no-crc", action="store_true")
+    p.add_argument("type")
+    p.add_argument("fields", nargs="*")
+    return p
+
+
+def interactive_request(text: str) -> Request | None:
+    """One prompt line as a request; None for an empty line. Raises UsageError."""
+    text = text.strip()
+    if not text:
+        return None
+    if text == "raw" or text.startswith("raw "):
+        line = text[3:].strip()
+        add_crc = line.endswith(" --add-crc") or line == "--add-crc"
+        if add_crc:
+            line = line[:-len("--add-crc")].rstrip()
+        return build_request("raw", [line] if line else [], add_crc=add_crc)
+    try:
+        tokens = shlex.split(text)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    args = _line_parser().parse_intermixed_args(tokens)
+    return build_request(args.type, args.fields, args.seq,
+                         _crc_mode(args.bad_crc, args.no_crc))
+
+
+def _interactive(args: argparse.Namespace, out: Output) -> int:
+    link = _open(args)
+    if link is None:
+        return EXIT_USAGE
+    stop = threading.Event()
+
+    def print_replies() -> None:
+        while not stop.is_set():
+            item = link.next_received(0.2)
+            if item is not None:
+                out.received(item)
+            elif link.lost is not None:
+                _error(f"{link.lost} (press Enter to leave)")
+                return
+
+    printer = threading.Thread(target=print_replies, name="replies", daemon=True)
+    printer.start()
+    print(f"connected to {args.port}; type help for the commands", file=sys.stderr)
+    try:
+        with link:
+            while link.lost is None:
+                try:
+                    text = input("window> ")
+                except (EOFError, KeyboardInterrupt):
+                    break
+                if text.strip() in ("quit", "exit"):
+                    break
+                if text.strip() in ("help", "?"):
+                    print(INTERACTIVE_HELP)
+                    continue
+                try:
+                    request = interactive_request(text)
+                except UsageError as e:
+                    _error(str(e))
+                    continue
+                if request is None:
+                    continue
+                sent = request.encoded()
+                out.sent(sent)
+                try:
+                    link.send_raw(sent.line)
+                except LinkError as e:
+                    _error(str(e))
+                    break
+            time.sleep(0.2)  # let replies to the last frame print before closing
+    finally:
+        stop.set()
+        printer.join(1.0)
+    return EXIT_USAGE if link.lost is not None else EXIT_OK
