@@ -57,6 +57,10 @@ class Outbox:
     def __init__(self, data_dir: Path, *, compact_min_bytes: int = 1 << 20,
                  compact_ratio: float = 4.0) -> None:
         self._dir = Path(data_dir)
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot create the outbox directory {self._dir}: {e}") from e
         self._compact_min_bytes = compact_min_bytes
         self._compact_ratio = compact_ratio
         self._db: JournalDB | None = None
@@ -67,9 +71,9 @@ class Outbox:
     def open(self) -> OpenReport:
         """Load the outbox, recovering from torn or corrupted records (never refuses to start
         over damage: it drops what is unreadable, keeps the rest and says what it dropped)."""
+        self.close()
         path = self._dir / JOURNAL_NAME
         try:
-            self._dir.mkdir(parents=True, exist_ok=True)
             self._db = JournalDB(path, compact_min_bytes=self._compact_min_bytes,
                                  compact_ratio=self._compact_ratio)
         except (OSError, JournalFormatError) as e:

@@ -149,8 +149,11 @@ def test_using_a_closed_outbox_is_a_storage_error(tmp_path: Path) -> None:
 def test_an_unusable_data_dir_is_a_storage_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
+    with pytest.raises(StorageError, match="cannot create the outbox directory"):
+        Outbox(blocker / "data")
+    (tmp_path / "data" / JOURNAL_NAME).mkdir(parents=True)
     with pytest.raises(StorageError, match="cannot open the outbox"):
-        Outbox(blocker / "data").open()
+        Outbox(tmp_path / "data").open()
 
 
 def test_store_returns_only_after_the_record_is_fsynced(
