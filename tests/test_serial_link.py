@@ -24,8 +24,13 @@ CASE = {"type": "case_completed", "seq": 1, "case_id": "HB-2026-000123",
         "service_name": "不动产登记", "staff_name": "王晓梅"}
 
 
-def reader_threads() -> int:
-    return sum(1 for t in threading.enumerate() if t.name == "serial-reader" and t.is_alive())
+def start_link(link: PySerialLink, rec: Recorder) -> threading.Thread:
+    """Start the link and return its reader thread (found by name among new threads)."""
+    before = set(threading.enumerate())
+    link.start(rec.on_line, rec.on_open)
+    new = [t for t in threading.enumerate() if t not in before and t.name == "serial-reader"]
+    assert len(new) == 1
+    return new[0]
 
 
 @pytest.fixture
@@ -74,7 +79,7 @@ def test_loop_round_trip() -> None:
     link = PySerialLink("loop://", 115200)
     rec = Recorder()
     assert link.send(b"early\n") is False  # not started: nothing is open
-    link.start(rec.on_line, rec.on_open)
+    reader = start_link(link, rec)
     try:
         assert wait_until(lambda: rec.opens == [True])
         assert link.is_open
@@ -93,7 +98,7 @@ def test_loop_round_trip() -> None:
         assert time.monotonic() - started < 1.0
     assert not link.is_open
     assert link.send(encode_frame({"type": "ping", "seq": 7})) is False
-    assert reader_threads() == 0
+    assert not reader.is_alive()
 
 
 def test_a_failing_line_handler_does_not_stop_the_reader(
@@ -121,12 +126,13 @@ def test_a_failing_line_handler_does_not_stop_the_reader(
 
 def test_idle_link_uses_no_cpu() -> None:
     link = PySerialLink("loop://", 115200)
-    link.start(lambda line: None, lambda is_open: None)
+    reader = start_link(link, Recorder())
     try:
-        assert wait_until(lambda: link.is_open)
-        cpu = time.process_time()
+        assert wait_until(lambda: link.is_open) and reader.ident is not None
+        reader_cpu = time.pthread_getcpuclockid(reader.ident)
+        cpu = time.clock_gettime(reader_cpu)
         time.sleep(1.0)
-        assert time.process_time() - cpu < 0.05
+        assert time.clock_gettime(reader_cpu) - cpu < 0.02
     finally:
         link.close()
 
@@ -168,7 +174,7 @@ def test_pty_read_write_and_unplug() -> None:
     os.set_blocking(master, False)
     link = PySerialLink(path, 115200, reopen_s=0.1)
     rec = Recorder()
-    link.start(rec.on_line, rec.on_open)
+    reader = start_link(link, rec)
     try:
         assert wait_until(lambda: rec.opens == [True])
         # The window writes a frame in three pieces and a second one with CRLF.
@@ -200,7 +206,7 @@ def test_pty_read_write_and_unplug() -> None:
         os.close(slave)
         if master >= 0:
             os.close(master)
-    assert reader_threads() == 0
+    assert not reader.is_alive()
 
 
 def test_send_gives_up_instead_of_hanging_when_the_window_stops_reading() -> None:
@@ -287,12 +293,12 @@ def test_port_missing_at_start_comes_up_later_and_logs_once(
 def test_close_is_prompt_while_waiting_for_a_missing_port(server: WindowServer) -> None:
     link = PySerialLink(server.url, 115200, reopen_s=30.0)
     rec = Recorder()
-    link.start(rec.on_line, rec.on_open)
+    reader = start_link(link, rec)
     assert wait_until(lambda: rec.opens == [False])
     started = time.monotonic()
     link.close()
     assert time.monotonic() - started < 1.0
-    assert reader_threads() == 0
+    assert not reader.is_alive()
 
 
 # -- a socat pty pair with stable names: unplug and plug back in --------------------------
