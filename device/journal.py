@@ -397,7 +397,7 @@ class JournalTable(Table):
     def get_doc(self, doc_id: str) -> Document | None:
         """The document with this id, in O(1) (TinyDB's `get` is typed for int ids)."""
         doc = self._read_table().get(doc_id)
-        return None if doc is None else Document(doc, doc_id)  # type: ignore[arg-type]
+        return None if doc is None else keyed(doc_id, doc)
 
     def insert(self, document: Mapping[str, Any]) -> str:  # type: ignore[override]
         doc_id = _doc_id(document)
@@ -440,6 +440,11 @@ class JournalTable(Table):
 
     def _get_next_id(self) -> Any:
         raise ValueError("journal tables need explicit ids: insert Document(doc, doc_id=...)")
+
+
+def keyed(doc_id: str, fields: Mapping[str, Any]) -> Document:
+    """A document with a string id, for `JournalTable.insert`/`upsert` (TinyDB types ids as int)."""
+    return Document(fields, doc_id)  # type: ignore[arg-type]
 
 
 def _doc_id(document: Mapping[str, Any]) -> str:

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from tinydb import Query
-from tinydb.table import Document
 
 from device.journal import (
     JournalDB,
@@ -19,6 +18,7 @@ from device.journal import (
     JournalStorage,
     _dumps,
     frame,
+    keyed,
     put_op,
     scan,
 )
@@ -36,19 +36,20 @@ def test_tinydb_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "j"
     with open_db(path) as db:
         people = db.journal_table("people")
-        people.insert(Document({"name": "王晓红", "n": 1}, doc_id="a"))
-        people.insert(Document({"name": "李明", "n": 2}, doc_id="b"))
-        people.insert(Document({"name": "张伟", "n": 3}, doc_id="c"))
-        people.upsert(Document({"n": 20}, doc_id="b"))                 # merge, like TinyDB
+        people.insert(keyed("a", {"name": "王晓红", "n": 1}))
+        people.insert(keyed("b", {"name": "李明", "n": 2}))
+        people.insert(keyed("c", {"name": "张伟", "n": 3}))
+        people.upsert(keyed("b", {"n": 20}))                 # merge, like TinyDB
         people.remove(doc_ids=["a", "missing"])
         people.update({"seen": True}, Query().n == 3)                   # generic O(n) path
-        db.journal_table("other").insert(Document({"x": [1, 2]}, doc_id="k"))
-        db.journal_table("gone").insert(Document({}, doc_id="z"))
+        db.journal_table("other").insert(keyed("k", {"x": [1, 2]}))
+        db.journal_table("gone").insert(keyed("z", {}))
         db.journal_table("gone").truncate()
         before = contents(db)
         assert people.search(Query().seen == True) == [{"name": "张伟", "n": 3, "seen": True}]  # noqa: E712
         assert people.get_doc("b") == {"name": "李明", "n": 20}
-        assert people.get_doc("b").doc_id == "b"  # type: ignore[union-attr]
+        b = people.get_doc("b")
+        assert b is not None and str(b.doc_id) == "b"
 
     with open_db(path) as db:
         assert contents(db) == before
@@ -61,16 +62,16 @@ def test_inserting_without_an_explicit_id_or_twice_is_refused(tmp_path: Path) ->
         table = db.journal_table("t")
         with pytest.raises(ValueError, match="explicit"):
             table.insert({"no": "id"})
-        table.insert(Document({}, doc_id="x"))
+        table.insert(keyed("x", {}))
         with pytest.raises(ValueError, match="already exists"):
-            table.insert(Document({}, doc_id="x"))
+            table.insert(keyed("x", {}))
 
 
 def test_drop_table_uses_the_full_rewrite_path_and_persists(tmp_path: Path) -> None:
     path = tmp_path / "j"
     with open_db(path) as db:
-        db.journal_table("keep").insert(Document({"v": 1}, doc_id="1"))
-        db.journal_table("drop").insert(Document({"v": 2}, doc_id="2"))
+        db.journal_table("keep").insert(keyed("1", {"v": 1}))
+        db.journal_table("drop").insert(keyed("2", {"v": 2}))
         db.drop_table("drop")
     with open_db(path) as db:
         assert contents(db) == {"keep": {"1": {"v": 1}}}
@@ -80,7 +81,7 @@ def build_journal(path: Path, n: int) -> list[bytes]:
     """A journal of `n` single-put records; returns its lines (each with its newline)."""
     with open_db(path) as db:
         for i in range(n):
-            db.journal_table("t").insert(Document({"i": i, "pad": "好" * 50}, doc_id=str(i)))
+            db.journal_table("t").insert(keyed(str(i), {"i": i, "pad": "好" * 50}))
     return path.read_bytes().splitlines(keepends=True)
 
 
@@ -109,7 +110,7 @@ def test_torn_tail_at_every_byte_offset_of_the_last_record(tmp_path: Path) -> No
             (aside,) = db.journal.moved_aside
             assert aside.read_bytes() == head + last[:cut]
             assert scan(path.read_bytes())[1] == []
-            db.journal_table("t").insert(Document({"after": cut}, doc_id="new"))
+            db.journal_table("t").insert(keyed("new", {"after": cut}))
         with open_db(path) as db:
             assert db.journal.damage == []
             assert list(db.journal_table("t").view())[-1] == "new"
@@ -158,16 +159,16 @@ def test_compaction_keeps_every_live_document_in_order(tmp_path: Path) -> None:
     with open_db(path) as db:
         t = db.journal_table("t")
         for i in range(200):
-            t.insert(Document({"i": i, "pad": "x" * 200}, doc_id=f"{i:03d}"))
+            t.insert(keyed(f"{i:03d}", {"i": i, "pad": "x" * 200}))
         t.remove(doc_ids=[f"{i:03d}" for i in range(0, 200, 3)])
-        t.upsert(Document({"i": -1}, doc_id="001"))
-        db.journal_table("meta").insert(Document({"value": 12345}, doc_id="next_seq"))
+        t.upsert(keyed("001", {"i": -1}))
+        db.journal_table("meta").insert(keyed("next_seq", {"value": 12345}))
         before, size_before = contents(db), path.stat().st_size
         db.journal.compact()
         assert path.stat().st_size < size_before
         assert contents(db) == before
         assert not (tmp_path / "j.tmp").exists()
-        t.insert(Document({"i": 1000}, doc_id="after"))                 # appends still work
+        t.insert(keyed("after", {"i": 1000}))                 # appends still work
     with open_db(path) as db:
         before["t"]["after"] = {"i": 1000}
         assert contents(db) == before
@@ -194,7 +195,7 @@ def test_automatic_compaction_bounds_the_file_and_is_amortised(
     with open_db(path, compact_min_bytes=16 * 1024) as db:
         t = db.journal_table("t")
         for i in range(600):       # a steady state: one in, one out, 5 pending
-            t.insert(Document({"i": i, "pad": "x" * 300}, doc_id=str(i)))
+            t.insert(keyed(str(i), {"i": i, "pad": "x" * 300}))
             if i >= 5:
                 t.remove(doc_ids=[str(i - 5)])
             assert path.stat().st_size < 2 * 16 * 1024
@@ -246,11 +247,11 @@ def test_a_failed_append_leaves_the_journal_valid_and_unchanged(
         with monkeypatch.context() as m:
             fail_after(m, name, err, partial)
             with pytest.raises(OSError) as info:
-                t.insert(Document({"lost": True}, doc_id="x"))
+                t.insert(keyed("x", {"lost": True}))
             assert info.value.errno == err
         assert path.read_bytes() == before_bytes
         assert contents(db) == before                                    # memory untouched
-        t.insert(Document({"kept": True}, doc_id="y"))                   # space is back
+        t.insert(keyed("y", {"kept": True}))                   # space is back
     with open_db(path) as db:
         assert db.journal.damage == []
         assert list(db.journal_table("t").view()) == ["0", "1", "2", "y"]
@@ -268,7 +269,7 @@ def test_a_damaged_journal_that_cannot_be_rewritten_still_opens(
         with open_db(path) as db:
             assert db.journal.notes and "could not rewrite" in db.journal.notes[0]
             assert db.journal.moved_aside == []
-            db.journal_table("t").insert(Document({}, doc_id="new"))     # appends after damage
+            db.journal_table("t").insert(keyed("new", {}))     # appends after damage
     with open_db(path) as db:                                            # space is back
         assert list(db.journal_table("t").view()) == ["0", "1", "2", "new"]
         assert len(db.journal.damage) == 1 and len(db.journal.moved_aside) == 1
@@ -284,7 +285,7 @@ def test_lazy_ops_ride_along_with_the_next_commit(tmp_path: Path) -> None:
         db.journal.commit([["del", "t", ["0"]]], lazy=True)
         assert list(db.journal_table("t").view()) == ["1", "2"]
         assert path.stat().st_size == size                                # nothing written yet
-        db.journal_table("u").insert(Document({}, doc_id="x"))
+        db.journal_table("u").insert(keyed("x", {}))
         last = path.read_bytes().splitlines()[-1]
         assert json.loads(last.split(b" ", 2)[2])["ops"][0] == ["del", "t", ["0"]]
     with open_db(path) as db:
