@@ -263,8 +263,7 @@ class Daemon:
                 log.info("serial link open: %s", self.config.serial.port)
                 self.writer.send({"type": "hello", "device_id": self.config.device.id,
                                   "version": __version__})
-            else:
-                log.warning("serial link lost: %s (reopening)", self.config.serial.port)
+            # the driver itself logs the outage, once
         elif isinstance(ev, MqttUp):
             self._mqtt_up(ev)
         elif isinstance(ev, MqttDown):
