@@ -34,13 +34,17 @@ inside a record: a write cut short by a power loss) is damage like any other. A 
 is then rewritten cleanly as in compaction, and the original is kept beside it as
 ``<name>.corrupt-<UTC time>`` (hard link, or copy) for the technicians: never deleted.
 
-Concurrency: one writer (the daemon's core loop) and no locking; not for several processes.
+Concurrency: one writer thread (the daemon's core loop) and no locking between threads. A
+second process opening the same directory is refused (``flock`` on the directory), since two
+writers would overwrite each other's records.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -186,14 +190,6 @@ def _apply(tables: Tables, ops: list[Op]) -> None:
                 docs.pop(doc_id, None)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class JournalStorage(Storage):
     """TinyDB storage over a journal file (see the module docstring for the format).
 
@@ -215,7 +211,12 @@ class JournalStorage(Storage):
         self._size = 0                      # end of the last whole record in the file
         self._compact_at = compact_min_bytes  # journal size at which to weigh a compaction
         self._fd = -1
-        self._open()
+        self._dir_fd = -1                   # held open and flock'ed: one process at a time
+        try:
+            self._open()
+        except BaseException:
+            self._release()
+            raise
 
     # TinyDB's Storage interface -------------------------------------------------------
 
@@ -226,12 +227,10 @@ class JournalStorage(Storage):
         self._rewrite(json.loads(_dumps(data)))
 
     def close(self) -> None:
-        if self._fd >= 0:
-            if self._lazy:
-                with contextlib.suppress(OSError):
-                    self.commit([])
-            os.close(self._fd)
-            self._fd = -1
+        if self._fd >= 0 and self._lazy:
+            with contextlib.suppress(OSError):
+                self.commit([])
+        self._release()
 
     # Journal operations ------------------------------------------------------------------
 
@@ -265,8 +264,7 @@ class JournalStorage(Storage):
     # Internals ---------------------------------------------------------------------------
 
     def _append(self, record: bytes) -> None:
-        if self._fd < 0:
-            raise OSError("the journal is closed")
+        self._check_open()
         start = self._size
         try:
             view = memoryview(record)
@@ -285,20 +283,25 @@ class JournalStorage(Storage):
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(self._dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # Two writers would overwrite each other's records: refuse the second one.
+            raise OSError(errno.EBUSY, f"{self.path.parent} is in use by another process",
+                          str(self.path)) from None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp_path())  # a compaction that never reached os.replace
         created = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         if created:
-            _fsync_dir(self.path.parent)
+            os.fsync(self._dir_fd)
         with open(self.path, "rb") as f:
             buf = f.read()
         records, self.damage = scan(buf)
         for record in records:
             if "journal" in record:
                 if record["version"] > VERSION:
-                    os.close(self._fd)
-                    self._fd = -1
                     raise JournalFormatError(
                         f"{self.path} was written by journal format version "
                         f"{record['version']}; this software reads up to {VERSION}")
@@ -327,6 +330,7 @@ class JournalStorage(Storage):
         self.moved_aside.append(aside)
 
     def _rewrite(self, tables: Tables, keep_original_as: Path | None = None) -> None:
+        self._check_open()
         tmp = self._tmp_path()
         try:
             with open(tmp, "wb") as f:
@@ -346,9 +350,8 @@ class JournalStorage(Storage):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(self.path.parent)
-        if self._fd >= 0:
-            os.close(self._fd)
+        os.fsync(self._dir_fd)
+        os.close(self._fd)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         self._size = os.fstat(self._fd).st_size
         self._tables = tables
@@ -370,6 +373,16 @@ class JournalStorage(Storage):
             # The commit itself is durable; try again after another `compact_min_bytes`.
             self._compact_at = self._size + self.compact_min_bytes
             log.warning("journal compaction of %s failed (will retry later): %s", self.path, e)
+
+    def _check_open(self) -> None:
+        if self._fd < 0:
+            raise OSError(errno.EBADF, "the journal is closed", str(self.path))
+
+    def _release(self) -> None:
+        for fd in (self._fd, self._dir_fd):
+            if fd >= 0:
+                os.close(fd)  # closing the directory also drops the flock
+        self._fd = self._dir_fd = -1
 
     def _tmp_path(self) -> Path:
         return self.path.with_name(self.path.name + ".tmp")

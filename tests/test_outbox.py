@@ -291,3 +291,15 @@ def test_cost_of_one_store_does_not_grow_with_the_backlog(
     assert len(fsyncs) == 1
     assert journal.stat().st_size - size < 100 * 40
     large.close()
+
+
+def test_a_second_process_cannot_open_the_same_outbox(tmp_path: Path) -> None:
+    first = Outbox(tmp_path)
+    first.open()
+    with pytest.raises(StorageError, match="in use by another process"):
+        Outbox(tmp_path).open()
+    first.store(make_rating(1))                   # the first one is unaffected
+    first.close()
+    second = Outbox(tmp_path)
+    assert second.open().ratings == 1             # and the lock goes with the first
+    second.close()
