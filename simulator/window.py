@@ -678,30 +678,39 @@ def _interactive(args: argparse.Namespace, out: Output) -> int:
     if link is None:
         return EXIT_USAGE
     stop = threading.Event()
+    awaiting: set[int] = set()        # seqs sent and not yet answered
+    answered = threading.Condition()
 
     def print_replies() -> None:
         while not stop.is_set():
             item = link.next_received(0.2)
             if item is not None:
                 out.received(item)
+                frame = item.frame or {}
+                if item.ok and frame.get("type") in ("ack", "nak"):
+                    with answered:
+                        awaiting.discard(frame.get("seq"))
+                        answered.notify_all()
             elif link.lost is not None:
                 _error(f"{link.lost} (press Enter to leave)")
                 return
 
     printer = threading.Thread(target=print_replies, name="replies", daemon=True)
     printer.start()
+    # No prompt when commands are piped in: stdout then carries only the frames.
+    prompt = "window> " if sys.stdin.isatty() else ""
     print(f"connected to {args.port}; type help for the commands", file=sys.stderr)
     try:
         with link:
             while link.lost is None:
                 try:
-                    text = input("window> ")
+                    text = input(prompt)
                 except (EOFError, KeyboardInterrupt):
                     break
                 if text.strip() in ("quit", "exit"):
                     break
                 if text.strip() in ("help", "?"):
-                    print(INTERACTIVE_HELP)
+                    print(INTERACTIVE_HELP, file=sys.stderr)
                     continue
                 try:
                     request = interactive_request(text)
@@ -712,12 +721,19 @@ def _interactive(args: argparse.Namespace, out: Output) -> int:
                     continue
                 sent = request.encoded()
                 out.sent(sent)
+                if request.seq is not None and sent.crc_sent == sent.crc_correct:
+                    with answered:
+                        awaiting.add(request.seq)
                 try:
                     link.send_raw(sent.line)
                 except LinkError as e:
                     _error(str(e))
                     break
-            time.sleep(0.2)  # let replies to the last frame print before closing
+            # Leave only once the frames sent have their answers printed (or time is up).
+            with answered:
+                answered.wait_for(lambda: not awaiting or link.lost is not None,
+                                  args.timeout)
+            time.sleep(0.05)  # a rated/expired right behind the last ack
     finally:
         stop.set()
         printer.join(1.0)

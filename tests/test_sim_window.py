@@ -668,3 +668,24 @@ def test_against_the_daemon_over_a_pty(daemon_on_pty: tuple[str, SimScreen]) -> 
 
     ping = run_tool("--port", port, "ping")
     assert ping.returncode == 0 and ping.stdout.splitlines()[-1].startswith("← ack seq=")
+
+
+def test_interactive_sends_several_frames_on_one_port(tcp_evaluator: TcpEvaluator) -> None:
+    commands = ("case_completed case_id=RATE-I service_name='不动产 登记'\n"
+                "staff_login staff_id=S01 staff_name=李娜\n"
+                "refund\n"
+                'raw {"type":"ping","seq":77} --add-crc\n'
+                "quit\n")
+    proc = subprocess.run([sys.executable, "-m", "simulator.cli", "window", "--port",
+                           tcp_evaluator.url, "--interactive"], cwd=ROOT, input=commands,
+                          capture_output=True, text=True, encoding="utf-8", timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    case, login, ping = (decode_line(line) for line in tcp_evaluator.received())
+    assert isinstance(case, Frame) and case.fields["service_name"] == "不动产 登记"
+    assert isinstance(login, Frame) and login.fields["staff_name"] == "李娜"
+    assert isinstance(ping, Frame) and ping.seq == 77
+    out = proc.stdout.splitlines()
+    for seq in (case.seq, login.seq, 77):
+        assert f"← ack seq={seq}" in out
+    assert any(line.startswith("← rated seq=901 case_id=RATE-I level=4 (满意)") for line in out)
+    assert "unknown frame type 'refund'" in proc.stderr
