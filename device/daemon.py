@@ -162,6 +162,7 @@ class Daemon:
         self._events: list[dict[str, Any]] = []   # waiting for the broker
         self._next_telemetry = 0.0
         self._next_clock_check = 0.0
+        self._next_forget = 0.0
         self._clock_synced: bool | None = None
 
     # --- thread-safe door ---------------------------------------------------
@@ -176,6 +177,9 @@ class Daemon:
 
     def _open_outbox(self) -> None:
         report = self.outbox.open()
+        if report.details or report.moved_aside:
+            log.warning("outbox: recovered: %s; damaged file kept as %s",
+                        "; ".join(report.details), ", ".join(map(str, report.moved_aside)))
         if report.dropped_records:
             log.error("outbox: dropped %d damaged record(s) (%d bytes) while opening: %s",
                       report.dropped_records, report.dropped_bytes, "; ".join(report.details))
@@ -398,6 +402,10 @@ class Daemon:
             self._next_telemetry = now + self.config.mqtt.telemetry_s
         if now >= self._next_clock_check:
             self._check_clock(now)
+        if now >= self._next_forget:
+            # The duplicate-case memory only needs 24 h; the removal rides on the next write.
+            self._next_forget = now + 3600
+            self.outbox.forget_cases_before(self.clock.wall() - DUPLICATE_WINDOW_S)
 
     def _check_clock(self, now: float) -> None:
         self._next_clock_check = now + CLOCK_CHECK_S
