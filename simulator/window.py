@@ -601,7 +601,9 @@ def _listen(args: argparse.Namespace, out: Output) -> int:
     if link is None:
         return EXIT_USAGE
     tally = _Tally()
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    # Installed explicitly: a shell starts background jobs with SIGINT ignored, and
+    # Python then leaves it ignored, so Ctrl-C/`kill -INT` would never end the monitor.
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(f"listening on {args.port} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     end = None if args.duration is None else time.monotonic() + args.duration
     try:
@@ -623,7 +625,8 @@ def _listen(args: argparse.Namespace, out: Output) -> int:
     except (KeyboardInterrupt, _Stop):
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     out.summary(tally.lines, tally.rejected)
     if link.lost is not None:
         _error(link.lost)

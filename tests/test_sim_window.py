@@ -239,14 +239,16 @@ def test_nak_exits_1_and_explains_the_error(tcp_evaluator: TcpEvaluator) -> None
 
 
 def test_no_answer_exits_3_within_the_timeout(tcp_evaluator: TcpEvaluator) -> None:
-    started = time.monotonic()
     proc = run_tool("--port", tcp_evaluator.url, "--timeout", "0.5", "case_completed",
                     "case_id=SILENT-1")
-    elapsed = time.monotonic() - started
     assert proc.returncode == 3
-    assert 0.5 <= elapsed < 4.0
     seq = wire_seq(tcp_evaluator.received()[0])
     assert proc.stderr.splitlines() == [f"hcp-sim window: no answer to seq={seq} within 0.5 s"]
+    # Timed in-process: interpreter start-up under load says nothing about the tool.
+    started = time.monotonic()
+    assert window.main(["--port", tcp_evaluator.url, "--timeout", "0.5", "case_completed",
+                        "case_id=SILENT-2"]) == 3
+    assert 0.5 <= time.monotonic() - started < 1.5
 
 
 def test_json_output_parses_and_keeps_chinese(tcp_evaluator: TcpEvaluator) -> None:
@@ -376,6 +378,19 @@ def start_listener(path: str, *args: str) -> subprocess.Popen[str]:
     return proc
 
 
+def read_lines(proc: subprocess.Popen[str], count: int, timeout: float = 10) -> list[str]:
+    """The next `count` stdout lines of a running process, without hanging the test."""
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(stdout.readline()
+                                                          for _ in range(count)), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert not reader.is_alive(), f"only {len(lines)} of {count} lines within {timeout} s"
+    return lines
+
+
 @pytest.fixture
 def window_pty() -> Iterator[tuple[int, str]]:
     """A pty whose master plays the window system writing to the monitored port."""
@@ -413,10 +428,10 @@ def test_listen_json_and_summary_on_ctrl_c(window_pty: tuple[int, str]) -> None:
     proc = start_listener(path, "--json")
     os.write(master, b'{"type":"pause","seq":3,"reason":"\xe5\x8d\x88\xe4\xbc\x91"}\n'
              + b"not json at all*1234\n" + encode_frame({"type": "resume", "seq": 4}))
-    time.sleep(1.0)
+    lines = read_lines(proc, 3)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=10)
-    records = [json.loads(line) for line in out.splitlines()]
+    records = [json.loads(line) for line in lines + out.splitlines()]
     no_crc, garbage, resume, summary = records
     assert no_crc["error"] == "no_crc" and no_crc["answer"] == "no answer"
     assert no_crc["frame"]["reason"] == "午休"
