@@ -1,0 +1,144 @@
+"""The real daemon as a subprocess: window frame → prompt → press → thanks → `rated` →
+the SPEC §6 record in the outbox; a clean SIGTERM; a broken config."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from device.outbox import Outbox
+from simulator.windowlink import answer_to
+from tests.support.device import ROOT, DeviceProcess
+
+
+@pytest.fixture
+def device(tmp_path: Path) -> Iterator[DeviceProcess]:
+    d = DeviceProcess(tmp_path)
+    yield d
+    d.close()
+
+
+def rated(case_id: str):  # type: ignore[no-untyped-def]
+    return lambda f: f.get("type") == "rated" and f.get("case_id") == case_id
+
+
+def test_case_to_durable_rating(device: DeviceProcess) -> None:
+    device.start()
+    w, sim = device.window, device.sim
+    assert w is not None and sim is not None
+    hello = w.wait_for(lambda f: f["type"] == "hello", 5)
+    assert hello is not None and hello["device_id"] == device.device_id
+
+    seq = w.send("case_completed", case_id="2026112500017", service_code="11421100MB1",
+                 service_name="不动产登记", dept_code="D01", staff_id="S07", staff_name="李娜",
+                 completed_at="2026-11-25T10:31:07+08:00",
+                 applicant_name="张三", id_number="420100199001011234")  # must not leak
+    assert w.wait_for(answer_to(seq), 5) == {"type": "ack", "seq": seq}
+    prompt = sim.wait_screen("prompt", 5)
+    assert prompt is not None and prompt["case_id"] == "2026112500017"
+    assert "请您对本次服务进行评价" in prompt["text"] and "不动产登记" in prompt["text"]
+    assert [o["level"] for o in prompt["options"]] == [5, 4, 3, 2, 1]
+    assert len(prompt["frame"]) > 0
+
+    sim.press(2)
+    reasons = sim.wait_screen("reasons", 5)
+    assert reasons is not None and reasons["case_id"] == "2026112500017"
+    assert {"level": 4, "code": "R02", "label": "服务效率"} in reasons["options"]
+    assert {"level": 1, "code": None, "label": "跳过"} in reasons["options"]
+    sim.press(4)
+    assert sim.wait_screen("thanks", 5) is not None
+    frame = w.wait_for(rated("2026112500017"), 5)
+    assert frame is not None and frame["level"] == 2
+    assert re.fullmatch(r"[0-9a-f]{32}", frame["rating_id"])
+    assert sim.wait_screen("idle", 5) is not None
+
+    assert device.stop() == 0
+    outbox = Outbox(device.data_dir)
+    outbox.open()
+    try:
+        (record,) = outbox.pending()
+    finally:
+        outbox.close()
+    assert record["rating_id"] == frame["rating_id"]
+    assert record["schema"] == "hcp.rating/1"
+    assert (record["level"], record["reason"], record["trigger"], record["input"]) == \
+        (2, "R02", "case", "sim")
+    assert record["case"] == {"case_id": "2026112500017", "service_code": "11421100MB1",
+                              "service_name": "不动产登记", "dept_code": "D01",
+                              "completed_at": "2026-11-25T10:31:07+08:00"}
+    assert record["staff"] == {"staff_id": "S07", "staff_name": "李娜"}
+    assert (record["device_id"], record["region_code"], record["hall_id"],
+            record["window_id"]) == (device.device_id, "421100", "HG01", "W03")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["rated_at"])
+    assert record["clock_synced"] is True and isinstance(record["seq"], int)
+    # personal data the window system added never reaches the disk
+    raw = b"".join(p.read_bytes() for p in device.data_dir.rglob("*") if p.is_file()
+                   and not p.name.endswith(".sock"))
+    assert "张三".encode() not in raw and b"420100199001011234" not in raw
+
+
+def test_duplicate_case_refused_after_restart(device: DeviceProcess) -> None:
+    device.start()
+    w, sim = device.window, device.sim
+    assert w is not None and sim is not None
+    w.send("case_completed", case_id="C-1")
+    assert sim.wait_screen("prompt", 5)
+    sim.press(5)
+    assert w.wait_for(rated("C-1"), 5)
+    device.stop()
+    device.start()
+    w = device.window
+    assert w is not None
+    seq = w.send("case_completed", case_id="C-1")
+    assert w.wait_for(answer_to(seq), 5) == {"type": "nak", "seq": seq,
+                                             "error": "duplicate_case"}
+
+
+def test_bad_frames_answered_or_ignored_and_next_frame_works(device: DeviceProcess) -> None:
+    device.start()
+    w = device.window
+    assert w is not None
+    w.send_raw(b'{"type":"ping","seq":5}*0000\n')           # bad CRC: silence
+    w.send_raw(b"\xff\xfe garbage \x00\n")                  # no CRC: silence
+    w.send_raw(b"x" * 10000 + b"\n")                        # too long: silence
+    seq = w.send("launch_rocket")
+    assert w.wait_for(answer_to(seq), 5) == {"type": "nak", "seq": seq,
+                                             "error": "unknown_type"}
+    seq = w.send("case_completed", case_id="")
+    assert w.wait_for(answer_to(seq), 5) == {"type": "nak", "seq": seq, "error": "bad_field"}
+    seq = w.send("ping")
+    assert w.wait_for(answer_to(seq), 5) == {"type": "ack", "seq": seq}
+    assert w.wait_for(lambda f: f.get("seq") == 5, 0.5) is None
+    assert device.stop() == 0
+    assert "serial: rejected frame (crc)" in device.log()
+
+
+def test_sigterm_stops_within_5s(device: DeviceProcess) -> None:
+    device.start()
+    t0 = time.monotonic()
+    assert device.stop(timeout=5) == 0
+    assert time.monotonic() - t0 < 5
+
+
+def test_bad_config_is_one_line_per_problem(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[device]\nid = "bad id!"\nregion_code = "421100"\nhall_id = "H"\n'
+                   'window_id = "W"\nwindow_name = "W"\ndata_dir = "/tmp/x"\n'
+                   '[serial]\nport = ""\nbaudrte = 9600\n[input]\nkind = "gpoi"\n'
+                   '[display]\nkind = "sim"\n[ui]\nthanks_s = -1\n', encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "device.cli", "run", "--config", str(cfg)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert r.returncode == 78
+    lines = r.stderr.strip().splitlines()
+    assert "Traceback" not in r.stderr
+    assert any("[device] id" in line for line in lines)
+    assert any("[serial] baudrte: unknown key" in line for line in lines)
+    assert any("[input] kind" in line for line in lines)
+    assert any("[ui] thanks_s" in line for line in lines)
+    assert all(str(cfg) in line for line in lines)
