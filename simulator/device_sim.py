@@ -1,0 +1,384 @@
+"""`hcp-sim device`: one evaluator in the terminal, for technicians and integrators.
+
+It runs the real `hcp-device` daemon with the sim drivers, plays the window system over
+a local `socket://` serial link, and draws the OLED at full resolution with half-block
+characters (128×64 pixels in 128×32 cells). Plain text and ANSI cursor movement only:
+it works in an SSH session with no mouse and no colours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+import tomllib
+import tty
+import urllib.request
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from simulator.simclient import SimClient, half_blocks
+from simulator.windowlink import LinkError, WindowServer
+
+SERVICES = [
+    ("11421100MB0001", "不动产登记"),
+    ("11421100MB0002", "社保卡补办"),
+    ("11421100MB0003", "营业执照变更"),
+    ("11421100MB0004", "居住证签注"),
+    ("11421100MB0005", "公积金提取"),
+    ("11421100MB0006", "出生医学证明办理"),
+]
+STAFF = [("S007", "李娜"), ("S012", "王芳"), ("S020", "张伟")]
+LEVELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
+
+HELP = ("1-5 评价键  c 办结一件  x 撤销  p 暂停/恢复  l 登录/退出  "
+        "s 卡键10秒  q 退出")
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
+    return repr(v)
+
+
+def write_config(path: Path, base: dict[str, Any]) -> None:
+    lines: list[str] = []
+    for section, keys in base.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml(v)}" for k, v in keys.items()]
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def build_config(args: argparse.Namespace, data_dir: Path, serial_url: str) -> dict[str, Any]:
+    """The daemon's config: the user's file (if any) with sim keys, sim screen and the
+    built-in window system swapped in."""
+    if args.config:
+        with open(args.config, "rb") as f:
+            conf: dict[str, Any] = tomllib.load(f)
+    else:
+        conf = {
+            "device": {"id": args.device_id, "region_code": "421100", "hall_id": "HG01",
+                       "window_id": args.device_id.rsplit("-", 1)[-1],
+                       "window_name": args.window_name},
+            "ui": {"spontaneous_min_interval_s": 10},
+        }
+    conf.setdefault("device", {})["data_dir"] = str(data_dir)
+    conf["serial"] = {**conf.get("serial", {}), "port": serial_url, "reopen_s": 0.5}
+    conf["input"] = {"kind": "sim"}
+    conf["display"] = {**{k: v for k, v in conf.get("display", {}).items() if k == "font"},
+                       "kind": "sim"}
+    conf.pop("indicators", None)
+    mqtt = conf.setdefault("mqtt", {})
+    if args.broker:
+        host, _, port = args.broker.rpartition(":")
+        mqtt.update(host=host or "127.0.0.1", port=int(port))
+    if args.prefix:
+        mqtt["prefix"] = args.prefix
+    mqtt.setdefault("telemetry_s", 10)
+    conf.setdefault("clock", {}).setdefault("assume_synced", True)
+    return conf
+
+
+class Terminal:
+    """Raw keys in, whole-screen redraws out; restores the terminal however we leave."""
+
+    def __init__(self) -> None:
+        self.fd = sys.stdin.fileno()
+        self.tty = os.isatty(self.fd)
+        self.saved: list[Any] | None = None
+
+    def __enter__(self) -> Terminal:
+        if self.tty:
+            self.saved = termios.tcgetattr(self.fd)
+            tty.setcbreak(self.fd)
+            sys.stdout.write("\x1b[?25l\x1b[2J")  # hide cursor, clear
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+            sys.stdout.write("\x1b[?25h\n")
+            sys.stdout.flush()
+
+    def read_key(self, timeout: float) -> str | None:
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return None
+        data = os.read(self.fd, 1)
+        if not data:
+            return "EOF"
+        return data.decode("utf-8", "replace")
+
+    def draw(self, lines: list[str]) -> None:
+        out = "\x1b[H" + "".join(line + "\x1b[K\n" for line in lines) + "\x1b[J"
+        sys.stdout.write(out)
+        sys.stdout.flush()
+
+
+class DeviceSim:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        if args.data_dir:
+            self.data_dir = Path(args.data_dir)
+        else:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="hcp-sim-device-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.window = WindowServer()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sim: SimClient | None = None
+        self.lock = threading.Lock()
+        self.messages: list[str] = []
+        self.current_case: str | None = None
+        self.paused = False
+        self.staff: tuple[str, str] | None = None
+        self.platform_total: int | None = None
+        self.dirty = threading.Event()
+        self.stopping = threading.Event()
+
+    # --- processes -------------------------------------------------------------------
+
+    def start(self) -> None:
+        conf = build_config(self.args, self.data_dir, self.window.url)
+        config_path = self.data_dir / "device-sim.toml"
+        write_config(config_path, conf)
+        log = (self.data_dir / "device.log").open("ab")
+        env = dict(os.environ)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "device.cli", "run", "--config", str(config_path)],
+            stdout=log, stderr=log, env=env, start_new_session=True)
+        log.close()
+        sock = self.data_dir / "sim.sock"
+        deadline = time.monotonic() + 15
+        while not sock.exists():
+            if self.proc.poll() is not None:
+                raise SystemExit(f"hcp-sim device: the evaluator exited "
+                                 f"({self.proc.returncode}); see {self.data_dir}/device.log:\n"
+                                 + self._log_tail())
+            if time.monotonic() > deadline:
+                raise SystemExit("hcp-sim device: the evaluator did not start; see "
+                                 f"{self.data_dir}/device.log")
+            time.sleep(0.05)
+        self.sim = SimClient(sock)
+        self.sim.listeners.append(lambda ev: self.dirty.set())
+        threading.Thread(target=self._watch_window, daemon=True).start()
+        threading.Thread(target=self._poll_status, daemon=True).start()
+
+    def _log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.data_dir / "device.log").read_text("utf-8", "replace")[-2000:]
+        return ""
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.sim is not None:
+            self.sim.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(6)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.window.close()
+
+    # --- the window system side ---------------------------------------------------------
+
+    def note(self, text: str) -> None:
+        with self.lock:
+            self.messages.append(f"{datetime.now():%H:%M:%S} {text}")
+            del self.messages[:-4]
+        self.dirty.set()
+
+    def _watch_window(self) -> None:
+        while not self.stopping.is_set():
+            item = self.window.next_received(0.5)
+            if item is None or item.frame is None:
+                continue
+            f = item.frame
+            t = f.get("type")
+            if t == "rated":
+                self.note(f"← rated {f.get('case_id')} {f.get('level')} "
+                          f"{LEVELS.get(f.get('level'), '')}")  # type: ignore[arg-type]
+                if f.get("case_id") == self.current_case:
+                    self.current_case = None
+            elif t == "expired":
+                self.note(f"← expired {f.get('case_id')}")
+                if f.get("case_id") == self.current_case:
+                    self.current_case = None
+            elif t == "nak":
+                self.note(f"← nak seq={f.get('seq')} {f.get('error')}")
+            elif t == "hello":
+                self.note(f"← hello {f.get('device_id')} v{f.get('version')}")
+
+    def send(self, frame_type: str, **fields: Any) -> None:
+        try:
+            self.window.send(frame_type, **fields)
+        except LinkError as e:
+            self.note(f"window link: {e}")
+            return
+        shown = " ".join(f"{k}={v}" for k, v in fields.items() if k != "completed_at")
+        self.note(f"→ {frame_type} {shown}".rstrip())
+
+    def new_case(self) -> None:
+        code, name = random.choice(SERVICES)
+        case_id = f"{datetime.now():%Y%m%d%H%M%S}{random.randint(0, 999):03d}"
+        self.current_case = case_id
+        fields: dict[str, Any] = {"case_id": case_id, "service_code": code,
+                                  "service_name": name, "completed_at":
+                                  datetime.now().astimezone().isoformat(timespec="seconds")}
+        if self.staff:
+            fields.update(staff_id=self.staff[0], staff_name=self.staff[1])
+        self.send("case_completed", **fields)
+
+    def key(self, k: str) -> bool:
+        """Handle one key; False to quit."""
+        assert self.sim is not None
+        if k in "12345" and k:
+            self.sim.press(int(k))
+        elif k in ("c", "C"):
+            self.new_case()
+        elif k in ("x", "X"):
+            if self.current_case:
+                self.send("cancel", case_id=self.current_case)
+                self.current_case = None
+        elif k in ("p", "P"):
+            self.paused = not self.paused
+            self.send("pause", reason="暂停办理") if self.paused else self.send("resume")
+        elif k in ("l", "L"):
+            if self.staff:
+                self.staff = None
+                self.send("staff_logout")
+            else:
+                self.staff = random.choice(STAFF)
+                self.send("staff_login", staff_id=self.staff[0], staff_name=self.staff[1])
+        elif k in ("s", "S"):
+            self.sim.hold(3, 11_000)
+            self.note("holding key 3 for 11 s (stuck-key test)")
+        elif k in ("q", "Q", "EOF", "\x03", "\x04"):
+            return False
+        self.dirty.set()
+        return True
+
+    # --- status -------------------------------------------------------------------------
+
+    def _poll_status(self) -> None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(OSError):
+                if self.sim is not None:
+                    self.sim.request_status()
+            if self.args.platform:
+                self.platform_total = _platform_total(self.args.platform)
+            self.dirty.set()
+            self.stopping.wait(1.0)
+
+    def lines(self) -> list[str]:
+        sim = self.sim
+        screen = sim.screen if sim else None
+        status = (sim.status if sim else None) or {}
+        out = ["hcp-sim device — 好差评 评价器模拟  (" + HELP + ")",
+               "┌" + "─" * 128 + "┐"]
+        if screen and screen.get("frame"):
+            out += ["│" + row + "│" for row in half_blocks(screen["frame"])]
+        else:
+            out += ["│" + " " * 128 + "│" for _ in range(32)]
+        out.append("└" + "─" * 128 + "┘")
+        if screen:
+            name = screen.get("screen")
+            extra = f"  case {screen['case_id']}" if screen.get("case_id") else ""
+            out.append(f"screen: {name}{extra} | " + screen.get("text", "").replace("\n", " / "))
+        else:
+            out.append("screen: (waiting for the evaluator)")
+        broker = status.get("broker", "?")
+        serial = "open" if status.get("serial_open") else "closed"
+        platform = "" if self.platform_total is None else f" | platform {self.platform_total}"
+        out.append(f"broker {broker} | serial {serial} | backlog {status.get('backlog', '?')}"
+                   f" | receipts {status.get('receipts', 0)}{platform}"
+                   f" | last frame {status.get('last_frame') or '-'}")
+        with self.lock:
+            out += self.messages[-4:]
+        return out
+
+
+def _platform_total(url: str) -> int | None:
+    base = url.split("/api/")[0].rstrip("/")
+    try:
+        with urllib.request.urlopen(base + "/api/counts", timeout=1) as r:
+            return int(json.load(r)["total"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def run_ui(sim: DeviceSim, term: Terminal, on_tick: Callable[[], None] | None = None) -> None:
+    last = 0.0
+    while True:
+        if sim.proc is not None and sim.proc.poll() is not None:
+            sim.note(f"the evaluator exited ({sim.proc.returncode}); see device.log")
+            term.draw(sim.lines())
+            return
+        key = term.read_key(0.1)
+        if key is not None and not sim.key(key):
+            return
+        now = time.monotonic()
+        if sim.dirty.is_set() and now - last > 0.05:
+            sim.dirty.clear()
+            last = now
+            term.draw(sim.lines())
+        if on_tick:
+            on_tick()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="hcp-sim device", description=__doc__)
+    p.add_argument("--config", help="a device TOML to start from (keys/screen/serial are "
+                                    "replaced by the simulator's)")
+    p.add_argument("--data-dir", help="where the outbox and logs live (default: a new "
+                                      "temporary directory)")
+    p.add_argument("--broker", help="HOST:PORT of the MQTT broker (default from the config, "
+                                    "else 127.0.0.1:1883)")
+    p.add_argument("--prefix", help="MQTT topic prefix")
+    p.add_argument("--platform", help="platform URL, to show its rating count")
+    p.add_argument("--device-id", default="421100-HG01-W03")
+    p.add_argument("--window-name", default="03号窗口 不动产登记")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    sim = DeviceSim(args)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        sim.start()
+        with Terminal() as term:
+            try:
+                run_ui(sim, term)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        sim.stop()
+    print(f"hcp-sim device: stopped; outbox and log in {sim.data_dir}")
+    return 0
