@@ -1,5 +1,5 @@
-"""The bridge loop: ratings from MQTT, in batches, to the platform; acknowledgements
-and receipts only after the platform answered (SPEC §7, §9).
+"""The bridge loop: ratings from MQTT, in batches, to the platform; receipts and
+acknowledgements only after the platform answered (SPEC §7, §9).
 
 One thread owns all state. paho's network thread and the platform workers only put
 events on one queue. The bridge keeps nothing on disk: what it has not acknowledged
@@ -110,7 +110,7 @@ class Bridge:
             PlatformWorker(f"platform-{i + 1}",
                            PlatformClient(p.url, p.timeout_s, p.token_file, p.ca_file),
                            self._jobs, self._events.put, metrics, self._workers_stopping,
-                           p.client_error_retry_s)
+                           p.client_error_retry_s, p.retry_cap_s)
             for i in range(p.concurrency)
         ]
 
@@ -143,26 +143,26 @@ class Bridge:
         self._stop_requested.set()
         self._events.put(_Wakeup())
 
-    def run(self, on_tick: Callable[[], None] | None = None) -> None:
-        """Run until request_stop(); `on_tick` is called at least once a second from
-        this loop (the systemd watchdog: it proves this loop is alive)."""
+    def run(self, on_tick: Callable[[], None] | None = None, tick_s: float = 1.0) -> None:
+        """Run until request_stop(); `on_tick` is called from this loop at least every
+        `tick_s` seconds (the systemd watchdog: it proves this loop is alive)."""
         for worker in self._workers:
             worker.start()
         self.link.start()
         try:
             while not self._stop_requested.is_set():
-                self._step(self._wait_timeout())
+                self._step(self._wait_timeout(tick_s))
                 if on_tick is not None:
                     on_tick()
         finally:
             self._shutdown()
 
-    def _wait_timeout(self) -> float:
+    def _wait_timeout(self, longest: float) -> float:
         if self._waiting and self._idle_workers:
             head = self._pending.get(self._waiting[0])
             if head is not None:
-                return max(0.0, min(1.0, head.since + self._batch_wait - self._clock()))
-        return 1.0
+                return max(0.0, min(longest, head.since + self._batch_wait - self._clock()))
+        return longest
 
     def _step(self, timeout: float) -> None:
         try:
@@ -265,9 +265,9 @@ class Bridge:
         answer = self._cache.get(rating.rating_id, device_id, now)
         if answer is not None:
             self.metrics.duplicate.inc()
-            self.link.ack(delivery.generation, delivery.mid, delivery.qos)
             self._send_receipts({device_id: [_receipt(rating.rating_id, answer.status,
                                                       answer.error)]})
+            self.link.ack(delivery.generation, delivery.mid, delivery.qos)
             return
         entry = self._pending.get(rating.rating_id)
         if entry is not None:
@@ -308,7 +308,7 @@ class Bridge:
         self._idle_workers += 1
         now = self._clock()
         receipts: dict[str, list[dict[str, Any]]] = {}
-        acked = 0
+        deliveries: list[Delivery] = []
         for rating in batch.ratings:
             result = results[rating.rating_id]
             self.metrics.forwarded.inc()
@@ -324,11 +324,14 @@ class Bridge:
                             Answer(rating.device_id, result.status, result.error), now)
             entry = self._pending.pop(rating.rating_id, None)
             if entry is not None:
-                for d in entry.deliveries:
-                    acked += self.link.ack(d.generation, d.mid, d.qos)
+                deliveries.extend(entry.deliveries)
             receipts.setdefault(rating.device_id, []).append(
                 _receipt(rating.rating_id, result.status, result.error))
+        # Receipts are queued before the acknowledgements, on the same connection: if we
+        # die in between, the broker redelivers and the device gets a second receipt
+        # (duplicate) instead of waiting resend_after_s for its first.
         self._send_receipts(receipts)
+        acked = sum(self.link.ack(d.generation, d.mid, d.qos) for d in deliveries)
         self.metrics.inflight.set(len(self._pending))
         log.debug("batch %d: %d answered, %d deliveries acknowledged", batch.number,
                   len(batch.ratings), acked)

@@ -85,6 +85,7 @@ SCHEMA: dict[str, Section] = {
         "token_file": Key(str, ""),
         "ca_file": Key(str, ""),
         "client_error_retry_s": Key(float, 60.0, in_range(0.1, 3600)),
+        "retry_cap_s": Key(float, 60.0, in_range(1, 600)),
         "cache_ttl_s": Key(float, 600.0, in_range(0, 86400)),
         "cache_max": Key(int, 100_000, in_range(0, 10_000_000)),
     }),
@@ -125,6 +126,7 @@ class PlatformSettings:
     token_file: str
     ca_file: str
     client_error_retry_s: float
+    retry_cap_s: float
     cache_ttl_s: float
     cache_max: int
 

@@ -89,6 +89,7 @@ class MqttLink:
                              protocol=mqtt.MQTTv5, manual_ack=True)
         paho_log = logging.getLogger("hcp.bridge.paho")
         paho_log.setLevel(logging.INFO)  # paho logs every packet at DEBUG
+        paho_log.addFilter(_quiet_paho)
         client.enable_logger(paho_log)
         client.reconnect_delay_set(1, 30)
         client.max_inflight_messages_set(200)   # receipts and dead letters going out
@@ -132,8 +133,6 @@ class MqttLink:
         with self._lock:
             self._stopping = True
             self._connected = False
-        # paho logs "Client is not connected" at ERROR after every clean disconnect.
-        self._client.disable_logger()
         self._client.disconnect()
         stopper = threading.Thread(target=self._client.loop_stop, daemon=True)
         stopper.start()
@@ -236,3 +235,9 @@ class MqttLink:
         if not hold and message.qos > 0:
             client.ack(message.mid, message.qos)
 
+
+
+def _quiet_paho(record: logging.LogRecord) -> bool:
+    """paho logs "Client is not connected" at ERROR on every failed connection attempt
+    and after a clean disconnect; our own lines already say what happened."""
+    return not str(record.msg).startswith("Client is not connected")

@@ -24,6 +24,7 @@ RATING_ID_RE = re.compile(r"[0-9a-f]{32}")
 REASON_CODE_RE = re.compile(r"[A-Za-z0-9_-]{1,16}")
 # For messages that are not valid JSON (or too large to parse): is a rating_id readable?
 _RATING_ID_SCAN = re.compile(rb'"rating_id"\s*:\s*"([0-9a-f]{32})"')
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 # Field limits follow the serial protocol (device/protocol.py FIELD_LIMITS) so that
 # anything the device may legitimately store passes; location codes get 64.
@@ -144,9 +145,9 @@ def check_record(record: Any) -> None:
             raise bad("bad_field", f"reason given for level {level}; only levels 1 and 2 "
                       "take a reason")
     trigger = record["trigger"]
-    if trigger not in TRIGGERS:
+    if not isinstance(trigger, str) or trigger not in TRIGGERS:
         raise bad("bad_field", f"trigger must be case or spontaneous, got {_show(trigger)}")
-    if record["input"] not in INPUTS:
+    if not isinstance(record["input"], str) or record["input"] not in INPUTS:
         raise bad("bad_field", f"input must be button, touch or sim, got "
                   f"{_show(record['input'])}")
     case = record.get("case")
@@ -189,11 +190,9 @@ def _check_object(value: Any, name: str, fields: dict[str, int], bad: Any) -> No
 def _text(value: Any, limit: int, allow_empty: bool = False) -> bool:
     if not isinstance(value, str) or len(value) > limit or (not allow_empty and not value):
         return False
-    try:
-        value.encode("utf-8")  # a lone surrogate ("\ud800") is valid JSON, not valid text
-    except UnicodeEncodeError:
-        return False
-    return True
+    # A lone surrogate ("\ud800") is valid JSON but not valid text: the platform may
+    # refuse the whole batch over it. isascii() keeps the common case at C speed.
+    return value.isascii() or _SURROGATE_RE.search(value) is None
 
 
 def _is_int(value: Any) -> bool:

@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
              config.listen_host, endpoint.port)
     sdnotify.notify("READY=1")
     try:
-        bridge.run(on_tick)
+        bridge.run(on_tick, tick_s=min(1.0, watchdog or 1.0))
     finally:
         endpoint.stop()
     log.info("bridge stopped")

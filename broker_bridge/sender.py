@@ -2,8 +2,8 @@
 has answered for every rating in it (or the bridge is stopping).
 
 Retry policy (SPEC §9): 5xx, 408, 429, timeouts, connection errors and garbled answers
-→ exponential backoff with full jitter from 0.2 s, capped at 60 s, at least the
-platform's Retry-After, indefinitely. A batch refused as a whole with another 4xx is a
+→ exponential backoff with full jitter from 0.2 s, capped at 60 s (`retry_cap_s`), at
+least the platform's Retry-After, indefinitely. A batch refused as a whole with another 4xx is a
 configuration problem (bad token, wrong URL): logged loudly, reported as trouble (an
 alert), retried every `client_error_retry_s` — never turned into rejections.
 """
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from broker_bridge.backoff import full_jitter
+from broker_bridge.backoff import CAP_S, full_jitter
 from broker_bridge.metrics import BridgeMetrics
 from broker_bridge.platform_client import PlatformClient, PlatformError, Result
 from broker_bridge.record import RatingMessage
@@ -63,7 +63,8 @@ class PlatformWorker(threading.Thread):
 
     def __init__(self, name: str, client: PlatformClient, jobs: queue.SimpleQueue[Batch | None],
                  sink: Callable[[WorkerEvent], None], metrics: BridgeMetrics,
-                 stopping: threading.Event, client_error_retry_s: float) -> None:
+                 stopping: threading.Event, client_error_retry_s: float,
+                 retry_cap_s: float = CAP_S) -> None:
         super().__init__(name=name, daemon=True)
         self._client = client
         self._jobs = jobs
@@ -71,6 +72,7 @@ class PlatformWorker(threading.Thread):
         self._metrics = metrics
         self._stopping = stopping
         self._client_error_retry_s = client_error_retry_s
+        self._retry_cap_s = retry_cap_s
 
     def run(self) -> None:
         try:
@@ -127,7 +129,7 @@ class PlatformWorker(threading.Thread):
             log.warning("platform answered without a result for %d of %d ratings; "
                         "retrying those", len(missing), len(todo))
             todo = missing
-            delay = full_jitter(attempt)
+            delay = full_jitter(attempt, cap=self._retry_cap_s)
             attempt += 1
             self._metrics.retries.inc()
             if self._stopping.wait(delay):
@@ -137,7 +139,7 @@ class PlatformWorker(threading.Thread):
     def _delay_after(self, error: PlatformError, attempt: int) -> float:
         if not error.retryable:
             return self._client_error_retry_s
-        delay = full_jitter(attempt)
+        delay = full_jitter(attempt, cap=self._retry_cap_s)
         if error.retry_after is not None:
             delay = max(delay, error.retry_after)
         return delay

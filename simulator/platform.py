@@ -6,6 +6,7 @@ chaos controls (errors, 429 + Retry-After, hangs, slowness, lost answers) so the
 bridge's retry and exactly-once behaviour can be shown against a misbehaving platform.
 
     hcp-sim platform --listen 127.0.0.1:8080 --db platform.db [--token-file FILE]
+                     [--tls-cert FILE --tls-key FILE]
     hcp-sim platform counts --url http://127.0.0.1:8080
     hcp-sim platform chaos error --status 503 --for 60 --url http://127.0.0.1:8080
 """
@@ -16,6 +17,7 @@ import argparse
 import json
 import signal
 import sqlite3
+import ssl
 import sys
 import threading
 import time
@@ -149,7 +151,7 @@ class ChaosMode:
 
     error: answer `status` (e.g. 503, 500, 429, 401) with `retry_after` if set;
     hang:  read the request, never answer, close after `for_s` (or when changed);
-    slow:  wait `delay_s`, then store and answer normally;
+    slow:  store, then wait `delay_s` before answering;
     drop:  store, then close the connection without answering (the answer is lost).
     `for_s` / `requests` limit how long / how many requests; then back to normal.
     """
@@ -224,14 +226,23 @@ class PlatformServer:
     """The reference platform on host:port; `serve_forever()` or `start()` in a thread."""
 
     def __init__(self, host: str, port: int, db_path: Path, path: str = DEFAULT_PATH,
-                 token: str | None = None, max_batch: int = 1000) -> None:
+                 token: str | None = None, max_batch: int = 1000,
+                 tls_cert: Path | None = None, tls_key: Path | None = None) -> None:
         self.store = RatingStore(db_path)
         self.chaos = Chaos()
         self.path = path
         self.token = token
         self.max_batch = max_batch
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._server = _QuietServer((host, port), _make_handler(self))
         self._server.daemon_threads = True
+        self._tls = tls_cert is not None
+        if tls_cert is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls_cert, tls_key)
+            # The handshake happens in the request's own thread (Handler.setup), so a
+            # client that connects and says nothing cannot stall the accept loop.
+            self._server.socket = context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False)
         self._thread: threading.Thread | None = None
 
     @property
@@ -242,7 +253,7 @@ class PlatformServer:
     @property
     def base_url(self) -> str:
         host = str(self._server.server_address[0])
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -266,10 +277,22 @@ class PlatformServer:
         self.store.close()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hangs up mid-request (or fails TLS) is not news here
+
+
 def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "hcp-reference-platform/1 (development aid)"
+        timeout = 60  # an idle kept-alive connection is closed after this
+
+        def setup(self) -> None:
+            if isinstance(self.request, ssl.SSLSocket):
+                self.request.settimeout(10)
+                self.request.do_handshake()
+            super().setup()
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass  # the bridge's metrics and this server's counts tell the story
@@ -323,8 +346,6 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
                 platform.chaos.hang(mode)
                 self.close_connection = True
                 return None
-            if mode.mode == "slow":
-                time.sleep(mode.delay_s)
             if not self.headers.get("Content-Type", "").startswith("application/json"):
                 return self._json(415, {"error": "Content-Type must be application/json"})
             try:
@@ -339,6 +360,10 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
                 return self._json(413, {"error": f"at most {platform.max_batch} ratings "
                                         "per request"})
             results = platform.store.submit(ratings)
+            if mode.mode == "slow":
+                # Stored first, answered late: a bridge that gives up and re-sends must
+                # meet the de-duplication, which is the point of this mode.
+                time.sleep(mode.delay_s)
             if mode.mode == "drop":
                 self.close_connection = True  # stored, but the answer never arrives
                 return None
@@ -382,10 +407,12 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
 class PlatformControl:
     """Talks to a running reference platform: counts, rating ids, chaos."""
 
-    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 5.0) -> None:
+    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 5.0,
+                 ca_file: Path | str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
+        self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file else None
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode("utf-8")
@@ -393,7 +420,8 @@ class PlatformControl:
         request.add_header("Content-Type", "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=self.timeout_s,
+                                    context=self._ssl) as response:
             return json.loads(response.read())
 
     def counts(self) -> dict[str, Any]:
@@ -407,6 +435,10 @@ class PlatformControl:
 
     def times_seen(self) -> dict[str, int]:
         result: dict[str, int] = self._call("GET", "/api/times_seen")["times_seen"]
+        return result
+
+    def chaos_state(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/_chaos")
         return result
 
     def chaos(self, mode: str, **params: Any) -> dict[str, Any]:
@@ -435,6 +467,8 @@ def _serve(argv: list[str]) -> int:
                         help="require 'Authorization: Bearer <token in FILE>'")
     parser.add_argument("--max-batch", type=int, default=1000,
                         help="ratings per request before 413")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
+    parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key")
     args = parser.parse_args(argv)
     host, sep, port = args.listen.rpartition(":")
     if not sep or not port.isdigit():
@@ -444,8 +478,10 @@ def _serve(argv: list[str]) -> int:
     try:
         token = _read_token(args.token_file)
         server = PlatformServer(host.strip("[]"), int(port), Path(args.db), args.path, token,
-                                args.max_batch)
-    except (OSError, sqlite3.Error) as e:
+                                args.max_batch,
+                                Path(args.tls_cert) if args.tls_cert else None,
+                                Path(args.tls_key) if args.tls_key else None)
+    except (OSError, sqlite3.Error, ssl.SSLError) as e:
         print(f"hcp-sim platform: {e}", file=sys.stderr)
         return 1
 

@@ -34,14 +34,20 @@ class RunningPlatform:
 
 
 @contextlib.contextmanager
-def running_platform(directory: Path, token: str | None = None,
-                     max_batch: int = 1000) -> Iterator[RunningPlatform]:
-    """Start a reference platform serving from a thread; stop it on exit."""
+def running_platform(directory: Path, token: str | None = None, max_batch: int = 1000,
+                     tls: tuple[Path, Path] | None = None,
+                     ca_file: Path | None = None) -> Iterator[RunningPlatform]:
+    """Start a reference platform serving from a thread; stop it on exit.
+
+    `tls` = (certificate, key), e.g. from `test_ca.issue("platform")`, serves HTTPS;
+    `ca_file` is then what `control` trusts (`test_ca.ca_file`).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     server = PlatformServer(HOST, 0, directory / "platform.db", token=token,
-                            max_batch=max_batch).start()
+                            max_batch=max_batch, tls_cert=tls[0] if tls else None,
+                            tls_key=tls[1] if tls else None).start()
     try:
-        yield RunningPlatform(server, PlatformControl(server.base_url, token))
+        yield RunningPlatform(server, PlatformControl(server.base_url, token, ca_file=ca_file))
     finally:
         server.shutdown()
         server.close()
