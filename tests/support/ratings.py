@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -56,7 +57,8 @@ class FleetPublisher:
     """One MQTT connection that speaks for many devices."""
 
     def __init__(self, host: str, port: int, prefix: str = "hcp/v1",
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, username: str | None = None,
+                 password: str | None = None, ca_file: Path | None = None) -> None:
         self.prefix = prefix
         self.receipts: dict[str, list[dict[str, Any]]] = defaultdict(list)  # by device id
         self.deadletters: list[dict[str, Any]] = []
@@ -67,6 +69,10 @@ class FleetPublisher:
                                    client_id=client_id or f"fleet-{uuid.uuid4().hex[:8]}",
                                    protocol=mqtt.MQTTv5)
         self._client.max_inflight_messages_set(100)
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        if ca_file is not None:
+            self._client.tls_set(ca_certs=str(ca_file))
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
         subscribed = threading.Event()
