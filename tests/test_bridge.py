@@ -8,6 +8,7 @@ minute with HCP_BRIDGE_OUTAGE_S=60).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -125,24 +126,34 @@ def test_every_rating_of_many_devices_arrives_once_with_a_receipt(
         assert bridge.metric("hcp_bridge_ratings_duplicate_total") == 5
 
 
+@pytest.mark.parametrize(("outage_s", "retry_cap_s"), [
+    pytest.param(OUTAGE_S, 2.0, id="short"),
+    pytest.param(60.0, 10.0, id="full-minute", marks=pytest.mark.slow),
+])
 def test_platform_outage_loses_nothing_and_holds_ratings_at_the_broker(
         tmp_path: Path, mosquitto: Mosquitto, platform: RunningPlatform,
-        fleet: FleetPublisher) -> None:
-    platform.control.chaos("error", status=503, for_s=OUTAGE_S, retry_after="1")
+        fleet: FleetPublisher, outage_s: float, retry_cap_s: float) -> None:
+    platform.control.chaos("error", status=503, for_s=outage_s, retry_after="1")
     started = time.monotonic()
-    with start_bridge(tmp_path, mosquitto, platform) as bridge:
+    with start_bridge(tmp_path, mosquitto, platform,
+                      platform={"retry_cap_s": retry_cap_s}) as bridge:
         sent = publish_ratings(fleet, 200)
         wait_for(lambda: bridge.metric("hcp_bridge_inflight") == 200, 10,
                  "the bridge to hold all 200 un-acknowledged")
-        time.sleep(min(2.0, OUTAGE_S / 4))
+        # Devices keep rating during the outage.
+        while time.monotonic() - started < outage_s * 0.7:
+            sent.update(publish_ratings(fleet, 20))
+            time.sleep(outage_s / 10)
+        wait_for(lambda: bridge.metric("hcp_bridge_inflight") == len(sent), 5,
+                 "every rating held")
         assert platform.control.counts()["total"] == 0
         assert fleet.receipted_ids() == {}, "a receipt before the platform answered"
         assert bridge.metric("hcp_bridge_platform_retries_total") >= 2
         assert bridge.healthz() == 200  # the broker side is fine
 
-        wait_for(lambda: platform.control.counts()["total"] == 200, OUTAGE_S + 20,
-                 "all ratings after the outage")
-        assert time.monotonic() - started >= OUTAGE_S
+        wait_for(lambda: platform.control.counts()["total"] == len(sent),
+                 outage_s + retry_cap_s + 20, "every rating after the outage")
+        assert time.monotonic() - started >= outage_s
         wait_all_receipted(fleet, sent, 10)
         assert_exactly_once(platform, sent)
         assert bridge.metric("hcp_bridge_inflight") == 0
@@ -344,3 +355,36 @@ def test_healthz_follows_the_broker_and_ratings_survive_a_broker_restart(
         bridge.start()
         time.sleep(1.0)
         assert bridge.metric("hcp_bridge_ratings_received_total") == 0
+
+
+def test_device_status_telemetry_and_events_become_metrics(
+        tmp_path: Path, mosquitto: Mosquitto, platform: RunningPlatform) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    devices = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    devices.connect(mosquitto.host, mosquitto.port)
+    devices.loop_start()
+    try:
+        # Retained before the bridge starts: it must still count them.
+        for n, online in enumerate([True, True, True, False]):
+            devices.publish(f"hcp/v1/dev-{n}/status", f'{{"online": {str(online).lower()}}}',
+                            qos=1, retain=True).wait_for_publish(3)
+        with start_bridge(tmp_path, mosquitto, platform) as bridge:
+            wait_for(lambda: bridge.metric("hcp_bridge_devices_online") == 3, 5, "3 online")
+            devices.publish("hcp/v1/dev-0/status", '{"online": false}', qos=1, retain=True)
+            devices.publish("hcp/v1/dev-3/status", b"", qos=1, retain=True)  # removed
+            wait_for(lambda: bridge.metric("hcp_bridge_devices_online") == 2, 5, "2 online")
+            devices.publish("hcp/v1/dev-1/telemetry", '{"backlog": 7, "uptime_s": 5}')
+            devices.publish("hcp/v1/dev-2/telemetry", '{"backlog": 5}')
+            devices.publish("hcp/v1/dev-2/telemetry", '{"backlog": 3}')
+            wait_for(lambda: bridge.metric("hcp_bridge_devices_backlog") == 10, 5, "backlog")
+            for name in ("button_stuck", "button_stuck", "serial_error", "Bad Name!"):
+                devices.publish("hcp/v1/dev-1/event", json.dumps({"event": name}), qos=1)
+            devices.publish("hcp/v1/dev-1/event", b"not json", qos=1)
+            wait_for(lambda: bridge.metric("hcp_bridge_device_events_total") == 5, 5, "events")
+            assert bridge.metric("hcp_bridge_device_events_total", event="button_stuck") == 2
+            assert bridge.metric("hcp_bridge_device_events_total", event="invalid") == 2
+            assert bridge.metric("hcp_bridge_deadletter_total") == 0
+    finally:
+        devices.loop_stop()
