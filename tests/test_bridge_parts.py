@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -148,6 +149,17 @@ def test_defaults(tmp_path: Path) -> None:
     assert (config.platform.batch_max, config.platform.batch_wait_ms) == (100, 50)
     assert config.platform.timeout_s == 10.0 and config.platform.retry_cap_s == 60.0
     assert (config.listen_host, config.listen_port) == ("127.0.0.1", 9108)
+
+
+def test_the_example_config_is_valid_and_shows_the_defaults(tmp_path: Path) -> None:
+    example = load_bridge_config(REPO / "broker_bridge" / "bridge.example.toml")
+    defaults = load_bridge_config(write_config(
+        tmp_path, {"mqtt": {}, "platform": {"url": example.platform.url}}))
+    assert example.mqtt.client_id == "hcp-bridge-1"
+    assert replace(example.mqtt, client_id="") == replace(defaults.mqtt, client_id="")
+    assert example.platform == defaults.platform
+    assert (example.listen_host, example.listen_port, example.log_level) == (
+        defaults.listen_host, defaults.listen_port, defaults.log_level)
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:

@@ -15,24 +15,28 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.support.bridge import BridgeProcess
+from tests.support.bridge import REPO, BridgeProcess
 from tests.support.mosquitto import Mosquitto, TestCA
 from tests.support.platform import running_platform
 from tests.support.ratings import FleetPublisher, make_rating
 
 BROKER_PASSWORD = "broker-pw-Zq81"
 PLATFORM_TOKEN = "platform-token-Hh27"
-ACL = """\
-user bridge
-topic readwrite hcp/v1/#
 
-user fleet
-topic write hcp/v1/+/rating
-topic read hcp/v1/+/receipt
-topic read hcp/v1/deadletter
-topic read hcp/v1/alerts
-"""
-USERS = {"bridge": BROKER_PASSWORD, "fleet": "fleet-pw"}
+
+def example_acl() -> str:
+    """The ACL documented in broker_bridge/mosquitto.example.conf (devices log in with
+    their device id; the bridge reads device topics and writes receipts, dead letters
+    and alerts): tested here so the sample cannot rot."""
+    text = (REPO / "broker_bridge" / "mosquitto.example.conf").read_text()
+    block = text.split("# /etc/mosquitto/acl", 1)[1].splitlines()[1:]
+    return "\n".join(line.removeprefix("#").strip() for line in block
+                     if line.startswith("#   ") or line == "#") + "\n"
+
+
+ACL = example_acl()
+DEVICES = ["421100-HG01-W01", "421100-HG01-W02", "421100-HG01-W03"]
+USERS = {"hcp-bridge": BROKER_PASSWORD, **{d: f"pw-{d}" for d in DEVICES}}
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -44,7 +48,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def secure_bridge(tmp_path: Path, broker: Mosquitto, test_ca: TestCA, platform_url: str,
-                  user: str = "bridge", password: str = BROKER_PASSWORD) -> BridgeProcess:
+                  user: str = "hcp-bridge", password: str = BROKER_PASSWORD) -> BridgeProcess:
     password_file = tmp_path / f"{user}.password"
     password_file.write_text(password + "\n")
     token_file = tmp_path / "platform.token"
@@ -65,16 +69,27 @@ def test_tls_password_acl_and_https_token_end_to_end(
                           tls=test_ca.issue("platform"), ca_file=test_ca.ca_file) as platform:
         assert platform.url.startswith("https://")
         bridge = secure_bridge(tmp_path, broker, test_ca, platform.url).start()
-        fleet = FleetPublisher(broker.host, broker.tls_port, username="fleet",
-                               password="fleet-pw", ca_file=test_ca.ca_file)
+        # One connection per device, logged in as itself: the ACL lets it publish only
+        # under its own id.
+        devices = {d: FleetPublisher(broker.host, broker.tls_port, username=d,
+                                     password=f"pw-{d}", ca_file=test_ca.ca_file,
+                                     receipts_of=d) for d in DEVICES}
         try:
-            records = [make_rating(f"421100-HG01-W0{n % 3 + 1}") for n in range(30)]
+            records = [make_rating(DEVICES[n % 3]) for n in range(30)]
             for record in records:
-                fleet.publish_record(record)
-            wait_for(lambda: len(fleet.receipted_ids()) == 30, 15, "30 receipts over TLS")
+                devices[record["device_id"]].publish_record(record)
+            # A device publishing under another id is stopped by the broker itself.
+            intruder = make_rating(DEVICES[1])
+            devices[DEVICES[0]].publish_record(intruder)
+            for device_id, device in devices.items():
+                def ten_receipts(d: FleetPublisher = device) -> bool:
+                    return len(d.receipted_ids()) == 10
+
+                wait_for(ten_receipts, 15, f"10 receipts for {device_id} over TLS")
             assert set(platform.control.rating_ids()) == {r["rating_id"] for r in records}
         finally:
-            fleet.close()
+            for device in devices.values():
+                device.close()
             bridge.kill()
         log = bridge.log_text()
         config = bridge.config_file.read_text()

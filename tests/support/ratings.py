@@ -58,7 +58,10 @@ class FleetPublisher:
 
     def __init__(self, host: str, port: int, prefix: str = "hcp/v1",
                  client_id: str | None = None, username: str | None = None,
-                 password: str | None = None, ca_file: Path | None = None) -> None:
+                 password: str | None = None, ca_file: Path | None = None,
+                 receipts_of: str = "+") -> None:
+        """`receipts_of`: the device id whose receipts to collect ("+" = every device,
+        which needs the broker's permission to read every receipt topic)."""
         self.prefix = prefix
         self.receipts: dict[str, list[dict[str, Any]]] = defaultdict(list)  # by device id
         self.deadletters: list[dict[str, Any]] = []
@@ -79,8 +82,8 @@ class FleetPublisher:
         self._client.on_subscribe = lambda *a: subscribed.set()
         self._client.connect(host, port)
         self._client.loop_start()
-        self._client.subscribe([(f"{prefix}/+/receipt", 1), (f"{prefix}/deadletter", 1),
-                                (f"{prefix}/alerts", 1)])
+        self._client.subscribe([(f"{prefix}/{receipts_of}/receipt", 1),
+                                (f"{prefix}/deadletter", 1), (f"{prefix}/alerts", 1)])
         if not subscribed.wait(5):
             raise TimeoutError("fleet publisher: no SUBACK within 5 s")
 
