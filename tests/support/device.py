@@ -68,6 +68,9 @@ class DeviceProcess:
     mqtt_port: int | None = None
     device_id: str = DEVICE_ID
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Extra environment for the daemon (e.g. NOTIFY_SOCKET and WATCHDOG_USEC to play
+    # systemd); applied after NOTIFY_SOCKET is removed from the inherited one.
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     sim: SimClient | None = None
     starts: int = 0
@@ -98,6 +101,7 @@ class DeviceProcess:
             self.sock_path.unlink()
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
         env.pop("NOTIFY_SOCKET", None)
+        env.update(self.env)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "device.cli", "run", "--config", str(self.config_path)],
