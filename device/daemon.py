@@ -275,9 +275,10 @@ class Daemon:
             self.delivery.on_disconnect()
             self._execute(self.core.handle(LinkChanged(False, ev.t)))
         elif isinstance(ev, MqttPubAck):
-            rid = self.delivery.acked(ev.mid, ev.ok)
+            rid = self.delivery.acked(ev.ticket, ev.ok)
             if rid is not None and not ev.ok:
-                log.warning("broker refused rating %s: %s (will retry)", rid, ev.reason)
+                log.warning("broker refused rating %s: %s (retrying in %g s)", rid, ev.reason,
+                            self.config.mqtt.resend_after_s)
         elif isinstance(ev, MqttMessage):
             if ev.kind == "receipt":
                 self._receipt(ev.payload)
@@ -300,24 +301,21 @@ class Daemon:
             self._publish("event", payload)
         self._next_telemetry = ev.t  # one right away: the hall view fills in at once
 
-    def _publish(self, kind: str, payload: dict[str, Any], qos: int = 1) -> int | None:
+    def _publish(self, kind: str, payload: dict[str, Any], qos: int = 1) -> None:
         assert self.link is not None
-        return self.link.publish(kind, payload, qos=qos)
+        self.link.publish(kind, payload, qos=qos)
 
     def _pump(self, now: float) -> None:
         """Publish what delivery says is due, within its in-flight window."""
         if not self._connected():
             return
+        assert self.link is not None
         for rid in self.delivery.next_batch(now):
             rating = self.outbox.get(rid)
             if rating is None:
                 self.delivery.receipted(rid)
                 continue
-            mid = self._publish("rating", rating)
-            if mid is None:
-                self.delivery.publish_failed(rid)
-                return
-            self.delivery.published(rid, mid, now)
+            self.link.publish("rating", rating, ticket=self.delivery.published(rid, now))
 
     def _receipt(self, payload: bytes) -> None:
         try:
@@ -420,13 +418,19 @@ class Daemon:
             self._clock_synced = synced
 
     def telemetry(self, now: float) -> dict[str, Any]:
+        """The SPEC §7 telemetry payload (docs/mqtt.md lists every field)."""
         oldest = self.outbox.oldest_rated_at()
         oldest_s = None
         if oldest is not None:
             try:
                 oldest_s = max(0, round(self.clock.wall() - _epoch(oldest)))
-            except ValueError:
+            except (ValueError, TypeError):
                 oldest_s = None
+        try:
+            disk_free_mb: float | None = round(self.outbox.disk_free_mb(), 1)
+        except StorageError as e:
+            log.warning("telemetry: %s", e)
+            disk_free_mb = None
         return {
             "at": now_iso(),
             "backlog": len(self.outbox),
@@ -436,9 +440,13 @@ class Daemon:
             "serial_errors_by_kind": dict(self.stats.serial_errors),
             "serial_open": self.stats.serial_open,
             "frames_in": self.stats.frames_in,
-            "disk_free_mb": round(self.outbox.disk_free_mb(), 1),
+            "disk_free_mb": disk_free_mb,
             "storage_errors": self.stats.storage_errors,
+            "link": {"serial": "open" if self.stats.serial_open else "closed",
+                     "broker": "connected",
+                     "broker_connects": self.link.connects if self.link else 0},
             "inflight": self.delivery.inflight(),
+            "due": self.delivery.due(),
             "pending_cases": self.core.pending_cases if self.core else 0,
             "clock_synced": self.clock.synced(),
             "rejected": self.stats.rejected,

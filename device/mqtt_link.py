@@ -1,8 +1,9 @@
 """The device's MQTT connection on paho-mqtt 2.x: connect, reconnect, publish, receive.
 
-paho's network thread only turns what it sees into events on the daemon's queue;
-paho exceptions and reason codes stay in this module. Reconnects happen in one
-visible loop with exponential backoff and full jitter.
+One network thread owns the paho client: it connects, reconnects in one visible loop
+with exponential backoff and full jitter, writes what the daemon asked to publish and
+turns what it sees into events on the daemon's queue. The daemon never calls paho
+(two threads writing one TLS socket corrupt it); paho errors stay in this module.
 """
 
 from __future__ import annotations
@@ -10,8 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import random
+import select
+import signal
+import socket
 import ssl
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +34,18 @@ from device.config import MqttSection
 log = logging.getLogger("hcp.mqtt")
 
 MAX_INCOMING = 256 * 1024
+# A connection that lasted this long was a real one: the next outage starts its backoff
+# from the beginning. Shorter ones (a broker that accepts and drops us at once, two
+# devices configured with the same id kicking each other out) keep backing off.
+STABLE_AFTER_S = 10.0
+# While the broker stays unreachable, say so again this often (the first failure and
+# every change of reason are logged at once).
+REMIND_EVERY_S = 600.0
+# On a clean stop, wait this long for the broker to take the offline status.
+OFFLINE_STATUS_WAIT_S = 1.0
+# Room in paho's own in-flight limit above the ratings window, for status and events.
+EXTRA_INFLIGHT = 8
+TOPICS = ("rating", "event", "status", "telemetry", "receipt", "config")
 
 
 # Events put on the daemon's queue ---------------------------------------------
@@ -46,7 +64,9 @@ class MqttDown:
 
 @dataclass(frozen=True)
 class MqttPubAck:
-    mid: int
+    """The broker answered the publish the daemon tagged with `ticket`."""
+
+    ticket: int
     ok: bool
     reason: str
     t: float
@@ -60,6 +80,15 @@ class MqttMessage:
     t: float
 
 
+@dataclass(frozen=True)
+class _Request:
+    topic: str
+    data: bytes
+    qos: int
+    retain: bool
+    ticket: int | None
+
+
 class Backoff:
     """Exponential backoff with full jitter: a hall's devices don't reconnect in step."""
 
@@ -70,6 +99,8 @@ class Backoff:
     def next(self) -> float:
         ceiling = min(self.cap_s, self.first_s * 2 ** self.attempt)
         self.attempt += 1
+        # The first retry is never immediate (a broker restarting needs a moment); later
+        # ones spread over the whole interval.
         return random.uniform(ceiling / 2, ceiling) if self.attempt == 1 else \
             random.uniform(0, ceiling)
 
@@ -81,7 +112,22 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _refusal_hint(reason: str) -> str:
+    low = reason.lower()
+    if "user name or password" in low or "not authori" in low or "bad credentials" in low:
+        return " — check [mqtt] username and password_file, and the broker's ACL"
+    if "identifier" in low:
+        return " — check [device] id (the MQTT client id)"
+    return ""
+
+
 class MqttLink:
+    """The device's side of SPEC §7's connection.
+
+    Thread-safe for the daemon: `start`, `publish`, `stop`, and reading `connected`,
+    `connects`, `last_error`. Everything else runs on the link's own thread.
+    """
+
     def __init__(self, cfg: MqttSection, device_id: str, version: str,
                  emit: Callable[[Any], None], monotonic: Callable[[], float]) -> None:
         self.cfg = cfg
@@ -90,19 +136,26 @@ class MqttLink:
         self.emit = emit
         self.monotonic = monotonic
         base = f"{cfg.prefix}/{device_id}"
-        self.topics = {k: f"{base}/{k}" for k in
-                       ("rating", "event", "status", "telemetry", "receipt", "config")}
+        self.topics = {k: f"{base}/{k}" for k in TOPICS}
         self.connected = False
+        self.connects = 0                   # successful connections since start
+        self.last_error: str | None = None  # why the last attempt failed, for humans
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.last_error: str | None = None
+        self._outgoing: deque[_Request] = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._tickets: dict[int, int] = {}  # paho mid -> the daemon's ticket
+        self._offline_mid: int | None = None
+        self._offline_acked = False
+        self._tls_ready = False
         self.client = self._make_client()
 
-    # --- setup -------------------------------------------------------------------
+    # --- setup (link thread, except _make_client) ------------------------------------
 
     def _make_client(self) -> mqtt.Client:
-        cfg = self.cfg
-        v5 = cfg.protocol == "5"
+        v5 = self.cfg.protocol == "5"
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.device_id,
@@ -110,104 +163,256 @@ class MqttLink:
             clean_session=None if v5 else False,
             reconnect_on_failure=False,
         )
-        client.max_inflight_messages_set(cfg.max_inflight)
+        # The daemon's window bounds ratings; paho's limit only has to leave them room.
+        client.max_inflight_messages_set(self.cfg.max_inflight + EXTRA_INFLIGHT)
         client.will_set(self.topics["status"], json.dumps({"online": False}), qos=1,
                         retain=True)
-        if cfg.username:
-            password = None
-            if cfg.password_file:
-                password = Path(cfg.password_file).read_text(encoding="utf-8").rstrip("\r\n")
-            client.username_pw_set(cfg.username, password)
-        if cfg.tls:
-            client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.client_cert or None,
-                           keyfile=cfg.client_key or None, cert_reqs=ssl.CERT_REQUIRED)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
 
+    def _prepare(self) -> str | None:
+        """Credentials and TLS, read again before every attempt so that a technician's
+        fix (a new password file, a readable CA) works without a restart. Returns why
+        it cannot connect, or None."""
+        cfg = self.cfg
+        if cfg.username:
+            password = None
+            if cfg.password_file:
+                try:
+                    password = Path(cfg.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+                except (OSError, UnicodeDecodeError) as e:
+                    return f"cannot read [mqtt] password_file {cfg.password_file}: {e}"
+            self.client.username_pw_set(cfg.username, password)
+        if cfg.tls and not self._tls_ready:
+            try:
+                context = ssl.create_default_context(cafile=cfg.ca_file or None)
+                if cfg.client_cert:
+                    context.load_cert_chain(cfg.client_cert, cfg.client_key or None)
+            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+                return (f"TLS setup failed ([mqtt] ca_file {cfg.ca_file or '(system)'}, "
+                        f"client_cert {cfg.client_cert or '(none)'}): {e}")
+            self.client.tls_set_context(context)
+            self._tls_ready = True
+        return None
+
+    # --- called from the daemon's thread -------------------------------------------------
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
         self._thread.start()
 
-    # --- the reconnect loop ----------------------------------------------------------
+    def publish(self, kind: str, payload: dict[str, Any], qos: int = 1, retain: bool = False,
+                ticket: int | None = None) -> None:
+        """Queue a publish for the link's thread. With a `ticket`, an `MqttPubAck` carrying
+        it follows once the broker answered; while disconnected, ticketed publishes are
+        dropped (the daemon re-sends them after the next `MqttUp`)."""
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self._outgoing.append(_Request(self.topics[kind], data, qos, retain, ticket))
+        self._wake()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Publish the retained offline status, disconnect cleanly, stop the thread."""
+        self._stop.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("MQTT link did not stop within %.1f s", timeout)
+        for s in (self._wake_r, self._wake_w):
+            s.close()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already awake (buffer full) or stopped
+
+    # --- the reconnect loop (link thread) --------------------------------------------------
 
     def _run(self) -> None:
+        # Process signals belong to the main thread: let the kernel deliver them there,
+        # where they wake the daemon's loop at once.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         backoff = Backoff()
-        v5 = self.cfg.protocol == "5"
-        props = None
-        if v5:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = self.cfg.session_expiry_s
-        announced = False
+        reported: str | None = None
+        reported_at = 0.0
+        failures = 0
         while not self._stop.is_set():
+            started, connects = self.monotonic(), self.connects
             try:
-                if v5:
-                    rc = self.client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s,
-                                             clean_start=False, properties=props)
-                else:
-                    rc = self.client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
-                ok = rc == MQTTErrorCode.MQTT_ERR_SUCCESS
-                why = mqtt.error_string(rc)
-            except ssl.SSLError as e:
-                ok, why = False, f"TLS: {e.reason or e}"
-            except (OSError, ValueError) as e:
-                ok, why = False, str(e) or type(e).__name__
-            if ok:
-                up_since = self.monotonic()
-                while not self._stop.is_set():
-                    rc = self.client.loop(timeout=0.5)
-                    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                        break
-                if self._stop.is_set():
-                    break
-                if self.connected:
-                    self._went_down("connection lost")
-                if self.monotonic() - up_since > 60:
-                    backoff.reset()
-                why = self.last_error or "connection lost"
-            if not announced or self.last_error != why:
-                log.warning("broker %s:%d unreachable: %s (retrying with backoff)",
-                            self.cfg.host, self.cfg.port, why)
-                announced = True
+                why = self._prepare() or self._session()
+            except Exception as e:  # the link thread must never die: log, back off, retry
+                log.exception("MQTT link failed unexpectedly")
+                why = f"unexpected error: {e!r}"
+            if self._stop.is_set():
+                break
             self.last_error = why
+            now = self.monotonic()
+            if now - started >= STABLE_AFTER_S:
+                backoff.reset()
+            if self.connects != connects:
+                # It was up, and the daemon logged the loss: report the next failure afresh.
+                failures, reported = 0, None
+            else:
+                failures += 1
+                if why != reported or now - reported_at >= REMIND_EVERY_S:
+                    serious = why.startswith(("broker refused", "TLS", "cannot read"))
+                    log.log(logging.ERROR if serious else logging.WARNING,
+                            "broker %s:%d: %s (attempt %d; retrying with backoff)",
+                            self.cfg.host, self.cfg.port, why, failures)
+                    reported, reported_at = why, now
             self._stop.wait(backoff.next())
+        self._shutdown_client()
 
-    def _went_down(self, reason: str) -> None:
-        self.connected = False
-        self.emit(MqttDown(reason, self.monotonic()))
+    def _session(self) -> str:
+        """One connection from CONNECT to its end; returns why it ended."""
+        cfg = self.cfg
+        self._tickets.clear()
+        self._drop_stale_requests()
+        self.last_error = None
+        try:
+            if cfg.protocol == "5":
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = cfg.session_expiry_s
+                rc = self.client.connect(cfg.host, cfg.port, cfg.keepalive_s,
+                                         clean_start=False, properties=props)
+            else:
+                rc = self.client.connect(cfg.host, cfg.port, cfg.keepalive_s)
+        except ssl.SSLCertVerificationError as e:
+            return f"TLS: server certificate not trusted: {e.verify_message}"
+        except ssl.SSLError as e:
+            return f"TLS handshake failed: {e.reason or e}"
+        except (OSError, ValueError) as e:
+            return str(e) or type(e).__name__
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return mqtt.error_string(rc)
+        why = self._serve()
+        if self.connected:
+            self.connected = False
+            self.emit(MqttDown(why, self.monotonic()))
+        if self._stop.is_set():
+            return "stopped"
+        return self.last_error or why
 
-    # --- paho callbacks (network thread: only emit) ----------------------------------
+    def _serve(self) -> str:
+        """Pump the socket until the connection ends (or a clean stop finishes)."""
+        client = self.client
+        stop_deadline: float | None = None
+        while True:
+            sock = client.socket()
+            if sock is None:
+                return "connection lost"
+            if self._stop.is_set():
+                if stop_deadline is None:
+                    stop_deadline = self._begin_stop()
+                if self._offline_acked or not self.connected or \
+                        time.monotonic() >= stop_deadline:
+                    client.disconnect()   # writes DISCONNECT: the broker drops the will
+                    return "stopped"
+            if self.connected:
+                self._send_outgoing()
+            timeout = 1.0
+            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                timeout = 0.0  # bytes already decrypted: select() would not see them
+            try:
+                readable, writable, _ = select.select(
+                    [sock, self._wake_r], [sock] if client.want_write() else [], [], timeout)
+            except (OSError, ValueError):
+                return "connection lost"
+            if self._wake_r in readable:
+                self._drain_wake()
+            rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+            if sock in readable or timeout == 0.0:
+                rc = client.loop_read()
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.socket() is not None and \
+                    (sock in writable or client.want_write()):
+                rc = client.loop_write()
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.socket() is not None:
+                rc = client.loop_misc()   # keepalive: pings, and a dead broker is noticed
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return self.last_error or mqtt.error_string(rc)
+
+    def _begin_stop(self) -> float:
+        if self.connected:
+            info = self.client.publish(self.topics["status"], json.dumps(
+                {"online": False, "version": self.version, "since": now_iso()}),
+                qos=1, retain=True)
+            self._offline_mid = info.mid
+        return time.monotonic() + OFFLINE_STATUS_WAIT_S
+
+    def _send_outgoing(self) -> None:
+        while self._outgoing:
+            req = self._outgoing.popleft()
+            try:
+                info = self.client.publish(req.topic, req.data, qos=req.qos, retain=req.retain)
+            except (ValueError, RuntimeError) as e:
+                log.error("cannot publish to %s: %s", req.topic, e)
+                if req.ticket is not None:
+                    self.emit(MqttPubAck(req.ticket, False, str(e), self.monotonic()))
+                continue
+            if req.ticket is not None and req.qos > 0:
+                self._tickets[info.mid] = req.ticket
+
+    def _drop_stale_requests(self) -> None:
+        """On connection loss: ratings are re-sent by the daemon after MqttUp and telemetry
+        is stale by then; events and other QoS ≥ 1 messages wait for the next connection."""
+        kept = [r for r in self._outgoing if r.ticket is None and r.qos > 0]
+        self._outgoing.clear()
+        self._outgoing.extend(kept)
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _shutdown_client(self) -> None:
+        try:
+            if self.client.socket() is not None:
+                self.client.disconnect()
+        except (OSError, ValueError, RuntimeError):
+            pass
+
+    # --- paho callbacks (link thread: bookkeeping and emit only) ---------------------------
 
     def _on_connect(self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any,
                     _props: Any) -> None:
         if reason.is_failure:
-            self.last_error = f"broker refused the connection: {reason}"
-            log.error("broker %s:%d refused the connection: %s%s", self.cfg.host,
-                      self.cfg.port, reason,
-                      " — check [mqtt] username / password_file" if "user" in str(reason).lower()
-                      or "authori" in str(reason).lower() else "")
+            self.last_error = f"broker refused the connection: {reason}{_refusal_hint(str(reason))}"
             return
-        self.last_error = None
         self.connected = True
+        self.connects += 1
         client.subscribe([(self.topics["receipt"], 1), (self.topics["config"], 1)])
         client.publish(self.topics["status"], json.dumps(
             {"online": True, "version": self.version, "since": now_iso()}), qos=1, retain=True)
-        log.info("connected to broker %s:%d (session present: %s)", self.cfg.host,
-                 self.cfg.port, flags.session_present)
+        log.info("connected to broker %s:%d%s (session present: %s)", self.cfg.host,
+                 self.cfg.port, " over TLS" if self.cfg.tls else "",
+                 bool(flags.session_present))
         self.emit(MqttUp(bool(flags.session_present), self.monotonic()))
 
     def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, reason: Any,
                        _props: Any) -> None:
+        self._drop_stale_requests()
         if self.connected:
             self.connected = False
-            self.emit(MqttDown(str(reason), self.monotonic()))
+            why = str(reason)
+            if why in ("Success", "Normal disconnection", "Unspecified error"):
+                why = "connection lost"
+            self.last_error = why
+            self.emit(MqttDown(why, self.monotonic()))
 
     def _on_publish(self, _c: mqtt.Client, _ud: Any, mid: int, reason: Any,
                     _props: Any) -> None:
         failed = bool(getattr(reason, "is_failure", False))
-        self.emit(MqttPubAck(mid, not failed, str(reason), self.monotonic()))
+        if mid == self._offline_mid:
+            self._offline_acked = True
+        ticket = self._tickets.pop(mid, None)
+        if ticket is not None:
+            self.emit(MqttPubAck(ticket, not failed, str(reason), self.monotonic()))
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.topics["receipt"]:
@@ -221,36 +426,3 @@ class MqttLink:
                         msg.topic, MAX_INCOMING)
             return
         self.emit(MqttMessage(kind, bytes(msg.payload), bool(msg.retain), self.monotonic()))
-
-    # --- called from the daemon's loop ---------------------------------------------
-
-    def publish(self, kind: str, payload: dict[str, Any], qos: int = 1,
-                retain: bool = False) -> int | None:
-        """Queue a publish; the mid to wait for, or None when paho refused it now."""
-        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        try:
-            info = self.client.publish(self.topics[kind], data, qos=qos, retain=retain)
-        except (ValueError, RuntimeError) as e:
-            log.error("publish to %s failed: %s", self.topics[kind], e)
-            return None
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            return None  # NO_CONN: paho may still send it later; we resend anyway
-        return int(info.mid)
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Publish the retained offline status, disconnect, stop the thread."""
-        if self.connected:
-            try:
-                info = self.client.publish(self.topics["status"], json.dumps(
-                    {"online": False, "version": self.version, "since": now_iso()}),
-                    qos=1, retain=True)
-                info.wait_for_publish(timeout=min(timeout, 1.0))
-            except (ValueError, RuntimeError):
-                pass
-        self._stop.set()
-        try:
-            self.client.disconnect()
-        except (ValueError, RuntimeError, OSError):
-            pass
-        if self._thread is not None:
-            self._thread.join(timeout)

@@ -12,13 +12,22 @@ from dataclasses import replace
 from typing import Any
 
 from device.config import SCHEMA, UiSettings
-from device.configschema import Key, Section, non_empty, validate
+from device.configschema import Key, Section, validate
 
 MAX_PAYLOAD = 16 * 1024
 
+def _window_name(v: str) -> str | None:
+    if not v.strip():
+        return "must not be empty"
+    if len(v) > 40:
+        return "must be at most 40 characters"
+    if any(not c.isprintable() for c in v):
+        return "must not contain control characters"
+    return None
+
+
 _REMOTE = Section({
-    "window_name": Key(str, None, lambda v: non_empty(v) or (
-        "must be at most 40 characters" if len(v) > 40 else None)),
+    "window_name": Key(str, None, _window_name),
     **SCHEMA["ui"].keys,
 })
 
@@ -28,15 +37,24 @@ def parse_remote_config(payload: bytes) -> dict[str, Any] | list[str]:
     if len(payload) > MAX_PAYLOAD:
         return [f"payload of {len(payload)} bytes is over {MAX_PAYLOAD}"]
     try:
-        data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        data = json.loads(payload.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        # ValueError also covers NaN/Infinity and integers of thousands of digits.
         return [f"not JSON: {e}"]
     if not isinstance(data, dict):
         return ["must be a JSON object"]
-    values, problems = validate("config topic", {"ui": data}, {"ui": _REMOTE})
+    try:
+        values, problems = validate("config topic", {"ui": data}, {"ui": _REMOTE})
+    except OverflowError:  # an integer too large for a float setting
+        return ["a number is out of range"]
     if problems:
         return [p.replace("config topic: [ui] ", "") for p in problems]
     return {k: values["ui"][k] for k in data}
+
+
+def _no_constant(name: str) -> Any:
+    # json accepts NaN and Infinity by default; NaN passes every range check.
+    raise ValueError(f"{name} is not a number")
 
 
 def apply(base: UiSettings, changes: dict[str, Any]) -> UiSettings:
