@@ -9,7 +9,6 @@ several times in one shared subscription group.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -17,13 +16,21 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from broker_bridge.cache import Answer, RecentAnswers
 from broker_bridge.config import BridgeConfig
+from broker_bridge.fleet import FleetView
+from broker_bridge.messages import dead_letter, platform_refuses_alert, receipt, receipts
 from broker_bridge.metrics import BridgeMetrics
-from broker_bridge.mqtt_link import Incoming, LinkDown, LinkEvent, LinkUp, MqttLink
+from broker_bridge.mqtt_link import (
+    Incoming,
+    LinkDown,
+    LinkEvent,
+    LinkFactory,
+    LinkUp,
+    MqttLink,
+)
 from broker_bridge.platform_client import PlatformClient, Result
 from broker_bridge.record import (
     DEVICE_ID_RE,
@@ -45,7 +52,6 @@ log = logging.getLogger("hcp.bridge")
 
 DRAIN_S = 2.5             # on stop, wait this long for batches the platform is answering
 ALERT_EVERY_S = 300.0     # repeat the "platform refuses" alert at most this often
-DEADLETTER_SAMPLE = 2048  # bytes of a rejected payload kept in the dead letter
 DEADLETTER_LOGS_PER_MIN = 20
 
 
@@ -79,7 +85,8 @@ class Bridge:
     """Owns the MQTT link, the platform workers and the pending ratings."""
 
     def __init__(self, config: BridgeConfig, metrics: BridgeMetrics,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 link_factory: LinkFactory = MqttLink) -> None:
         self.config = config
         self.metrics = metrics
         self._clock = clock
@@ -102,10 +109,8 @@ class Bridge:
         self._batch_number = 0
         self._last_alert = -ALERT_EVERY_S
         self._deadletter_log_window = (0.0, 0)
-        self._devices_online: dict[str, bool] = {}
-        self._backlog: dict[str, int] = {}
-        self._backlog_sum = 0
-        self.link = MqttLink(m, self.subscriptions(), self._events.put, self._holds)
+        self._fleet = FleetView(metrics)
+        self.link = link_factory(m, self.subscriptions(), self._events.put, self._holds)
         self._workers = [
             PlatformWorker(f"platform-{i + 1}",
                            PlatformClient(p.url, p.timeout_s, p.token_file, p.ca_file),
@@ -241,11 +246,11 @@ class Bridge:
         if kind == "rating":
             self._on_rating(device_id, msg)
         elif kind == "status":
-            self._on_status(device_id, msg.payload)
+            self._fleet.status(device_id, msg.payload)
         elif kind == "telemetry":
-            self._on_telemetry(device_id, msg.payload)
+            self._fleet.telemetry(device_id, msg.payload)
         elif kind == "event":
-            self._on_device_event(msg.payload)
+            self._fleet.event(msg.payload)
 
     def _on_rating(self, device_id: str, msg: Incoming, counted: bool = False) -> None:
         if not counted:
@@ -265,7 +270,7 @@ class Bridge:
         answer = self._cache.get(rating.rating_id, device_id, now)
         if answer is not None:
             self.metrics.duplicate.inc()
-            self._send_receipts({device_id: [_receipt(rating.rating_id, answer.status,
+            self._send_receipts({device_id: [receipt(rating.rating_id, answer.status,
                                                       answer.error)]})
             self.link.ack(delivery.generation, delivery.mid, delivery.qos)
             return
@@ -307,7 +312,7 @@ class Bridge:
         self._batches_out -= 1
         self._idle_workers += 1
         now = self._clock()
-        receipts: dict[str, list[dict[str, Any]]] = {}
+        by_device: dict[str, list[dict[str, Any]]] = {}
         deliveries: list[Delivery] = []
         for rating in batch.ratings:
             result = results[rating.rating_id]
@@ -320,17 +325,17 @@ class Bridge:
                 self.metrics.rejected.inc()
                 log.warning("platform rejected rating %s from %s: %s", rating.rating_id,
                             rating.device_id, result.error)
-            self._cache.put(rating.rating_id,
-                            Answer(rating.device_id, result.status, result.error), now)
+            self._cache.put(rating.rating_id, rating.device_id,
+                            Answer(result.status, result.error), now)
             entry = self._pending.pop(rating.rating_id, None)
             if entry is not None:
                 deliveries.extend(entry.deliveries)
-            receipts.setdefault(rating.device_id, []).append(
-                _receipt(rating.rating_id, result.status, result.error))
+            by_device.setdefault(rating.device_id, []).append(
+                receipt(rating.rating_id, result.status, result.error))
         # Receipts are queued before the acknowledgements, on the same connection: if we
         # die in between, the broker redelivers and the device gets a second receipt
         # (duplicate) instead of waiting resend_after_s for its first.
-        self._send_receipts(receipts)
+        self._send_receipts(by_device)
         acked = sum(self.link.ack(d.generation, d.mid, d.qos) for d in deliveries)
         self.metrics.inflight.set(len(self._pending))
         log.debug("batch %d: %d answered, %d deliveries acknowledged", batch.number,
@@ -339,71 +344,24 @@ class Bridge:
             for device_id, msg in self._deferred.pop(rating.rating_id, ()):
                 self._on_rating(device_id, msg, counted=True)
 
-    # Device status, telemetry and events (metrics only) ------------------------------
-
-    def _on_status(self, device_id: str, payload: bytes) -> None:
-        if not payload:  # retained status cleared: the device was removed
-            self._devices_online.pop(device_id, None)
-        else:
-            status = _json_object(payload)
-            if status is None or not isinstance(status.get("online"), bool):
-                return
-            self._devices_online[device_id] = status["online"]
-            if not status["online"]:
-                self._set_backlog(device_id, None)
-        self.metrics.devices_online.set(sum(self._devices_online.values()))
-
-    def _on_telemetry(self, device_id: str, payload: bytes) -> None:
-        telemetry = _json_object(payload)
-        backlog = telemetry.get("backlog") if telemetry else None
-        if isinstance(backlog, int) and not isinstance(backlog, bool) and backlog >= 0:
-            self._set_backlog(device_id, backlog)
-
-    def _set_backlog(self, device_id: str, backlog: int | None) -> None:
-        old = self._backlog.pop(device_id, 0)
-        if backlog is not None:
-            self._backlog[device_id] = backlog
-        self._backlog_sum += (backlog or 0) - old
-        self.metrics.devices_backlog.set(self._backlog_sum)
-
-    def _on_device_event(self, payload: bytes) -> None:
-        event = _json_object(payload)
-        self.metrics.count_event(event.get("event") if event else None)
-
     # Outgoing messages ------------------------------------------------------------
 
-    def _send_receipts(self, receipts: dict[str, list[dict[str, Any]]]) -> None:
-        for device_id, items in receipts.items():
-            self.link.publish(f"{self._prefix}/{device_id}/receipt",
-                              _compact({"receipts": items}), qos=1)
+    def _send_receipts(self, by_device: dict[str, list[dict[str, Any]]]) -> None:
+        for device_id, entries in by_device.items():
+            self.link.publish(f"{self._prefix}/{device_id}/receipt", receipts(entries), qos=1)
 
     def _dead_letter(self, msg: Incoming, device_id: str, delivery: Delivery | None,
                      error: InvalidRecord) -> None:
         """Publish the dead letter and (when possible) a rejected receipt, then ack."""
         self.metrics.deadletter.labels(error.reason).inc()
-        sample = msg.payload[:DEADLETTER_SAMPLE]
-        letter: dict[str, Any] = {
-            "reason": error.reason,
-            "detail": error.detail,
-            "topic": msg.topic,
-            "device_id": device_id if DEVICE_ID_RE.fullmatch(device_id) else None,
-            "rating_id": error.rating_id,
-            "bridge": self.config.mqtt.client_id,
-            "at": _utc_now(),
-            "payload_bytes": len(msg.payload),
-            "payload_truncated": len(msg.payload) > DEADLETTER_SAMPLE,
-        }
-        try:
-            letter["payload"] = sample.decode("utf-8")
-        except UnicodeDecodeError:
-            letter["payload"] = sample.decode("latin-1").encode("unicode_escape").decode("ascii")
-            letter["payload_escaped"] = True
-        self.link.publish(f"{self._prefix}/deadletter", _compact(letter), qos=1)
+        self.link.publish(f"{self._prefix}/deadletter",
+                          dead_letter(msg.topic, device_id, msg.payload, error,
+                                      self.config.mqtt.client_id), qos=1)
         # The receipt goes to the device named by the topic, never by the payload: a
         # spoofed record must not make another device drop a genuine rating.
         if error.rating_id and delivery is not None:
-            self._send_receipts({device_id: [_receipt(error.rating_id, "rejected",
-                                                      f"{error.reason}: {error.detail}")]})
+            self._send_receipts({device_id: [receipt(error.rating_id, "rejected",
+                                                     f"{error.reason}: {error.detail}")]})
         self.link.ack(msg.generation, msg.mid, msg.qos)
         self._log_dead_letter(msg.topic, error)
 
@@ -425,34 +383,5 @@ class Bridge:
         if now - self._last_alert < ALERT_EVERY_S:
             return
         self._last_alert = now
-        self.link.publish(f"{self._prefix}/alerts", _compact({
-            "alert": "platform_refuses_batches",
-            "severity": "critical",
-            "bridge": self.config.mqtt.client_id,
-            "status": event.status,
-            "detail": event.detail,
-            "at": _utc_now(),
-            "hint": "check [platform] url and token_file; ratings are held, not lost",
-        }), qos=1)
-
-
-def _receipt(rating_id: str, status: str, error: str | None) -> dict[str, Any]:
-    return {"rating_id": rating_id, "status": status, "error": error}
-
-
-def _compact(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _json_object(payload: bytes) -> dict[str, Any] | None:
-    if len(payload) > 64 * 1024:
-        return None
-    try:
-        obj = json.loads(payload)
-    except (ValueError, RecursionError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def _utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        self.link.publish(f"{self._prefix}/alerts", platform_refuses_alert(
+            self.config.mqtt.client_id, event.status, event.detail), qos=1)

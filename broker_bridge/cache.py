@@ -14,42 +14,43 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """What the platform said about one rating, and for which device."""
+    """What the platform said about one rating."""
 
-    device_id: str
     status: str
     error: str | None
 
 
 class RecentAnswers:
-    """rating_id → Answer, dropped after `ttl_s` seconds or beyond `max_entries`
-    (oldest first). Not thread-safe: owned by the bridge's main loop."""
+    """(device_id, rating_id) → Answer, dropped after `ttl_s` seconds or beyond
+    `max_entries` (oldest first). Keyed by device too: a record that borrows another
+    device's rating_id neither gets nor overwrites that device's answer — it goes to the
+    platform, which decides. Not thread-safe: owned by the bridge's main loop."""
 
     def __init__(self, ttl_s: float, max_entries: int) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, Answer]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], tuple[float, Answer]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, rating_id: str, device_id: str, now: float) -> Answer | None:
-        """The remembered answer, if fresh and given for this same device (a record that
-        borrows another device's rating_id goes to the platform, which decides)."""
-        entry = self._entries.get(rating_id)
+        key = (device_id, rating_id)
+        entry = self._entries.get(key)
         if entry is None:
             return None
         expires, answer = entry
         if expires <= now:
-            del self._entries[rating_id]
+            del self._entries[key]
             return None
-        return answer if answer.device_id == device_id else None
+        return answer
 
-    def put(self, rating_id: str, answer: Answer, now: float) -> None:
+    def put(self, rating_id: str, device_id: str, answer: Answer, now: float) -> None:
         if self.max_entries <= 0 or self.ttl_s <= 0:
             return
-        self._entries[rating_id] = (now + self.ttl_s, answer)
-        self._entries.move_to_end(rating_id)
+        key = (device_id, rating_id)
+        self._entries[key] = (now + self.ttl_s, answer)
+        self._entries.move_to_end(key)
         self._evict(now)
 
     def _evict(self, now: float) -> None:
@@ -58,7 +59,7 @@ class RecentAnswers:
             entries.popitem(last=False)
         # Entries are in insertion order with one TTL, so expired ones are at the front.
         while entries:
-            rating_id, (expires, _) = next(iter(entries.items()))
+            key, (expires, _) = next(iter(entries.items()))
             if expires > now:
                 break
-            del entries[rating_id]
+            del entries[key]

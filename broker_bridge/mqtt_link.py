@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -58,6 +58,27 @@ class LinkDown:
 
 
 LinkEvent = Incoming | LinkUp | LinkDown
+
+
+class BrokerLink(Protocol):
+    """What the bridge loop needs from its broker connection (MqttLink, or a fake in
+    unit tests of reconnect edge cases)."""
+
+    @property
+    def healthy(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 1.5) -> None: ...
+
+    def ack(self, generation: int, mid: int, qos: int) -> bool: ...
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+                ) -> None: ...
+
+
+LinkFactory = Callable[[MqttSettings, Sequence[tuple[str, int]], Callable[[LinkEvent], None],
+                        Callable[[str], bool]], BrokerLink]
 
 
 class MqttLink:

@@ -64,22 +64,24 @@ def test_retry_after_seconds_and_http_dates() -> None:
 
 def test_cache_answers_the_same_device_until_the_ttl() -> None:
     cache = RecentAnswers(ttl_s=10, max_entries=100)
-    cache.put("a" * 32, Answer("dev-1", "accepted", None), now=0)
-    assert cache.get("a" * 32, "dev-1", now=9.9) == Answer("dev-1", "accepted", None)
+    cache.put("a" * 32, "dev-1", Answer("accepted", None), now=0)
+    assert cache.get("a" * 32, "dev-1", now=9.9) == Answer("accepted", None)
     assert cache.get("a" * 32, "dev-2", now=1) is None  # another device: ask the platform
+    cache.put("a" * 32, "dev-2", Answer("duplicate", None), now=1)
+    assert cache.get("a" * 32, "dev-1", now=2) == Answer("accepted", None)  # not overwritten
     assert cache.get("a" * 32, "dev-1", now=10) is None
-    assert len(cache) == 0
+    assert len(cache) == 1
 
 
 def test_cache_is_bounded_oldest_first() -> None:
     cache = RecentAnswers(ttl_s=100, max_entries=3)
     for n in range(5):
-        cache.put(f"{n:032x}", Answer("d", "accepted", None), now=n)
+        cache.put(f"{n:032x}", "d", Answer("accepted", None), now=n)
     assert len(cache) == 3
     assert cache.get(f"{0:032x}", "d", now=5) is None
     assert cache.get(f"{4:032x}", "d", now=5) is not None
     off = RecentAnswers(ttl_s=0, max_entries=3)
-    off.put("x", Answer("d", "accepted", None), now=0)
+    off.put("x", "d", Answer("accepted", None), now=0)
     assert len(off) == 0
 
 
