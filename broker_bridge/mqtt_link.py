@@ -115,19 +115,7 @@ class MqttLink:
         client.reconnect_delay_set(1, 30)
         client.max_inflight_messages_set(200)   # receipts and dead letters going out
         client.max_queued_messages_set(0)
-        if s.username:
-            try:
-                password = Path(s.password_file).read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as e:
-                raise LinkError(f"cannot read password_file {s.password_file}: "
-                                f"{e.strerror}") from None
-            client.username_pw_set(s.username, password)
-        if s.tls:
-            try:
-                client.tls_set(ca_certs=s.ca_file or None, certfile=s.client_cert or None,
-                               keyfile=s.client_key or None, cert_reqs=ssl.CERT_REQUIRED)
-            except (OSError, ssl.SSLError) as e:
-                raise LinkError(f"cannot set up TLS to the broker: {e}") from None
+        configure_security(client, s)
         client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -256,6 +244,23 @@ class MqttLink:
         if not hold and message.qos > 0:
             client.ack(message.mid, message.qos)
 
+
+
+def configure_security(client: mqtt.Client, s: MqttSettings) -> None:
+    """Username and password (read from password_file) and TLS, as configured."""
+    if s.username:
+        try:
+            password = Path(s.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as e:
+            raise LinkError(f"cannot read password_file {s.password_file}: "
+                            f"{e.strerror}") from None
+        client.username_pw_set(s.username, password)
+    if s.tls:
+        try:
+            client.tls_set(ca_certs=s.ca_file or None, certfile=s.client_cert or None,
+                           keyfile=s.client_key or None, cert_reqs=ssl.CERT_REQUIRED)
+        except (OSError, ssl.SSLError) as e:
+            raise LinkError(f"cannot set up TLS to the broker: {e}") from None
 
 
 def _quiet_paho(record: logging.LogRecord) -> bool:

@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.bridge import BridgeProcess
+from tests.support.bridge import REPO, BridgeProcess
 from tests.support.mosquitto import Mosquitto
 from tests.support.platform import RunningPlatform
 from tests.support.ratings import FleetPublisher, make_rating
@@ -42,21 +45,22 @@ def fleet(mosquitto: Mosquitto) -> Iterator[FleetPublisher]:
     publisher.close()
 
 
-def publish_ratings(fleet: FleetPublisher, count: int, devices: list[str] = DEVICES
-                    ) -> dict[str, str]:
-    """Publish `count` ratings round-robin over `devices`; return rating_id → device."""
-    sent: dict[str, str] = {}
+Sent = dict[str, dict[str, Any]]  # rating_id → the record as published
+
+
+def publish_ratings(fleet: FleetPublisher, count: int, devices: list[str] = DEVICES) -> Sent:
+    """Publish `count` ratings round-robin over `devices`, as devices do (QoS 1)."""
+    sent: Sent = {}
     mids = []
     for n in range(count):
-        device = devices[n % len(devices)]
-        record = make_rating(device, level=random.randint(1, 5))
-        sent[record["rating_id"]] = device
+        record = make_rating(devices[n % len(devices)], level=random.randint(1, 5))
+        sent[record["rating_id"]] = record
         mids.append(fleet.publish_record(record))
     fleet.wait_published(mids)
     return sent
 
 
-def assert_exactly_once(platform: RunningPlatform, sent: dict[str, str]) -> None:
+def assert_exactly_once(platform: RunningPlatform, sent: Sent) -> None:
     stored = platform.control.rating_ids()
     assert len(stored) == len(set(stored)), "a rating_id stored twice"
     assert set(stored) == set(sent), (f"missing {len(set(sent) - set(stored))}, "
@@ -64,16 +68,17 @@ def assert_exactly_once(platform: RunningPlatform, sent: dict[str, str]) -> None
     counts = platform.control.counts()
     assert counts["total"] == len(sent)
     per_device: dict[str, int] = {}
-    for device in sent.values():
-        per_device[device] = per_device.get(device, 0) + 1
+    for record in sent.values():
+        per_device[record["device_id"]] = per_device.get(record["device_id"], 0) + 1
     assert counts["by_device"] == per_device
 
 
-def wait_all_receipted(fleet: FleetPublisher, sent: dict[str, str], timeout: float) -> None:
+def wait_all_receipted(fleet: FleetPublisher, sent: Sent, timeout: float) -> None:
     wait_for(lambda: set(sent) <= set(fleet.receipted_ids()), timeout,
              "a receipt for every rating")
-    for rating_id, device in sent.items():
-        assert any(r["rating_id"] == rating_id for r in fleet.receipts_for(device)), \
+    for rating_id, record in sent.items():
+        receipts = fleet.receipts_for(record["device_id"])
+        assert any(r["rating_id"] == rating_id for r in receipts), \
             f"receipt for {rating_id} not on its device's topic"
 
 
@@ -238,6 +243,36 @@ def test_two_bridges_in_a_shared_group_split_the_work(
         forwarded_b = b.metric("hcp_bridge_ratings_forwarded_total")
         assert forwarded_a + forwarded_b == 400
         assert forwarded_a >= 50 and forwarded_b >= 50, (forwarded_a, forwarded_b)
+
+
+def test_a_dead_group_member_holds_its_share_until_it_leaves(
+        tmp_path: Path, mosquitto: Mosquitto, platform: RunningPlatform,
+        fleet: FleetPublisher) -> None:
+    # mosquitto keeps routing a share of new ratings to an offline member's session:
+    # `hcp-bridge leave` ends that session; the devices' resend brings back what it held.
+    with start_bridge(tmp_path, mosquitto, platform, "bridge-a") as a, \
+            start_bridge(tmp_path, mosquitto, platform, "bridge-b") as b:
+        b.kill()
+        first = publish_ratings(fleet, 40)
+        wait_for(lambda: a.metric("hcp_bridge_ratings_forwarded_total") >= 10, 10, "a's share")
+        time.sleep(0.5)
+        assert platform.control.counts()["total"] < 40  # the rest sits in b's session
+        done = subprocess.run(
+            [sys.executable, "-m", "broker_bridge", "leave", "--config", str(b.config_file)],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+            text=True, timeout=20, check=False)
+        assert done.returncode == 0, done.stderr
+        second = publish_ratings(fleet, 40)
+        wait_for(lambda: set(second) <= set(platform.control.rating_ids()), 10,
+                 "every new rating through the remaining bridge")
+        # The devices re-send what has no receipt yet (after resend_after_s).
+        receipted = fleet.receipted_ids()
+        resend = [record for rating_id, record in first.items() if rating_id not in receipted]
+        assert resend
+        for record in resend:
+            fleet.publish_record(record)
+        wait_all_receipted(fleet, {**first, **second}, 10)
+        assert_exactly_once(platform, {**first, **second})
 
 
 def test_hostile_messages_go_to_the_dead_letter_topic_and_the_bridge_keeps_going(
