@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.support.bridge import REPO, BridgeProcess
+from tests.support.bridge import BridgeProcess
 from tests.support.mosquitto import Mosquitto, TestCA
 from tests.support.platform import running_platform
 from tests.support.ratings import FleetPublisher, make_rating
@@ -24,17 +24,26 @@ BROKER_PASSWORD = "broker-pw-Zq81"
 PLATFORM_TOKEN = "platform-token-Hh27"
 
 
-def example_acl() -> str:
-    """The ACL documented in broker_bridge/mosquitto.example.conf (devices log in with
-    their device id; the bridge reads device topics and writes receipts, dead letters
-    and alerts): tested here so the sample cannot rot."""
-    text = (REPO / "broker_bridge" / "mosquitto.example.conf").read_text()
-    block = text.split("# /etc/mosquitto/acl", 1)[1].splitlines()[1:]
-    return "\n".join(line.removeprefix("#").strip() for line in block
-                     if line.startswith("#   ") or line == "#") + "\n"
+# The bridge's rights as in the project's sample broker ACL (systemd/examples/
+# mosquitto.acl, tested on its own in tests/test_acl.py): read what devices publish,
+# write receipts, dead letters and alerts. Devices log in with their device id.
+ACL = """\
+pattern write hcp/v1/%u/rating
+pattern write hcp/v1/%u/event
+pattern write hcp/v1/%u/status
+pattern write hcp/v1/%u/telemetry
+pattern read hcp/v1/%u/receipt
+pattern read hcp/v1/%u/config
 
-
-ACL = example_acl()
+user hcp-bridge
+topic read hcp/v1/+/rating
+topic read hcp/v1/+/event
+topic read hcp/v1/+/status
+topic read hcp/v1/+/telemetry
+topic write hcp/v1/+/receipt
+topic write hcp/v1/alerts
+topic write hcp/v1/deadletter
+"""
 DEVICES = ["421100-HG01-W01", "421100-HG01-W02", "421100-HG01-W03"]
 USERS = {"hcp-bridge": BROKER_PASSWORD, **{d: f"pw-{d}" for d in DEVICES}}
 
