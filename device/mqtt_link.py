@@ -307,6 +307,8 @@ class MqttLink:
                 return "connection lost"
             if self._stop.is_set():
                 if stop_deadline is None:
+                    if self.connected:
+                        self._send_outgoing()   # the last events go before the goodbye
                     stop_deadline = self._begin_stop()
                 if self._offline_acked or not self.connected or \
                         time.monotonic() >= stop_deadline:
