@@ -89,16 +89,27 @@ class PlatformWorker(threading.Thread):
     def _deliver(self, batch: Batch) -> dict[str, Result] | None:
         """Post until every rating of `batch` has an answer; None if stopping first."""
         results: dict[str, Result] = {}
-        todo = batch.ratings
-        attempt = 0
+        # Usually one chunk: the batch. A platform that answers 413 gets halves.
+        chunks: list[list[RatingMessage]] = [batch.ratings]
+        attempt = retries = 0
         started = time.monotonic()
         last_log = 0.0
-        while not self._stopping.is_set():
+        while chunks:
+            if self._stopping.is_set():
+                return None
+            todo = chunks[0]
             t0 = time.monotonic()
             try:
                 answered = self._client.post_ratings([r.payload for r in todo])
             except PlatformError as e:
                 self._metrics.request_seconds.observe(time.monotonic() - t0)
+                self._metrics.retries.inc()
+                retries += 1
+                if e.status == 413 and len(todo) > 1:
+                    log.warning("platform refuses %d ratings in one request (413); sending "
+                                "halves — lower [platform] batch_max", len(todo))
+                    chunks[0:1] = [todo[:len(todo) // 2], todo[len(todo) // 2:]]
+                    continue
                 delay = self._delay_after(e, attempt)
                 now = time.monotonic()
                 if not e.retryable:
@@ -113,28 +124,29 @@ class PlatformWorker(threading.Thread):
                                 attempt + 1, delay, now - started)
                     last_log = now
                 attempt += 1
-                self._metrics.retries.inc()
                 if self._stopping.wait(delay):
                     return None
                 continue
             self._metrics.request_seconds.observe(time.monotonic() - t0)
             results.update(answered)
             missing = [r for r in todo if r.rating_id not in results]
-            if not missing:
-                if attempt:
-                    log.info("platform answered after %d retries (%.1f s)", attempt,
-                             time.monotonic() - started)
-                return results
-            # An answer that skips some ratings is a platform bug: retry those only.
-            log.warning("platform answered without a result for %d of %d ratings; "
-                        "retrying those", len(missing), len(todo))
-            todo = missing
-            delay = full_jitter(attempt, cap=self._retry_cap_s)
-            attempt += 1
-            self._metrics.retries.inc()
-            if self._stopping.wait(delay):
-                return None
-        return None
+            if missing:
+                # An answer that skips some ratings is a platform bug: retry those only.
+                log.warning("platform answered without a result for %d of %d ratings; "
+                            "retrying those", len(missing), len(todo))
+                chunks[0] = missing
+                self._metrics.retries.inc()
+                retries += 1
+                attempt += 1
+                if self._stopping.wait(full_jitter(attempt - 1, cap=self._retry_cap_s)):
+                    return None
+                continue
+            chunks.pop(0)
+            attempt = 0
+        if retries:
+            log.info("platform answered after %d retries (%.1f s)", retries,
+                     time.monotonic() - started)
+        return results
 
     def _delay_after(self, error: PlatformError, attempt: int) -> float:
         if not error.retryable:

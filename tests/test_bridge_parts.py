@@ -383,3 +383,12 @@ def test_worker_retries_a_flaky_platform_until_every_rating_is_answered(
     assert {r.status for r in event.results.values()} == {"accepted"}
     assert retries(metrics) == 4
     assert took < 0.2 + 0.4 + 0.8 + 1.6 + 1.0  # backoff ceilings of the first 4 retries
+
+
+def test_worker_sends_halves_to_a_platform_that_refuses_big_requests(tmp_path: Path) -> None:
+    payloads = [encode(make_rating(f"421100-HG01-W0{n % 3 + 1}")) for n in range(10)]
+    with running_platform(tmp_path, max_batch=3) as platform:
+        event, _, metrics = run_worker(platform, payloads)
+        assert isinstance(event, BatchAnswered) and len(event.results) == 10
+        assert platform.control.counts()["total"] == 10
+        assert retries(metrics) == 3  # 10 -> 5 + 5 -> (2 + 3) + (2 + 3)
