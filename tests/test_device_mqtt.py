@@ -102,7 +102,10 @@ def test_malformed_and_foreign_receipts_remove_nothing(
 
 def test_broker_outages_lose_nothing_even_with_persistence_wiped(
         mosquitto: Mosquitto, device_factory: DeviceFactory) -> None:
-    device = device_factory(mosquitto.port, mqtt={"resend_after_s": 2.0}).start()
+    # resend_after_s is far longer than the test: whatever arrives after an outage was
+    # published again because the device reconnected.
+    proxy = MqttProxy(mosquitto, f"{PREFIX}/{DEVICE_ID}/rating")
+    device = device_factory(proxy.port, mqtt={"resend_after_s": 600}).start()
     bridges = [Watcher(mosquitto, auto_receipt=True)]
     rated: list[str] = []
     try:
@@ -119,19 +122,23 @@ def test_broker_outages_lose_nothing_even_with_persistence_wiped(
         mosquitto.start()
         assert backlog_becomes(device, 0, 20), device.log()
 
-        # 2. The bridge is away: the broker PUBACKs the ratings and queues them for the
+        # 2. The bridge is away: the broker PUBACKs two ratings and queues them for the
         # bridge's session; then it comes back with its disk wiped. PUBACK was not
-        # enough: the device still holds them and publishes them again.
+        # enough: the device still holds them and publishes them again on reconnect.
         bridges[0].close()
         for n in range(4, 6):
             rated.append(rate_case(device, f"C-{n}"))
+        assert wait_until(lambda: proxy.rating_publishes >= 6, 10)
         assert sim_status(device)["backlog"] == 2
+        proxy.refusing = True      # the device returns only once the new bridge listens
         mosquitto.restart(wipe_persistence=True)
         bridges.append(Watcher(mosquitto, auto_receipt=True))
+        proxy.refusing = False
         assert backlog_becomes(device, 0, 20), device.log()
     finally:
         for bridge in bridges:
             bridge.close()
+        proxy.close()
     arrived = {rid for bridge in bridges for rid in bridge.rating_ids()}
     assert set(rated) <= arrived
     assert set(rated[4:]) <= set(bridges[1].rating_ids())

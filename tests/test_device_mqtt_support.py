@@ -298,6 +298,7 @@ class MqttProxy:
         self.inflight: set[int] = set()
         self.max_inflight = 0
         self.rating_publishes = 0
+        self.refusing = False     # True: hang up on every new connection at once
         self._lock = threading.Lock()
         self._closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -308,7 +309,14 @@ class MqttProxy:
                 device, _ = self.listener.accept()
             except OSError:
                 return
-            broker = socket.create_connection((self.broker.host, self.broker.port))
+            if self.refusing:
+                device.close()
+                continue
+            try:
+                broker = socket.create_connection((self.broker.host, self.broker.port))
+            except OSError:      # the broker is down: so is the device's connection
+                device.close()
+                continue
             with self._lock:
                 self.inflight.clear()     # a new connection starts with nothing in flight
             threading.Thread(target=self._pipe, args=(device, broker, True),
