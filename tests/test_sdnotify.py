@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.bridge import BridgeProcess
 from tests.support.device import DeviceProcess
-from tests.support.mosquitto import Mosquitto, free_port
+from tests.support.mosquitto import Mosquitto
 from tests.support.platform import RunningPlatform
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ def test_device_notifies_ready_pings_watchdog_and_stops(tmp_path: Path,
         fake_systemd.collect(3 * WATCHDOG_S)
         assert device.sim is not None
         device.sim.press(5)
-        device.sim.wait_screen("thanks")
+        assert device.sim.wait_screen("thanks"), device.log()
         fake_systemd.collect(3 * WATCHDOG_S)
         assert_watchdog_kept(fake_systemd, ready_at)
         assert not any("STOPPING" in f for _, f in fake_systemd.received)
@@ -131,40 +132,20 @@ def test_device_notifies_ready_pings_watchdog_and_stops(tmp_path: Path,
         device.close()
 
 
-def bridge_config(path: Path, broker: Mosquitto, platform_url: str, http_port: int) -> None:
-    path.write_text(
-        "[mqtt]\n"
-        f'host = "{broker.host}"\nport = {broker.port}\nclient_id = "bridge-notify"\n'
-        "[platform]\n"
-        f'url = "{platform_url}"\n'
-        "[http]\n"
-        f'listen = "127.0.0.1:{http_port}"\n', encoding="utf-8")
-
-
 def test_bridge_notifies_ready_pings_watchdog_and_stops(
         tmp_path: Path, fake_systemd: FakeSystemd, mosquitto: Mosquitto,
         platform: RunningPlatform) -> None:
-    config = tmp_path / "bridge.toml"
-    bridge_config(config, mosquitto, platform.url, free_port())
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **fake_systemd.env}
-    log = tmp_path / "bridge.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "broker_bridge", "run", "--config",
-                                 str(config)], cwd=ROOT, env=env, stdout=out, stderr=out)
-    try:
+    with BridgeProcess(tmp_path / "bridge", mosquitto, platform.url,
+                       env=fake_systemd.env) as bridge:
+        bridge.start(wait_healthy=False)
         ready_at = fake_systemd.wait_for("READY", "1", timeout=10)
         fake_systemd.collect(6 * WATCHDOG_S)
         assert_watchdog_kept(fake_systemd, ready_at)
 
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        fake_systemd.wait_for("STOPPING", "1", timeout=STOP_LIMIT_S)
-        assert proc.wait(STOP_LIMIT_S) == 0, log.read_text()
-        assert time.monotonic() - sent < STOP_LIMIT_S
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        took = bridge.terminate(timeout=STOP_LIMIT_S)
+        fake_systemd.wait_for("STOPPING", "1", timeout=0.1)
+        assert bridge.returncode == 0, bridge.log_text()
+        assert took < STOP_LIMIT_S
 
 
 @pytest.mark.parametrize("daemon", ["device", "bridge"])

@@ -1,7 +1,8 @@
 """The systemd units, sysusers file and example device config we ship, checked with
 systemd's own tools: `systemd-analyze verify` (any output fails: unknown keys and bad
 values are only warnings with exit 0), `systemd-analyze security --offline`, and
-`systemd-sysusers` on a scratch root.
+`systemd-sysusers` on a scratch root; and both daemons really running under the
+units' MemoryDenyWriteExecute= rule.
 
 verify runs with `--root` on a scratch copy of this machine's system units plus stub
 programs at the units' ExecStart= paths (/opt/hcp/venv/bin/…): the units are checked
@@ -12,9 +13,12 @@ exactly as shipped, and nothing is written outside the test's temporary director
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import subprocess
+import sys
+import time
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
@@ -22,6 +26,11 @@ from pathlib import Path
 import pytest
 
 from device.config import parse_device_config
+from tests.support.bridge import BridgeProcess
+from tests.support.device import DeviceProcess
+from tests.support.mosquitto import Mosquitto
+from tests.support.platform import RunningPlatform
+from tests.support.ratings import FleetPublisher, make_rating
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMD = ROOT / "systemd"
@@ -246,3 +255,67 @@ def test_sysusers_creates_the_service_users_with_their_groups(tmp_path: Path) ->
     for group in words(device, "Service", "SupplementaryGroups"):
         assert "hcp-device" in groups[group][3].split(","), group
     assert groups["gpio"][2] == "997" and "pi" in groups["gpio"][3].split(",")
+
+
+# MemoryDenyWriteExecute=yes in both units: systemd enforces it with seccomp; Linux
+# 6.3+ has the same rule as prctl(PR_SET_MDWE), which lets a test run the real daemons
+# under it. Loaded through sitecustomize.py, before any of the daemon's imports.
+PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+SITECUSTOMIZE = f"""\
+import ctypes, os
+if ctypes.CDLL(None, use_errno=True).prctl({PR_SET_MDWE}, {PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0):
+    raise SystemExit("PR_SET_MDWE failed: " + os.strerror(ctypes.get_errno()))
+open(os.environ["HCP_TEST_MDWE_MARK"], "a").write(str(os.getpid()) + "\\n")
+"""
+
+
+def _mdwe_supported() -> bool:
+    probe = (f"import ctypes; raise SystemExit(ctypes.CDLL(None).prctl({PR_SET_MDWE}, "
+             f"{PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) != 0)")
+    return subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
+
+
+needs_mdwe = pytest.mark.skipif(not _mdwe_supported(), reason="kernel without PR_SET_MDWE")
+
+
+def mdwe_env(tmp_path: Path) -> dict[str, str]:
+    site = tmp_path / "mdwe-site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    return {"PYTHONPATH": f"{site}{os.pathsep}{ROOT}",
+            "HCP_TEST_MDWE_MARK": str(tmp_path / "mdwe-pids")}
+
+
+@needs_mdwe
+def test_device_runs_under_memory_deny_write_execute(tmp_path: Path) -> None:
+    env = mdwe_env(tmp_path)
+    device = DeviceProcess(tmp_path / "device", env=env)
+    try:
+        device.start()
+        assert device.proc is not None and device.sim is not None
+        assert str(device.proc.pid) in Path(env["HCP_TEST_MDWE_MARK"]).read_text().split()
+        device.sim.press(3)
+        assert device.sim.wait_screen("thanks"), device.log()  # stored (fsync'ed) first
+        assert device.stop() == 0, device.log()
+    finally:
+        device.close()
+
+
+@needs_mdwe
+def test_bridge_runs_under_memory_deny_write_execute(tmp_path: Path, mosquitto: Mosquitto,
+                                                    platform: RunningPlatform) -> None:
+    env = mdwe_env(tmp_path)
+    with BridgeProcess(tmp_path / "bridge", mosquitto, platform.url, env=env) as bridge:
+        bridge.start()  # healthy: connected, subscribed, serving /healthz
+        assert bridge.process is not None
+        assert str(bridge.process.pid) in Path(env["HCP_TEST_MDWE_MARK"]).read_text().split()
+        fleet = FleetPublisher(mosquitto.host, mosquitto.port)
+        try:
+            fleet.wait_published([fleet.publish_record(make_rating())])
+            deadline = time.monotonic() + 10
+            while platform.control.counts()["total"] < 1:
+                assert time.monotonic() < deadline, bridge.log_text()
+                time.sleep(0.05)
+        finally:
+            fleet.close()
+        assert bridge.terminate() < 5 and bridge.returncode == 0, bridge.log_text()
