@@ -185,6 +185,7 @@ def test_backlog_drains_through_a_bounded_window_while_new_ratings_go_first(
         seen_at_thanks = len(set(bridge.rating_ids()))
         assert seen_at_thanks < 300
         assert backlog_becomes(device, 0, 30), device.log()
+        assert 2 <= proxy.max_inflight <= 5, proxy.max_inflight
         order = bridge.rating_ids()
         old_ids = [r["rating_id"] for r in backlog]
         (new_id,) = set(order) - set(old_ids)
@@ -193,7 +194,23 @@ def test_backlog_drains_through_a_bounded_window_while_new_ratings_go_first(
         # The backlog left oldest first.
         first_seen = sorted(old_ids, key=order.index)
         assert first_seen == old_ids
-        assert 2 <= proxy.max_inflight <= 5, proxy.max_inflight
     finally:
         bridge.close()
         proxy.close()
+
+
+def test_mqtt_3_1_1_is_selectable(mosquitto: Mosquitto, device_factory: DeviceFactory
+                                  ) -> None:
+    bridge = Watcher(mosquitto, auto_receipt=True)
+    device = device_factory(mosquitto.port, mqtt={"protocol": "3.1.1"}).start()
+    try:
+        assert bridge.wait_for("status", lambda s: s["online"]), device.log()
+        rid = rate_case(device, "C-311")
+        assert bridge.wait_for("rating", lambda r: r["rating_id"] == rid)
+        assert backlog_becomes(device, 0, 10), device.log()
+        # mosquitto logs v3.1.1 as "p2"; c0 = not a clean session
+        assert f"as {DEVICE_ID} (p2, c0" in mosquitto.log_text()
+    finally:
+        bridge.close()
+    device.kill()
+    assert wait_until(lambda: retained_status(mosquitto) == {"online": False}, 10)
