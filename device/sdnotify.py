@@ -24,6 +24,8 @@ def watchdog_interval() -> float | None:
     """Seconds between WATCHDOG=1 pings (half of WATCHDOG_USEC), or None."""
     usec = os.environ.get("WATCHDOG_USEC")
     pid = os.environ.get("WATCHDOG_PID")
-    if not usec or not usec.isdigit() or (pid and pid.isdigit() and int(pid) != os.getpid()):
+    if not usec or not usec.isdigit() or int(usec) == 0:
+        return None
+    if pid and pid.isdigit() and int(pid) != os.getpid():
         return None
     return int(usec) / 2_000_000
