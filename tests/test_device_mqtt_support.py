@@ -69,7 +69,8 @@ class Watcher:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                   client_id=f"watcher-{uuid.uuid4().hex[:8]}",
                                   protocol=mqtt.MQTTv5)
-        self.client.reconnect_delay_set(0.05, 0.5)
+        # paho's hint says int, but it sleeps any number: come back fast after a restart.
+        self.client.reconnect_delay_set(0.05, 0.5)  # type: ignore[arg-type]
         if username is not None:
             self.client.username_pw_set(username, password)
         if tls_ca is not None:
@@ -99,7 +100,7 @@ class Watcher:
         with self._cond:
             self.seen.append(Seen(kind, body, bool(msg.retain), time.monotonic()))
             self._cond.notify_all()
-        if kind == "rating" and self.auto_receipt:
+        if kind == "rating" and self.auto_receipt and isinstance(body, dict):
             self.receipt([body["rating_id"]])
 
     # --- what the device said ------------------------------------------------------
