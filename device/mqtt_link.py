@@ -304,7 +304,9 @@ class MqttLink:
         while True:
             sock = client.socket()
             if sock is None:
-                return "connection lost"
+                # Before CONNACK: the broker hung up, or never answered within keepalive_s.
+                return "connection lost" if self.connected else \
+                    "no answer to CONNECT (connection closed before the broker accepted it)"
             if self._stop.is_set():
                 if stop_deadline is None:
                     if self.connected:

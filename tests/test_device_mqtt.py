@@ -214,3 +214,20 @@ def test_mqtt_3_1_1_is_selectable(mosquitto: Mosquitto, device_factory: DeviceFa
         bridge.close()
     device.kill()
     assert wait_until(lambda: retained_status(mosquitto) == {"online": False}, 10)
+
+
+def test_a_hung_broker_is_noticed_by_keepalive_and_nothing_is_lost(
+        mosquitto: Mosquitto, device_factory: DeviceFactory) -> None:
+    bridge = Watcher(mosquitto, auto_receipt=True)
+    device = device_factory(mosquitto.port, mqtt={"keepalive_s": 5}).start()
+    try:
+        assert bridge.wait_for("status", lambda s: s["online"]), device.log()
+        mosquitto.pause()          # sockets stay open, nothing answers
+        rid = rate_case(device, "C-HUNG")
+        # Noticed within about twice the keepalive, without any help from the broker.
+        assert wait_until(lambda: sim_status(device)["broker"] == "offline", 20), device.log()
+        mosquitto.resume()
+        assert backlog_becomes(device, 0, 30), device.log()
+        assert rid in bridge.rating_ids()
+    finally:
+        bridge.close()
