@@ -142,7 +142,8 @@ class MqttLink:
         self.last_error: str | None = None  # why the last attempt failed, for humans
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._outgoing: deque[_Request] = deque()
+        self._outgoing: deque[_Request] = deque()   # guarded by _outgoing_lock
+        self._outgoing_lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -210,7 +211,8 @@ class MqttLink:
         it follows once the broker answered; while disconnected, ticketed publishes are
         dropped (the daemon re-sends them after the next `MqttUp`)."""
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        self._outgoing.append(_Request(self.topics[kind], data, qos, retain, ticket))
+        with self._outgoing_lock:
+            self._outgoing.append(_Request(self.topics[kind], data, qos, retain, ticket))
         self._wake()
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -348,8 +350,11 @@ class MqttLink:
         return time.monotonic() + OFFLINE_STATUS_WAIT_S
 
     def _send_outgoing(self) -> None:
-        while self._outgoing:
-            req = self._outgoing.popleft()
+        while True:
+            with self._outgoing_lock:
+                if not self._outgoing:
+                    return
+                req = self._outgoing.popleft()
             try:
                 info = self.client.publish(req.topic, req.data, qos=req.qos, retain=req.retain)
             except (ValueError, RuntimeError) as e:
@@ -363,9 +368,10 @@ class MqttLink:
     def _drop_stale_requests(self) -> None:
         """On connection loss: ratings are re-sent by the daemon after MqttUp and telemetry
         is stale by then; events and other QoS ≥ 1 messages wait for the next connection."""
-        kept = [r for r in self._outgoing if r.ticket is None and r.qos > 0]
-        self._outgoing.clear()
-        self._outgoing.extend(kept)
+        with self._outgoing_lock:
+            kept = [r for r in self._outgoing if r.ticket is None and r.qos > 0]
+            self._outgoing.clear()
+            self._outgoing.extend(kept)
 
     def _drain_wake(self) -> None:
         try:
