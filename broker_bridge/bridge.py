@@ -50,7 +50,7 @@ from broker_bridge.sender import (
 
 log = logging.getLogger("hcp.bridge")
 
-DRAIN_S = 2.5             # on stop, wait this long for batches the platform is answering
+DRAIN_S = 2.0             # on stop, wait this long for batches the platform is answering
 ALERT_EVERY_S = 300.0     # repeat the "platform refuses" alert at most this often
 DEADLETTER_LOGS_PER_MIN = 20
 
