@@ -1,9 +1,9 @@
-"""A private mosquitto broker for tests, on a free loopback port, plus a throw-away test CA.
+"""A private mosquitto broker on a free loopback port, plus a throw-away test CA.
 
-Every MQTT test starts its own broker with its own config (never the system one on
-1883) and can stop, SIGKILL, freeze (SIGSTOP) and restart it on the same port, so
-outage behaviour is tested against the real thing. Typical use, via the fixtures in
-tests/conftest.py:
+The demo, the chaos runner, the benchmarks and every MQTT test start their own broker
+with its own config (never the system one on 1883) and can stop, SIGKILL, freeze
+(SIGSTOP) and restart it on the same port, so outage behaviour is exercised against the
+real thing. Typical use in tests, via the fixtures in tests/conftest.py:
 
     def test_something(mosquitto):            # plain listener, anonymous access
         client.connect(mosquitto.host, mosquitto.port)
@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-MOSQUITTO = "/usr/sbin/mosquitto"
-MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 HOST = "127.0.0.1"
 
 
 class BrokerError(RuntimeError):
-    """The test broker did not start or stop as asked; the message ends with its log."""
+    """The broker did not start or stop as asked; the message ends with its log."""
 
 
 def free_port(host: str = HOST) -> int:
@@ -253,7 +253,7 @@ class Mosquitto:
 
     def _write_files(self) -> None:
         lines = [
-            "# written by tests/support/mosquitto.py",
+            "# written by simulator/localbroker.py",
             f"user {pwd.getpwuid(os.getuid()).pw_name}",  # as root, do not drop to 'mosquitto'
             "per_listener_settings false",
             f"allow_anonymous {'false' if self.users else 'true'}",
