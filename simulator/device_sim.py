@@ -29,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from simulator.children import die_with_parent
 from simulator.simclient import SimClient, half_blocks
 from simulator.windowlink import LinkError, WindowServer
 
@@ -164,7 +165,7 @@ class DeviceSim:
         env = dict(os.environ)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "device.cli", "run", "--config", str(config_path)],
-            stdout=log, stderr=log, env=env, start_new_session=True)
+            stdout=log, stderr=log, env=env, preexec_fn=die_with_parent)
         log.close()
         sock = self.data_dir / "sim.sock"
         deadline = time.monotonic() + 15

@@ -1,0 +1,171 @@
+"""`hcp-sim demo` (`./hcp demo`): the whole chain on this machine, in one command.
+
+A private mosquitto on a free port, the reference platform, the bridge, and the
+interactive device simulator in the terminal. Every process it starts dies with it:
+Ctrl-C (or `q`) stops them all, and the kernel stops them if the demo itself is killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from simulator import device_sim
+from simulator.children import die_with_parent
+from simulator.localbroker import BrokerError, Mosquitto, free_port, wait_for_port
+
+
+class Chain:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.broker: Mosquitto | None = None
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.platform_url = ""
+        self.metrics_url = ""
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def start(self) -> None:
+        say("starting a private mosquitto …")
+        self.broker = Mosquitto(self.workdir / "broker").start()
+
+        port = free_port()
+        self.platform_url = f"http://127.0.0.1:{port}/api/ratings"
+        say(f"starting the reference platform on 127.0.0.1:{port} …")
+        self.spawn("platform", "simulator.cli", "platform", "--listen", f"127.0.0.1:{port}",
+                   "--db", str(self.workdir / "platform.db"))
+        if not wait_for_port("127.0.0.1", port, 15):
+            raise RuntimeError(f"the platform did not start; see {self.workdir}/platform.log")
+
+        http_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{http_port}/metrics"
+        bridge_toml = self.workdir / "bridge.toml"
+        bridge_toml.write_text(
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker.port}\n'
+            f'client_id = "hcp-bridge-demo"\n'
+            f'[platform]\nurl = "{self.platform_url}"\n'
+            f'[http]\nlisten = "127.0.0.1:{http_port}"\n', encoding="utf-8")
+        say("starting the bridge …")
+        self.spawn("bridge", "broker_bridge.cli", "run", "--config", str(bridge_toml))
+        if not _wait_healthy(f"http://127.0.0.1:{http_port}/healthz", 15):
+            raise RuntimeError(f"the bridge did not become healthy; see "
+                               f"{self.workdir}/bridge.log")
+
+    def stop(self) -> list[str]:
+        """Stop everything, newest first; return the names of what had to be killed."""
+        killed = []
+        for name, proc in reversed(list(self.procs.items())):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(6)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    killed.append(name)
+        if self.broker is not None:
+            try:
+                self.broker.stop()
+            except BrokerError:
+                killed.append("mosquitto")
+        return killed
+
+    def platform_counts(self) -> dict[str, Any] | None:
+        base = self.platform_url.split("/api/")[0]
+        try:
+            with urllib.request.urlopen(base + "/api/counts", timeout=2) as r:
+                counts: dict[str, Any] = json.load(r)
+                return counts
+        except (OSError, ValueError):
+            return None
+
+
+def _wait_healthy(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def say(text: str) -> None:
+    print(f"hcp demo: {text}", flush=True)
+
+
+INTRO = """
+The evaluator's screen is drawn below, pixel for pixel. Try:
+  c      the window finishes a case (办结): the prompt appears
+  1 … 5  rate it (5 非常满意 … 1 非常不满意; 1 or 2 then asks for a reason)
+  1 … 5  on idle: rate the window without a case
+  p / l  pause-resume the window, clerk login-logout      q or Ctrl-C: quit
+The status line shows the broker link, the device's backlog and the platform's count.
+"""
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="hcp-sim demo", description=__doc__)
+    p.add_argument("--dir", help="working directory for logs and data (default: a new "
+                                 "temporary one)")
+    p.add_argument("--no-ui", action="store_true",
+                   help="start the chain and wait (for scripts); Ctrl-C stops it")
+    args = p.parse_args(argv)
+    workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="hcp-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    chain = Chain(workdir)
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    code = 0
+    try:
+        chain.start()
+        assert chain.broker is not None
+        say(f"broker 127.0.0.1:{chain.broker.port}, platform {chain.platform_url}, "
+            f"bridge metrics {chain.metrics_url}")
+        say(f"logs and data in {workdir}")
+        print(INTRO, flush=True)
+        if args.no_ui:
+            say("running; Ctrl-C stops everything")
+            while all(proc.poll() is None for proc in chain.procs.values()):
+                time.sleep(0.5)
+            say("a process of the chain exited; stopping")
+        else:
+            time.sleep(1.5)  # let the instructions be read before the screen takes over
+            sim_args = ["--broker", f"127.0.0.1:{chain.broker.port}", "--platform",
+                        chain.platform_url, "--data-dir", str(workdir / "device")]
+            device_sim.main(sim_args)
+    except KeyboardInterrupt:
+        pass
+    except (RuntimeError, BrokerError) as e:
+        say(str(e))
+        code = 1
+    finally:
+        counts = chain.platform_counts()
+        killed = chain.stop()
+        if counts is not None:
+            say(f"the platform counted {counts.get('total', 0)} rating(s): "
+                f"好评 {counts.get('good', 0)}, 差评 {counts.get('bad', 0)}")
+        if killed:
+            say("had to SIGKILL: " + ", ".join(killed))
+        say("everything stopped")
+    return code

@@ -1,0 +1,150 @@
+"""`hcp-sim device` and `hcp-sim demo` driven as a person would: in a pseudo-terminal,
+keys in, screen text out; and nothing left running after Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.device import ROOT
+
+ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class Pty:
+    """A program on a pseudo-terminal: `send` keys, `expect` text (ANSI codes removed)."""
+
+    def __init__(self, argv: list[str], cwd: Path, cols: int = 140, rows: int = 50) -> None:
+        pid, fd = pty.fork()
+        if pid == 0:  # child
+            os.chdir(cwd)
+            env = dict(os.environ, PYTHONPATH=str(cwd), COLUMNS=str(cols), LINES=str(rows),
+                       TERM="xterm")
+            os.execvpe(argv[0], argv, env)
+        self.pid, self.fd = pid, fd
+        self.seen = b""
+        self.status: int | None = None
+
+    def send(self, keys: str) -> None:
+        os.write(self.fd, keys.encode())
+
+    def _read(self, timeout: float) -> None:
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if ready:
+            try:
+                self.seen += os.read(self.fd, 65536)
+            except OSError:  # the child closed the terminal
+                time.sleep(timeout)
+
+    def text(self) -> str:
+        return ANSI.sub(b"", self.seen).decode("utf-8", "replace")
+
+    def expect(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        mark = len(self.text())
+        while time.monotonic() < deadline:
+            self._read(0.1)
+            m = re.compile(pattern).search(self.text(), mark)
+            if m:
+                return m
+        raise AssertionError(f"{pattern!r} not seen in:\n{self.text()[-3000:]}")
+
+    def wait(self, timeout: float = 15.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._read(0.05)
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = os.waitstatus_to_exitcode(status)
+                return self.status
+        raise AssertionError(f"still running after {timeout} s:\n{self.text()[-2000:]}")
+
+    def close(self) -> None:
+        if self.status is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        os.close(self.fd)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, from /proc (children re-parented by setpgrp included)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents[int(entry)] = ppid
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture
+def term_factory() -> Iterator[list[Pty]]:
+    terms: list[Pty] = []
+    yield terms
+    for t in terms:
+        t.close()
+
+
+def test_device_simulator_in_a_terminal(tmp_path: Path, term_factory: list[Pty]) -> None:
+    t = Pty([sys.executable, "-m", "simulator.cli", "device", "--data-dir", str(tmp_path),
+             "--broker", "127.0.0.1:9"], ROOT)
+    term_factory.append(t)
+    t.expect(r"screen: idle .*欢迎")
+    assert "▀" in t.text() or "█" in t.text(), "the OLED is drawn with half blocks"
+    t.send("c")
+    t.expect(r"screen: prompt\s+case \d+ \| .*请您对本次服务进行评价")
+    t.send("2")
+    t.expect(r"screen: reasons .*服务态度")
+    t.send("5")
+    t.expect(r"screen: thanks \| 感谢您的评价")
+    t.expect(r"← rated \d+ 2 不满意")
+    t.send("q")
+    assert t.wait() == 0
+    assert "stopped" in t.text()
+
+
+def test_demo_counts_a_rating_and_leaves_nothing_behind(tmp_path: Path,
+                                                        term_factory: list[Pty]) -> None:
+    t = Pty([sys.executable, "-m", "simulator.cli", "demo", "--dir", str(tmp_path)], ROOT)
+    term_factory.append(t)
+    t.expect(r"screen: idle", timeout=40)
+    children = descendants(t.pid)
+    assert len(children) >= 4, "broker, platform, bridge and the device daemon"
+    t.send("c")
+    t.expect(r"screen: prompt")
+    t.send("4")
+    t.expect(r"platform 1\b", timeout=20)
+    t.send("\x03")  # Ctrl-C
+    assert t.wait(20) == 0
+    assert "the platform counted 1 rating" in t.text()
+    survivors = [p for p in children if alive(p)]
+    assert not survivors, f"left running: {survivors}"
