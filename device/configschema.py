@@ -7,6 +7,7 @@ wrong"), so a technician fixes a broken file in one round instead of one per sta
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ def _type_ok(value: Any, kind: type | tuple[type, ...]) -> bool:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if isinstance(value, bool):
         return bool in kinds
+    if isinstance(value, float) and not math.isfinite(value):
+        return False  # TOML allows nan and inf; no setting of ours means either
     if float in kinds and isinstance(value, int):
         return True
     return isinstance(value, kinds)

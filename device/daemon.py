@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import signal
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -201,10 +203,27 @@ class Daemon:
         )
 
     def install_signal_handlers(self) -> None:
-        def handler(signum: int, _frame: Any) -> None:
-            self.request_stop(signal.Signals(signum).name)
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        """SIGTERM/SIGINT become a Stop event on the queue.
+
+        The kernel may deliver the signal to any thread; Python runs its handler only
+        in the main thread, and only once that thread wakes up — which it would not,
+        blocked in queue.get until its next deadline. The C-level handler always writes
+        to the wakeup fd, whatever thread it runs on, so a small thread waiting on that
+        fd turns the signal into an event at once."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+        def relay() -> None:
+            while True:
+                data = os.read(read_fd, 1)
+                if not data:
+                    return
+                self.request_stop(signal.Signals(data[0]).name)
+
+        threading.Thread(target=relay, name="signals", daemon=True).start()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: None)  # the relay thread does the work
 
     # --- the loop ---------------------------------------------------------------
 
