@@ -49,6 +49,7 @@ log = logging.getLogger("hcp.device")
 
 RATING_ID_LEN = 32
 CLOCK_CHECK_S = 15.0
+SERIAL_EVENT_EVERY_S = 60.0
 EVENT_BUFFER = 256
 
 
@@ -165,6 +166,8 @@ class Daemon:
         self._next_telemetry = 0.0
         self._next_clock_check = 0.0
         self._next_forget = 0.0
+        self._next_serial_event = 0.0
+        self._serial_errors_unreported: Counter[str] = Counter()
         self._clock_synced: bool | None = None
 
     # --- thread-safe door ---------------------------------------------------
@@ -486,6 +489,13 @@ class Daemon:
                                 result.detail, "" if result.nak else " (no answer)")
         if result.nak is not None and result.seq is not None:
             self.writer.send(nak(result.seq, result.nak))
+        # One `serial_error` event per minute at most, with what was seen since the last.
+        self._serial_errors_unreported[result.error] += 1
+        if ev.t >= self._next_serial_event:
+            self._next_serial_event = ev.t + SERIAL_EVENT_EVERY_S
+            self._event("serial_error", {"last": result.error, "detail": result.detail[:120],
+                                         "counts": dict(self._serial_errors_unreported)})
+            self._serial_errors_unreported.clear()
 
     def _execute(self, actions: list[Action]) -> None:
         for i, action in enumerate(actions):
