@@ -32,7 +32,7 @@ def test_case_to_durable_rating(device: DeviceProcess) -> None:
     device.start()
     w, sim = device.window, device.sim
     assert w is not None and sim is not None
-    hello = w.wait_for(lambda f: f["type"] == "hello", 5)
+    hello = device.hello  # start() waits for it: the window must not talk before it
     assert hello is not None and hello["device_id"] == device.device_id
 
     seq = w.send("case_completed", case_id="2026112500017", service_code="11421100MB1",

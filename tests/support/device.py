@@ -74,6 +74,7 @@ class DeviceProcess:
     proc: subprocess.Popen[bytes] | None = None
     sim: SimClient | None = None
     starts: int = 0
+    hello: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -116,9 +117,16 @@ class DeviceProcess:
                 raise TimeoutError(f"hcp-device did not open its sim socket:\n{self.log()}")
             time.sleep(0.02)
         self.sim = SimClient(self.sock_path, timeout=max(0.1, deadline - time.monotonic()))
-        if wait_hello and not self.window.wait_connected(max(0.1, deadline - time.monotonic()),
-                                                          after=connections):
-            raise TimeoutError(f"hcp-device did not connect its serial link:\n{self.log()}")
+        if wait_hello:
+            # Wait for `hello`, not just the TCP connection: pyserial flushes its input
+            # when it opens the port, so a frame sent before `hello` may be discarded.
+            if not self.window.wait_connected(max(0.1, deadline - time.monotonic()),
+                                              after=connections):
+                raise TimeoutError(f"hcp-device did not connect its serial link:\n{self.log()}")
+            self.hello = self.window.wait_for(lambda f: f.get("type") == "hello",
+                                              max(0.1, deadline - time.monotonic()))
+            if self.hello is None:
+                raise TimeoutError(f"hcp-device sent no hello:\n{self.log()}")
         return self
 
     def log(self) -> str:
