@@ -314,7 +314,7 @@ def parse_device_config(path: Path, data: dict[str, Any]) -> DeviceConfig:
         device=DeviceSection(d["id"], d["region_code"], d["hall_id"], d["window_id"],
                              d["window_name"], Path(d["data_dir"])),
         serial=SerialSection(s["port"], s["baudrate"], s["require_crc"], s["reopen_s"]),
-        input=InputSection(kind, pins, i["pull_up"], i["bounce_ms"], i["touch_device"], zones),
+        input=InputSection(str(kind), pins, i["pull_up"], i["bounce_ms"], i["touch_device"], zones),
         display=DisplaySection(disp["kind"], disp["font"], disp["i2c_port"],
                                disp["i2c_address"], disp["rotate"], disp["contrast"]),
         indicators=IndicatorsSection(ind["kind"], leds, ind["buzzer"]),

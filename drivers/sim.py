@@ -16,7 +16,7 @@ import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from device.core.model import KeyDown, KeyUp, Screen
 from drivers.base import Emit, MonotonicClock
@@ -199,7 +199,7 @@ class SimServer:
         timer.start()
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 

@@ -105,7 +105,7 @@ class Evaluator:
         self.active: Interaction | None = None
         self.paused = False
         self.pause_reason: str | None = None
-        self.staff: dict[str, str] | None = None
+        self.staff: dict[str, str | None] | None = None
         self.offline = False
         self.thanks_until: float | None = None
         self.thanks_level: int | None = None
@@ -398,16 +398,15 @@ class Evaluator:
         act = self.active
         if act is None:
             return replace(base, spontaneous=s.allow_spontaneous)
-        remaining = max(0, math.ceil(act.deadline - t))
         case = act.case
-        common = dict(case_id=case.case_id if case else None,
-                      service_name=case.fields.get("service_name") if case else None,
-                      remaining_s=remaining, spontaneous=case is None, offline=False)
+        shown = replace(base, case_id=case.case_id if case else None,
+                        service_name=case.fields.get("service_name") if case else None,
+                        remaining_s=max(0, math.ceil(act.deadline - t)),
+                        spontaneous=case is None, offline=False)
         if act.stage == "prompt":
             options = tuple(Option(lvl, LEVEL_LABELS[lvl]) for lvl in (5, 4, 3, 2, 1))
-            return replace(base, name="prompt", options=options, **common)  # type: ignore[arg-type]
-        return replace(base, name="reasons", level=act.level,  # type: ignore[arg-type]
-                       options=self._reason_options(), **common)
+            return replace(shown, name="prompt", options=options)
+        return replace(shown, name="reasons", level=act.level, options=self._reason_options())
 
     def _reason_options(self) -> tuple[Option, ...]:
         reasons = self.settings.reasons[:len(REASON_KEYS)]
