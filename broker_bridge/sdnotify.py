@@ -1,42 +1,5 @@
-"""The systemd notify protocol without a dependency: READY=1, WATCHDOG=1, STOPPING=1.
+"""The systemd notify protocol, shared with the device daemon (device/sdnotify.py)."""
 
-Both daemons use it (the device daemon imports it from here). Without NOTIFY_SOCKET
-(not started by systemd, or Type=simple) every call is a harmless no-op.
-"""
+from device.sdnotify import notify, watchdog_interval
 
-from __future__ import annotations
-
-import os
-import socket
-
-
-def notify(state: str) -> bool:
-    """Send `state` (e.g. "READY=1", "STATUS=connected", "WATCHDOG=1") to systemd.
-
-    Returns True when a message was sent, False when there is no NOTIFY_SOCKET or it
-    cannot be reached (systemd restarting, socket gone): never raises.
-    """
-    address = os.environ.get("NOTIFY_SOCKET", "")
-    if not address:
-        return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]  # abstract namespace
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.connect(address)
-            sock.sendall(state.encode("utf-8"))
-        return True
-    except OSError:
-        return False
-
-
-def watchdog_interval() -> float | None:
-    """How often to send WATCHDOG=1 (seconds): half of WATCHDOG_USEC, or None when the
-    watchdog is off or meant for another process (WATCHDOG_PID)."""
-    usec = os.environ.get("WATCHDOG_USEC", "")
-    pid = os.environ.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or int(usec) == 0:
-        return None
-    if pid and pid.isdigit() and int(pid) != os.getpid():
-        return None
-    return int(usec) / 2 / 1_000_000
+__all__ = ["notify", "watchdog_interval"]

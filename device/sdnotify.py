@@ -1,4 +1,8 @@
-"""The systemd notify protocol without a dependency: READY=1, WATCHDOG=1, STOPPING=1."""
+"""The systemd notify protocol without a dependency: READY=1, WATCHDOG=1, STOPPING=1.
+
+Both daemons use it (the bridge through broker_bridge.sdnotify). Without NOTIFY_SOCKET
+(not started by systemd, or Type=simple) every call is a harmless no-op.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +11,32 @@ import socket
 
 
 def notify(state: str) -> bool:
-    """Send `state` to $NOTIFY_SOCKET; False when not under systemd or on failure."""
-    path = os.environ.get("NOTIFY_SOCKET")
-    if not path:
+    """Send `state` (e.g. "READY=1", "STATUS=connected", "WATCHDOG=1") to systemd.
+
+    Returns True when a message was sent, False when there is no NOTIFY_SOCKET or it
+    cannot be reached (systemd restarting, socket gone): never raises.
+    """
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
         return False
-    address = "\0" + path[1:] if path.startswith("@") else path
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(state.encode(), address)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode("utf-8"))
+        return True
     except OSError:
         return False
-    return True
 
 
 def watchdog_interval() -> float | None:
-    """Seconds between WATCHDOG=1 pings (half of WATCHDOG_USEC), or None."""
-    usec = os.environ.get("WATCHDOG_USEC")
-    pid = os.environ.get("WATCHDOG_PID")
-    if not usec or not usec.isdigit() or int(usec) == 0:
+    """How often to send WATCHDOG=1 (seconds): half of WATCHDOG_USEC, or None when the
+    watchdog is off or meant for another process (WATCHDOG_PID)."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    pid = os.environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0:
         return None
     if pid and pid.isdigit() and int(pid) != os.getpid():
         return None
-    return int(usec) / 2_000_000
+    return int(usec) / 2 / 1_000_000
