@@ -21,6 +21,7 @@ from typing import Any, Literal, Self
 import serial
 
 from device.protocol import MAX_LINE, crc16
+from drivers.serial_link import LineSplitter
 
 CrcMode = Literal["ok", "bad", "none"]
 FramePredicate = Callable[[dict[str, Any]], bool]
@@ -125,34 +126,6 @@ def _parse(body: bytes) -> tuple[dict[str, Any] | None, str | None, str]:
             or isinstance(seq, bool)):
         return obj, "bad_frame", "not a JSON object with string type and integer seq"
     return obj, None, ""
-
-
-class LineSplitter:
-    """Cuts a byte stream into lines at b"\\n"; an overlong line comes out once, cut just
-    past the frame limit (so it is reported as too long), and the rest is skipped."""
-
-    def __init__(self) -> None:
-        self._pending = bytearray()
-        self._skipping = False
-
-    def feed(self, data: bytes) -> list[bytes]:
-        lines: list[bytes] = []
-        *complete, tail = data.split(b"\n")
-        for piece in complete:
-            if self._skipping:
-                # The end of an overlong line already reported.
-                self._skipping = False
-                continue
-            self._pending += piece
-            lines.append(bytes(self._pending[:MAX_LINE + 2]))
-            self._pending.clear()
-        if not self._skipping:
-            self._pending += tail
-            if len(self._pending) > MAX_LINE + 2:
-                lines.append(bytes(self._pending[:MAX_LINE + 2]))
-                self._pending.clear()
-                self._skipping = True
-        return lines
 
 
 # --- sending ------------------------------------------------------------------------
