@@ -157,6 +157,10 @@ class Daemon:
         self.serial_log = RateLimitedLog(log)
         self.core: Evaluator | None = None
         self.on_ready: Callable[[], None] | None = None
+        # Observers for in-process tools (hcp-sim fleet), called on the loop's thread:
+        # a rating is durably stored; receipts removed these ratings ({rating_id: status}).
+        self.on_stored: Callable[[dict[str, Any]], None] | None = None
+        self.on_receipted: Callable[[dict[str, str]], None] | None = None
         self.delivery = Delivery(config.mqtt.resend_after_s, config.mqtt.max_inflight)
         self.link: MqttLink | None = None
         if mqtt:
@@ -348,7 +352,7 @@ class Daemon:
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as e:
             log.warning("ignoring malformed receipt message: %s", e)
             return
-        done: list[str] = []
+        done: dict[str, str] = {}
         for r in receipts:
             if not isinstance(r, dict):
                 continue
@@ -368,7 +372,7 @@ class Daemon:
                     self.outbox.record_rejected(rating, error)
                 except StorageError as e:
                     log.error("outbox: could not record rejected rating %s: %s", rid, e)
-            done.append(rid)
+            done[rid] = status
         if not done:
             return
         try:
@@ -381,6 +385,8 @@ class Daemon:
             self.delivery.receipted(rid)
         self.stats.receipts += len(done)
         self.stats.backlog = len(self.outbox)
+        if self.on_receipted:
+            self.on_receipted(done)
 
     def _stored_settings(self) -> Any:
         stored = self.outbox.get_setting("remote_config")
@@ -529,6 +535,8 @@ class Daemon:
         r = action.rating
         self.delivery.added(r["rating_id"])
         self.stats.backlog += 1
+        if self.on_stored:
+            self.on_stored(r)
         log.info("rating stored: %s level=%s trigger=%s case=%s", r["rating_id"], r["level"],
                  r["trigger"], action.case_id or "-")
 

@@ -322,19 +322,28 @@ class MqttLink:
                 self._send_outgoing()
             timeout = 1.0
             if isinstance(sock, ssl.SSLSocket) and sock.pending():
-                timeout = 0.0  # bytes already decrypted: select() would not see them
+                timeout = 0.0  # bytes already decrypted: poll() would not see them
+            # poll, not select: select() cannot watch a descriptor numbered 1024 or more,
+            # which a process running hundreds of links (hcp-sim fleet) soon has.
+            poller = select.poll()
             try:
-                readable, writable, _ = select.select(
-                    [sock, self._wake_r], [sock] if client.want_write() else [], [], timeout)
+                poller.register(self._wake_r, select.POLLIN)
+                poller.register(sock, select.POLLIN
+                                | (select.POLLOUT if client.want_write() else 0))
+                ready = dict(poller.poll(timeout * 1000))
+                sock_events = ready.get(sock.fileno(), 0)
             except (OSError, ValueError):
                 return "connection lost"
-            if self._wake_r in readable:
+            if ready.get(self._wake_r.fileno(), 0) & select.POLLIN:
                 self._drain_wake()
+            if sock_events & select.POLLNVAL:
+                return "connection lost"
             rc = MQTTErrorCode.MQTT_ERR_SUCCESS
-            if sock in readable or timeout == 0.0:
+            if sock_events & (select.POLLIN | select.POLLHUP | select.POLLERR) or \
+                    timeout == 0.0:
                 rc = client.loop_read()
             if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.socket() is not None and \
-                    (sock in writable or client.want_write()):
+                    (sock_events & select.POLLOUT or client.want_write()):
                 rc = client.loop_write()
             if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.socket() is not None:
                 rc = client.loop_misc()   # keepalive: pings, and a dead broker is noticed
