@@ -1,0 +1,191 @@
+"""`hcp-sim fleet`: many virtual evaluators in one process, for load and soak tests of the
+broker and the bridge. Each is the real daemon with its own outbox (docs/fleet.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from simulator.fleet_run import Fleet, FleetOptions, FleetResult
+from simulator.fleet_stats import Progress
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+    return parse
+
+
+def _thanks(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.1 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"must be 0.1..60 like [ui] thanks_s, got {text}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hcp-sim fleet",
+        description="Run N virtual evaluators (the real daemon, each with its own outbox) "
+                    "against a broker and bridge; press keys at a total rate, wait until "
+                    "every rating is receipted, print a summary. Exit 0 only if every "
+                    "rating was receipted (none rejected).")
+    p.add_argument("--devices", type=_positive(int), default=10, metavar="N",
+                   help="virtual devices (default 10)")
+    p.add_argument("--rate", type=_positive(float), default=10.0, metavar="R",
+                   help="ratings per second across the whole fleet (default 10)")
+    p.add_argument("--count", type=_positive(int), metavar="N",
+                   help="stop after N ratings in total")
+    p.add_argument("--duration", type=_positive(float), metavar="S",
+                   help="stop sending after S seconds (default 10 when --count is not given)")
+    p.add_argument("--poisson", action="store_true",
+                   help="Poisson arrivals instead of even spacing")
+    p.add_argument("--broker", type=_host_port, default=("127.0.0.1", 1883),
+                   metavar="HOST:PORT", help="MQTT broker (default 127.0.0.1:1883)")
+    p.add_argument("--prefix", default="hcp/v1", help="topic prefix (default hcp/v1)")
+    p.add_argument("--username", default="", help="broker user name (all devices)")
+    p.add_argument("--password-file", default="", help="file holding the broker password")
+    p.add_argument("--device-prefix", default="FLEET", metavar="TEXT",
+                   help="device ids are TEXT-0001, TEXT-0002, … (default FLEET)")
+    p.add_argument("--region", default="000000", help="region_code of the ratings")
+    p.add_argument("--hall", default="FLEET", help="hall_id of the ratings")
+    p.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="outboxes go to DIR/<device id> and are kept (default: a temporary "
+                        "directory, removed at the end)")
+    p.add_argument("--drain-timeout", type=float, default=60.0, metavar="S",
+                   help="after sending, wait up to S seconds for every receipt (default 60)")
+    p.add_argument("--connect-timeout", type=_positive(float), default=30.0, metavar="S",
+                   help="wait up to S seconds for every device to connect (default 30)")
+    p.add_argument("--resend-after", type=_positive(float), default=300.0, metavar="S",
+                   help="the devices' [mqtt] resend_after_s (default 300)")
+    p.add_argument("--max-inflight", type=_positive(int), default=20, metavar="N",
+                   help="the devices' [mqtt] max_inflight (default 20)")
+    p.add_argument("--telemetry", type=_positive(float), default=60.0, metavar="S",
+                   help="the devices' [mqtt] telemetry_s (default 60)")
+    p.add_argument("--thanks", type=_thanks, default=0.1, metavar="S",
+                   help="the devices' [ui] thanks_s: how long a device is busy after a "
+                        "rating (default 0.1)")
+    p.add_argument("--seed", type=int, help="seed for levels, reasons and arrivals")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--log-level", default="WARNING",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="log level of the devices (stderr; default WARNING)")
+    return p
+
+
+class ProgressLine:
+    """One line on stderr, rewritten in place on a terminal, once a second otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.dirty = False
+
+    def __call__(self, phase: str, p: Progress, rate: float, connected: int) -> None:
+        line = (f"{phase:<10} connected {connected:>5}  sent {p.sent:>7}  "
+                f"receipted {p.receipted:>7}  pending {p.pending:>6}  {rate:7.1f}/s")
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + line)
+            self.dirty = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.dirty:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.dirty = False
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:g} ms"
+
+
+def human_summary(result: FleetResult) -> str:
+    s = result.summary()
+    lat = result.latency_ms
+    st = result.statuses
+    lines = [
+        f"devices    {s['devices']} ({s['connected']} connected in {s['connect_s']:g} s)",
+        f"sent       {s['sent']} ratings in {s['send_s']:g} s: {s['rate_achieved']:g}/s "
+        f"(asked {s['rate_asked']:g}/s)",
+        f"receipted  {s['receipted']} (accepted {st.get('accepted', 0)}, duplicate "
+        f"{st.get('duplicate', 0)}, rejected {st.get('rejected', 0)}) "
+        f"after draining {s['drain_s']:g} s",
+        f"pending    {s['pending']}",
+        f"latency    press → receipt: p50 {_ms(lat.get('p50'))}, p90 {_ms(lat.get('p90'))}, "
+        f"p99 {_ms(lat.get('p99'))}, max {_ms(lat.get('max'))}",
+    ]
+    if result.ignored_presses:
+        lines.append(f"ignored    {result.ignored_presses} press(es) never became a rating")
+    if result.carried_over:
+        lines.append(f"earlier    {result.carried_over} rating(s) left by an earlier run "
+                     f"were receipted")
+    if result.backlog_left:
+        lines.append(f"left       {result.backlog_left} rating(s) still in the outboxes")
+    for error in result.device_errors[:10]:
+        lines.append(f"error      {error}")
+    if result.problem:
+        lines.append(f"problem    {result.problem}")
+    if result.interrupted:
+        lines.append("interrupted")
+    lines.append("result     " + ("OK: every rating receipted" if result.ok else "FAILED"))
+    return "\n".join(lines)
+
+
+def options_from(args: argparse.Namespace) -> FleetOptions:
+    duration = args.duration
+    if duration is None and args.count is None:
+        duration = 10.0
+    host, port = args.broker
+    return FleetOptions(
+        devices=args.devices, rate=args.rate, count=args.count, duration_s=duration,
+        host=host, port=port, prefix=args.prefix, device_prefix=args.device_prefix,
+        region_code=args.region, hall_id=args.hall, data_dir=args.data_dir,
+        drain_timeout_s=max(0.0, args.drain_timeout), connect_timeout_s=args.connect_timeout,
+        resend_after_s=args.resend_after, max_inflight=args.max_inflight,
+        telemetry_s=args.telemetry, thanks_s=args.thanks, poisson=args.poisson,
+        seed=args.seed, username=args.username, password_file=args.password_file)
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=args.log_level,
+                        format="%(levelname)s %(name)s: %(message)s")
+    progress = None if args.quiet else ProgressLine(sys.stderr)
+    try:
+        result = Fleet(options_from(args), on_progress=progress).run()
+    finally:
+        if progress is not None:
+            progress.end()
+    if args.json:
+        print(json.dumps(result.summary(), ensure_ascii=False))
+    else:
+        print(human_summary(result))
+    if result.interrupted:
+        return 130
+    return 0 if result.ok else 1
