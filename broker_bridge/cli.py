@@ -9,6 +9,7 @@ import sys
 COMMANDS = {
     "run": ("broker_bridge.run", "forward ratings from the broker to the platform"),
     "leave": ("broker_bridge.leave", "end this bridge's broker session (leaving a group)"),
+    "watch": ("broker_bridge.watch.main", "raise early-warning alerts on {prefix}/alerts"),
 }
 
 

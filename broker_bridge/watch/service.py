@@ -1,0 +1,249 @@
+"""The watcher process around the pure core: MQTT messages in (a plain subscription to
+every device's rating, status, telemetry and event topics), alerts out on
+`{prefix}/alerts` and the webhook, the state saved atomically.
+
+One loop owns the core. paho's network thread only puts messages on a queue; hostile
+payloads are logged (a few a minute) and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from broker_bridge.mqtt_link import Incoming, LinkDown, LinkEvent, LinkFactory, LinkUp, MqttLink
+from broker_bridge.record import DEVICE_ID_RE, InvalidRecord, decode_json_object, parse_rating
+from broker_bridge.watch.alerts import alert_payload
+from broker_bridge.watch.config import WatchConfig
+from broker_bridge.watch.model import (
+    Alert,
+    BrokerLink,
+    EventSeen,
+    RatingSeen,
+    StatusSeen,
+    TelemetrySeen,
+    Tick,
+    WatchEvent,
+)
+from broker_bridge.watch.rules import Watcher
+from broker_bridge.watch.state import StateError, load_state, save_state
+from broker_bridge.watch.webhook import Webhook
+
+log = logging.getLogger("hcp.watch")
+
+MAX_DEVICE_MESSAGE = 64 * 1024
+SKIPPED_LOGS_PER_MIN = 20
+
+
+class _Wakeup:
+    pass
+
+
+class WatchService:
+    """Owns the MQTT link, the core and the state file."""
+
+    def __init__(self, config: WatchConfig, clock: Callable[[], float] = time.time,
+                 link_factory: LinkFactory = MqttLink, tick_s: float = 1.0) -> None:
+        self.config = config
+        self._clock = clock
+        self._tick_s = tick_s
+        self._prefix = config.mqtt.prefix
+        self._events: queue.SimpleQueue[LinkEvent | _Wakeup] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self.watcher = self._load_core()
+        self.link = link_factory(config.mqtt, self.subscriptions(), self._events.put,
+                                 lambda topic: False)
+        w = config.watch
+        self._webhook = (Webhook(w.webhook_url, w.webhook_timeout_s, w.webhook_token_file)
+                         if w.webhook_url else None)
+        self._last_save = time.monotonic()
+        self._save_failing = False
+        self._skip_log = (0.0, 0)
+        self.alerts_sent = 0
+        self.ticks = 0  # ticks run so far (tests wait for one after moving their clock)
+
+    def _load_core(self) -> Watcher:
+        c, w = self.config, self.config.watch
+        snapshot = load_state(w.state_file)
+        if snapshot is not None:
+            try:
+                core = Watcher(c.rules, c.calendar, w.dedupe_per_device, snapshot)
+                log.info("state loaded from %s: %d devices, %d open alerts", w.state_file,
+                         len(core.devices), len(core.open))
+                return core
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                log.error("state file %s cannot be used (%s); starting afresh", w.state_file,
+                          str(e)[:200])
+        return Watcher(c.rules, c.calendar, w.dedupe_per_device)
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        p = self._prefix
+        return [(f"{p}/+/rating", 1), (f"{p}/+/status", 1), (f"{p}/+/telemetry", 0),
+                (f"{p}/+/event", 1)]
+
+    @property
+    def healthy(self) -> bool:
+        return self.link.healthy
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler or any thread."""
+        self._stop.set()
+        self._events.put(_Wakeup())
+
+    def run(self, on_tick: Callable[[], None] | None = None) -> None:
+        if self._webhook is not None:
+            self._webhook.start()
+        self.link.start()
+        next_tick = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                try:
+                    item = self._events.get(timeout=max(0.0, next_tick - time.monotonic()))
+                except queue.Empty:
+                    item = None
+                if isinstance(item, Incoming | LinkUp | LinkDown):
+                    self._on_link_event(item)
+                if time.monotonic() >= next_tick:
+                    self._apply(Tick(self._clock()))
+                    self.ticks += 1
+                    next_tick = time.monotonic() + self._tick_s
+                    if on_tick is not None:
+                        on_tick()
+                self._maybe_save()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._save()
+        self.link.stop()
+        if self._webhook is not None:
+            self._webhook.stop()
+
+    # Messages -----------------------------------------------------------------------
+
+    def _on_link_event(self, item: LinkEvent) -> None:
+        now = self._clock()
+        if isinstance(item, LinkUp):
+            self._apply(BrokerLink(True, now))
+        elif isinstance(item, LinkDown):
+            self._apply(BrokerLink(False, now))
+        else:
+            event = self._decode(item, now)
+            if event is not None:
+                self._apply(event)
+
+    def _decode(self, msg: Incoming, now: float) -> WatchEvent | None:
+        if not msg.topic.startswith(self._prefix + "/"):
+            return None
+        device_id, _, kind = msg.topic[len(self._prefix) + 1:].partition("/")
+        if not DEVICE_ID_RE.fullmatch(device_id) or kind not in (
+                "rating", "status", "telemetry", "event"):
+            self._skip(msg.topic, "topic does not name a device")
+            return None
+        if kind == "rating":
+            try:
+                rating = parse_rating(msg.payload, device_id)
+            except InvalidRecord as e:
+                self._skip(msg.topic, f"{e.reason}: {e.detail}")
+                return None
+            return RatingSeen(device_id, rating.record, now)
+        if kind == "status" and not msg.payload:
+            return StatusSeen(device_id, None, now)
+        body = self._object(msg)
+        if body is None:
+            return None
+        if kind == "status":
+            online = body.get("online")
+            if not isinstance(online, bool):
+                self._skip(msg.topic, "status without online true/false")
+                return None
+            return StatusSeen(device_id, online, now)
+        if kind == "telemetry":
+            return TelemetrySeen(device_id, _count(body.get("backlog")),
+                                 _seconds(body.get("oldest_pending_s")),
+                                 _flag(body.get("clock_synced")), now)
+        name = body.get("event")
+        if not isinstance(name, str) or not 0 < len(name) <= 64:
+            self._skip(msg.topic, "event without a name")
+            return None
+        return EventSeen(device_id, name, now)
+
+    def _object(self, msg: Incoming) -> dict[str, Any] | None:
+        if len(msg.payload) > MAX_DEVICE_MESSAGE:
+            self._skip(msg.topic, f"{len(msg.payload)} bytes")
+            return None
+        try:
+            return decode_json_object(msg.payload)
+        except InvalidRecord as e:
+            self._skip(msg.topic, f"{e.reason}: {e.detail}")
+            return None
+
+    def _skip(self, topic: str, why: str) -> None:
+        start, count = self._skip_log
+        now = time.monotonic()
+        if now - start >= 60:
+            start, count = now, 0
+        if count < SKIPPED_LOGS_PER_MIN:
+            log.warning("skipped a message on %s: %s", topic[:120], why[:200])
+        elif count == SKIPPED_LOGS_PER_MIN:
+            log.warning("more messages skipped this minute; not logging them")
+        self._skip_log = (start, count + 1)
+
+    # Alerts and state -----------------------------------------------------------------
+
+    def _apply(self, event: WatchEvent) -> None:
+        for alert in self.watcher.handle(event):
+            self._publish(alert)
+
+    def _publish(self, alert: Alert) -> None:
+        payload = alert_payload(alert, self.config.mqtt.client_id, self._clock())
+        self.link.publish(f"{self._prefix}/alerts", payload, qos=1)
+        if self._webhook is not None:
+            self._webhook.send(payload)
+        self.alerts_sent += 1
+        if alert.resolved:
+            log.info("resolved %s at %s (%s)", alert.kind, alert.device_id, alert.alert_id)
+        else:
+            log.warning("ALERT %s (%s) at %s: %s", alert.kind, alert.severity,
+                        alert.device_id, alert.evidence)
+
+    def _maybe_save(self) -> None:
+        if self.watcher.alerts_changed:
+            self._save()
+        elif self.watcher.dirty and (time.monotonic() - self._last_save
+                                     >= self.config.watch.save_every_s):
+            self._save()
+
+    def _save(self) -> None:
+        self._last_save = time.monotonic()
+        try:
+            save_state(self.config.watch.state_file, self.watcher.snapshot())
+        except StateError as e:
+            if not self._save_failing:
+                log.error("%s; alerts go on, but a restart may raise open ones again", e)
+            self._save_failing = True
+            return
+        if self._save_failing:
+            log.info("state saved again")
+        self._save_failing = False
+        self.watcher.dirty = self.watcher.alerts_changed = False
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e12:
+        return float(value)
+    return None
+
+
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
