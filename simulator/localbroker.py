@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -40,12 +41,35 @@ class BrokerError(RuntimeError):
     """The broker did not start or stop as asked; the message ends with its log."""
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = HOST) -> int:
-    """A TCP port on `host` that nothing listens on right now."""
+    """A TCP port on `host` that nothing listens on right now.
+
+    Chosen below the kernel's ephemeral range: a port from that range (what binding to
+    port 0 gives) can be taken by any outgoing connection's local end before the server
+    that wanted it starts listening — a classic source of "Address already in use"
+    when many brokers, bridges and clients start side by side."""
+    low, _ = _ephemeral_range()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        found: int = s.getsockname()[1]
+        return found
 
 
 def wait_for_port(host: str, port: int, timeout: float = 5.0) -> bool:
