@@ -13,13 +13,7 @@ from typing import TextIO
 
 from simulator.fleet_run import Fleet, FleetOptions, FleetResult
 from simulator.fleet_stats import Progress
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+from simulator.monitor import broker_address
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
@@ -61,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
                    help="stop sending after S seconds (default 10 when --count is not given)")
     p.add_argument("--poisson", action="store_true",
                    help="Poisson arrivals instead of even spacing")
-    p.add_argument("--broker", type=_host_port, default=("127.0.0.1", 1883),
+    p.add_argument("--broker", type=broker_address, default=("127.0.0.1", 1883),
                    metavar="HOST:PORT", help="MQTT broker (default 127.0.0.1:1883)")
     p.add_argument("--prefix", default="hcp/v1", help="topic prefix (default hcp/v1)")
     p.add_argument("--username", default="", help="broker user name (all devices)")
