@@ -68,6 +68,14 @@ class SerialOpen:
 
 
 @dataclass(frozen=True)
+class WallClockStep:
+    """Test seam (sim socket `clock` op): the wall clock now reads host time + offset_s."""
+
+    offset_s: float
+    t: float = 0.0
+
+
+@dataclass(frozen=True)
 class Stop:
     reason: str
     t: float = 0.0
@@ -240,6 +248,7 @@ class Daemon:
         self.core = self._make_core()
         if self.drivers.sim is not None:
             self.drivers.sim.status_provider = self.status
+            self.drivers.sim.clock_stepper = lambda offset: self.emit(WallClockStep(offset))
         self.stats.backlog = len(self.outbox)
         self.delivery.load(self.outbox.pending_ids())
         self._execute(self.core.start(self.clock.monotonic()))
@@ -294,6 +303,11 @@ class Daemon:
                 self.writer.send({"type": "hello", "device_id": self.config.device.id,
                                   "version": __version__})
             # the driver itself logs the outage, once
+        elif isinstance(ev, WallClockStep):
+            # Applied in the loop, so a press sent after the step sees the new time.
+            log.warning("wall clock stepped to host time %+.3f s (sim socket test seam)",
+                        ev.offset_s)
+            self.clock.wall_offset_s = ev.offset_s
         elif isinstance(ev, MqttUp):
             self._mqtt_up(ev)
         elif isinstance(ev, MqttDown):

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -27,9 +28,11 @@ log = logging.getLogger("hcp.sim")
 
 MAX_REQUEST = 4096
 MAX_HOLD_MS = 60_000
+MAX_CLOCK_OFFSET_S = 10 * 366 * 86400   # a step of up to ten years either way
 
 Renderer = Callable[[Screen], bytes]          # screen -> 1024-byte 1-bit frame
 StatusProvider = Callable[[], dict[str, Any]]
+ClockStepper = Callable[[float], None]        # wall-clock offset in seconds
 
 
 class _Client:
@@ -59,6 +62,10 @@ class SimServer:
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
         self.status_provider: StatusProvider | None = None
+        # Test seam: `{"op": "clock", "offset_s": X}` steps the daemon's wall clock by X
+        # seconds from the host's (chaos runs, clock-jump tests). Only a daemon with sim
+        # drivers has this socket, and the host clock is never touched.
+        self.clock_stepper: ClockStepper | None = None
 
     # --- lifecycle
 
@@ -180,6 +187,19 @@ class SimServer:
             level = zone_for(DEFAULT_SIM_ZONES, x, y)
             if level is not None:
                 self._press(level, 0.0)
+        elif op == "clock":
+            offset = req.get("offset_s")
+            if (not isinstance(offset, int | float) or isinstance(offset, bool)
+                    or not math.isfinite(offset) or abs(offset) > MAX_CLOCK_OFFSET_S):
+                self._reply(client, {"ev": "error", "op": op,
+                                     "error": "offset_s must be a number of seconds "
+                                              f"within ±{MAX_CLOCK_OFFSET_S}"})
+                return
+            if self.clock_stepper is None:
+                self._reply(client, {"ev": "error", "op": op, "error": "no clock to step"})
+                return
+            self.clock_stepper(float(offset))
+            self._reply(client, {"ev": "clock", "offset_s": float(offset)})
         elif op == "status":
             status = self.status_provider() if self.status_provider else {}
             self._reply(client, {"ev": "status", **status})

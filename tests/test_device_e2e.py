@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,34 @@ def test_bad_config_is_one_line_per_problem(tmp_path: Path) -> None:
     assert any("[input] kind" in line for line in lines)
     assert any("[ui] thanks_s" in line for line in lines)
     assert all(str(cfg) in line for line in lines)
+
+
+def test_sim_clock_op_steps_the_wall_clock_of_ratings_only(device: DeviceProcess) -> None:
+    """The chaos runner's clock seam: `{"op": "clock"}` moves the daemon's wall clock (the
+    `rated_at` of the next rating), refuses nonsense, and never touches the host clock."""
+    device.start()
+    w, sim = device.window, device.sim
+    assert w is not None and sim is not None
+    sim.send({"op": "clock", "offset_s": float("nan")})  # json.dumps writes NaN
+    err = sim.wait_for(lambda e: e.get("ev") == "error" and e.get("op") == "clock", 5)
+    assert err is not None and "offset_s" in err["error"]
+    sim.send({"op": "clock", "offset_s": -7200})
+    assert sim.wait_for(lambda e: e.get("ev") == "clock", 5) == {"ev": "clock",
+                                                                 "offset_s": -7200.0}
+    w.send("case_completed", case_id="C-CLOCK")
+    assert sim.wait_screen("prompt", 5)
+    pressed = time.time()
+    sim.press(5)
+    frame = w.wait_for(rated("C-CLOCK"), 5)
+    assert frame is not None
+    assert device.stop() == 0
+    outbox = Outbox(device.data_dir)
+    outbox.open()
+    try:
+        (record,) = outbox.pending()
+    finally:
+        outbox.close()
+    rated_at = datetime.fromisoformat(record["rated_at"].replace("Z", "+00:00")).timestamp()
+    assert abs(rated_at - (pressed - 7200)) < 5
+    assert abs(time.time() - pressed) < 60  # the host clock did not move
+    assert "wall clock stepped to host time -7200.000 s" in device.log()
