@@ -360,3 +360,26 @@ def test_flush_stores_level_chosen_on_reasons_screen() -> None:
 def test_simple_frames_are_acked(ftype: str) -> None:
     h = Harness()
     assert h.frame(ftype)[0] == SendFrame({"type": "ack", "seq": 1})
+
+
+@pytest.mark.parametrize("second", ["duplicate", "queue_full"])
+def test_nak_comes_before_a_rating_stored_by_a_timer_in_the_same_event(second: str) -> None:
+    """A frame that arrives just after the reasons timeout ran out (before the loop ticked)
+    triggers that rating's Persist first. Its nak must still lead the actions: the daemon
+    stops at a failed Persist, and the window would never get its answer."""
+    h = Harness(reasons_timeout_s=3)
+    if second == "duplicate":
+        h.frame("case_completed", case_id="C1")
+        h.press(2)
+    else:
+        h.press(2)  # a spontaneous rating on its reasons screen while the queue fills
+        for i in range(1, 9):
+            h.frame("case_completed", case_id=f"C{i}")
+    assert h.screen == "reasons"
+    h.clock.advance(5)  # the reasons deadline passes; no Tick yet
+    out = h.frame("case_completed", case_id="C1" if second == "duplicate" else "C9")
+    assert any(isinstance(a, Persist) for a in out)
+    first = out[0]
+    assert isinstance(first, SendFrame)
+    assert first.frame["type"] == "nak"
+    assert first.frame["error"] == ("duplicate_case" if second == "duplicate" else "queue_full")

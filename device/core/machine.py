@@ -297,11 +297,13 @@ class Evaluator:
         f = ev.fields
         if ev.type == "case_completed":
             case_id = f["case_id"]
+            # Answers go first, like the ack below: timers may already have put a rating's
+            # Persist in `out`, and nothing after a failed Persist is executed.
             if any(c.case_id == case_id for c in self.queue) or self._recently_rated(case_id):
-                out.append(SendFrame(nak(ev.seq, "duplicate_case")))
+                out.insert(0, SendFrame(nak(ev.seq, "duplicate_case")))
                 return
             if len(self.queue) >= QUEUE_MAX:
-                out.append(SendFrame(nak(ev.seq, "queue_full")))
+                out.insert(0, SendFrame(nak(ev.seq, "queue_full")))
                 return
             self.queue.append(PendingCase(case_id, dict(f)))
         elif ev.type == "cancel":
