@@ -181,6 +181,7 @@ class Daemon:
         self._next_serial_event = 0.0
         self._serial_errors_unreported: Counter[str] = Counter()
         self._clock_synced: bool | None = None
+        self._disk_full = False   # an outbox_overflow was raised; cleared by a good store
 
     # --- thread-safe door ---------------------------------------------------
 
@@ -526,6 +527,8 @@ class Daemon:
                     self.stats.storage_errors += 1
                     log.error("outbox: could not store rating %s: %s",
                               action.rating["rating_id"], e)
+                    if e.disk_full:
+                        self._outbox_full(str(e))
                     assert self.core is not None
                     # Nothing after a failed Persist may run: no thanks, no `rated`.
                     self._execute(self.core.handle(PersistFailed(
@@ -546,6 +549,9 @@ class Daemon:
     def _persist(self, action: Persist) -> None:
         self.outbox.store(action.rating, case_id=action.case_id,
                           case_rated_at=action.rated_epoch if action.case_id else None)
+        if self._disk_full:
+            self._disk_full = False
+            log.warning("outbox: storing ratings again (disk space is back)")
         r = action.rating
         self.delivery.added(r["rating_id"])
         self.stats.backlog += 1
@@ -553,6 +559,22 @@ class Daemon:
             self.on_stored(r)
         log.info("rating stored: %s level=%s trigger=%s case=%s", r["rating_id"], r["level"],
                  r["trigger"], action.case_id or "-")
+
+    def _outbox_full(self, error: str) -> None:
+        """The disk is full: say so once per episode (each failed rating still raises its
+        own `storage_error`), with what the technician needs to judge it."""
+        if self._disk_full:
+            return
+        self._disk_full = True
+        try:
+            free_mb: float | None = round(self.outbox.disk_free_mb(), 2)
+        except StorageError:
+            free_mb = None
+        log.error("outbox: the disk is full; ratings cannot be stored until space is freed "
+                  "in %s", self.config.device.data_dir)
+        self._event("outbox_overflow", {"backlog": len(self.outbox), "disk_free_mb": free_mb,
+                                        "data_dir": str(self.config.device.data_dir),
+                                        "error": error})
 
     def _event(self, name: str, details: dict[str, Any]) -> None:
         log.info("event %s %s", name, details)

@@ -7,6 +7,7 @@ Single writer: only the daemon's core loop may call the mutating methods; nothin
 
 from __future__ import annotations
 
+import errno
 import shutil
 import time
 from collections.abc import Iterable
@@ -31,6 +32,12 @@ REJECTED_KEPT = 100
 
 class StorageError(Exception):
     """The outbox could not store or open durably (disk full, I/O error, unreadable file)."""
+
+    @property
+    def disk_full(self) -> bool:
+        """True when the cause was a full disk (or quota): space coming back cures it."""
+        cause = self.__cause__
+        return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass

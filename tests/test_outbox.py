@@ -201,8 +201,9 @@ def test_disk_full_raises_storage_error_and_a_later_store_works(
 
     with monkeypatch.context() as m:
         m.setattr(os, "pwrite", disk_fills_up)
-        with pytest.raises(StorageError, match="No space left on device"):
+        with pytest.raises(StorageError, match="No space left on device") as full:
             box.store(rating, case_id="CASE-2", case_rated_at=2.0)
+        assert full.value.disk_full
         with pytest.raises(StorageError, match="No space left on device"):
             box.put_setting("ui", {"x": 1})
     assert (data / JOURNAL_NAME).read_bytes() == journal_before
@@ -225,8 +226,9 @@ def test_a_failed_receipt_write_keeps_the_ratings_pending(
 
     with monkeypatch.context() as m:
         m.setattr(os, "fsync", eio)
-        with pytest.raises(StorageError, match="Input/output error"):
+        with pytest.raises(StorageError, match="Input/output error") as failed:
             outbox.remove([r["rating_id"]])
+    assert not failed.value.disk_full  # an I/O error is not cured by freeing space
     assert outbox.pending_ids() == [r["rating_id"]]
     assert outbox.remove([r["rating_id"]]) == 1
 
