@@ -113,7 +113,8 @@ class Bridge:
         self.link = link_factory(m, self.subscriptions(), self._events.put, self._holds)
         self._workers = [
             PlatformWorker(f"platform-{i + 1}",
-                           PlatformClient(p.url, p.timeout_s, p.token_file, p.ca_file),
+                           PlatformClient(p.url, p.timeout_s, p.token_file, p.ca_file,
+                                          config.gov_profile),
                            self._jobs, self._events.put, metrics, self._workers_stopping,
                            p.client_error_retry_s, p.retry_cap_s)
             for i in range(p.concurrency)

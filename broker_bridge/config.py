@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from broker_bridge.profile import GovProfile, profile_problems
+from broker_bridge.timezones import DEFAULT_TIMEZONE
 from device.configschema import (
     ConfigError,
     Key,
@@ -88,7 +90,16 @@ SCHEMA: dict[str, Section] = {
         "retry_cap_s": Key(float, 60.0, in_range(1, 600)),
         "cache_ttl_s": Key(float, 600.0, in_range(0, 86400)),
         "cache_max": Key(int, 100_000, in_range(0, 10_000_000)),
+        # The field names of what is posted: SPEC §6 records, or docs/gov-profile.md.
+        "profile": Key(str, "generic", one_of("generic", "gov")),
     }),
+    # Overrides of the gov profile's mapping table (docs/gov-profile.md).
+    "profile": Section({
+        "fields": Key(dict, {}),
+        "values": Key(dict, {}),
+        "constants": Key(dict, {}),
+        "timezone": Key(str, DEFAULT_TIMEZONE),
+    }, required=False),
     "http": Section({
         "listen": Key(str, "127.0.0.1:9108", host_port),
     }, required=False),
@@ -129,6 +140,7 @@ class PlatformSettings:
     retry_cap_s: float
     cache_ttl_s: float
     cache_max: int
+    profile: str
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,7 @@ class BridgeConfig:
     listen_host: str
     listen_port: int
     log_level: str
+    gov_profile: GovProfile | None = None  # set when [platform] profile = "gov"
 
 
 def _is_loopback(host: str) -> bool:
@@ -155,7 +168,7 @@ def parse_bridge_config(path: Path, data: dict[str, Any]) -> BridgeConfig:
     v, problems = validate(path, data, SCHEMA)
     if any("section missing" in p or "must be a table" in p for p in problems):
         raise ConfigError(problems)
-    m, p, h, lg = v["mqtt"], v["platform"], v["http"], v["log"]
+    m, p, h, lg, pr = v["mqtt"], v["platform"], v["http"], v["log"], v["profile"]
 
     # Cross-checks ------------------------------------------------------------
     if m.get("tls") is False and (m.get("ca_file") or m.get("client_cert")):
@@ -188,6 +201,16 @@ def parse_bridge_config(path: Path, data: dict[str, Any]) -> BridgeConfig:
         problems.append(f"{path}: [mqtt] receive_maximum: must be at least [platform] "
                         f"batch_max ({bm}), or no batch can fill up (got {rm})")
 
+    gov_profile = None
+    if p.get("profile") == "gov" and set(pr) == {"fields", "values", "constants", "timezone"}:
+        found = profile_problems(pr["fields"], pr["values"], pr["constants"], pr["timezone"])
+        problems += [f"{path}: {problem}" for problem in found]
+        if not found:
+            gov_profile = GovProfile(pr["fields"], pr["values"], pr["constants"],
+                                     pr["timezone"])
+    elif p.get("profile") == "generic" and "profile" in data:
+        problems.append(f"{path}: [profile]: only used with [platform] profile = \"gov\"")
+
     if problems:
         raise ConfigError(problems)
 
@@ -199,6 +222,7 @@ def parse_bridge_config(path: Path, data: dict[str, Any]) -> BridgeConfig:
         listen_host=listen_host.strip("[]"),
         listen_port=int(listen_port),
         log_level=lg["level"],
+        gov_profile=gov_profile,
     )
 
 

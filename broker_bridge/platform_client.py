@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from broker_bridge.backoff import parse_retry_after
+from broker_bridge.profile import GovProfile
 
 STATUSES = frozenset({"accepted", "duplicate", "rejected"})
 RETRYABLE_HTTP = frozenset({408, 429})
@@ -51,10 +52,14 @@ class Result:
 
 
 class PlatformClient:
-    """POSTs batches of raw rating payloads to `url`. Not thread-safe: one per worker."""
+    """POSTs batches of raw rating payloads to `url`. Not thread-safe: one per worker.
+
+    With a `profile` (platform.profile = "gov") each record is posted in the gov field
+    names instead (docs/gov-profile.md); the envelope and the answer stay SPEC §9's.
+    """
 
     def __init__(self, url: str, timeout_s: float, token_file: str = "",
-                 ca_file: str = "") -> None:
+                 ca_file: str = "", profile: GovProfile | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -67,6 +72,7 @@ class PlatformClient:
         self._token_file = token_file
         self._token = self._read_token()
         self._ssl = ssl.create_default_context(cafile=ca_file or None) if self._https else None
+        self._profile = profile
         self._conn: http.client.HTTPConnection | None = None
         self._used = False  # has the current connection carried a request already?
 
@@ -98,6 +104,8 @@ class PlatformClient:
     def post_ratings(self, payloads: Sequence[bytes]) -> dict[str, Result]:
         """POST `{"ratings": [...]}` built from the raw payloads (each a valid JSON
         object); return the platform's answer per rating_id; raise PlatformError."""
+        if self._profile is not None:
+            payloads = [self._profile.rating_payload(p) for p in payloads]
         body = b'{"ratings":[' + b",".join(payloads) + b"]}"
         status, reason, headers, data = self._exchange(body)
         if not 200 <= status < 300:

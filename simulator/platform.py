@@ -31,6 +31,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+from broker_bridge.profile import EXPIRED, ID_FIELD, check_gov_record
 from broker_bridge.record import InvalidRecord, check_record
 
 DEFAULT_PATH = "/api/ratings"
@@ -43,6 +44,15 @@ CREATE TABLE IF NOT EXISTS ratings (
     device_id   TEXT NOT NULL,
     level       INTEGER NOT NULL,
     rated_at    TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    times_seen  INTEGER NOT NULL DEFAULT 1,
+    record      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS expired_prompts (
+    prompt_id   TEXT PRIMARY KEY,
+    device_id   TEXT NOT NULL,
+    case_id     TEXT NOT NULL,
+    expired_at  TEXT NOT NULL,
     received_at TEXT NOT NULL,
     times_seen  INTEGER NOT NULL DEFAULT 1,
     record      TEXT NOT NULL
@@ -59,7 +69,7 @@ class RatingStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # "accepted" means on disk
-        self._db.execute(SCHEMA_SQL)
+        self._db.executescript(SCHEMA_SQL)
         self._lock = threading.Lock()
         self.requests = 0
         self.rejected = 0
@@ -85,6 +95,8 @@ class RatingStore:
         return results
 
     def _submit_one(self, record: Any, now: str) -> dict[str, Any]:
+        if isinstance(record, dict) and "schema" not in record and ID_FIELD in record:
+            return self._submit_gov(record, now)
         try:
             check_record(record)
         except InvalidRecord as e:
@@ -103,6 +115,38 @@ class RatingStore:
                          (rating_id,))
         return {"rating_id": rating_id, "status": "duplicate", "error": None}
 
+    def _submit_gov(self, record: dict[str, Any], now: str) -> dict[str, Any]:
+        """A record in the gov profile's default field names (docs/gov-profile.md): a
+        rating is stored like any rating (its level read from satisfaction in the default
+        direction); an expired prompt is kept apart, since it is not a rating."""
+        try:
+            kind = check_gov_record(record)
+        except InvalidRecord as e:
+            self.rejected += 1
+            return {"rating_id": e.rating_id or _loose_id(record), "status": "rejected",
+                    "error": f"{e.reason}: {e.detail}"}
+        rating_id = record[ID_FIELD]
+        text = json.dumps(record, ensure_ascii=False)
+        if kind == EXPIRED:
+            table, key = "expired_prompts", "prompt_id"
+            inserted = self._db.execute(
+                "INSERT OR IGNORE INTO expired_prompts (prompt_id, device_id, case_id, "
+                "expired_at, received_at, record) VALUES (?, ?, ?, ?, ?, ?)",
+                (rating_id, record["deviceCode"], record["projectNo"], record["assessTime"],
+                 now, text)).rowcount
+        else:
+            table, key = "ratings", "rating_id"
+            inserted = self._db.execute(
+                "INSERT OR IGNORE INTO ratings (rating_id, device_id, level, rated_at, "
+                "received_at, record) VALUES (?, ?, ?, ?, ?, ?)",
+                (rating_id, record["deviceCode"], int(record["satisfaction"]),
+                 record["assessTime"], now, text)).rowcount
+        if inserted:
+            return {"rating_id": rating_id, "status": "accepted", "error": None}
+        self._db.execute(f"UPDATE {table} SET times_seen = times_seen + 1 WHERE {key} = ?",
+                         (rating_id,))
+        return {"rating_id": rating_id, "status": "duplicate", "error": None}
+
     def counts(self) -> dict[str, Any]:
         with self._lock:
             total, copies = self._db.execute(
@@ -111,6 +155,7 @@ class RatingStore:
                 "SELECT device_id, COUNT(*) FROM ratings GROUP BY device_id ORDER BY device_id"))
             by_level = {str(level): n for level, n in self._db.execute(
                 "SELECT level, COUNT(*) FROM ratings GROUP BY level ORDER BY level DESC")}
+            expired = self._db.execute("SELECT COUNT(*) FROM expired_prompts").fetchone()[0]
             return {
                 "total": total,
                 "good": sum(by_level.get(str(v), 0) for v in (3, 4, 5)),
@@ -120,6 +165,7 @@ class RatingStore:
                 "duplicates": copies - total,   # copies received again (stored once)
                 "rejected": self.rejected,      # since this process started
                 "requests": self.requests,      # answered POSTs since this process started
+                "expired_prompts": expired,     # gov profile: prompts that timed out unrated
             }
 
     def rating_ids(self, device_id: str | None = None) -> list[str]:

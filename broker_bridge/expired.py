@@ -1,0 +1,289 @@
+"""`hcp-bridge expired --config bridge.toml`: report expired prompts to the platform, for
+`[platform] profile = "gov"`.
+
+A prompt that times out unrated is a `prompt_expired` event on `{prefix}/{device}/event`
+(docs/mqtt.md), not a rating: the device never invents one. In the gov profile it becomes
+a record with `assessType = "expired"` (docs/gov-profile.md) that the platform can turn
+into its province's default rating. This process is that output path, beside the bridge:
+it subscribes to the events (its own shared group, `<shared_group>-expired`, and its own
+session), posts expired prompts in batches with the bridge's platform client and retry
+policy, and acknowledges each event only after the platform has answered for it. Other
+events are acknowledged at once. The record id is derived from device, case and time,
+so a redelivered event is de-duplicated by the platform like a re-sent rating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import FrameType
+from typing import Any
+
+from broker_bridge import sdnotify
+from broker_bridge.config import BridgeConfig, load_bridge_config
+from broker_bridge.metrics import BridgeMetrics
+from broker_bridge.mqtt_link import (
+    Incoming,
+    LinkDown,
+    LinkError,
+    LinkEvent,
+    LinkFactory,
+    LinkUp,
+    MqttLink,
+)
+from broker_bridge.platform_client import PlatformClient, PlatformError
+from broker_bridge.profile import GovProfile, encode
+from broker_bridge.record import DEVICE_ID_RE, InvalidRecord, RatingMessage, decode_json_object
+from broker_bridge.sender import (
+    Batch,
+    BatchAbandoned,
+    BatchAnswered,
+    PlatformRefuses,
+    PlatformWorker,
+    WorkerEvent,
+)
+from device.configschema import ConfigError
+
+EXIT_CONFIG = 78
+DRAIN_S = 2.0
+MAX_EVENT_BYTES = 64 * 1024
+log = logging.getLogger("hcp.expired")
+
+
+@dataclass(slots=True)
+class _Held:
+    message: RatingMessage
+    since: float
+    deliveries: list[tuple[int, int, int]] = field(default_factory=list)
+    dispatched: bool = False
+
+
+class _Wakeup:
+    pass
+
+
+class ExpiredForwarder:
+    """Events in, expired prompts out to the platform, acknowledgements after answers."""
+
+    def __init__(self, config: BridgeConfig, link_factory: LinkFactory = MqttLink) -> None:
+        if config.gov_profile is None:
+            raise ValueError("expired prompts are reported only with profile = \"gov\"")
+        self.profile: GovProfile = config.gov_profile
+        m, p = config.mqtt, config.platform
+        self._prefix = m.prefix
+        self._batch_max = p.batch_max
+        self._batch_wait = p.batch_wait_ms / 1000.0
+        self._events: queue.SimpleQueue[LinkEvent | WorkerEvent | _Wakeup] = \
+            queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._worker_stopping = threading.Event()
+        self._held: dict[str, _Held] = {}
+        self._waiting: deque[str] = deque()
+        self._busy = False
+        self._batches = 0
+        self.forwarded = 0
+        settings = replace(m, client_id=f"{m.client_id[:55]}-expired",
+                           shared_group=f"{m.shared_group[:55]}-expired" if m.shared_group
+                           else "")
+        self.link = link_factory(settings, [(self._subscription(settings.shared_group), 1)],
+                                 self._events.put, lambda topic: topic.endswith("/event"))
+        self._worker = PlatformWorker(
+            "platform-expired", PlatformClient(p.url, p.timeout_s, p.token_file, p.ca_file),
+            self._jobs, self._events.put, BridgeMetrics(), self._worker_stopping,
+            p.client_error_retry_s, p.retry_cap_s)
+
+    def _subscription(self, group: str) -> str:
+        topic = f"{self._prefix}/+/event"
+        return f"$share/{group}/{topic}" if group else topic
+
+    @property
+    def healthy(self) -> bool:
+        return self.link.healthy
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._events.put(_Wakeup())
+
+    def run(self, on_tick: Callable[[], None] | None = None, tick_s: float = 1.0) -> None:
+        self._worker.start()
+        self.link.start()
+        try:
+            while not self._stop.is_set():
+                timeout = tick_s
+                if self._waiting and not self._busy:
+                    head = self._held[self._waiting[0]]
+                    timeout = max(0.0, min(tick_s, head.since + self._batch_wait
+                                           - time.monotonic()))
+                try:
+                    item = self._events.get(timeout=timeout)
+                except queue.Empty:
+                    item = None
+                if item is not None:
+                    self._handle(item)
+                self._dispatch()
+                if on_tick is not None:
+                    on_tick()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._worker_stopping.set()
+        deadline = time.monotonic() + DRAIN_S
+        while self._busy and time.monotonic() < deadline:
+            try:
+                item = self._events.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                continue
+            if isinstance(item, BatchAnswered | BatchAbandoned):
+                self._handle(item)
+        self._jobs.put(None)
+        self.link.stop()
+
+    def _handle(self, item: LinkEvent | WorkerEvent | _Wakeup) -> None:
+        if isinstance(item, Incoming):
+            self._on_event(item)
+        elif isinstance(item, LinkUp):
+            # Deliveries from an earlier connection cannot be acknowledged; the broker
+            # delivers again what it still holds.
+            for prompt_id in list(self._held):
+                held = self._held[prompt_id]
+                held.deliveries.clear()
+                if not held.dispatched:
+                    del self._held[prompt_id]
+            self._waiting = deque(p for p in self._waiting if p in self._held)
+        elif isinstance(item, BatchAnswered):
+            self._on_answered(item)
+        elif isinstance(item, BatchAbandoned):
+            self._busy = False
+        elif isinstance(item, PlatformRefuses):
+            pass  # the worker logged it loudly; the events wait at the broker
+        elif isinstance(item, LinkDown):
+            pass
+
+    def _on_event(self, msg: Incoming) -> None:
+        record = self._expired_record(msg)
+        if record is None:
+            self.link.ack(msg.generation, msg.mid, msg.qos)
+            return
+        prompt_id = record[self.profile.id_field]
+        held = self._held.get(prompt_id)
+        if held is None:
+            device_id = record.get("deviceCode") or ""
+            held = self._held[prompt_id] = _Held(
+                RatingMessage(prompt_id, str(device_id), 0, record, encode(record)),
+                time.monotonic())
+            self._waiting.append(prompt_id)
+        held.deliveries.append((msg.generation, msg.mid, msg.qos))
+
+    def _expired_record(self, msg: Incoming) -> dict[str, Any] | None:
+        """The gov record for a valid prompt_expired event; None for anything else."""
+        device_id, _, kind = msg.topic[len(self._prefix) + 1:].partition("/")
+        if kind != "event" or not DEVICE_ID_RE.fullmatch(device_id) \
+                or len(msg.payload) > MAX_EVENT_BYTES:
+            return None
+        try:
+            event = decode_json_object(msg.payload)
+        except InvalidRecord:
+            return None
+        if event.get("event") != "prompt_expired":
+            return None
+        case_id, at = event.get("case_id"), event.get("at")
+        if not (isinstance(case_id, str) and 0 < len(case_id) <= 64 and _aware(at)):
+            log.warning("skipped a prompt_expired event from %s without a case_id or a "
+                        "valid time", device_id)
+            return None
+        return self.profile.expired(device_id, {"case_id": case_id, "at": at})
+
+    def _dispatch(self) -> None:
+        if self._busy or not self._waiting:
+            return
+        head = self._held[self._waiting[0]]
+        if len(self._waiting) < self._batch_max and \
+                time.monotonic() - head.since < self._batch_wait:
+            return
+        messages: list[RatingMessage] = []
+        while self._waiting and len(messages) < self._batch_max:
+            held = self._held[self._waiting.popleft()]
+            held.dispatched = True
+            messages.append(held.message)
+        self._batches += 1
+        self._busy = True
+        self._jobs.put(Batch(self._batches, messages))
+
+    def _on_answered(self, answered: BatchAnswered) -> None:
+        self._busy = False
+        for message in answered.batch.ratings:
+            result = answered.results[message.rating_id]
+            if result.status == "rejected":
+                log.warning("platform rejected expired prompt %s from %s: %s",
+                            message.rating_id, message.device_id, result.error)
+            held = self._held.pop(message.rating_id, None)
+            for generation, mid, qos in (held.deliveries if held else ()):
+                self.link.ack(generation, mid, qos)
+            self.forwarded += 1
+
+
+def _aware(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) > 40:
+        return False
+    try:
+        return datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hcp-bridge expired",
+        description="Report expired prompts to the platform (platform.profile = \"gov\").")
+    parser.add_argument("--config", required=True, metavar="FILE", help="bridge.toml")
+    args = parser.parse_args(argv)
+    try:
+        config = load_bridge_config(args.config)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    if config.gov_profile is None:
+        print(f"{config.path}: [platform] profile: expired prompts are reported only with "
+              "profile = \"gov\" (SPEC §9 records have no place for them)", file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        forwarder = ExpiredForwarder(config)
+    except (LinkError, PlatformError) as e:
+        print(f"{config.path}: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        sdnotify.notify("STOPPING=1")
+        forwarder.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    watchdog = sdnotify.watchdog_interval()
+    next_ping = 0.0
+
+    def on_tick() -> None:
+        nonlocal next_ping
+        if watchdog is not None and time.monotonic() >= next_ping:
+            sdnotify.notify("WATCHDOG=1")
+            next_ping = time.monotonic() + watchdog
+
+    log.info("expired prompts: %s:%s %s/+/event -> %s", config.mqtt.host, config.mqtt.port,
+             config.mqtt.prefix, config.platform.url)
+    sdnotify.notify("READY=1")
+    forwarder.run(on_tick, tick_s=min(1.0, watchdog or 1.0))
+    log.info("stopped after reporting %d expired prompts", forwarder.forwarded)
+    return 0
