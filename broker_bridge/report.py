@@ -305,7 +305,7 @@ def to_table(report: Report) -> str:
                 f"{'—' if w.rank is None else w.rank:>4}  {w.window_id:<12} {w.total:>7} "
                 + " ".join(f"{w.levels.get(level, 0):>5}" for level in LEVELS)
                 + f" {format_rate(w.rate):>7} {format_rate(w.spontaneous_pct):>6} "
-                  f"{w.expired:>7}  {w.reasons_text()}")
+                  f"{w.expired:>7}  {w.reasons_text()}".rstrip())
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
