@@ -165,7 +165,7 @@ class RunningWatcher:
 
     def seen(self, device: str, rating_id: str) -> bool:
         track = self.service.watcher.devices.get(device)
-        return track is not None and rating_id in track.seen
+        return track is not None and track.counted(rating_id)
 
     def stop(self) -> None:
         self.service.request_stop()

@@ -117,8 +117,8 @@ class OpeningHours:
     def open_seconds(self, start: float, end: float, enough: float | None = None) -> float:
         """Seconds between `start` and `end` during which the hall is open. Stops counting
         once the total exceeds `enough` (the caller only needs to know that)."""
-        if end <= start:
-            return 0.0
+        if end <= start or not (any(self.weekly) or self.workdays):
+            return 0.0  # never open (a hall closed for good): nothing to walk through
         total = 0.0
         day = datetime.fromtimestamp(end, self.tz).date()
         first = datetime.fromtimestamp(start, self.tz).date()

@@ -47,15 +47,19 @@ class DeviceTrack:
     oldest_pending_s: float | None = None
     unsynced_since: float | None = None
     ratings: list[RatingEntry] = field(default_factory=list)  # sorted by `at`
-    seen: dict[str, None] = field(default_factory=dict)       # rating ids, oldest first
+    # Ids of ratings from an untrusted clock, oldest first. Those are dated by arrival,
+    # so a re-sent copy would look fresh again; ratings from a trusted clock need no
+    # list: a copy is either still in `ratings` or too old for every rule.
+    seen: dict[str, None] = field(default_factory=dict)
 
     def add_rating(self, entry: RatingEntry, dedupe_max: int) -> bool:
-        """Remember a rating; False (and nothing changes) when its id was seen before."""
-        if entry.rating_id in self.seen:
+        """Remember a rating; False (and nothing changes) when it was counted before."""
+        if self.counted(entry.rating_id):
             return False
-        self.seen[entry.rating_id] = None
-        while len(self.seen) > dedupe_max:
-            del self.seen[next(iter(self.seen))]
+        if entry.fresh_at != entry.at:
+            self.seen[entry.rating_id] = None
+            while len(self.seen) > dedupe_max:
+                del self.seen[next(iter(self.seen))]
         keys = [e.at for e in self.ratings]
         self.ratings.insert(bisect.bisect_right(keys, entry.at), entry)
         return True
@@ -103,9 +107,11 @@ class DeviceTrack:
         track.ratings = sorted((RatingEntry.from_json(e) for e in data.get("ratings", ())),
                                key=lambda e: e.at)
         track.seen = {str(r): None for r in data.get("seen", ())}
-        for entry in track.ratings:
-            track.seen.setdefault(entry.rating_id, None)
         return track
+
+    def counted(self, rating_id: str) -> bool:
+        """Is this rating among those the rules count or remember?"""
+        return rating_id in self.seen or any(e.rating_id == rating_id for e in self.ratings)
 
 
 def _number(value: Any) -> bool:
