@@ -31,8 +31,14 @@ DEVICES = [f"421100-HG01-W{n:02d}" for n in range(1, 13)]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `predicate`; a metric not exported yet (KeyError) counts as not there yet."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        try:
+            if predicate():
+                return
+        except KeyError:
+            pass
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
