@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import TextIO
 
 from simulator.fleet_run import Fleet, FleetOptions, FleetResult
 from simulator.fleet_stats import Progress
+from simulator.fleet_workers import run_worker, run_workers
 from simulator.monitor import broker_address
 
 
@@ -36,6 +38,14 @@ def _thanks(text: str) -> float:
     if not 0.1 <= value <= 60:
         raise argparse.ArgumentTypeError(f"must be 0.1..60 like [ui] thanks_s, got {text}")
     return value
+
+
+def _worker(text: str) -> tuple[int, int]:
+    """Internal: `K/W`, this process is worker K of W (started by the fleet's parent)."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"expected K/W, got {text!r}")
+    return int(index), int(count)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -80,6 +90,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--thanks", type=_thanks, default=0.1, metavar="S",
                    help="the devices' [ui] thanks_s: how long a device is busy after a "
                         "rating (default 0.1)")
+    p.add_argument("--workers", type=_positive(int), default=1, metavar="W",
+                   help="split the fleet over W processes (one Python process keeps about "
+                        "250 ratings/s; see docs/fleet.md; default 1)")
+    p.add_argument("--worker", type=_worker, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, help="seed for levels, reasons and arrivals")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object on stdout")
@@ -166,13 +180,36 @@ def options_from(args: argparse.Namespace) -> FleetOptions:
         seed=args.seed, username=args.username, password_file=args.password_file)
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.workers > args.devices:
+        p.error(f"--workers {args.workers} is more than --devices {args.devices}")
     logging.basicConfig(stream=sys.stderr, level=args.log_level,
                         format="%(levelname)s %(name)s: %(message)s")
+    # SIGTERM (a benchmark's timeout, a dying parent) stops the fleet like Ctrl-C: the
+    # devices stop cleanly and the summary still comes.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(args, argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    options = options_from(args)
+    if args.worker is not None:
+        return run_worker(options, *args.worker)
     progress = None if args.quiet else ProgressLine(sys.stderr)
     try:
-        result = Fleet(options_from(args), on_progress=progress).run()
+        if args.workers > 1:
+            result = run_workers(options, argv, args.workers, progress)
+        else:
+            result = Fleet(options, on_progress=progress).run()
     finally:
         if progress is not None:
             progress.end()

@@ -16,17 +16,19 @@ from typing import Any
 from device.config import MqttSection
 from device.core.machine import REASON_KEYS, SKIP_KEY
 from simulator.fleet_device import FleetDevice, fleet_config, fleet_ui
-from simulator.fleet_stats import FleetStats, Progress
+from simulator.fleet_stats import STATUSES, FleetStats, LatencyHistogram, Progress
 
 log = logging.getLogger("hcp.fleet")
 
 LEVELS = (5, 4, 3, 2, 1)
+CALLED_OFF = "called off before sending"
 STOP_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True)
 class FleetOptions:
     devices: int = 10
+    first_device: int = 0              # ids count from first_device + 1 (worker processes)
     rate: float = 10.0                 # ratings per second, across the whole fleet
     count: int | None = None           # stop sending after this many ratings …
     duration_s: float | None = None    # … or after this long, whichever comes first
@@ -63,8 +65,8 @@ class FleetResult:
     receipted: int = 0
     pending: int = 0
     carried_over: int = 0
-    statuses: dict[str, int] = field(default_factory=dict)
-    latency_ms: dict[str, float | None] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     ignored_presses: int = 0
     device_errors: list[str] = field(default_factory=list)
     backlog_left: int = 0
@@ -80,6 +82,11 @@ class FleetResult:
     @property
     def achieved_rate(self) -> float:
         return self.sent / self.send_s if self.send_s > 0 else 0.0
+
+    @property
+    def latency_ms(self) -> dict[str, float | None]:
+        """p50, p90, p99, max and mean of key press → receipt, in milliseconds."""
+        return self.latency.summary()
 
     def summary(self) -> dict[str, Any]:
         o = self.options
@@ -139,7 +146,7 @@ class Fleet:
             session_expiry_s=86400, max_inflight=o.max_inflight, tls=False, ca_file="",
             client_cert="", client_key="", username=o.username,
             password_file=o.password_file)
-        for i in range(o.devices):
+        for i in range(o.first_device, o.first_device + o.devices):
             device_id = self.device_id(i)
             ui = fleet_ui(f"{i + 1:02d}号窗口 压力测试", o.thanks_s)
             config = fleet_config(device_id, o.region_code, o.hall_id, f"W{i + 1:04d}",
@@ -154,7 +161,9 @@ class Fleet:
 
     # --- running --------------------------------------------------------------------
 
-    def run(self) -> FleetResult:
+    def run(self, gate: Callable[[FleetResult], bool] | None = None) -> FleetResult:
+        """Start every device, wait until they are connected, then — if `gate` (given
+        the result so far) agrees — press at the rate and drain; stop them all."""
         o = self.options
         result = FleetResult(o)
         data_dir = o.data_dir
@@ -164,6 +173,8 @@ class Fleet:
             self._build(data_dir)
             try:
                 self._start(result)
+                if result.problem is None and gate is not None and not gate(result):
+                    result.problem = CALLED_OFF
                 if result.problem is None:
                     self._send(result)
                     self._drain(result)
@@ -178,7 +189,7 @@ class Fleet:
         result.sent, result.receipted, result.pending = p.sent, p.receipted, p.pending
         result.carried_over = p.carried_over
         result.statuses = self.stats.statuses()
-        result.latency_ms = self.stats.latency_ms()
+        result.latency = self.stats.latency_copy()
         result.ignored_presses = sum(d.ignored for d in self.devices)
         result.device_errors = [f"{d.device_id}: {d.error!r}" for d in self.devices
                                 if d.error is not None]

@@ -118,7 +118,8 @@ class FleetStats:
         with self._lock:
             return {s: self._statuses.get(s, 0) for s in STATUSES}
 
-    def latency_ms(self) -> dict[str, float | None]:
-        """p50, p90, p99, max and mean of press → receipt, in milliseconds."""
+    def latency_copy(self) -> LatencyHistogram:
         with self._lock:
-            return self.latency.summary()
+            copy = LatencyHistogram()
+            copy.merge_json(self.latency.to_json())
+            return copy

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,9 +20,12 @@ import pytest
 from simulator import fleet
 from simulator.fleet_run import Fleet, FleetOptions, FleetResult
 from simulator.fleet_stats import FleetStats, LatencyHistogram
+from simulator.fleet_workers import merge_results, result_to_json, share, worker_options
 from tests.support.bridge import BridgeProcess
 from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.platform import RunningPlatform
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def broker_arg(broker: Mosquitto) -> str:
@@ -89,6 +95,71 @@ def test_ratings_wait_for_a_late_bridge_and_are_resent_but_counted_once(
     assert platform.control.counts()["total"] == 30
     # The receipts came only after the bridge did: every latency spans the outage.
     assert summary["latency_ms"]["p50"] > 1000
+
+
+def test_worker_processes_split_the_fleet_and_add_up(
+        tmp_path: Path, mosquitto: Mosquitto, platform: RunningPlatform,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with BridgeProcess(tmp_path / "bridge", mosquitto, platform.url).start():
+        code = fleet.main(["--devices", "21", "--count", "42", "--rate", "60", "--workers",
+                           "2", "--broker", broker_arg(mosquitto), "--device-prefix", "WK",
+                           "--json", "--seed", "5"])
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert code == 0, (summary, err[-2000:])
+    assert (summary["devices"], summary["connected"]) == (21, 21)
+    assert (summary["sent"], summary["receipted"], summary["pending"]) == (42, 42, 0)
+    assert summary["statuses"]["accepted"] == 42
+    assert summary["latency_ms"]["p50"] is not None
+    # Ids are one numbering across the workers; each device got its share of the count.
+    assert platform.control.counts()["by_device"] == {f"WK-{i:04d}": 2 for i in range(1, 22)}
+
+
+@pytest.mark.parametrize(("workers", "signum"), [("1", signal.SIGINT), ("2", signal.SIGINT),
+                                                ("2", signal.SIGTERM)])
+def test_ctrl_c_stops_the_fleet_with_a_summary(mosquitto: Mosquitto, workers: str,
+                                               signum: signal.Signals) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulator.cli", "fleet", "--devices", "4", "--rate", "20",
+         "--duration", "60", "--workers", workers, "--broker", broker_arg(mosquitto),
+         "--json", "--quiet"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(4)
+    started = time.monotonic()
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - started < 10
+    assert proc.returncode == 130, err.decode()[-2000:]
+    summary = json.loads(out)
+    assert summary["interrupted"] is True and summary["ok"] is False
+    assert summary["sent"] > 0
+    assert b"Traceback" not in err
+
+
+def test_shares_cover_everything_once() -> None:
+    for total in (1, 7, 500):
+        for workers in (1, 2, 3, 7):
+            parts = [share(total, k, workers) for k in range(workers)]
+            assert parts[0][0] == 0 and parts[-1][1] == total
+            assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
+    options = FleetOptions(devices=5, rate=10.0, count=11, seed=1)
+    mine = [worker_options(options, k, 2) for k in range(2)]
+    assert [(o.first_device, o.devices) for o in mine] == [(0, 2), (2, 3)]
+    assert sum(o.count or 0 for o in mine) == 11
+    assert sum(o.rate for o in mine) == pytest.approx(10.0)
+    assert mine[0].seed != mine[1].seed
+
+
+def test_merged_result_names_the_real_problem_not_the_called_off_workers() -> None:
+    options = FleetOptions(devices=4)
+    ok, broken = FleetResult(options, connected=2, sent=0), FleetResult(options, connected=1)
+    ok.problem = "called off before sending"
+    broken.problem = "only 1 of 2 devices connected to 127.0.0.1:1 within 30 s"
+    total = merge_results(options, [result_to_json(ok), result_to_json(broken)])
+    assert total.connected == 3
+    assert total.problem == broken.problem
+    assert not total.ok
 
 
 def test_without_a_bridge_nothing_is_receipted_and_the_exit_status_says_so(
