@@ -57,6 +57,8 @@ class Device:
     up: threading.Event = field(default_factory=threading.Event)
     killed_on_purpose: bool = False
     listeners: list[Any] = field(default_factory=list)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    needs_start: bool = False           # died by itself and could not be started yet
 
     @property
     def window(self) -> WindowServer:
@@ -73,6 +75,7 @@ class Bridge:
     name: str
     process: BridgeProcess
     killed_on_purpose: bool = False
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
 
 class Chain:
@@ -90,7 +93,7 @@ class Chain:
         self._n_devices = devices
         self._disk_mb = disk_mb
         self._use_disks = use_disks
-        self._lock = threading.RLock()
+        self._broker_lock = threading.RLock()
 
     # Start and stop ------------------------------------------------------------------
 
@@ -141,7 +144,7 @@ class Chain:
 
     def start_device(self, device: Device, timeout: float = 20.0) -> None:
         """Start (or restart) a device and wait until its sim socket answers."""
-        with self._lock:
+        with device.lock:
             device.killed_on_purpose = False
             device.process.start(timeout=timeout, wait_hello=False)
             device.generation += 1
@@ -152,37 +155,37 @@ class Chain:
 
     def listen(self, device: Device, listener: Any) -> None:
         """Call `listener` with every sim event of this device, across restarts."""
-        with self._lock:
+        with device.lock:
             device.listeners.append(listener)
             sim = device.sim
             if sim is not None:
                 sim.listeners.append(listener)
 
     def kill_device(self, device: Device) -> None:
-        with self._lock:
+        with device.lock:
             device.killed_on_purpose = True
             device.up.clear()
             device.process.kill()
 
     def kill_bridge(self, bridge: Bridge) -> None:
-        with self._lock:
+        with bridge.lock:
             bridge.killed_on_purpose = True
             bridge.process.kill()
 
     def start_bridge(self, bridge: Bridge) -> None:
-        with self._lock:
+        with bridge.lock:
             bridge.killed_on_purpose = False
             bridge.process.start(wait_healthy=False)
 
     def kill_broker(self, wipe: bool) -> None:
-        with self._lock:
+        with self._broker_lock:
             self.broker_down_on_purpose = True
             self.broker.kill()
             if wipe:
                 shutil.rmtree(self.broker.persistence_dir, ignore_errors=True)
 
     def start_broker(self) -> None:
-        with self._lock:
+        with self._broker_lock:
             self.broker.start()
             self.broker_down_on_purpose = False
 
@@ -215,10 +218,13 @@ class Chain:
     # Crash watch -----------------------------------------------------------------------
 
     def check_crashes(self) -> list[Crash]:
-        """Record and restart anything that died on its own; returns the new crashes."""
+        """Record and restart anything that died on its own; returns the new crashes.
+        A part being started or stopped right now (its lock held) is looked at next time."""
         found: list[Crash] = []
-        with self._lock:
-            for device in self.devices:
+        for device in self.devices:
+            if not device.lock.acquire(blocking=False):
+                continue
+            try:
                 proc = device.process.proc
                 if (device.up.is_set() and not device.killed_on_purpose and proc is not None
                         and proc.poll() is not None):
@@ -226,16 +232,35 @@ class Chain:
                                        device.process.log()[-3000:]))
                     device.up.clear()
                     device.process.kill()  # drops the sim client
-                    self.start_device(device)
-            for bridge in self.bridges:
+                    device.needs_start = True
+                if device.needs_start:
+                    try:
+                        self.start_device(device)
+                        device.needs_start = False
+                    except Exception as e:  # noqa: BLE001 - a daemon that cannot start
+                        found.append(Crash(device.name, None, time.monotonic(),
+                                           f"could not start again: {e}"[-3000:]))
+                        device.process.kill()
+            finally:
+                device.lock.release()
+        for bridge in self.bridges:
+            if not bridge.lock.acquire(blocking=False):
+                continue
+            try:
                 rc = bridge.process.returncode
                 if not bridge.killed_on_purpose and rc is not None:
                     found.append(Crash(bridge.name, rc, time.monotonic(),
                                        bridge.process.log_text()[-3000:]))
                     self.start_bridge(bridge)
-            if not self.broker_down_on_purpose and not self.broker.running:
-                found.append(Crash("mosquitto", None, time.monotonic(),
-                                   self.broker.log_text()[-3000:]))
-                self.start_broker()
+            finally:
+                bridge.lock.release()
+        if self._broker_lock.acquire(blocking=False):
+            try:
+                if not self.broker_down_on_purpose and not self.broker.running:
+                    found.append(Crash("mosquitto", None, time.monotonic(),
+                                       self.broker.log_text()[-3000:]))
+                    self.start_broker()
+            finally:
+                self._broker_lock.release()
         self.crashes += found
         return found

@@ -80,7 +80,7 @@ class FaultInjector(threading.Thread):
         self._deck: list[str] = []
         self._lock = threading.Lock()
         self._halt = threading.Event()
-        self._holders: dict[str, threading.Event] = {}
+        self._working: list[threading.Thread] = []
 
     # Thread ----------------------------------------------------------------------------
 
@@ -100,7 +100,14 @@ class FaultInjector(threading.Thread):
         """No more faults; repair everything now (for the final drain)."""
         self._halt.set()
         self.join(30)
-        self._run_due_repairs(float("inf"))
+        while True:
+            self._run_due_repairs(float("inf"))
+            with self._lock:
+                working = [t for t in self._working if t.is_alive()]
+                if not working and not self._repairs:
+                    return
+            for thread in working:
+                thread.join(30)
 
     # Scheduling ------------------------------------------------------------------------
 
@@ -110,19 +117,27 @@ class FaultInjector(threading.Thread):
                                                   next(self._counter), what, run, part))
 
     def _run_due_repairs(self, now: float) -> None:
+        """Start every repair that is due, each in its own thread: a daemon takes a second
+        or two to start, and the next fault must not wait for it."""
         while True:
             with self._lock:
                 if not self._repairs or self._repairs[0].due > now:
                     return
                 repair = heapq.heappop(self._repairs)
-            try:
-                repair.run()
-            except Exception as e:  # noqa: BLE001 - report it; the run's checks decide
-                self.errors.append(f"repair {repair.what}: {type(e).__name__}: {e}")
-                log.exception("repair %s failed", repair.what)
-            with self._lock:
-                if not any(r.part == repair.part for r in self._repairs):  # not rescheduled
-                    self._busy.discard(repair.part)
+                thread = threading.Thread(target=self._repair, args=(repair,),
+                                          name=f"repair {repair.what}", daemon=True)
+                self._working = [t for t in self._working if t.is_alive()] + [thread]
+            thread.start()
+
+    def _repair(self, repair: _Repair) -> None:
+        try:
+            repair.run()
+        except Exception as e:  # noqa: BLE001 - report it; the run's checks decide
+            self.errors.append(f"repair {repair.what}: {type(e).__name__}: {e}")
+            log.exception("repair %s failed", repair.what)
+        with self._lock:
+            if not any(r.part == repair.part for r in self._repairs):  # not rescheduled
+                self._busy.discard(repair.part)
 
     def _deal(self) -> str:
         if not self._deck:
@@ -131,15 +146,21 @@ class FaultInjector(threading.Thread):
         return self._deck.pop()
 
     def _inject_one(self) -> None:
+        """The next kind in the deck that finds something to hit; kinds that found nothing
+        (their part is still under a fault) go back under the deck for later."""
+        passed: list[str] = []
         for _ in range(len(self.kinds)):
             kind = self._deal()
             try:
-                if getattr(self, f"_{kind}")():
-                    return
+                applied = getattr(self, f"_{kind}")()
             except Exception as e:  # noqa: BLE001
                 self.errors.append(f"{kind}: {type(e).__name__}: {e}")
                 log.exception("fault %s failed", kind)
-                return
+                applied = True
+            if applied:
+                break
+            passed.append(kind)
+        self._deck[:0] = passed
 
     def _claim(self, part: str) -> bool:
         with self._lock:

@@ -118,11 +118,17 @@ class ScreenWatch:
         self.ledger = ledger
         self._cond = threading.Condition()
         self.events: list[tuple[int, str, str | None]] = []   # generation, screen, case_id
+        self.statuses = 0
+        self.status: dict[str, Any] = {}
         chain.listen(device, self._on_event)
 
     def _on_event(self, ev: dict[str, Any]) -> None:
         if ev.get("ev") == "status" and isinstance(ev.get("backlog"), int):
             self.ledger.backlog(self.device.name, ev["backlog"])
+            with self._cond:
+                self.statuses += 1
+                self.status = ev
+                self._cond.notify_all()
             return
         if ev.get("ev") != "screen":
             return
@@ -131,6 +137,22 @@ class ScreenWatch:
             if len(self.events) > 2000:
                 del self.events[:1000]
             self._cond.notify_all()
+
+    def fresh_status(self, timeout: float = 2.0) -> dict[str, Any] | None:
+        """Ask the daemon for its status and wait for the answer."""
+        sim = self.device.sim
+        if sim is None:
+            return None
+        with self._cond:
+            seen = self.statuses
+        try:
+            sim.request_status()
+        except OSError:
+            return None
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.statuses > seen, timeout):
+                return None
+            return self.status
 
     def mark(self) -> int:
         with self._cond:
@@ -423,9 +445,12 @@ class WindowWorker(threading.Thread):
     def _stray_press(self) -> None:
         """A citizen presses with no case on screen; with spontaneous ratings off this
         must store nothing (any rating from it is a phantom)."""
+        # Only with nothing of ours pending there: a case still queued could come up on
+        # the screen just as the key goes down, and rightly take the press.
+        status = self.screens.fresh_status()
         name, _ = self.screens.current()
         sim = self.device.sim
-        if name != "idle" or sim is None:
+        if status is None or status.get("pending_cases") != 0 or name != "idle" or sim is None:
             return
         level = self.rng.randint(1, 5)
         self.ledger.stray_press(self.device.name, level)
