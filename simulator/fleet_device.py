@@ -99,11 +99,9 @@ class FleetDisplay:
 
     def __init__(self) -> None:
         self.screen = "idle"
-        self.shown = 0
 
     def show(self, screen: Screen) -> None:
         self.screen = screen.name
-        self.shown += 1
 
     def close(self) -> None:
         pass
@@ -114,7 +112,8 @@ class FleetDevice:
 
     `on_stored(device, rating_id, pressed_at)` and `on_receipted(device, {rating_id:
     status})` are called on the device's loop thread; `pressed_at` is the monotonic time
-    of the key press that made the rating, or None for a rating found in the outbox.
+    of the key press that made the rating, or None when no press of the fleet was
+    waiting (a press given up on, whose rating came later after all).
     """
 
     def __init__(self, config: DeviceConfig,
