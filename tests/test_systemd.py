@@ -111,7 +111,9 @@ def analyze(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_units_are_there() -> None:
-    assert {p.name for p in UNITS} == {"hcp-device.service", "hcp-bridge.service"}
+    assert {p.name for p in UNITS} == {"hcp-device.service", "hcp-bridge.service",
+                                       "hcp-bridge-watch.service",
+                                       "hcp-bridge-expired.service"}
 
 
 @needs_analyze
@@ -139,7 +141,9 @@ def test_verify_in_the_scratch_root_does_report_mistakes(scratch_root: Path) -> 
 
 @needs_analyze
 @pytest.mark.parametrize("name, ceiling", [("hcp-device.service", 2.0),
-                                           ("hcp-bridge.service", 1.5)])
+                                           ("hcp-bridge.service", 1.5),
+                                           ("hcp-bridge-watch.service", 1.5),
+                                           ("hcp-bridge-expired.service", 1.5)])
 def test_units_are_hardened(scratch_root: Path, name: str, ceiling: float) -> None:
     """systemd's own exposure score (0 = locked down, 10 = none at all). The device
     needs the network and its hardware, the bridge only the network."""
