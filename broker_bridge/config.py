@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from broker_bridge.profile import GovProfile, profile_problems
 from broker_bridge.timezones import DEFAULT_TIMEZONE
 from device.configschema import (
+    BROKER_AUTH_KEYS,
     ConfigError,
     Key,
     Section,
@@ -21,12 +22,12 @@ from device.configschema import (
     load_toml,
     non_empty,
     one_of,
+    topic_prefix,
     validate,
 )
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 GROUP_RE = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
-TOPIC_PREFIX_RE = re.compile(r"^[^#+\x00]{1,64}$")
 
 
 def _default_client_id() -> str:
@@ -42,10 +43,6 @@ def _group(v: Any) -> str | None:
     return None if GROUP_RE.match(v) else "must be empty or match [A-Za-z0-9_-]{1,64}"
 
 
-def _prefix(v: Any) -> str | None:
-    if not TOPIC_PREFIX_RE.match(v) or v.startswith(("/", "$")) or v.endswith("/"):
-        return "must be a topic prefix without wildcards, leading '$' or '/' or trailing '/'"
-    return None
 
 
 def _url(v: Any) -> str | None:
@@ -63,7 +60,7 @@ SCHEMA: dict[str, Section] = {
     "mqtt": Section({
         "host": Key(str, "127.0.0.1", non_empty),
         "port": Key(int, 1883, in_range(1, 65535)),
-        "prefix": Key(str, "hcp/v1", _prefix),
+        "prefix": Key(str, "hcp/v1", topic_prefix),
         "client_id": Key(str, "", _client_id),
         "shared_group": Key(str, "bridge", _group),
         "keepalive_s": Key(int, 30, in_range(5, 3600)),
@@ -71,12 +68,7 @@ SCHEMA: dict[str, Section] = {
         # How many un-acknowledged ratings the broker may hand us (MQTT v5 Receive
         # Maximum). Without it mosquitto sends only 20, which caps every batch at 20.
         "receive_maximum": Key(int, 1000, in_range(1, 65535)),
-        "tls": Key(bool, False),
-        "ca_file": Key(str, ""),
-        "client_cert": Key(str, ""),
-        "client_key": Key(str, ""),
-        "username": Key(str, ""),
-        "password_file": Key(str, ""),
+        **BROKER_AUTH_KEYS,
     }),
     "platform": Section({
         "url": Key(str, check=_url),

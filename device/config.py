@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from device.configschema import (
+    BROKER_AUTH_KEYS,
     ConfigError,
     Key,
     Section,
@@ -15,12 +16,12 @@ from device.configschema import (
     load_toml,
     non_empty,
     one_of,
+    topic_prefix,
     validate,
 )
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 REASON_CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
-TOPIC_PREFIX_RE = re.compile(r"^[^#+\x00]{1,64}$")
 
 # The national offline indicators for a bad rating (SPEC §5).
 DEFAULT_REASONS: tuple[tuple[str, str], ...] = (
@@ -37,10 +38,6 @@ def _device_id(v: Any) -> str | None:
     return None if DEVICE_ID_RE.match(v) else "must match [A-Za-z0-9_-]{1,64}"
 
 
-def _prefix(v: Any) -> str | None:
-    if not TOPIC_PREFIX_RE.match(v) or v.startswith("/") or v.endswith("/") or v.startswith("$"):
-        return "must be a topic prefix without wildcards, leading '$' or '/' or trailing '/'"
-    return None
 
 
 def _level_table(v: Any) -> str | None:
@@ -110,19 +107,14 @@ SCHEMA: dict[str, Section] = {
     "mqtt": Section({
         "host": Key(str, "127.0.0.1", non_empty),
         "port": Key(int, 1883, in_range(1, 65535)),
-        "prefix": Key(str, "hcp/v1", _prefix),
+        "prefix": Key(str, "hcp/v1", topic_prefix),
         "keepalive_s": Key(int, 30, in_range(5, 3600)),
         "resend_after_s": Key(float, 300.0, in_range(1, 86400)),
         "telemetry_s": Key(float, 60.0, in_range(1, 86400)),
         "protocol": Key(str, "5", one_of("5", "3.1.1")),
         "session_expiry_s": Key(int, 86400, in_range(0, 2**32 - 1)),
         "max_inflight": Key(int, 20, in_range(1, 1000)),
-        "tls": Key(bool, False),
-        "ca_file": Key(str, ""),
-        "client_cert": Key(str, ""),
-        "client_key": Key(str, ""),
-        "username": Key(str, ""),
-        "password_file": Key(str, ""),
+        **BROKER_AUTH_KEYS,
     }, required=False),
     "ui": Section({
         "prompt_timeout_s": Key(float, 60.0, in_range(1, 3600)),

@@ -8,6 +8,7 @@ wrong"), so a technician fixes a broken file in one round instead of one per sta
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -161,3 +162,25 @@ def host_port(v: Any) -> str | None:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         return "must be HOST:PORT"
     return None
+
+
+_TOPIC_PREFIX_RE = re.compile(r"^[^#+\x00]{1,64}$")
+
+
+def topic_prefix(v: Any) -> str | None:
+    """An MQTT topic prefix such as "hcp/v1" (devices, bridge and watcher share it)."""
+    if not _TOPIC_PREFIX_RE.match(v) or v.startswith(("/", "$")) or v.endswith("/"):
+        return "must be a topic prefix without wildcards, leading '$' or '/' or trailing '/'"
+    return None
+
+
+# How a client authenticates to the broker: the same keys in every config that has an
+# [mqtt] section.
+BROKER_AUTH_KEYS: dict[str, Key] = {
+    "tls": Key(bool, False),
+    "ca_file": Key(str, ""),
+    "client_cert": Key(str, ""),
+    "client_key": Key(str, ""),
+    "username": Key(str, ""),
+    "password_file": Key(str, ""),
+}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from broker_bridge.config import CLIENT_ID_RE, TOPIC_PREFIX_RE, MqttSettings
+from broker_bridge.config import CLIENT_ID_RE, MqttSettings
 from broker_bridge.timezones import DEFAULT_TIMEZONE, load_timezone, timezone_problem
 from broker_bridge.watch.hours import (
     DEFAULT_OPEN,
@@ -33,6 +33,7 @@ from broker_bridge.watch.settings import (
     Silent,
 )
 from device.configschema import (
+    BROKER_AUTH_KEYS,
     Check,
     ConfigError,
     Key,
@@ -41,6 +42,7 @@ from device.configschema import (
     load_toml,
     non_empty,
     one_of,
+    topic_prefix,
     validate,
 )
 
@@ -67,10 +69,6 @@ RULE_CHECKS: dict[str, Check] = {
 }
 
 
-def _prefix(v: Any) -> str | None:
-    if not TOPIC_PREFIX_RE.match(v) or v.startswith(("/", "$")) or v.endswith("/"):
-        return "must be a topic prefix without wildcards, leading '$' or '/' or trailing '/'"
-    return None
 
 
 def _client_id(v: Any) -> str | None:
@@ -94,16 +92,11 @@ SCHEMA: dict[str, Section] = {
     "mqtt": Section({
         "host": Key(str, "127.0.0.1", non_empty),
         "port": Key(int, 1883, in_range(1, 65535)),
-        "prefix": Key(str, "hcp/v1", _prefix),
+        "prefix": Key(str, "hcp/v1", topic_prefix),
         "client_id": Key(str, "", _client_id),
         "keepalive_s": Key(int, 30, in_range(5, 3600)),
         "session_expiry_s": Key(int, 3600, in_range(0, 2**32 - 1)),
-        "tls": Key(bool, False),
-        "ca_file": Key(str, ""),
-        "client_cert": Key(str, ""),
-        "client_key": Key(str, ""),
-        "username": Key(str, ""),
-        "password_file": Key(str, ""),
+        **BROKER_AUTH_KEYS,
     }, required=False),
     "watch": Section({
         "state_file": Key(str, check=non_empty),
