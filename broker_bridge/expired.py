@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import queue
-import signal
 import sys
 import threading
 import time
@@ -25,7 +24,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from types import FrameType
 from typing import Any
 
 from broker_bridge import sdnotify
@@ -266,24 +264,13 @@ def main(argv: list[str]) -> int:
         print(f"{config.path}: {e}", file=sys.stderr)
         return EXIT_CONFIG
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        sdnotify.notify("STOPPING=1")
-        forwarder.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    watchdog = sdnotify.watchdog_interval()
-    next_ping = 0.0
-
-    def on_tick() -> None:
-        nonlocal next_ping
-        if watchdog is not None and time.monotonic() >= next_ping:
-            sdnotify.notify("WATCHDOG=1")
-            next_ping = time.monotonic() + watchdog
+    sdnotify.stop_on_signals(forwarder.request_stop)
+    pinger = sdnotify.WatchdogPinger()
+    on_tick = pinger.tick
 
     log.info("expired prompts: %s:%s %s/+/event -> %s", config.mqtt.host, config.mqtt.port,
              config.mqtt.prefix, config.platform.url)
     sdnotify.notify("READY=1")
-    forwarder.run(on_tick, tick_s=min(1.0, watchdog or 1.0))
+    forwarder.run(on_tick, tick_s=min(1.0, pinger.interval or 1.0))
     log.info("stopped after reporting %d expired prompts", forwarder.forwarded)
     return 0

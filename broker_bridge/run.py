@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import time
-from types import FrameType
 
 from broker_bridge import sdnotify
 from broker_bridge.bridge import Bridge
@@ -52,21 +49,9 @@ def main(argv: list[str]) -> int:
         print(f"{config.path}: [http] listen: {e}", file=sys.stderr)
         return 1
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        sdnotify.notify("STOPPING=1")
-        bridge.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    watchdog = sdnotify.watchdog_interval()
-    next_ping = 0.0
-
-    def on_tick() -> None:
-        nonlocal next_ping
-        if watchdog is not None and time.monotonic() >= next_ping:
-            sdnotify.notify("WATCHDOG=1")
-            next_ping = time.monotonic() + watchdog
+    sdnotify.stop_on_signals(bridge.request_stop)
+    pinger = sdnotify.WatchdogPinger()
+    on_tick = pinger.tick
 
     endpoint.start()
     log.info("bridge %s: %s:%s %s -> %s (batch %d / %d ms, %d workers); /metrics on %s:%d",
@@ -76,7 +61,7 @@ def main(argv: list[str]) -> int:
              config.listen_host, endpoint.port)
     sdnotify.notify("READY=1")
     try:
-        bridge.run(on_tick, tick_s=min(1.0, watchdog or 1.0))
+        bridge.run(on_tick, tick_s=min(1.0, pinger.interval or 1.0))
     finally:
         endpoint.stop()
     log.info("bridge stopped")

@@ -7,7 +7,11 @@ Both daemons use it (the bridge through broker_bridge.sdnotify). Without NOTIFY_
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import time
+from collections.abc import Callable
+from types import FrameType
 
 
 def notify(state: str) -> bool:
@@ -40,3 +44,27 @@ def watchdog_interval() -> float | None:
     if pid and pid.isdigit() and int(pid) != os.getpid():
         return None
     return int(usec) / 2 / 1_000_000
+
+
+class WatchdogPinger:
+    """Sends WATCHDOG=1 as often as systemd asked; call `tick()` from the main loop, so a
+    hung loop stops the pings and systemd restarts the service."""
+
+    def __init__(self) -> None:
+        self.interval = watchdog_interval()
+        self._next = 0.0
+
+    def tick(self) -> None:
+        if self.interval is not None and time.monotonic() >= self._next:
+            notify("WATCHDOG=1")
+            self._next = time.monotonic() + self.interval
+
+
+def stop_on_signals(request_stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT: tell systemd we are stopping, then ask the service to stop."""
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        notify("STOPPING=1")
+        request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import time
-from types import FrameType
 
 from broker_bridge import sdnotify
 from broker_bridge.mqtt_link import LinkError
@@ -42,20 +39,9 @@ def main(argv: list[str]) -> int:
         print(f"{config.path}: {e}", file=sys.stderr)
         return EXIT_CONFIG
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        sdnotify.notify("STOPPING=1")
-        service.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    watchdog = sdnotify.watchdog_interval()
-    next_ping = 0.0
-
-    def on_tick() -> None:
-        nonlocal next_ping
-        if watchdog is not None and time.monotonic() >= next_ping:
-            sdnotify.notify("WATCHDOG=1")
-            next_ping = time.monotonic() + watchdog
+    sdnotify.stop_on_signals(service.request_stop)
+    pinger = sdnotify.WatchdogPinger()
+    on_tick = pinger.tick
 
     log.info("watcher %s: %s:%s %s/+/{rating,status,telemetry,event} -> %s/alerts%s; "
              "state %s", config.mqtt.client_id, config.mqtt.host, config.mqtt.port,
