@@ -14,6 +14,7 @@ import json
 import os
 import random
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -295,13 +296,19 @@ class DeviceSim:
         sim = self.sim
         screen = sim.screen if sim else None
         status = (sim.status if sim else None) or {}
+        # Full resolution needs 130 columns; a narrower terminal gets every two pixel
+        # columns merged, and a note saying so.
+        step = 1 if shutil.get_terminal_size((130, 50)).columns >= 130 else 2
+        width = 128 // step
         out = ["hcp-sim device — 好差评 评价器模拟  (" + HELP + ")",
-               "┌" + "─" * 128 + "┐"]
+               "┌" + "─" * width + "┐"]
         if screen and screen.get("frame"):
-            out += ["│" + row + "│" for row in half_blocks(screen["frame"])]
+            out += ["│" + row + "│" for row in half_blocks(screen["frame"], step)]
         else:
-            out += ["│" + " " * 128 + "│" for _ in range(32)]
-        out.append("└" + "─" * 128 + "┘")
+            out += ["│" + " " * width + "│" for _ in range(32)]
+        out.append("└" + "─" * width + "┘" + (
+            "  (half width: widen the terminal to 130 columns for every pixel)"
+            if step > 1 else ""))
         if screen:
             name = screen.get("screen")
             extra = f"  case {screen['case_id']}" if screen.get("case_id") else ""

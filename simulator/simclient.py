@@ -143,9 +143,12 @@ def frame_pixels(frame_b64: str) -> list[list[int]]:
     return rows
 
 
-def half_blocks(frame_b64: str) -> list[str]:
-    """The frame as 32 lines of 128 half-block characters (two pixel rows per line)."""
+def half_blocks(frame_b64: str, step: int = 1) -> list[str]:
+    """The frame as 32 lines of half-block characters, two pixel rows per line: 128
+    columns at full resolution, or 128/step columns when every `step` pixels of a row
+    are merged (lit if any is lit) for a terminal too narrow for the full screen."""
     px = frame_pixels(frame_b64)
     chars = {(0, 0): " ", (1, 0): "▀", (0, 1): "▄", (1, 1): "█"}
-    return ["".join(chars[(px[y][x], px[y + 1][x])] for x in range(WIDTH))
+    return ["".join(chars[(max(px[y][x:x + step]), max(px[y + 1][x:x + step]))]
+                    for x in range(0, WIDTH, step))
             for y in range(0, HEIGHT, 2)]
