@@ -13,7 +13,7 @@ import os
 import queue
 import signal
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +50,7 @@ log = logging.getLogger("hcp.device")
 RATING_ID_LEN = 32
 CLOCK_CHECK_S = 15.0
 SERIAL_EVENT_EVERY_S = 60.0
+OUTCOME_FRAMES = ("rated", "expired")   # held while the serial link is down
 EVENT_BUFFER = 256
 
 
@@ -136,19 +137,47 @@ class Stats:
 
 
 class FrameWriter:
-    """Numbers the evaluator's own frames (hello/rated/expired) and writes them."""
+    """Numbers the evaluator's own frames (hello/rated/expired) and writes them.
+
+    An outcome (`rated`, `expired`) that cannot be written because the serial link is
+    down is held (the last HELD_MAX) and sent, in order, by `flush()` after the next
+    `hello`: an adapter unplugged at the moment of a rating must not leave the window
+    system without its `rated`. Answers (ack/nak) are not held: the window system
+    retries a frame that got none, and an answer to an old frame would only confuse it.
+    """
+
+    HELD_MAX = 64
 
     def __init__(self, link: SerialLink | None) -> None:
         self.link = link
         self.seq = 0
+        self.held: deque[dict[str, Any]] = deque(maxlen=self.HELD_MAX)
 
     def send(self, frame: dict[str, Any]) -> bool:
         if self.link is None:
             return False
-        if frame.get("type") not in ("ack", "nak"):
-            self.seq += 1
-            frame = {**frame, "seq": self.seq}
-        return self.link.send(encode_frame(frame))
+        kind = frame.get("type")
+        if kind in ("ack", "nak"):
+            return self.link.send(encode_frame(frame))
+        if kind in OUTCOME_FRAMES:
+            self.held.append(frame)   # behind any older ones: the window sees them in order
+            return self.flush() > 0 and not self.held
+        return self._write(frame)
+
+    def flush(self) -> int:
+        """Write held outcomes, oldest first, until one fails; returns how many went."""
+        sent = 0
+        while self.held and self.link is not None:
+            if not self._write(self.held[0]):
+                break
+            self.held.popleft()
+            sent += 1
+        return sent
+
+    def _write(self, frame: dict[str, Any]) -> bool:
+        assert self.link is not None
+        self.seq += 1  # numbered when written, so seq keeps increasing on the wire
+        return self.link.send(encode_frame({**frame, "seq": self.seq}))
 
 
 class Daemon:
@@ -303,6 +332,12 @@ class Daemon:
                 log.info("serial link open: %s", self.config.serial.port)
                 self.writer.send({"type": "hello", "device_id": self.config.device.id,
                                   "version": __version__})
+                held = len(self.writer.held)
+                if held:
+                    sent = self.writer.flush()
+                    self.stats.frames_out += sent
+                    log.info("serial: sent %d of %d rated/expired frame(s) held while the "
+                             "link was down", sent, held)
             # the driver itself logs the outage, once
         elif isinstance(ev, WallClockStep):
             # Applied in the loop, so a press sent after the step sees the new time.

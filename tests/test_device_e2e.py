@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from device.outbox import Outbox
-from simulator.windowlink import answer_to
+from simulator.windowlink import WindowServer, answer_to
 from tests.support.device import ROOT, DeviceProcess
 
 
@@ -174,3 +174,38 @@ def test_sim_clock_op_steps_the_wall_clock_of_ratings_only(device: DeviceProcess
     assert abs(rated_at - (pressed - 7200)) < 5
     assert abs(time.time() - pressed) < 60  # the host clock did not move
     assert "wall clock stepped to host time -7200.000 s" in device.log()
+
+
+def test_rated_made_while_the_serial_line_is_down_is_sent_after_the_next_hello(
+        device: DeviceProcess) -> None:
+    """The adapter is unplugged just as the citizen rates: the rating is stored and
+    thanked, and the window system gets its `rated` once the line is back, after the
+    `hello`, with a seq above it."""
+    device.start()
+    w, sim = device.window, device.sim
+    assert w is not None and sim is not None
+    w.send("case_completed", case_id="C-UNPLUG")
+    assert sim.wait_screen("prompt", 5)
+    port = w.port
+    w.close()  # unplugged: the daemon's reads fail and its reopens are refused
+
+    def serial_open() -> bool:
+        sim.request_status()
+        status = sim.wait_for(lambda e: e.get("ev") == "status", 5)
+        assert status is not None
+        return bool(status["serial_open"])
+
+    deadline = time.monotonic() + 5
+    while serial_open():
+        assert time.monotonic() < deadline, "the daemon did not notice the unplug"
+        time.sleep(0.05)
+    sim.press(4)
+    assert sim.wait_screen("thanks", 5)
+
+    device.window = back = WindowServer(port=port)  # plugged in again
+    hello = back.wait_for(lambda f: f.get("type") == "hello", 10)
+    assert hello is not None, device.log()
+    frame = back.wait_for(rated("C-UNPLUG"), 5)
+    assert frame is not None and frame["level"] == 4 and frame["seq"] > hello["seq"]
+    assert "serial: sent 1 of 1 rated/expired frame(s) held while the link was down" \
+        in device.log()
