@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -176,6 +177,21 @@ class Chain:
         with bridge.lock:
             bridge.killed_on_purpose = False
             bridge.process.start(wait_healthy=False)
+
+    def pause_bridge(self, bridge: Bridge) -> bool:
+        """SIGSTOP a running bridge (False if it is not running)."""
+        with bridge.lock:
+            process = bridge.process.process
+            if process is None or process.poll() is not None:
+                return False
+            process.send_signal(signal.SIGSTOP)
+            return True
+
+    def resume_bridge(self, bridge: Bridge) -> None:
+        with bridge.lock:
+            process = bridge.process.process
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGCONT)
 
     def kill_broker(self, wipe: bool) -> None:
         with self._broker_lock:

@@ -27,12 +27,14 @@ log = logging.getLogger("chaos.faults")
 KINDS = (
     "device_kill",        # SIGKILL of a daemon (a power cut as far as it knows), restart
     "bridge_kill",        # SIGKILL of one of the two bridges, restart
+    "bridge_pause",       # SIGSTOP / SIGCONT of a bridge: hung with ratings in hand
     "broker_kill",        # SIGKILL of mosquitto, restart with its persistence
     "broker_kill_wipe",   # ... restart with its persistence wiped (disk lost)
     "broker_pause",       # SIGSTOP / SIGCONT: a hung broker or a partition
     "platform_error",     # the platform answers 500 / 503 / 429 + Retry-After
     "platform_hang",      # the platform reads requests and never answers
     "platform_drop",      # the platform stores, then loses its answer
+    "platform_slow",      # the platform stores, answers after the bridge gave up
     "serial_unplug",      # the window's serial peer closes and stays away a while
     "serial_garbage",     # junk on the serial line
     "disk_full",          # the device's data directory fills up, then space returns
@@ -48,6 +50,7 @@ JUNK_LINES = (
     b'{"type":"ping","seq":79,"nested":' + b"[" * 64 + b"\n",  # broken JSON
     b"Z" * 5000 + b"\n",                               # overlong
     b"\n\r\n",                                         # empty lines
+    b"\x00\x13noise",                                   # no newline: spoils the next frame
 )
 
 
@@ -216,6 +219,22 @@ class FaultInjector(threading.Thread):
                 return True
         return False
 
+    def _bridge_pause(self) -> bool:
+        bridges = [b for b in self.chain.bridges if b.process.returncode is None]
+        self.rng.shuffle(bridges)
+        for bridge in bridges:
+            if self._claim(f"bridge:{bridge.name}"):
+                pause_s = self.rng.uniform(1.0, 8.0)
+                if not self.chain.pause_bridge(bridge):
+                    with self._lock:
+                        self._busy.discard(f"bridge:{bridge.name}")
+                    return False
+                self.ledger.fault("bridge_pause", f"{bridge.name} for {pause_s:.1f} s")
+                self._schedule(f"bridge:{bridge.name}", pause_s, f"SIGCONT {bridge.name}",
+                               functools.partial(self.chain.resume_bridge, bridge))
+                return True
+        return False
+
     def _broker_kill(self, wipe: bool = False) -> bool:
         if not self._claim("broker"):
             return False
@@ -263,6 +282,12 @@ class FaultInjector(threading.Thread):
     def _platform_drop(self) -> bool:
         requests = self.rng.randint(1, 4)
         return self._platform("platform_drop", {"mode": "drop", "requests": requests}, 5.0)
+
+    def _platform_slow(self) -> bool:
+        delay_s = round(self.rng.uniform(2.5, 6.0), 1)   # the bridges time out after 2 s
+        lasts_s = round(self.rng.uniform(3.0, 8.0), 1)
+        return self._platform("platform_slow", {"mode": "slow", "delay_s": delay_s,
+                                                "for_s": lasts_s}, lasts_s)
 
     def _serial_unplug(self) -> bool:
         device = self._pick_device("serial", need_up=False)
