@@ -13,6 +13,7 @@ import re
 import socket
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -151,7 +152,7 @@ def encode(frame: dict[str, Any], crc: CrcMode = "ok") -> Sent:
     return Sent(body + b"*" + f"{sent:04X}".encode() + b"\n", frame, sent, correct)
 
 
-class _FrameExchange:
+class _FrameExchange(ABC):
     """The send/wait API shared by WindowLink and WindowServer; subclasses move bytes."""
 
     def __init__(self, require_crc: bool = True) -> None:
@@ -248,8 +249,8 @@ class _FrameExchange:
             self._inbox.clear()
             return items
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def close(self) -> None: ...
 
     def __enter__(self) -> Self:
         return self
@@ -259,8 +260,8 @@ class _FrameExchange:
 
     # -- for subclasses ----------------------------------------------------------------
 
-    def _write(self, data: bytes) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _write(self, data: bytes) -> None: ...
 
     def _deliver(self, line: bytes) -> None:
         item = inspect_line(line, self.require_crc)
