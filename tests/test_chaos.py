@@ -156,7 +156,7 @@ def test_disk_full_shows_the_error_reports_it_and_recovers_when_space_returns(
 def test_chaos_run_of_the_whole_chain_balances(tmp_path: Path) -> None:
     """About two minutes: three devices, two bridges, mosquitto and the platform under
     every kind of fault; every confirmed rating at the platform once, no phantom."""
-    report = ChaosRun(ChaosOptions(minutes=1.5, devices=3, mean_fault_gap_s=2.5,
+    report = ChaosRun(ChaosOptions(minutes=1.25, devices=3, mean_fault_gap_s=2.5,
                                    resend_after_s=5.0, drain_timeout_s=90.0,
                                    workdir=tmp_path / "chaos")).run()
     text = report.text()

@@ -7,7 +7,9 @@ Rules (docs/reliability.md):
 - a case the device refused as `duplicate_case` after a restart (or after its `rated`
   frame was lost) was stored: it must be at the platform exactly once too;
 - every rating at the platform must be a case rating of a case the runner sent to that
-  device, with a level the runner pressed for that case (anything else is a phantom);
+  device, with a level the runner pressed for that case, or pressed on that device with
+  no case in mind (an impatient second press) before it arrived; anything else is a
+  phantom;
 - a case is rated at most once (two platform ratings for one case are a duplicate);
 - a press whose outcome the runner never learnt may or may not be at the platform.
 """
@@ -90,6 +92,9 @@ class Ledger:
         self._lock = threading.Lock()
         self.cases: dict[tuple[str, str], Case] = {}
         self.stray_presses: list[Press] = []
+        # Presses with no particular case in mind (an impatient second press): they rate
+        # whatever case is on screen when they land, if any.
+        self.loose_presses: list[Press] = []
         self.rated_frames: dict[str, tuple[str, str, int]] = {}  # rating_id -> device, case, level
         self.anomalies: list[Finding] = []   # seen live, e.g. a `rated` nobody pressed for
         self.faults: Counter[str] = Counter()
@@ -113,6 +118,10 @@ class Ledger:
         with self._lock:
             case.presses.append(Press(case.device, case.case_id, level, time.time()))
 
+    def loose_press(self, device: str, level: int) -> None:
+        with self._lock:
+            self.loose_presses.append(Press(device, None, level, time.time()))
+
     def stray_press(self, device: str, level: int) -> None:
         with self._lock:
             self.stray_presses.append(Press(device, None, level, time.time()))
@@ -125,7 +134,8 @@ class Ledger:
                 self.anomalies.append(Finding("phantom", f"{device}: malformed rated {frame}"))
                 return
             case = self.cases.get((device, case_id))
-            if case is None or not any(p.level == level for p in case.presses):
+            if case is None or not (any(p.level == level for p in case.presses) or any(
+                    p.device == device and p.level == level for p in self.loose_presses)):
                 self.anomalies.append(Finding(
                     "phantom", f"{device}: rated frame for case {case_id} level {level} "
                                "with no such press"))
@@ -183,7 +193,8 @@ class Ledger:
 
     def presses_total(self) -> int:
         with self._lock:
-            return sum(len(c.presses) for c in self.cases.values()) + len(self.stray_presses)
+            return (sum(len(c.presses) for c in self.cases.values()) + len(self.stray_presses)
+                    + len(self.loose_presses))
 
     # The reckoning ---------------------------------------------------------------------
 
@@ -193,6 +204,7 @@ class Ledger:
             by_id = {r.rating_id: r for r in platform}
             by_case: dict[tuple[str, str], list[PlatformRating]] = defaultdict(list)
             latencies: list[float] = []
+            used_loose: set[int] = set()
             for r in platform:
                 if r.trigger != "case" or r.case_id is None:
                     findings.append(Finding("phantom", f"{r.device_id}: {r.trigger} rating "
@@ -201,6 +213,13 @@ class Ledger:
                 by_case[(r.device_id, r.case_id)].append(r)
                 case = self.cases.get((r.device_id, r.case_id))
                 presses = [p for p in (case.presses if case else []) if p.level == r.level]
+                if not presses and case is not None:
+                    loose = next((p for p in self.loose_presses if p.device == r.device_id
+                                  and p.level == r.level and p.at <= r.received_at
+                                  and id(p) not in used_loose), None)
+                    if loose is not None:
+                        used_loose.add(id(loose))
+                        presses = [loose]
                 if not presses:
                     findings.append(Finding(
                         "phantom", f"{r.device_id}: rating {r.rating_id} for case {r.case_id} "

@@ -27,6 +27,7 @@ SERVICES = [("11421100MB1", "不动产登记"), ("11421100SB2", "社保卡补办
             ("11421100YB3", "医保关系转移"), ("11421100GS4", "个体工商户登记")]
 LEVEL_WEIGHTS = {5: 50, 4: 25, 3: 10, 2: 8, 1: 7}
 DONE, AGAIN, UNCLEAR = "done", "again", "unclear"
+MIN_LEFT_S = 2.5   # press only with this much of the prompt's countdown left
 
 
 class DeviceGone(Exception):
@@ -157,6 +158,13 @@ class ScreenWatch:
     def mark(self) -> int:
         with self._cond:
             return len(self.events)
+
+    def remaining(self) -> float:
+        """Seconds left on the prompt or reasons countdown shown now (0 if none)."""
+        sim = self.device.sim
+        screen = sim.screen if sim is not None else None
+        left = screen.get("remaining_s") if screen is not None else None
+        return float(left) if isinstance(left, int | float) else 0.0
 
     def current(self) -> tuple[str | None, str | None]:
         sim = self.device.sim
@@ -357,23 +365,34 @@ class WindowWorker(threading.Thread):
         level = self.rng.choices(list(LEVEL_WEIGHTS), list(LEVEL_WEIGHTS.values()))[0]
         seen = len(self.side.outcomes(case.case_id))
         since = self.screens.mark()
+        # The key must land on this case's prompt: a press in the very last moment could
+        # rightly rate the next case instead, and the ledger would call it a phantom.
+        if self.screens.current() != ("prompt", case.case_id):
+            return UNCLEAR
+        if self.screens.remaining() < MIN_LEFT_S:
+            return self._walk_away(case, generation)
         self.ledger.press(case, level)
         self._press_generation[case.case_id] = generation
         self._press(level)
         if level >= 3 and self.rng.random() < 0.1:
-            self._press(level)   # an impatient second press: must not rate anything
+            # An impatient second press: ignored on the thanks screen; if the machine is
+            # slow enough for it to land on the next prompt, it rates that case.
+            self.ledger.loose_press(self.device.name, level)
+            self._press(level)
         wait = 6.0
         if level <= 2:
             shown = self.screens.wait(lambda n, c: n in ("reasons", "error", "thanks"),
                                       since, 5, gone)
-            if shown == ("reasons", case.case_id):
-                choice = self.rng.random()
-                if choice < 0.65:
-                    self._press(self.rng.choice((5, 4, 3, 2)))
-                elif choice < 0.85:
-                    self._press(1)  # skip
-                else:
-                    wait += REASONS_TIMEOUT_S   # leave it to the reasons timeout
+            still_there = (shown == ("reasons", case.case_id)
+                           and self.screens.current() == ("reasons", case.case_id)
+                           and self.screens.remaining() >= 2)
+            choice = self.rng.random()
+            if still_there and choice < 0.65:
+                self._press(self.rng.choice((5, 4, 3, 2)))
+            elif still_there and choice < 0.85:
+                self._press(1)  # skip
+            else:
+                wait += REASONS_TIMEOUT_S   # left to the reasons timeout
 
         def error_shown() -> bool:
             return self.screens.wait(lambda n, c: n == "error", since, 0.0) is not None
