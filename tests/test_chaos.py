@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from simulator.localbroker import Mosquitto
 from simulator.windowlink import answer_to
 from tests.chaos.disk import DiskUnavailable, SmallDisk
 from tests.chaos.faults import KINDS
+from tests.chaos.ledger import Case, Ledger, PlatformRating
 from tests.chaos.runner import ChaosOptions, ChaosRun
 from tests.support.device import DeviceProcess
 
@@ -166,3 +168,77 @@ def test_chaos_run_of_the_whole_chain_balances(tmp_path: Path) -> None:
     injected = set(summary["faults"])
     assert injected | set(report.skipped) == set(KINDS), text
     assert summary["ratings_confirmed"] >= 30, text
+
+
+# The ledger's rules on synthetic data: the chaos run is only as good as its reckoning.
+
+def platform_rating(rating_id: str, case_id: str | None, level: int, device: str = "W1",
+                    received_at: float = 2e9, trigger: str = "case") -> PlatformRating:
+    return PlatformRating(rating_id, device, level, trigger, case_id, received_at, 1)
+
+
+def pressed_case(ledger: Ledger, case_id: str, level: int, device: str = "W1") -> Case:
+    case = ledger.new_case(device, case_id)
+    ledger.press(case, level)
+    return case
+
+
+def test_ledger_balances_when_every_confirmed_rating_is_there_once() -> None:
+    ledger = Ledger()
+    case = pressed_case(ledger, "C1", 5)
+    ledger.rated("W1", {"type": "rated", "case_id": "C1", "level": 5, "rating_id": "a" * 32})
+    ledger.outcome(case, "rated")
+    verdict = ledger.reconcile([platform_rating("a" * 32, "C1", 5)])
+    assert verdict.ok and verdict.confirmed == 1 and len(verdict.latencies_s) == 1
+
+
+def test_ledger_finds_a_confirmed_rating_missing_at_the_platform() -> None:
+    ledger = Ledger()
+    pressed_case(ledger, "C1", 5)
+    ledger.rated("W1", {"type": "rated", "case_id": "C1", "level": 5, "rating_id": "a" * 32})
+    verdict = ledger.reconcile([])
+    assert [f.kind for f in verdict.findings] == ["lost"]
+
+
+def test_ledger_finds_a_case_proved_stored_by_duplicate_case_but_missing() -> None:
+    ledger = Ledger()
+    case = pressed_case(ledger, "C1", 4)
+    ledger.outcome(case, "stored")
+    assert [f.kind for f in ledger.reconcile([]).findings] == ["lost"]
+    assert ledger.reconcile([platform_rating("b" * 32, "C1", 4)]).ok
+
+
+def test_ledger_finds_a_case_rated_twice() -> None:
+    ledger = Ledger()
+    pressed_case(ledger, "C1", 5)
+    verdict = ledger.reconcile([platform_rating("a" * 32, "C1", 5),
+                                platform_rating("b" * 32, "C1", 5)])
+    assert [f.kind for f in verdict.findings] == ["duplicated"]
+
+
+def test_ledger_finds_phantoms_wrong_level_unknown_case_and_spontaneous() -> None:
+    ledger = Ledger()
+    pressed_case(ledger, "C1", 5)
+    verdict = ledger.reconcile([
+        platform_rating("a" * 32, "C1", 3),                       # level never pressed
+        platform_rating("b" * 32, "C9", 5),                       # case never sent
+        platform_rating("c" * 32, None, 5, trigger="spontaneous"),
+    ])
+    assert [f.kind for f in verdict.findings] == ["phantom"] * 3
+    ledger.rated("W1", {"type": "rated", "case_id": "C1", "level": 2, "rating_id": "d" * 32})
+    assert any(f.kind == "phantom" for f in ledger.reconcile([]).findings)
+
+
+def test_ledger_lets_a_press_with_no_case_in_mind_rate_the_next_case_once() -> None:
+    ledger = Ledger()
+    pressed_case(ledger, "C1", 5)
+    ledger.new_case("W1", "C2")
+    ledger.loose_press("W1", 4)
+    now = time.time() + 1
+    assert ledger.reconcile([platform_rating("a" * 32, "C1", 5, received_at=now),
+                             platform_rating("b" * 32, "C2", 4, received_at=now)]).ok
+    # ... but one such press cannot account for two ratings.
+    ledger.new_case("W1", "C3")
+    verdict = ledger.reconcile([platform_rating("b" * 32, "C2", 4, received_at=now),
+                                platform_rating("c" * 32, "C3", 4, received_at=now)])
+    assert [f.kind for f in verdict.findings] == ["phantom"]
