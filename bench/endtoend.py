@@ -1,0 +1,203 @@
+"""Benchmark 3: end to end through a real mosquitto, the bridge and the reference platform,
+driven by `hcp-sim fleet` — press-to-platform latency at 500 ratings/s from 500 devices,
+and the sustained throughput of one bridge process, two bridges in a shared group and the
+naive forwarder (bench/naive_forwarder.py), each draining the same queued ratings."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.chain import (
+    Arrivals,
+    Bridge,
+    Consumer,
+    NaiveForwarder,
+    Platform,
+    run_fleet,
+    start_broker,
+)
+from bench.context import Context
+from bench.measure import Latency, fmt_ms, machine_busy, sample_machine, sample_process
+from bench.report import Section, Table
+from simulator.localbroker import Mosquitto
+
+STALL_S = 5.0   # a consumer that stores nothing new for this long has finished (or stuck)
+
+
+@dataclass(frozen=True)
+class Drain:
+    """One consumer configuration draining the ratings queued for it."""
+
+    label: str
+    arrivals: Arrivals
+    expected: int
+    cpu_s: list[float]        # CPU seconds of each consumer process while draining
+    broker_cpu_s: float
+    platform_cpu_s: float
+    wall_s: float
+    machine_busy: float       # fraction of both cores busy while draining, everything included
+
+    @property
+    def rate(self) -> float:
+        return self.arrivals.rate
+
+
+def _drain(label: str, consumers: Sequence[Consumer], platform: Platform,
+           broker: Mosquitto, expected: int, limit_s: float) -> Drain:
+    """Start the consumers together; wait until the platform holds `expected` ratings,
+    nothing new arrives for STALL_S, or `limit_s` passes; stop them."""
+    assert broker.pid is not None
+    broker_before = sample_process(broker.pid).cpu_s
+    platform_before = sample_process(platform.child.pid).cpu_s
+    started = time.monotonic()
+    for consumer in consumers:
+        consumer.start(wait=False)
+    for consumer in consumers:
+        consumer.wait_healthy()
+    # From here on the consumers' CPU is (nearly all) forwarding, not starting up.
+    before = [sample_process(c.pid).cpu_s for c in consumers]
+    machine_before = sample_machine()
+    last_count, last_change = -1, time.monotonic()
+    while True:
+        now = time.monotonic()
+        count = platform.count()
+        if count != last_count:
+            last_count, last_change = count, now
+        if count >= expected or now - last_change > STALL_S or now - started > limit_s:
+            break
+        time.sleep(0.1)
+    busy = machine_busy(machine_before, sample_machine())
+    cpu = [sample_process(c.pid).cpu_s - b for c, b in zip(consumers, before, strict=True)]
+    broker_cpu = sample_process(broker.pid).cpu_s - broker_before
+    platform_cpu = sample_process(platform.child.pid).cpu_s - platform_before
+    for consumer in consumers:
+        consumer.stop()
+    return Drain(label, platform.arrivals(), expected, cpu, broker_cpu, platform_cpu,
+                 time.monotonic() - started, busy)
+
+
+def run(ctx: Context) -> Section:
+    if ctx.quick:
+        devices, rate, duration, workers, naive_s = 20, 40.0, 3.0, 1, 3.0
+    else:
+        devices, rate, duration, workers, naive_s = 500, 500.0, 30.0, 2, 15.0
+    section = Section(
+        "endtoend", "3. End to end: devices → mosquitto → bridge → platform",
+        f"A private mosquitto (queue limit and autosave as in the sample production config), "
+        f"the reference platform (`hcp-sim platform`, SQLite with `synchronous=FULL`) and "
+        f"`hcp-bridge run` with the production defaults (`batch_max` 100, `batch_wait_ms` "
+        f"50, `concurrency` 2), each its own process on this machine. **Latency:** "
+        f"`hcp-sim fleet --devices {devices} --rate {rate:g} --duration {duration:g} "
+        f"--workers {workers}` (the real daemon per device, fsync'ed outboxes) through one "
+        f"bridge. Press → platform is the platform's `received_at` minus the record's "
+        f"`rated_at` (the device's clock when the core handled the key; same host clock, "
+        f"millisecond stamps); press → receipt is the fleet's own figure (key press until the "
+        f"receipt removed the rating from the outbox), an upper bound that includes the way "
+        f"back. **Throughput:** while the fleet ran, the broker also queued every rating for "
+        f"three stopped consumers' persistent sessions (a single bridge, a shared group of "
+        f"two, the naive forwarder); each is then started alone against its own fresh "
+        f"platform and drains its queue flat out, so the load generator does not compete for "
+        f"the CPU. Rate = ratings stored ÷ time from the platform's first to its last "
+        f"storing request. The naive forwarder is stopped after {naive_s:g} s.")
+    broker = start_broker(ctx.scratch("e2e-broker"))
+    platforms: list[Platform] = []
+    try:
+        def platform(name: str) -> Platform:
+            platforms.append(Platform(ctx.scratch(f"e2e-platform-{name}")))
+            return platforms[-1]
+
+        live_platform = platform("live")
+        solo_platform, duo_platform, naive_platform = (
+            platform("solo"), platform("duo"), platform("naive"))
+        solo = Bridge(ctx.scratch("e2e-bridge-solo"), broker, solo_platform.url, "solo-1",
+                      "solo")
+        duo = [Bridge(ctx.scratch(f"e2e-bridge-duo{i}"), broker, duo_platform.url,
+                      f"duo-{i}", "duo") for i in (1, 2)]
+        naive = NaiveForwarder(ctx.scratch("e2e-naive"), broker, naive_platform.url, "naive-1")
+        # Make their sessions (and subscriptions) exist, then leave them queueing.
+        consumers: list[Consumer] = [solo, *duo, naive]
+        for consumer in consumers:
+            consumer.start()
+            consumer.stop()
+
+        live = Bridge(ctx.scratch("e2e-bridge-live"), broker, live_platform.url, "live-1",
+                      "live").start()
+        assert broker.pid is not None
+        broker_before = sample_process(broker.pid).cpu_s
+        bridge_before = sample_process(live.pid).cpu_s
+        fleet = run_fleet(ctx.scratch("e2e-fleet"), broker, devices=devices, rate=rate,
+                          duration_s=duration, workers=workers)
+        live_broker_cpu = sample_process(broker.pid).cpu_s - broker_before
+        live_bridge_cpu = sample_process(live.pid).cpu_s - bridge_before
+        live.stop()
+        to_platform = Latency.of_seconds(live_platform.press_to_platform())
+        expected = int(fleet["receipted"])
+
+        limit = 30.0 if ctx.quick else 120.0
+        one = _drain("one bridge", [solo], solo_platform, broker, expected, limit)
+        two = _drain("two bridges, shared group", duo, duo_platform, broker, expected, limit)
+        base = _drain("naive forwarder (baseline)", [naive], naive_platform, broker, expected,
+                      naive_s)
+    finally:
+        for p in platforms:
+            p.stop()
+        broker.stop()
+
+    lat = fleet["latency_ms"]
+    achieved = float(fleet["rate_achieved"])
+    section.check("one bridge process, sustained", f"{one.rate:,.0f} ratings/s",
+                  f"{base.rate:,.0f} ratings/s (naive)", "≥ 2,000/s", one.rate >= 2000)
+    section.check("one bridge ÷ naive forwarder", f"{one.rate / max(base.rate, 1e-9):.1f}×",
+                  "1×", "≥ 5×", one.rate >= 5 * base.rate)
+    section.check(f"press → platform at {achieved:g}/s from {devices} devices, p99",
+                  f"{fmt_ms(to_platform.p99)} (p50 {fmt_ms(to_platform.p50)})", "—",
+                  "p99 ≤ 250 ms", to_platform.p99 <= 250)
+    section.check("two bridges in a shared group ÷ one", f"{two.rate / max(one.rate, 1e-9):.2f}× "
+                  f"({two.rate:,.0f}/s)", f"{one.rate:,.0f}/s (one bridge)", "≥ 1.7×",
+                  two.rate >= 1.7 * one.rate)
+
+    latency = Table(["path", "p50", "p99", "max", "ratings"],
+                    title=f"Latency at {achieved:g} ratings/s (asked {rate:g}/s) from "
+                          f"{devices} devices")
+    latency.add("press → platform stored it", fmt_ms(to_platform.p50), fmt_ms(to_platform.p99),
+                fmt_ms(to_platform.max), to_platform.n)
+    latency.add("press → receipt back on the device (fleet)", _ms(lat.get("p50")),
+                _ms(lat.get("p99")), _ms(lat.get("max")), fleet["receipted"])
+    section.tables.append(latency)
+
+    drains = Table(["consumer", "ratings stored", "rate", "CPU per rating (consumer)",
+                    "consumer CPU", "mosquitto CPU", "platform CPU", "machine busy"],
+                   title=f"Throughput: draining {expected:,} queued ratings")
+    for d in (one, two, base):
+        stored = d.arrivals.count
+        per = sum(d.cpu_s) / stored * 1e6 if stored else 0.0
+        drains.add(d.label, f"{stored:,} of {d.expected:,}", f"{d.rate:,.0f}/s",
+                   f"{per:.0f} µs", " + ".join(f"{c:.1f} s" for c in d.cpu_s),
+                   f"{d.broker_cpu_s:.1f} s", f"{d.platform_cpu_s:.1f} s",
+                   f"{d.machine_busy * 100:.0f} % of {os.cpu_count()} cores")
+    section.tables.append(drains)
+    section.notes.append(
+        f"Fleet: {fleet['sent']:,} ratings sent in {fleet['send_s']:g} s "
+        f"({achieved:g}/s asked {rate:g}/s), {fleet['receipted']:,} receipted, "
+        f"{fleet['pending']} pending, {fleet['ignored_presses']} ignored presses. During "
+        f"the latency run the live bridge used {live_bridge_cpu:.1f} s of CPU and mosquitto "
+        f"{live_broker_cpu:.1f} s (which includes queueing a copy of every rating for the "
+        f"three stopped consumers).")
+    if base.arrivals.count < base.expected:
+        section.notes.append(
+            f"The naive forwarder was stopped after {base.wall_s:.0f} s with "
+            f"{base.arrivals.count:,} of {base.expected:,} stored: its rate is over those.")
+    section.notes.append(
+        "The naive forwarder does less than the bridge (no validation, no receipts, no "
+        "de-duplication cache) and gets a kept-alive HTTP connection; what costs it is one "
+        "request, and one platform transaction with its fsync, per rating.")
+    return section
+
+
+def _ms(value: object) -> str:
+    return fmt_ms(float(value)) if isinstance(value, int | float) else "—"
+
+

@@ -1,0 +1,95 @@
+"""The baseline of benchmark 3: the forwarder anyone would write first. A paho subscriber
+that POSTs each rating to the platform as it arrives — one HTTP request per message, no
+batching, no receipts, no validation — and lets paho acknowledge the message when the
+callback returns.
+
+    python -m bench.naive_forwarder --broker HOST:PORT --url URL [--client-id ID]
+
+It is given a fair chance: a kept-alive HTTP connection (not a new one per request) and
+a persistent session, so the benchmark can queue ratings for it while it is stopped.
+It prints `subscribed` on stdout once the broker granted its subscription.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import signal
+import sys
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+
+class Poster:
+    """POST {"ratings": [payload]} over one kept-alive connection; retry until answered
+    (a baseline that lost ratings would look faster than it is)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.path = parts.path or "/"
+        self.conn: http.client.HTTPConnection | None = None
+
+    def post(self, payload: bytes | bytearray) -> None:
+        body = b'{"ratings":[' + bytes(payload) + b"]}"
+        while True:
+            try:
+                if self.conn is None:
+                    self.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+                self.conn.request("POST", self.path, body,
+                                  {"Content-Type": "application/json"})
+                response = self.conn.getresponse()
+                response.read()
+                if response.status == 200:
+                    return
+            except (OSError, http.client.HTTPException):
+                if self.conn is not None:
+                    self.conn.close()
+                self.conn = None
+            time.sleep(0.1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.naive_forwarder")
+    p.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT")
+    p.add_argument("--url", required=True)
+    p.add_argument("--prefix", default="hcp/v1")
+    p.add_argument("--client-id", default="naive-forwarder")
+    args = p.parse_args(argv)
+    host, _, port = args.broker.rpartition(":")
+    poster = Poster(args.url)
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=args.client_id,
+                         protocol=mqtt.MQTTv5)
+
+    def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            print(f"connect refused: {reason}", file=sys.stderr)
+            return
+        c.subscribe(f"{args.prefix}/+/rating", qos=1)
+
+    def on_subscribe(_c: mqtt.Client, _u: Any, _mid: int, _codes: Any, _p: Any) -> None:
+        print("subscribed", flush=True)
+
+    def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        poster.post(message.payload)
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 86400
+    client.connect(host, int(port), keepalive=30, clean_start=False, properties=props)
+    signal.signal(signal.SIGTERM, lambda *_: client.disconnect())
+    client.loop_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
