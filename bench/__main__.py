@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 
 from bench.context import REPO, Context
-from bench.machine import describe
+from bench.machine import describe, load_average
 from bench.report import Section, verdicts
 
 # name -> module with run(ctx) -> Section, in the order they run
@@ -68,7 +68,8 @@ def render(sections: list[Section], machine: list[tuple[str, str]], quick: bool,
                                             if quick else "")
         + f" in {seconds / 60:.1f} minutes; do not edit by hand (the section on profiling "
         "comes from `bench/findings.md`). Every baseline was measured in the same run, on "
-        "the same machine, next to our number.",
+        "the same machine, next to our number. The machine is shared with other work: the "
+        "load averages at the start and the end of the run say how busy it was.",
         "",
         f"**Bars: {met} met, {missed} missed.**",
         "",
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workdir is None and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     seconds = time.monotonic() - started
+    machine.append(("load average at the end", load_average()))
     met, missed = verdicts(sections)
     print(f"== {len(sections)} benchmark(s) in {seconds:.0f} s; bars met {met}, missed "
           f"{missed}", file=sys.stderr)

@@ -80,6 +80,11 @@ def _git_commit(repo: Path) -> str:
     return commit + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
+def load_average() -> str:
+    """1, 5 and 15 minute load averages: other work on a shared machine shows here."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def describe(workdir: Path, repo: Path) -> list[tuple[str, str]]:
     """Rows of (what, value) describing this machine and run."""
     mem_kib = int(_first("/proc/meminfo", "MemTotal").split()[0] or 0)
@@ -88,7 +93,6 @@ def describe(workdir: Path, repo: Path) -> list[tuple[str, str]]:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count() or 0
-    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return [
         ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
         ("CPU", _first("/proc/cpuinfo", "model name")),
@@ -98,7 +102,7 @@ def describe(workdir: Path, repo: Path) -> list[tuple[str, str]]:
         ("Python", f"{platform.python_implementation()} {sys.version.split()[0]}"),
         ("disk", f"{fs_type} on {device} (mounted at {mount_point}{_disk_kind(device)}); "
                  f"benchmark files in {workdir}"),
-        ("load average at start", load),
+        ("load average at the start", load_average()),
         ("versions", f"mosquitto {_mosquitto_version()}, paho-mqtt {_version('paho-mqtt')}, "
                      f"tinydb {_version('tinydb')}, SQLite {sqlite3.sqlite_version}"),
         ("commit", _git_commit(repo)),
