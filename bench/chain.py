@@ -115,14 +115,14 @@ def _epoch(iso: str) -> float:
 
 
 class Platform:
-    """The reference platform as a process (with TCP_NODELAY: bench/platform_server.py),
-    its SQLite file read directly."""
+    """The reference platform as a process (`hcp-sim platform`), its SQLite file read
+    directly."""
 
     def __init__(self, workdir: Path) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.db_path = workdir / "platform.db"
-        self.child = Child([sys.executable, "-m", "bench.platform_server", "--listen",
+        self.child = Child([sys.executable, "-m", "simulator.cli", "platform", "--listen",
                             f"127.0.0.1:{self.port}", "--db", str(self.db_path)],
                            workdir / "platform.log")
         _wait_http_ok(self.child, f"{self.base_url}/healthz", "the platform")

@@ -331,6 +331,9 @@ class _QuietServer(ThreadingHTTPServer):
 def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; with Nagle's algorithm the body waits
+        # for the client's delayed ACK: ~40 ms per request instead of ~1.4 ms on loopback.
+        disable_nagle_algorithm = True
         server_version = "hcp-reference-platform/1 (development aid)"
         timeout = 60  # an idle kept-alive connection is closed after this
 
