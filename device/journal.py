@@ -16,23 +16,31 @@ Writing: a batch is one ``pwrite`` at the known end of the file followed by one 
 memory changes only after both succeed. If either fails (ENOSPC, EIO) the file is truncated
 back to its previous end and the OSError propagates, so the file stays a run of whole records.
 
+Memory: each live document is kept as the bytes of its ``doc`` in the put op that wrote it
+(compact JSON, ``ensure_ascii=False``), not as decoded objects: a 600-byte rating then costs
+about 0.7 KiB instead of about 3.5 KiB of dicts and strings. A document is dumped once when
+written, and those bytes go both to the file and to memory; readers (`TableView`) decode a
+fresh copy on each access; compaction copies the bytes without encoding anything again.
+
 Compaction: when the file is larger than ``compact_ratio`` times the live data and larger
 than ``compact_min_bytes``, the live state is written as a header plus one put record per
 document to ``<name>.tmp`` in the same directory, fsync'ed, renamed over the journal with
 ``os.replace``, and the directory is fsync'ed. A crash at any instant leaves either the old
 or the new file, each complete; a leftover ``.tmp`` is deleted on open. Its cost is amortised:
-the bytes it writes are at most 1/ratio of the bytes appended since the previous one. Measuring
-the live data is O(n) too, so it is done only after the file has grown by at least as many
-bytes (and by ``compact_min_bytes``) since the last measure, open or compaction.
+the bytes it writes are at most 1/ratio of the bytes appended since the previous one. The size
+of the live data is kept up to date by every write; it is weighed only after the file has grown
+by at least as many bytes (and by ``compact_min_bytes``) since the last look, open or compaction.
 
-Recovery: on open the file is scanned record by record. A record is kept when its prefix
-parses, its CRC matches and its JSON is a well-formed batch; the newline after it is expected
-but a damaged one does not cost the record. Anything else is damage: scanning resumes at the
-next position where a record prefix starts (normally the next line), so every intact record
-survives, and each damaged byte range is reported with a reason. A torn tail (the file ends
-inside a record: a write cut short by a power loss) is damage like any other. A damaged file
-is then rewritten cleanly as in compaction, and the original is kept beside it as
-``<name>.corrupt-<UTC time>`` (hard link, or copy) for the technicians: never deleted.
+Recovery: on open the file is memory-mapped and scanned record by record, each record applied
+as soon as it is read (so opening needs little memory beyond the live documents themselves). A
+record is kept when its prefix parses, its CRC matches and its JSON is a well-formed batch; the
+newline after it is expected but a damaged one does not cost the record. Anything else is
+damage: scanning resumes at the next position where a record prefix starts (normally the next
+line), so every intact record survives, and each damaged byte range is reported with a reason.
+A torn tail (the file ends inside a record: a write cut short by a power loss) is damage like
+any other. A damaged file is then rewritten cleanly as in compaction, and the original is kept
+beside it as ``<name>.corrupt-<UTC time>`` (hard link, or copy) for the technicians: never
+deleted.
 
 Concurrency: one writer thread (the daemon's core loop) and no locking between threads. A
 second process opening the same directory is refused (``flock`` on the directory), since two
@@ -42,17 +50,17 @@ writers would overwrite each other's records.
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import fcntl
 import json
 import logging
+import mmap
 import os
 import re
 import shutil
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -67,7 +75,7 @@ FORMAT = "hcp-outbox"
 VERSION = 1
 _PREFIX = re.compile(rb"([0-9a-f]{8}) ([0-9]{1,9}) ")
 
-Tables = dict[str, dict[str, Any]]  # table name -> doc_id -> document
+Tables = dict[str, dict[str, bytes]]  # table name -> doc_id -> the document as written (JSON)
 Op = list[Any]  # ["put", table, doc_id, doc] | ["del", table, [doc_id, ...]]
 
 
@@ -93,8 +101,30 @@ def del_op(table: str, doc_ids: Iterable[str]) -> Op:
     return ["del", table, list(doc_ids)]
 
 
+# One encoder and decoder for the module: `json.dumps` with options builds a new encoder per
+# call, and `json.loads` of bytes sniffs their encoding; both cost more than the work itself on
+# small documents.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_DECODER = json.JSONDecoder()
+
+
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(value).encode()
+
+
+def _loads(raw: bytes) -> Any:
+    """Decode JSON bytes as the journal writes them (UTF-8). ValueError if they are not."""
+    return _DECODER.decode(raw.decode())
+
+
+def _put_bytes(table: str, doc_id: str, raw: bytes) -> bytes:
+    """`_dumps(put_op(table, doc_id, doc))` from the document's own dump `raw`, byte for byte."""
+    return b'["put",%s,%s,%s]' % (_dumps(table), _dumps(doc_id), raw)
+
+
+def _put_size(table: str, doc_id: str, raw: bytes) -> int:
+    """Bytes of this document's put op: what a compaction writes for it."""
+    return len(raw) + len(_dumps(doc_id)) + len(_dumps(table)) + 10
 
 
 def frame(body: bytes) -> bytes:
@@ -125,30 +155,80 @@ def _well_formed_op(op: Any) -> bool:
     return False
 
 
-def _read_record(buf: bytes, pos: int) -> tuple[dict[str, Any] | None, int, str]:
-    """The record starting at `pos` and where its body ends, or None and why not."""
+_BATCH_OPEN, _BATCH_CLOSE = '{"ops":[', "]}"
+
+
+def _decode_body(body: bytes) -> tuple[Any, list[bytes | None]]:
+    """A record's JSON value and, for each op of a batch laid out as `JournalStorage` writes
+    it, the bytes of its put document sliced out of `body` (so that replay need not encode
+    every document again); None where an op is not a put or its text is laid out otherwise,
+    and no list at all for other records. ValueError if `body` is not UTF-8 JSON."""
+    text = body.decode()
+    if text.startswith(_BATCH_OPEN) and text.endswith(_BATCH_CLOSE):
+        ops: list[Any] = []
+        docs: list[bytes | None] = []
+        pos, stop = len(_BATCH_OPEN), len(text) - len(_BATCH_CLOSE)
+        try:
+            while pos < stop:  # `op,op,...,op` exactly, else the general decode below
+                op, end = _DECODER.raw_decode(text, pos)
+                ops.append(op)
+                docs.append(_put_doc(text, pos, end, op))
+                if end == stop:
+                    return {"ops": ops}, docs
+                if text[end] != "," or end + 1 == stop:
+                    break
+                pos = end + 1
+            else:
+                if pos == stop == len(_BATCH_OPEN):
+                    return {"ops": []}, []
+        except ValueError:
+            pass  # e.g. blanks between ops: the general decode says whether it is JSON at all
+    return _DECODER.decode(text), []
+
+
+def _put_doc(text: str, start: int, end: int, op: Any) -> bytes | None:
+    """The document of the put op whose JSON text is `text[start:end]`, as the bytes
+    `_put_bytes` wrote for it, or None if the op is not a put or not laid out that way."""
+    if type(op) is not list or len(op) != 4 or op[0] != "put":
+        return None  # not a put; any other flaw rejects the whole record afterwards
+    head = f'["put",{_ENCODER.encode(op[1])},{_ENCODER.encode(op[2])},'
+    doc_start = start + len(head)
+    # The op is one JSON array: after its first three elements, written exactly as `head`,
+    # comes the document; if it starts with `{` and `}]` ends the op, nothing else is there.
+    if text.startswith(head, start) and text[doc_start] == "{" and text[end - 2:end] == "}]":
+        return text[doc_start:end - 1].encode()
+    return None
+
+
+def _read_record(buf: bytes | mmap.mmap,
+                 pos: int) -> tuple[dict[str, Any] | None, list[bytes | None], int, str]:
+    """The record starting at `pos`, its put documents as sliced by `_decode_body` and where
+    its body ends; or None and why not."""
     m = _PREFIX.match(buf, pos)
     if m is None:
-        return None, pos, "not a record"
+        return None, [], pos, "not a record"
     end = m.end() + int(m[2])
     if end > len(buf):
-        return None, pos, "torn record (the file ends inside it)"
+        return None, [], pos, "torn record (the file ends inside it)"
     body = buf[m.end():end]
     if zlib.crc32(body) != int(m[1], 16):
-        return None, pos, "bad checksum"
+        return None, [], pos, "bad checksum"
     try:
-        record = json.loads(body)
+        record, docs = _decode_body(body)
     except ValueError:  # includes UnicodeDecodeError
-        return None, pos, "bad JSON"
+        return None, [], pos, "bad JSON"
     if not _well_formed(record):
-        return None, pos, "not a journal record"
-    return record, end, ""
+        return None, [], pos, "not a journal record"
+    return record, docs, end, ""
 
 
-def scan(buf: bytes) -> tuple[list[dict[str, Any]], list[Damage]]:
-    """Split a journal into its intact records and the damaged byte ranges between them."""
-    records: list[dict[str, Any]] = []
-    damage: list[Damage] = []
+Record = tuple[dict[str, Any], list[bytes | None]]  # a record and its put documents, as bytes
+
+
+def records(buf: bytes | mmap.mmap, damage: list[Damage]) -> Iterator[Record]:
+    """The intact records of a journal, one at a time, each with the bytes of its put
+    documents where they could be sliced out (see `_decode_body`); the damaged byte ranges
+    between them are appended to `damage` as the scan passes them."""
     bad_start, bad_reason = -1, ""
 
     def close_damage(end: int) -> None:
@@ -161,7 +241,7 @@ def scan(buf: bytes) -> tuple[list[dict[str, Any]], list[Damage]]:
 
     pos = 0
     while pos < len(buf):
-        record, end, reason = _read_record(buf, pos)
+        record, docs, end, reason = _read_record(buf, pos)
         if record is None:
             if bad_start < 0:
                 bad_start, bad_reason = pos, reason
@@ -169,61 +249,81 @@ def scan(buf: bytes) -> tuple[list[dict[str, Any]], list[Damage]]:
             pos = m.start() if m else len(buf)
             continue
         close_damage(pos)
-        records.append(record)
         if buf[end:end + 1] == b"\n":
             pos = end + 1
         else:  # the record is intact but its terminator is not: lose nothing, report it
             nxt = _PREFIX.search(buf, end)
             pos = nxt.start() if nxt else len(buf)
             damage.append(Damage(end, pos, "damaged end of record", 0))
+        yield record, docs
     close_damage(len(buf))
-    return records, damage
 
 
-def _apply(tables: Tables, ops: list[Op]) -> None:
-    for op in ops:
-        if op[0] == "put":
-            tables.setdefault(op[1], {})[op[2]] = op[3]
-        else:
-            docs = tables.get(op[1], {})
-            for doc_id in op[2]:
-                docs.pop(doc_id, None)
-
-
-def _put_size(table: str, doc_id: str, doc: Any) -> int:
-    """Bytes of this document's put op: what a compaction writes for it."""
-    return len(_dumps(put_op(table, doc_id, doc)))
+def scan(buf: bytes) -> tuple[list[dict[str, Any]], list[Damage]]:
+    """Split a journal into its intact records and the damaged byte ranges between them."""
+    damage: list[Damage] = []
+    return [record for record, _ in records(buf, damage)], damage
 
 
 def _live_size(tables: Tables) -> int:
-    """The sum of `_put_size` over every document, with one dump per table instead of one
-    per document (about twice as fast; this runs on open). A put op `["put",<table>,<id>,<doc>]` is
-    the `<id>:<doc>` entry of the table's dump plus a fixed overhead per document."""
+    """The sum of `_put_size` over every document, with one dump of the ids per table instead of
+    one per document (this runs on open): the dump of a list of n ids is the sum of their JSON
+    lengths plus n + 1 bytes of brackets and commas."""
     total = 0
     for name, docs in tables.items():
         if docs:
-            total += len(_dumps(docs)) - 1 + len(docs) * (8 + len(_dumps(name)))
+            ids = len(_dumps(list(docs))) - len(docs) - 1
+            total += sum(map(len, docs.values())) + ids + len(docs) * (len(_dumps(name)) + 10)
     return total
+
+
+class TableView(Mapping[str, dict[str, Any]]):
+    """One table's live documents by id, in insertion order, read-only: keys, `len` and `in`
+    are O(1) and decode nothing; each document read is decoded afresh from its JSON, so the
+    caller owns what it gets (and reading every document is O(n) decoding)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Mapping[str, bytes]) -> None:
+        self.raw = raw
+
+    def __getitem__(self, doc_id: str) -> dict[str, Any]:
+        # Our own dump: one whole JSON value without surrounding blanks, hence raw_decode.
+        return cast(dict[str, Any], _DECODER.raw_decode(self.raw[doc_id].decode())[0])
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self.raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
 
 
 class JournalStorage(Storage):
     """TinyDB storage over a journal file (see the module docstring for the format).
 
-    `read()` is O(1) and returns the live in-memory tables: callers must not mutate them.
-    `write()` (TinyDB's generic path, e.g. `drop_tables`) rewrites the whole file: correct but
-    O(n), for rare operations. Hot paths use `commit()`, directly or through `JournalTable`.
+    `read()` is O(1) and returns read-only `TableView`s of the live tables. `write()` (TinyDB's
+    generic path, e.g. `drop_tables`) rewrites the whole file: correct but O(n), for rare
+    operations. Hot paths use `commit()`, directly or through `JournalTable`.
     """
 
     def __init__(self, path: str | os.PathLike[str], compact_min_bytes: int = 1 << 20,
-                 compact_ratio: float = 4.0) -> None:
+                 compact_ratio: float = 4.0,
+                 on_replay_put: Callable[[str, str, dict[str, Any]], None] | None = None) -> None:
+        """`on_replay_put(table, doc_id, doc)` is called for every put op the open replays, in
+        file order and including documents removed later, with the decoded document: a way to
+        learn something from every document without decoding them all again afterwards."""
         self.path = Path(path)
+        self._on_replay_put = on_replay_put
         self.compact_min_bytes = compact_min_bytes
         self.compact_ratio = compact_ratio
         self.damage: list[Damage] = []      # what the last open found
         self.notes: list[str] = []          # other things the last open wants logged
         self.moved_aside: list[Path] = []
         self._tables: Tables = {}
-        self._lazy: list[Op] = []           # applied in memory, written with the next commit
+        self._lazy: list[bytes] = []        # ops applied in memory, written with the next commit
         self._size = 0                      # end of the last whole record in the file
         self._live = 0                      # bytes a compaction would write (put ops)
         self._compact_at = compact_min_bytes  # journal size at which to weigh a compaction
@@ -237,11 +337,20 @@ class JournalStorage(Storage):
 
     # TinyDB's Storage interface -------------------------------------------------------
 
-    def read(self) -> dict[str, dict[str, Any]] | None:
-        return dict(self._tables) if self._tables else None
+    def read(self) -> dict[str, Mapping[str, Any]] | None:  # type: ignore[override]  # views
+        if not self._tables:
+            return None
+        return {name: TableView(docs) for name, docs in self._tables.items()}
 
-    def write(self, data: dict[str, dict[str, Any]]) -> None:
-        self._rewrite(json.loads(_dumps(data)))
+    def write(self, data: Mapping[str, Mapping[str, Any]]) -> None:
+        tables: Tables = {}
+        for name, docs in data.items():
+            if isinstance(docs, TableView):   # unchanged since read(): keep the bytes
+                tables[name] = dict(docs.raw)
+            else:  # through JSON, ids included, to hold exactly what a replay would
+                tables[name] = {doc_id: _dumps(doc)
+                                for doc_id, doc in _loads(_dumps(docs)).items()}
+        self._rewrite(tables)
 
     def close(self) -> None:
         if self._fd >= 0 and self._lazy:
@@ -256,23 +365,31 @@ class JournalStorage(Storage):
 
         With `lazy`, memory changes now and the ops ride along with the next commit (or the
         next compaction): for changes whose loss in a crash is harmless."""
+        # Each document is dumped once: those bytes are both written and kept in memory.
+        raws = [_dumps(op[3]) if op[0] == "put" else b"" for op in ops]
+        parts = [_put_bytes(op[1], op[2], raw) if op[0] == "put" else _dumps(op)
+                 for op, raw in zip(ops, raws, strict=True)]
+        if not lazy:
+            record = frame(b'{"ops":[' + b",".join(self._lazy + parts) + b"]}")
+            self._append(_header() + record if self._size == 0 else record)
+            self._lazy.clear()
+        for op, raw in zip(ops, raws, strict=True):
+            if op[0] == "put":
+                self._put(op[1], op[2], raw)
+            else:
+                self._delete(op[1], op[2])
         if lazy:
-            self._apply_counted(ops, [None] * len(ops))
-            self._lazy.extend(ops)
-            return
-        parts = [_dumps(op) for op in self._lazy + ops]
-        record = frame(b'{"ops":[' + b",".join(parts) + b"]}")
-        self._append(_header() + record if self._size == 0 else record)
-        # Memory gets what a replay would give (JSON types, no aliasing with the caller).
-        new = parts[len(self._lazy):]
-        self._apply_counted([json.loads(p) for p in new], new)
-        self._lazy.clear()
-        if self._size >= self._compact_at:
+            self._lazy.extend(parts)
+        elif self._size >= self._compact_at:
             self._maybe_compact()
 
     def compact(self) -> None:
         """Rewrite the journal as a snapshot of the live state (atomic; see module docstring)."""
         self._rewrite(self._tables)
+
+    def view(self, table: str) -> TableView:
+        """The live documents of `table` (empty if it does not exist), in O(1)."""
+        return TableView(self._tables.get(table, {}))
 
     @property
     def size(self) -> int:
@@ -281,23 +398,21 @@ class JournalStorage(Storage):
 
     # Internals ---------------------------------------------------------------------------
 
-    def _apply_counted(self, ops: list[Op], dumped: Sequence[bytes | None]) -> None:
-        """Apply `ops` to memory one by one, keeping `_live` exact: `dumped[i]` is op i as
-        written (its size is that of a put), or None to dump it here."""
-        for op, as_written in zip(ops, dumped, strict=True):
-            docs = self._tables.get(op[1], {})
-            if op[0] == "put":
-                old = docs.get(op[2])
-                if old is not None:
-                    self._live -= _put_size(op[1], op[2], old)
-                self._live += (len(as_written) if as_written is not None
-                               else _put_size(op[1], op[2], op[3]))
-            else:
-                for doc_id in dict.fromkeys(op[2]):  # an id named twice goes once
-                    old = docs.get(doc_id)
-                    if old is not None:
-                        self._live -= _put_size(op[1], doc_id, old)
-            _apply(self._tables, [op])
+    def _put(self, table: str, doc_id: str, raw: bytes) -> None:
+        """Put one document into memory, keeping `_live` exact."""
+        docs = self._tables.setdefault(table, {})
+        old = docs.get(doc_id)
+        if old is not None:
+            self._live -= _put_size(table, doc_id, old)
+        self._live += _put_size(table, doc_id, raw)
+        docs[doc_id] = raw
+
+    def _delete(self, table: str, doc_ids: Iterable[str]) -> None:
+        docs = self._tables.get(table, {})
+        for doc_id in doc_ids:
+            old = docs.pop(doc_id, None)
+            if old is not None:
+                self._live -= _put_size(table, doc_id, old)
 
     def _append(self, record: bytes) -> None:
         self._check_open()
@@ -332,22 +447,36 @@ class JournalStorage(Storage):
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         if created:
             os.fsync(self._dir_fd)
-        with open(self.path, "rb") as f:
-            buf = f.read()
-        records, self.damage = scan(buf)
-        for record in records:
+        self._size = os.fstat(self._fd).st_size
+        if self._size:
+            # Mapped, not read: the file's pages are the kernel's cache, not our heap, and go
+            # when it is unmapped; only one record at a time is decoded.
+            with mmap.mmap(self._fd, self._size, access=mmap.ACCESS_READ) as buf:
+                self._replay(buf)
+        self._live = _live_size(self._tables)
+        self._compact_at = self._size + self.compact_min_bytes
+        if self.damage:
+            self._recover()
+
+    def _replay(self, buf: mmap.mmap) -> None:
+        tables, on_put = self._tables, self._on_replay_put
+        for record, raws in records(buf, self.damage):
             if "journal" in record:
                 if record["version"] > VERSION:
                     raise JournalFormatError(
                         f"{self.path} was written by journal format version "
                         f"{record['version']}; this software reads up to {VERSION}")
-            else:
-                _apply(self._tables, record["ops"])
-        self._size = len(buf)
-        self._live = _live_size(self._tables)
-        self._compact_at = self._size + self.compact_min_bytes
-        if self.damage:
-            self._recover()
+                continue
+            for i, op in enumerate(record["ops"]):
+                if op[0] == "put":
+                    if on_put is not None:
+                        on_put(op[1], op[2], op[3])
+                    raw = raws[i] if i < len(raws) else None
+                    tables.setdefault(op[1], {})[op[2]] = _dumps(op[3]) if raw is None else raw
+                else:
+                    docs = tables.get(op[1], {})
+                    for doc_id in op[2]:
+                        docs.pop(doc_id, None)
 
     def _recover(self) -> None:
         """Rewrite the kept records cleanly; keep the damaged original beside it."""
@@ -374,8 +503,8 @@ class JournalStorage(Storage):
             with open(tmp, "wb") as f:
                 f.write(_header())
                 for name, docs in tables.items():
-                    for doc_id, doc in docs.items():
-                        put = _dumps(put_op(name, doc_id, doc))
+                    for doc_id, raw in docs.items():
+                        put = _put_bytes(name, doc_id, raw)
                         live += len(put)
                         f.write(frame(b'{"ops":[' + put + b"]}"))
                 f.flush()
@@ -445,18 +574,19 @@ class JournalTable(Table):
     def journal(self) -> JournalStorage:
         return cast(JournalStorage, self.storage)
 
-    def view(self) -> Mapping[str, Any]:
-        """The live documents by id, in insertion order, in O(1): read-only, do not mutate."""
-        return self._read_table()
+    def view(self) -> TableView:
+        """The live documents by id, in insertion order, in O(1) (see `TableView`)."""
+        return self.journal.view(self.name)
 
     def get_doc(self, doc_id: str) -> Document | None:
-        """The document with this id, in O(1) (TinyDB's `get` is typed for int ids)."""
-        doc = self._read_table().get(doc_id)
+        """The document with this id, decoded afresh, in O(1) (TinyDB's `get` is typed for
+        int ids)."""
+        doc = self.view().get(doc_id)
         return None if doc is None else keyed(doc_id, doc)
 
     def insert(self, document: Mapping[str, Any]) -> str:  # type: ignore[override]
         doc_id = _doc_id(document)
-        if doc_id in self._read_table():
+        if doc_id in self.view():
             raise ValueError(f"document {doc_id!r} already exists in table {self.name!r}")
         self.journal.commit([put_op(self.name, doc_id, document)])
         self.clear_cache()
@@ -466,7 +596,7 @@ class JournalTable(Table):
         if cond is not None or not isinstance(document, Document):
             return cast(list[str], super().upsert(document, cond))
         doc_id = _doc_id(document)
-        merged = {**self._read_table().get(doc_id, {}), **document}
+        merged = {**self.view().get(doc_id, {}), **document}
         self.journal.commit([put_op(self.name, doc_id, merged)])
         self.clear_cache()
         return [doc_id]
@@ -474,21 +604,25 @@ class JournalTable(Table):
     def remove(self, cond: Any = None, doc_ids: Iterable[Any] | None = None) -> list[str]:  # type: ignore[override]
         if cond is not None or doc_ids is None:
             return cast(list[str], super().remove(cond, doc_ids))
-        table = self._read_table()
+        table = self.view()
         present = list(dict.fromkeys(str(i) for i in doc_ids if str(i) in table))
         if present:
             self.journal.commit([del_op(self.name, present)])
             self.clear_cache()
         return present
 
+    def _read_table(self) -> TableView:  # type: ignore[override]
+        # TinyDB's own reads (all, search, get, count, ...) come here: one table, in O(1).
+        return self.view()
+
     def _update_table(self, updater: Callable[[dict[Any, Any]], None]) -> None:
-        current = self._read_table()
-        table: dict[Any, Any] = copy.deepcopy(dict(current))  # updaters mutate docs in place
+        current = self.view().raw
+        table: dict[Any, Any] = dict(self.view().items())  # fresh copies: updaters mutate them
         updater(table)
         gone = [doc_id for doc_id in current if doc_id not in table]
         ops = [del_op(self.name, gone)] if gone else []
         ops += [put_op(self.name, str(doc_id), doc) for doc_id, doc in table.items()
-                if current.get(str(doc_id)) != doc]
+                if current.get(str(doc_id)) != _dumps(doc)]
         if ops:
             self.journal.commit(ops)
         self.clear_cache()

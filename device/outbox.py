@@ -58,7 +58,9 @@ class Outbox:
     A method that writes returns only once its journal record is fsync'ed (except
     `forget_cases_before`, which is lazy); on any OSError it raises `StorageError` and changes
     nothing, and a later call works again once the cause (e.g. a full disk) is gone.
-    Documents returned by `get` and `pending` are shallow copies: do not mutate nested values.
+    Each pending rating is held as the JSON bytes it was journaled with (about 0.7 KiB, see
+    docs/outbox.md); `get` and `pending` decode them afresh, so the caller owns what it gets,
+    and `pending` costs a decode per rating: the daemon fetches one rating at a time.
     """
 
     def __init__(self, data_dir: Path, *, compact_min_bytes: int = 1 << 20,
@@ -80,15 +82,23 @@ class Outbox:
         over damage: it drops what is unreadable, keeps the rest and says what it dropped)."""
         self.close()
         path = self._dir / JOURNAL_NAME
+        top_seq = 0
+
+        def note_seq(table: str, doc_id: str, doc: dict[str, Any]) -> None:
+            # Every rating the journal still holds, pending or since removed, raises next_seq
+            # (learned during the replay: decoding every pending rating again costs as much).
+            nonlocal top_seq
+            seq = doc.get("seq") if table == RATINGS else None
+            if isinstance(seq, int) and seq > top_seq:
+                top_seq = seq
+
         try:
             self._db = JournalDB(path, compact_min_bytes=self._compact_min_bytes,
-                                 compact_ratio=self._compact_ratio)
+                                 compact_ratio=self._compact_ratio, on_replay_put=note_seq)
         except (OSError, JournalFormatError) as e:
             raise StorageError(f"cannot open the outbox {path}: {e}") from e
         journal = self._db.journal
-        seqs = [doc.get("seq") for doc in self._table(RATINGS).view().values()]
-        self._next_seq = max([self._meta("next_seq", 1)]
-                             + [s + 1 for s in seqs if isinstance(s, int)])
+        self._next_seq = max(self._meta("next_seq", 1), top_seq + 1)
         return OpenReport(
             ratings=len(self),
             dropped_records=sum(d.records for d in journal.damage),
