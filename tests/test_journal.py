@@ -290,3 +290,81 @@ def test_lazy_ops_ride_along_with_the_next_commit(tmp_path: Path) -> None:
         assert json.loads(last.split(b" ", 2)[2])["ops"][0] == ["del", "t", ["0"]]
     with open_db(path) as db:
         assert list(db.journal_table("t").view()) == ["1", "2"]
+
+
+def test_a_record_is_the_compact_dump_of_its_batch_and_reads_are_fresh_copies(
+        tmp_path: Path) -> None:
+    """The in-memory form (each document as the bytes it was written with) changes nothing
+    on disk: a record is still exactly the compact dump of `{"ops": [...]}`."""
+    path = tmp_path / "j"
+    doc = {"name": "王晓红", "tags": ["a", "b"], "n": 1.5, "none": None}
+    with open_db(path) as db:
+        t = db.journal_table("t")
+        t.insert(keyed("a", doc))
+        last = path.read_bytes().splitlines(keepends=True)[-1]
+        assert last == frame(_dumps({"ops": [put_op("t", "a", doc)]}))
+        got = t.get_doc("a")
+        assert got == doc
+        assert got is not None
+        got["tags"].append("mutated")                       # the caller owns what it gets
+        assert t.get_doc("a") == doc and t.all() == [doc]
+    with open_db(path) as db:
+        assert db.journal_table("t").get_doc("a") == doc
+
+
+TRICKY = {"s": '}],["put","t","b",{"x":1}]]}', "nested": [["put", "t", "b", {}]],
+          "line": "王\u2028\\\"", "e": {}, "f": 1e300, "big": 10**30}
+
+
+def test_documents_that_look_like_journal_syntax_survive_replay_and_compaction(
+        tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    with open_db(path) as db:
+        db.journal.commit([put_op("t", "a", TRICKY), put_op("t", "b", {"after": True}),
+                           ["del", "t", ["nothing"]], put_op("t", 'c"]', TRICKY)])
+        before = contents(db)
+    for _ in range(2):
+        with open_db(path) as db:
+            assert contents(db) == before
+            assert list(db.journal_table("t").view()) == ["a", "b", 'c"]']
+            db.journal.compact()
+
+
+def test_records_laid_out_by_another_writer_are_read_the_same(tmp_path: Path) -> None:
+    """Blanks, escaped non-ASCII and key order as `json.dumps` writes by default: the same
+    documents as a compact record, and a compaction writes them compactly."""
+    path = tmp_path / "j"
+    batch = {"ops": [["put", "t", "a", {"name": "王晓红", "n": 1}], ["del", "t", ["x"]],
+                     ["put", "t", "b", {"k": [1, 2]}], ["put", "u", "c", {}]]}
+    spaced = json.dumps(batch).encode()                      # ", " and ": ", \u escapes
+    assert b" " in spaced and b"\\u" in spaced
+    path.write_bytes(frame(_dumps({"journal": "hcp-outbox", "version": 1})) + frame(spaced)
+                     + frame(b'{"ops": [ ["put","t","d",{"z": 0} ] ]}')
+                     + frame(b'{"ops":[["put", "t","e",{"q":1}],["put","t","f",{"r":2} ]]}')
+                     + frame(b'{"ops":[["put","t","g",{}], ["put","t","h",{}]]}'))
+    expected = {"t": {"a": {"name": "王晓红", "n": 1}, "b": {"k": [1, 2]}, "d": {"z": 0},
+                      "e": {"q": 1}, "f": {"r": 2}, "g": {}, "h": {}},
+                "u": {"c": {}}}
+    with open_db(path) as db:
+        assert db.journal.damage == []
+        assert contents(db) == expected
+        db.journal.compact()
+    with open_db(path) as db:
+        assert contents(db) == expected
+        for line in path.read_bytes().splitlines()[1:]:
+            body = line.split(b" ", 2)[2]
+            assert body == _dumps(json.loads(body))          # compact again
+
+
+def test_replay_shows_every_put_in_file_order(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    with open_db(path) as db:
+        t = db.journal_table("t")
+        t.insert(keyed("a", {"v": 1}))
+        t.insert(keyed("b", {"v": 2}))
+        t.remove(doc_ids=["a"])
+        t.upsert(keyed("b", {"w": 3}))
+    seen: list[tuple[str, str, dict[str, Any]]] = []
+    with open_db(path, on_replay_put=lambda *put: seen.append(put)) as db:
+        assert contents(db) == {"t": {"b": {"v": 2, "w": 3}}}
+    assert seen == [("t", "a", {"v": 1}), ("t", "b", {"v": 2}), ("t", "b", {"v": 2, "w": 3})]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -305,3 +306,37 @@ def test_a_second_process_cannot_open_the_same_outbox(tmp_path: Path) -> None:
     second = Outbox(tmp_path)
     assert second.open().ratings == 1             # and the lock goes with the first
     second.close()
+
+
+def test_pending_ratings_cost_little_memory_and_opening_does_not_load_the_whole_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device must stay small with a long backlog (docs/benchmarks.md, footprint): each
+    pending rating and its case memory stay in memory as the ~0.7 KiB of JSON they were
+    journaled as (decoded objects took 3.6 KiB), and opening streams the journal instead of
+    reading it all and decoding every record before applying any (a transient peak of 6.5
+    times the file, which the allocator then keeps)."""
+    n = 3000
+    box = Outbox(tmp_path)
+    box.open()
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", lambda fd: None)   # building the backlog is not the subject
+        ratings = [make_rating(seq) for seq in range(1, n + 1)]
+        for r in ratings:
+            box.store(r, case_id=r["case"]["case_id"], case_rated_at=1.7e9 + r["seq"])
+    box.close()
+    file_size = (tmp_path / JOURNAL_NAME).stat().st_size
+
+    tracemalloc.start()
+    try:
+        box = Outbox(tmp_path)
+        assert box.open().ratings == n
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kept / n < 1.25 * 1024, f"{kept / n:.0f} bytes kept per pending rating"
+    assert peak - kept < file_size / 2, f"open peaked {peak - kept} bytes above what it kept"
+    # and nothing is lost by the compact form
+    assert box.get(ratings[1234]["rating_id"]) == ratings[1234]
+    assert box.pending() == ratings and box.next_seq() == n + 1
+    assert box.recent_cases()["CASE-2026-00000007"] == 1.7e9 + 7
+    box.close()
