@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -163,6 +163,15 @@ class RunningWatcher:
         ticks = self.service.ticks
         wait_for(lambda: self.service.ticks >= ticks + 2, what="watcher ticks")
 
+    def wait_telemetry(self, devices: Iterable[str]) -> None:
+        """Wait until the watcher has handled telemetry sent by each device at the current
+        virtual time: time must not move on while a message is still at the broker."""
+        for device in devices:
+            def heard(device: str = device) -> bool:
+                track = self.service.watcher.devices.get(device)
+                return track is not None and track.last_telemetry == self.clock.now
+            wait_for(heard, what=f"telemetry of {device}")
+
     def seen(self, device: str, rating_id: str) -> bool:
         track = self.service.watcher.devices.get(device)
         return track is not None and track.counted(rating_id)
@@ -215,6 +224,7 @@ def test_every_alert_kind_once_with_cooldown_and_resolution(
                 devices.telemetry(f"421100-HG01-W0{n}", backlog=99 if n == 5 else 0,
                                   oldest_pending_s=4000 if n == 5 else None,
                                   clock_synced=n != 6)
+            watcher.wait_telemetry(f"421100-HG01-W0{n}" for n in (3, 5, 6, 7, 8))
         watcher.settle()
         assert len(devices.of("device_silent", "421100-HG01-W09", resolved=False)) == 1
         assert devices.of("device_silent", "421100-HG09-W10") == []  # hall closed
@@ -264,6 +274,7 @@ def test_every_alert_kind_once_with_cooldown_and_resolution(
                 for n in (3, 5, 6, 7, 8):
                     devices.telemetry(f"421100-HG01-W0{n}", backlog=99 if n == 5 else 0,
                                       clock_synced=n != 6)
+                watcher.wait_telemetry(f"421100-HG01-W0{n}" for n in (3, 5, 6, 7, 8))
                 watcher.advance(min(300, until - clock.now), step=300)
 
         def raised_per_kind() -> dict[str, int]:
@@ -280,11 +291,13 @@ def test_every_alert_kind_once_with_cooldown_and_resolution(
         # silence at its first alert + 60 min, satisfaction at 14:00, the clock at its
         # first alert + 240 min); the burst and the gaming burst are over by then.
         run_until(11, 20)
-        assert raised_per_kind() == {"bad_rating_burst": 1, "low_satisfaction": 1, "possible_gaming": 1,
-                            "backlog": 2, "clock_unsynced": 1, "device_silent": 2}
+        assert raised_per_kind() == {"bad_rating_burst": 1, "low_satisfaction": 1,
+                                     "possible_gaming": 1, "backlog": 2, "clock_unsynced": 1,
+                                     "device_silent": 2}
         run_until(14, 35)
-        assert raised_per_kind() == {"bad_rating_burst": 1, "low_satisfaction": 2, "possible_gaming": 1,
-                            "backlog": 2, "clock_unsynced": 2, "device_silent": 2}
+        assert raised_per_kind() == {"bad_rating_burst": 1, "low_satisfaction": 2,
+                                     "possible_gaming": 1, "backlog": 2, "clock_unsynced": 2,
+                                     "device_silent": 2}
         assert {a["device_id"] for a in devices.of("device_silent")} == {"421100-HG01-W09"}
         second = devices.of("low_satisfaction", "421100-HG01-W08", resolved=False)[1]
         assert second["first_seen"] < iso(datetime(2026, 11, 23, 11, tzinfo=SHANGHAI).timestamp())
