@@ -11,8 +11,9 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,10 @@ def device(tmp_path: Path) -> Iterator[DeviceProcess]:
     d = DeviceProcess(tmp_path, sections={"ui": {"thanks_s": 0.1, "lockout_s": 0.0}})
     yield d
     d.close()
+
+
+def on_screen(case_id: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: event.get("case_id") == case_id
 
 
 class RatingStream:
@@ -50,8 +55,7 @@ class RatingStream:
                 case_id = f"{self.prefix}-{n}"
                 sim.drain()
                 w.send("case_completed", case_id=case_id, service_name="社保卡补办")
-                if sim.wait_screen("prompt", 3, where=lambda e, c=case_id:
-                                   e.get("case_id") == c) is None:
+                if sim.wait_screen("prompt", 3, where=on_screen(case_id)) is None:
                     return
                 sim.press(random.choice([5, 4, 3]))
                 frame = w.wait_for(outcome_of(case_id), 3)
