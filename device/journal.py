@@ -161,29 +161,35 @@ _BATCH_OPEN, _BATCH_CLOSE = '{"ops":[', "]}"
 def _decode_body(body: bytes) -> tuple[Any, list[bytes | None]]:
     """A record's JSON value and, for each op of a batch laid out as `JournalStorage` writes
     it, the bytes of its put document sliced out of `body` (so that replay need not encode
-    every document again); None where an op is not a put or its text is laid out otherwise,
-    and no list at all for other records. ValueError if `body` is not UTF-8 JSON."""
+    every document again): None for an op that is not a put or is laid out otherwise, and no
+    list at all for other records. ValueError if `body` is not UTF-8 JSON."""
     text = body.decode()
     if text.startswith(_BATCH_OPEN) and text.endswith(_BATCH_CLOSE):
-        ops: list[Any] = []
-        docs: list[bytes | None] = []
-        pos, stop = len(_BATCH_OPEN), len(text) - len(_BATCH_CLOSE)
-        try:
-            while pos < stop:  # `op,op,...,op` exactly, else the general decode below
-                op, end = _DECODER.raw_decode(text, pos)
-                ops.append(op)
-                docs.append(_put_doc(text, pos, end, op))
-                if end == stop:
-                    return {"ops": ops}, docs
-                if text[end] != "," or end + 1 == stop:
-                    break
-                pos = end + 1
-            else:
-                if pos == stop == len(_BATCH_OPEN):
-                    return {"ops": []}, []
-        except ValueError:
-            pass  # e.g. blanks between ops: the general decode says whether it is JSON at all
+        with contextlib.suppress(ValueError):  # e.g. blanks: the general decode decides
+            split = _split_batch(text)
+            if split is not None:
+                return split
     return _DECODER.decode(text), []
+
+
+def _split_batch(text: str) -> tuple[dict[str, Any], list[bytes | None]] | None:
+    """`text` decoded as `{"ops":[op,op,...]}` exactly, op by op (`raw_decode` tells where
+    each op's text ends), with the documents `_put_doc` finds; None if it is laid out in any
+    other way, ValueError if an op is not JSON."""
+    ops: list[Any] = []
+    docs: list[bytes | None] = []
+    pos, stop = len(_BATCH_OPEN), len(text) - len(_BATCH_CLOSE)
+    if pos == stop:
+        return {"ops": ops}, docs
+    while True:
+        op, end = _DECODER.raw_decode(text, pos)
+        ops.append(op)
+        docs.append(_put_doc(text, pos, end, op))
+        if end == stop:
+            return {"ops": ops}, docs
+        if end > stop or text[end] != ",":
+            return None
+        pos = end + 1
 
 
 def _put_doc(text: str, start: int, end: int, op: Any) -> bytes | None:
