@@ -16,7 +16,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from broker_bridge.cache import Answer, RecentAnswers
 from broker_bridge.config import BridgeConfig
@@ -31,7 +30,7 @@ from broker_bridge.mqtt_link import (
     LinkUp,
     MqttLink,
 )
-from broker_bridge.platform_client import PlatformClient, Result
+from broker_bridge.platform_client import STATUSES, PlatformClient, Result
 from broker_bridge.record import (
     DEVICE_ID_RE,
     InvalidRecord,
@@ -104,10 +103,15 @@ class Bridge:
         # Same rating_id, another device's topic: handled after the first one's answer.
         self._deferred: dict[str, list[tuple[str, Incoming]]] = {}
         self._cache = RecentAnswers(p.cache_ttl_s, p.cache_max)
+        self._answers = {status: Answer(status, None) for status in STATUSES}
         self._idle_workers = p.concurrency
         self._batches_out = 0
         self._batch_number = 0
         self._last_alert = -ALERT_EVERY_S
+        # Counted here and added to the Prometheus metrics once per loop step: a labelled
+        # counter's inc() takes a lock, too much to pay per rating.
+        self._received = 0
+        self._inflight_shown = -1
         self._deadletter_log_window = (0.0, 0)
         self._fleet = FleetView(metrics)
         self.link = link_factory(m, self.subscriptions(), self._events.put, self._holds)
@@ -186,6 +190,16 @@ class Bridge:
             except queue.Empty:
                 event = None
         self._dispatch()
+        self._flush_metrics()
+
+    def _flush_metrics(self) -> None:
+        if self._received:
+            self.metrics.received.inc(self._received)
+            self._received = 0
+        inflight = len(self._pending)
+        if inflight != self._inflight_shown:
+            self.metrics.inflight.set(inflight)
+            self._inflight_shown = inflight
 
     def _shutdown(self) -> None:
         """Let the platform finish answering what it is answering (acknowledge those),
@@ -204,6 +218,7 @@ class Bridge:
         if self._batches_out:
             log.warning("stopping with %d batches unanswered: the broker will deliver "
                         "them again", self._batches_out)
+        self._flush_metrics()
         self.link.stop()
         self.metrics.broker_connected.set(0)
 
@@ -238,7 +253,6 @@ class Bridge:
                 del self._pending[rating_id]  # not sent yet: the redelivery replaces it
         self._waiting = deque(r for r in self._waiting if r in self._pending)
         self._deferred.clear()
-        self.metrics.inflight.set(len(self._pending))
         self.metrics.broker_connected.set(1)
 
     def _on_message(self, msg: Incoming) -> None:
@@ -255,7 +269,7 @@ class Bridge:
 
     def _on_rating(self, device_id: str, msg: Incoming, counted: bool = False) -> None:
         if not counted:
-            self.metrics.received.inc()
+            self._received += 1
         delivery = Delivery(msg.generation, msg.mid, msg.qos)
         if not DEVICE_ID_RE.fullmatch(device_id):
             self._dead_letter(msg, device_id, None, InvalidRecord(
@@ -284,7 +298,6 @@ class Bridge:
             return
         self._pending[rating.rating_id] = Pending(rating, now, [delivery])
         self._waiting.append(rating.rating_id)
-        self.metrics.inflight.set(len(self._pending))
 
     def _dispatch(self) -> None:
         now = self._clock()
@@ -313,41 +326,51 @@ class Bridge:
         self._batches_out -= 1
         self._idle_workers += 1
         now = self._clock()
-        by_device: dict[str, list[dict[str, Any]]] = {}
+        by_device: dict[str, list[bytes]] = {}
         deliveries: list[Delivery] = []
+        counts = dict.fromkeys(STATUSES, 0)
+        pending, cache, answers = self._pending, self._cache, self._answers
         for rating in batch.ratings:
-            result = results[rating.rating_id]
-            self.metrics.forwarded.inc()
-            if result.status == "accepted":
-                self.metrics.accepted.inc()
-            elif result.status == "duplicate":
-                self.metrics.duplicate.inc()
-            else:
-                self.metrics.rejected.inc()
-                log.warning("platform rejected rating %s from %s: %s", rating.rating_id,
-                            rating.device_id, result.error)
-            self._cache.put(rating.rating_id, rating.device_id,
-                            Answer(result.status, result.error), now)
-            entry = self._pending.pop(rating.rating_id, None)
+            rating_id, device_id = rating.rating_id, rating.device_id
+            result = results[rating_id]
+            status, error = result.status, result.error
+            counts[status] += 1
+            if status == "rejected":
+                log.warning("platform rejected rating %s from %s: %s", rating_id,
+                            device_id, error)
+            cache.put(rating_id, device_id,
+                      answers[status] if error is None else Answer(status, error), now)
+            entry = pending.pop(rating_id, None)
             if entry is not None:
                 deliveries.extend(entry.deliveries)
-            by_device.setdefault(rating.device_id, []).append(
-                receipt(rating.rating_id, result.status, result.error))
+            entries = by_device.get(device_id)
+            if entries is None:
+                entries = by_device[device_id] = []
+            entries.append(receipt(rating_id, status, error))
+        m = self.metrics
+        m.forwarded.inc(len(batch.ratings))
+        for status, counter in (("accepted", m.accepted), ("duplicate", m.duplicate),
+                                ("rejected", m.rejected)):
+            if counts[status]:
+                counter.inc(counts[status])
         # Receipts are queued before the acknowledgements, on the same connection: if we
         # die in between, the broker redelivers and the device gets a second receipt
         # (duplicate) instead of waiting resend_after_s for its first.
         self._send_receipts(by_device)
-        acked = sum(self.link.ack(d.generation, d.mid, d.qos) for d in deliveries)
-        self.metrics.inflight.set(len(self._pending))
+        ack = self.link.ack
+        acked = 0
+        for d in deliveries:
+            acked += ack(d.generation, d.mid, d.qos)
         log.debug("batch %d: %d answered, %d deliveries acknowledged", batch.number,
                   len(batch.ratings), acked)
-        for rating in batch.ratings:
-            for device_id, msg in self._deferred.pop(rating.rating_id, ()):
-                self._on_rating(device_id, msg, counted=True)
+        if self._deferred:
+            for rating in batch.ratings:
+                for device_id, msg in self._deferred.pop(rating.rating_id, ()):
+                    self._on_rating(device_id, msg, counted=True)
 
     # Outgoing messages ------------------------------------------------------------
 
-    def _send_receipts(self, by_device: dict[str, list[dict[str, Any]]]) -> None:
+    def _send_receipts(self, by_device: dict[str, list[bytes]]) -> None:
         for device_id, entries in by_device.items():
             self.link.publish(f"{self._prefix}/{device_id}/receipt", receipts(entries), qos=1)
 

@@ -8,6 +8,7 @@ never a rating.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -30,6 +31,9 @@ class RecentAnswers:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[str, str], tuple[float, Answer]] = OrderedDict()
+        # When the oldest entry expires (or earlier): put() skips the eviction scan
+        # until then. The bridge calls put() for every rating.
+        self._oldest_expires = math.inf
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -49,17 +53,24 @@ class RecentAnswers:
         if self.max_entries <= 0 or self.ttl_s <= 0:
             return
         key = (device_id, rating_id)
-        self._entries[key] = (now + self.ttl_s, answer)
-        self._entries.move_to_end(key)
-        self._evict(now)
+        entries = self._entries
+        if key in entries:
+            entries.move_to_end(key)
+        entries[key] = (now + self.ttl_s, answer)
+        if len(entries) == 1:
+            self._oldest_expires = now + self.ttl_s
+        if len(entries) > self.max_entries or now >= self._oldest_expires:
+            self._evict(now)
 
     def _evict(self, now: float) -> None:
         entries = self._entries
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
         # Entries are in insertion order with one TTL, so expired ones are at the front.
+        self._oldest_expires = math.inf
         while entries:
             key, (expires, _) = next(iter(entries.items()))
             if expires > now:
+                self._oldest_expires = expires
                 break
             del entries[key]

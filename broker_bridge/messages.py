@@ -11,14 +11,21 @@ from broker_bridge.record import DEVICE_ID_RE, InvalidRecord
 DEADLETTER_SAMPLE = 2048  # bytes of a rejected payload kept in the dead letter
 
 
-def receipt(rating_id: str, status: str, error: str | None) -> dict[str, Any]:
-    """One entry of a receipt message."""
-    return {"rating_id": rating_id, "status": status, "error": error}
+def receipt(rating_id: str, status: str, error: str | None) -> bytes:
+    """One entry of a receipt message, as JSON. Put together from pieces rather than
+    with json.dumps: the bridge makes one per rating."""
+    return b'{"rating_id":%s,"status":%s,"error":%s}' % (
+        _json_string(rating_id), _json_string(status),
+        b"null" if error is None else _json_string(error))
 
 
-def receipts(entries: list[dict[str, Any]]) -> bytes:
-    """The payload for `{prefix}/{device_id}/receipt`."""
-    return compact({"receipts": entries})
+def receipts(entries: list[bytes]) -> bytes:
+    """The payload for `{prefix}/{device_id}/receipt`: `{"receipts": [entries]}`."""
+    return b'{"receipts":[' + b",".join(entries) + b"]}"
+
+
+def _json_string(text: str) -> bytes:
+    return _encode_str(text).encode("utf-8")
 
 
 def dead_letter(topic: str, device_id: str, payload: bytes, error: InvalidRecord,
@@ -60,6 +67,10 @@ def platform_refuses_alert(bridge_id: str, status: int | None, detail: str) -> b
 
 def compact(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+# For a str, JSONEncoder.encode goes straight to the C string encoder.
+_encode_str = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def utc_now() -> str:

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -36,8 +36,10 @@ class LinkError(Exception):
     """The MQTT link cannot be set up (unreadable password file, bad TLS files)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
+class Incoming(NamedTuple):
+    """One message as delivered, tagged with the connection it came on. Made in paho's
+    network thread for every message: a NamedTuple is immutable and cheap to build."""
+
     generation: int
     topic: str
     payload: bytes
@@ -266,15 +268,17 @@ class MqttLink:
         log.info("subscribed: %s", ", ".join(t for t, _ in self._subscriptions))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # Runs for every message, in the thread that also decodes them: hand it over and
+        # leave every check to the bridge loop.
         try:
             topic = message.topic
         except UnicodeDecodeError:
             topic = ""
-        hold = bool(topic) and self._holds(topic)
-        self._sink(Incoming(self._generation, topic, bytes(message.payload), message.mid,
-                            message.qos, bool(message.retain)))
-        if not hold and message.qos > 0:
-            client.ack(message.mid, message.qos)
+        mid, qos = message.mid, message.qos
+        self._sink(Incoming(self._generation, topic, bytes(message.payload), mid, qos,
+                            message.retain))
+        if qos and not (topic and self._holds(topic)):
+            client.ack(mid, qos)
 
 
 

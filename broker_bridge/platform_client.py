@@ -12,8 +12,8 @@ import http.client
 import json
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from broker_bridge.backoff import parse_retry_after
@@ -44,8 +44,10 @@ class PlatformError(Exception):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(NamedTuple):
+    """The platform's answer for one rating (immutable; one per rating, so no frozen
+    dataclass: those are slow to build)."""
+
     rating_id: str
     status: str
     error: str | None
