@@ -455,16 +455,27 @@ class JournalStorage(Storage):
             os.fsync(self._dir_fd)
         self._size = os.fstat(self._fd).st_size
         if self._size:
-            # Mapped, not read: the file's pages are the kernel's cache, not our heap, and go
-            # when it is unmapped; only one record at a time is decoded.
-            with mmap.mmap(self._fd, self._size, access=mmap.ACCESS_READ) as buf:
+            with self._contents() as buf:
                 self._replay(buf)
         self._live = _live_size(self._tables)
         self._compact_at = self._size + self.compact_min_bytes
         if self.damage:
             self._recover()
 
-    def _replay(self, buf: mmap.mmap) -> None:
+    @contextlib.contextmanager
+    def _contents(self) -> Iterator[bytes | mmap.mmap]:
+        """The file's bytes for a replay: mapped, not read, so that its pages are the kernel's
+        cache and go when it is unmapped, rather than heap that the allocator keeps."""
+        try:
+            buf = mmap.mmap(self._fd, self._size, access=mmap.ACCESS_READ)
+        except OSError:  # a file system that cannot map files (ENODEV): read it whole
+            with open(self.path, "rb") as f:
+                yield f.read()
+            return
+        with buf:
+            yield buf
+
+    def _replay(self, buf: bytes | mmap.mmap) -> None:
         tables, on_put = self._tables, self._on_replay_put
         for record, raws in records(buf, self.damage):
             if "journal" in record:

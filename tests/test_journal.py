@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import mmap
 import os
 from pathlib import Path
 from typing import Any
@@ -368,3 +369,18 @@ def test_replay_shows_every_put_in_file_order(tmp_path: Path) -> None:
     with open_db(path, on_replay_put=lambda *put: seen.append(put)) as db:
         assert contents(db) == {"t": {"b": {"v": 2, "w": 3}}}
     assert seen == [("t", "a", {"v": 1}), ("t", "b", {"v": 2}), ("t", "b", {"v": 2, "w": 3})]
+
+
+def test_a_journal_on_a_file_system_that_cannot_map_files_still_opens(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "j"
+    build_journal(path, 3)
+    path.write_bytes(path.read_bytes() + b"00000000 999 {torn")
+
+    def no_mmap(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+
+    monkeypatch.setattr(mmap, "mmap", no_mmap)
+    with open_db(path) as db:
+        assert list(db.journal_table("t").view()) == ["0", "1", "2"]
+        assert len(db.journal.damage) == 1
