@@ -85,8 +85,9 @@ class Outbox:
         top_seq = 0
 
         def note_seq(table: str, doc_id: str, doc: dict[str, Any]) -> None:
-            # Every rating the journal still holds, pending or since removed, raises next_seq
-            # (learned during the replay: decoding every pending rating again costs as much).
+            # Every rating the journal still holds, pending or since removed, raises next_seq:
+            # learned during the replay, which decodes each rating anyway, rather than by
+            # decoding every pending one again afterwards.
             nonlocal top_seq
             seq = doc.get("seq") if table == RATINGS else None
             if isinstance(seq, int) and seq > top_seq:
