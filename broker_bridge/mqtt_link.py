@@ -28,6 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from broker_bridge.config import MqttSettings
+from broker_bridge.paho_fast import make_client
 
 log = logging.getLogger("hcp.bridge.mqtt")
 
@@ -111,8 +112,10 @@ class MqttLink:
     # paho setup ----------------------------------------------------------------
 
     def _make_client(self, s: MqttSettings) -> mqtt.Client:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
+        # MQTT v5, not 3.1.1 (whose PUBLISH paho decodes cheaply): Receive Maximum, the
+        # session expiry and reason codes are v5 only. paho_fast removes v5's decoding cost.
+        client = make_client(callback_api_version=CallbackAPIVersion.VERSION2,
+                             client_id=s.client_id, protocol=mqtt.MQTTv5, manual_ack=True)
         paho_log = logging.getLogger("hcp.bridge.paho")
         paho_log.setLevel(logging.INFO)  # paho logs every packet at DEBUG
         paho_log.addFilter(_quiet_paho)

@@ -1,0 +1,228 @@
+"""The bridge's fast PUBLISH path (broker_bridge/paho_fast.py) against paho's own decoder:
+a scripted broker on a real socket sends the same packets to paho's plain client and to
+the fast one; both must hand the application the same messages and send the same
+acknowledgements, and anything the fast path does not take must still reach paho."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from broker_bridge.paho_fast import CHECKED_VERSIONS, FastPublishClient, fast_path_available
+
+RATING_TOPIC = b"hcp/v1/421100-HG01-W03/rating"
+RATING = ('{"schema":"hcp.rating/1","staff":{"staff_name":"王晓红"},"level":5}').encode()
+CONNACK = b"\x20\x03\x00\x00\x00"  # v5: no session, success, no properties
+PUBACK = 0x40
+
+
+def vbi(n: int) -> bytes:
+    """MQTT variable byte integer."""
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def publish(topic: bytes, payload: bytes, *, qos: int = 1, mid: int = 1, retain: bool = False,
+            dup: bool = False, properties: bytes = b"") -> bytes:
+    body = (len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"")
+            + vbi(len(properties)) + properties + payload)
+    return bytes([0x30 | dup << 3 | qos << 1 | retain]) + vbi(len(body)) + body
+
+
+# Payload Format Indicator = 1 and a user property ("k", "值").
+PROPERTIES = b"\x01\x01" + b"\x26" + b"\x00\x01k" + b"\x00\x03" + "值".encode()
+
+PACKETS = [
+    publish(RATING_TOPIC, RATING, mid=1),
+    publish(b"hcp/v1/421100-HG01-W03/telemetry", b'{"backlog":0}', qos=0),
+    publish(b"hcp/v1/421100-HG01-W03/status", b'{"online":true}', mid=65535, retain=True,
+            dup=True),
+    publish(RATING_TOPIC, RATING, mid=7, properties=PROPERTIES),  # paho's decoder
+    publish(RATING_TOPIC, b"", mid=8),
+    publish("hcp/v1/窗口-3/rating".encode(), RATING, mid=9),
+    publish(b"hcp/v1/\xff\xfe/rating", RATING, mid=10),            # topic not UTF-8
+    publish(RATING_TOPIC, RATING * 200, mid=11),                   # 3-byte remaining length
+]
+
+
+@dataclass
+class Seen:
+    """What on_message got, in a form both clients can be compared on."""
+
+    topic: str | None
+    raw_topic: bytes
+    payload: bytes
+    mid: int
+    qos: int
+    retain: bool
+    dup: bool
+    properties: dict[str, Any]
+
+
+def seen(message: mqtt.MQTTMessage) -> Seen:
+    try:
+        topic: str | None = message.topic
+    except UnicodeDecodeError:
+        topic = None
+    props = message.properties.json() if message.properties is not None else {}  # type: ignore[no-untyped-call]
+    return Seen(topic, bytes(message._topic), bytes(message.payload), message.mid,
+                message.qos, bool(message.retain), bool(message.dup), props)
+
+
+@dataclass
+class ScriptedBroker:
+    """Accepts one client, answers its CONNECT, sends `packets`, records what comes back."""
+
+    packets: list[bytes]
+    server: socket.socket = field(default_factory=socket.socket)
+    conn: socket.socket | None = None
+    closed: bool = False
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(1)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        port: int = self.server.getsockname()[1]
+        return port
+
+    def _serve(self) -> None:
+        self.conn, _ = self.server.accept()
+        self.conn.settimeout(5)
+        command, _ = self.read_packet()
+        assert command >> 4 == 1, "expected CONNECT"
+        self.conn.sendall(CONNACK + b"".join(self.packets))
+        self.ready.set()
+
+    def _read(self, n: int) -> bytes:
+        assert self.conn is not None
+        data = b""
+        while len(data) < n:
+            chunk = self.conn.recv(n - len(data))
+            if not chunk:
+                self.closed = True
+                raise ConnectionError("client closed")
+            data += chunk
+        return data
+
+    def read_packet(self) -> tuple[int, bytes]:
+        command = self._read(1)[0]
+        length, shift = 0, 0
+        while True:
+            byte = self._read(1)[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        return command, self._read(length)
+
+    def packets_within(self, seconds: float) -> list[tuple[int, bytes]]:
+        assert self.conn is not None
+        self.conn.settimeout(seconds)
+        out = []
+        try:
+            while True:
+                out.append(self.read_packet())
+        except (TimeoutError, ConnectionError):
+            return out
+
+    def close(self) -> None:
+        for s in (self.conn, self.server):
+            if s is not None:
+                s.close()
+
+
+@contextmanager
+def run_client(cls: type[mqtt.Client], packets: list[bytes], expect: int
+               ) -> Iterator[tuple[mqtt.Client, ScriptedBroker, list[mqtt.MQTTMessage]]]:
+    broker = ScriptedBroker(packets)
+    messages: list[mqtt.MQTTMessage] = []
+    got_all = threading.Event()
+
+    def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        messages.append(message)
+        if len(messages) >= expect:
+            got_all.set()
+
+    client = cls(CallbackAPIVersion.VERSION2, client_id="fast-path-test",
+                 protocol=mqtt.MQTTv5, manual_ack=True)
+    client.on_message = on_message
+    client.connect("127.0.0.1", broker.port, keepalive=60)
+    client.loop_start()
+    try:
+        assert broker.ready.wait(5), "the client did not connect"
+        if expect:
+            assert got_all.wait(5), f"{len(messages)} of {expect} messages"
+        yield client, broker, messages
+    finally:
+        client.disconnect()  # before loop_stop(): wakes the network thread at once
+        client.loop_stop()
+        broker.close()
+
+
+def messages_of(cls: type[mqtt.Client]) -> list[Seen]:
+    with run_client(cls, PACKETS, len(PACKETS)) as (_client, _broker, messages):
+        return [seen(m) for m in messages]
+
+
+def test_the_application_gets_the_same_messages_as_from_paho() -> None:
+    plain, fast = messages_of(mqtt.Client), messages_of(FastPublishClient)
+    assert len(fast) == len(PACKETS)
+    for i, (p, f) in enumerate(zip(plain, fast, strict=True)):
+        assert f == p, f"packet {i}"
+    assert fast[0].topic == RATING_TOPIC.decode() and fast[0].payload == RATING
+    assert (fast[2].mid, fast[2].retain, fast[2].dup) == (65535, True, True)
+    assert fast[3].properties == {"PayloadFormatIndicator": 1, "UserProperty": [("k", "值")]}
+    assert fast[6].topic is None and fast[6].raw_topic == b"hcp/v1/\xff\xfe/rating"
+    assert len(fast[7].payload) == len(RATING) * 200
+
+
+def test_property_less_packets_skip_pahos_decoder_and_the_rest_do_not() -> None:
+    """The fast path leaves `properties` None where paho puts an empty Properties object:
+    proof that it, not paho's decoder, handled the packet."""
+    with run_client(FastPublishClient, PACKETS, len(PACKETS)) as (_client, _broker, messages):
+        assert [m.properties is None for m in messages] == [
+            True, True, True, False, True, True, True, True]
+
+
+@pytest.mark.parametrize("cls", [mqtt.Client, FastPublishClient])
+def test_qos1_is_acknowledged_only_by_ack(cls: type[mqtt.Client]) -> None:
+    packets = [publish(RATING_TOPIC, RATING, mid=mid) for mid in (21, 22, 23)]
+    with run_client(cls, packets, 3) as (client, broker, messages):
+        assert broker.packets_within(0.3) == [], "a PUBACK before ack()"
+        client.ack(messages[1].mid, messages[1].qos)
+        assert broker.packets_within(0.5) == [(PUBACK, (22).to_bytes(2, "big"))]
+
+
+@pytest.mark.parametrize("cls", [mqtt.Client, FastPublishClient])
+def test_a_malformed_publish_is_refused_like_paho_does(cls: type[mqtt.Client]) -> None:
+    # The topic length says 200 bytes; the packet ends long before.
+    malformed = b"\x32\x08\x00\xc8hcp/\x00\x01"
+    with run_client(cls, [malformed], 0) as (_client, broker, messages):
+        assert broker.packets_within(2.0) == []
+        assert broker.closed, "the client kept the connection"
+        assert messages == []
+
+
+def test_the_installed_paho_is_one_the_fast_path_was_checked_against() -> None:
+    """Fails after a paho upgrade, on purpose: FastPublishClient overrides a private
+    method; check it against the new version's `_handle_publish`, then add the version
+    to CHECKED_VERSIONS (until then the bridge runs on paho's plain, slower client)."""
+    assert fast_path_available(), (
+        f"paho-mqtt {paho.mqtt.__version__} is not in {CHECKED_VERSIONS}")
