@@ -108,8 +108,8 @@ class Bridge:
         self._batches_out = 0
         self._batch_number = 0
         self._last_alert = -ALERT_EVERY_S
-        # Counted here and added to the Prometheus metrics once per loop step: a labelled
-        # counter's inc() takes a lock, too much to pay per rating.
+        # Ratings received and the in-flight gauge reach Prometheus once per loop step
+        # (answers once per batch): each inc() or set() takes a lock, too much per rating.
         self._received = 0
         self._inflight_shown = -1
         self._deadletter_log_window = (0.0, 0)

@@ -85,6 +85,23 @@ def test_cache_is_bounded_oldest_first() -> None:
     assert len(off) == 0
 
 
+def test_cache_forgets_expired_answers_as_new_ones_arrive() -> None:
+    """Memory is bounded by the TTL too, not only by max_entries; an answer stored again
+    lives from its new time."""
+    cache = RecentAnswers(ttl_s=10, max_entries=1000)
+    for n in range(5):
+        cache.put(f"{n:032x}", "d", Answer("accepted", None), now=n)
+    cache.put(f"{0:032x}", "d", Answer("duplicate", None), now=5)   # again: lives to 15
+    cache.put(f"{9:032x}", "d", Answer("accepted", None), now=11.5)  # 1 expired at 11
+    assert len(cache) == 5  # 2, 3, 4 (expire at 12, 13, 14), 0 (again at 5), 9
+    assert cache.get(f"{1:032x}", "d", now=11.5) is None
+    cache.put(f"{8:032x}", "d", Answer("accepted", None), now=14.5)
+    assert len(cache) == 3  # 0, 9, 8
+    assert cache.get(f"{0:032x}", "d", now=14.9) == Answer("duplicate", None)
+    cache.put(f"{7:032x}", "d", Answer("accepted", None), now=30)
+    assert len(cache) == 1
+
+
 # systemd notify -----------------------------------------------------------------------
 
 
