@@ -15,6 +15,7 @@ import math
 import os
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -29,6 +30,9 @@ log = logging.getLogger("hcp.sim")
 MAX_REQUEST = 4096
 MAX_HOLD_MS = 60_000
 MAX_CLOCK_OFFSET_S = 10 * 366 * 86400   # a step of up to ten years either way
+# Unread screen events one client may have queued before it is dropped: about 500 screens,
+# eight minutes of a prompt's once-a-second countdown.
+MAX_CLIENT_BACKLOG = 1 << 20
 
 Renderer = Callable[[Screen], bytes]          # screen -> 1024-byte 1-bit frame
 StatusProvider = Callable[[], dict[str, Any]]
@@ -36,17 +40,63 @@ ClockStepper = Callable[[float], None]        # wall-clock offset in seconds
 
 
 class _Client:
+    """One connected client. Sends go through a bounded queue drained by the client's own
+    writer thread: the daemon's loop broadcasts screens and must never wait for a client
+    that has stopped reading (a suspended terminal, a stuck script)."""
+
     def __init__(self, conn: socket.socket) -> None:
         self.conn = conn
-        self.lock = threading.Lock()
+        self._out: deque[bytes] = deque()
+        self._queued = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        threading.Thread(target=self._write_loop, name="sim-client-writer",
+                         daemon=True).start()
 
     def send(self, data: bytes) -> bool:
-        with self.lock:
+        """Queue data for the client; False once the client is gone or was dropped."""
+        with self._cond:
+            if self._closed:
+                return False
+            if self._queued + len(data) > MAX_CLIENT_BACKLOG:
+                log.warning("sim client dropped: it has not read %d bytes of screen events",
+                            self._queued)
+                self._close_locked()
+                return False
+            self._out.append(data)
+            self._queued += len(data)
+            self._cond.notify()
+        return True
+
+    def close(self) -> None:
+        with self._cond:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._out.clear()
+        self._queued = 0
+        self._cond.notify()
+        # Wakes the reader thread too, which then removes the client from the server.
+        with contextlib.suppress(OSError):
+            self.conn.shutdown(socket.SHUT_RDWR)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._out and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                data = self._out.popleft()
+                self._queued -= len(data)
             try:
                 self.conn.sendall(data)
             except OSError:
-                return False
-        return True
+                self.close()
+                return
 
 
 class SimServer:
@@ -96,6 +146,7 @@ class SimServer:
         with self._lock:
             clients, self._clients = self._clients, []
         for c in clients:
+            c.close()
             with contextlib.suppress(OSError):
                 c.conn.close()
         with contextlib.suppress(FileNotFoundError):
@@ -109,14 +160,12 @@ class SimServer:
 
     def broadcast(self, event: dict[str, Any], remember: bool = False) -> None:
         data = (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
-        if remember:
-            self._last_event = data
+        # Under the lock, so that a client accepted meanwhile gets the current screen
+        # first and this one after it, never the other way round. send() only queues.
         with self._lock:
-            clients = list(self._clients)
-        dead = [c for c in clients if not c.send(data)]
-        if dead:
-            with self._lock:
-                self._clients = [c for c in self._clients if c not in dead]
+            if remember:
+                self._last_event = data
+            self._clients = [c for c in self._clients if c.send(data)]
 
     # --- in
 
@@ -130,8 +179,8 @@ class SimServer:
             client = _Client(conn)
             with self._lock:
                 self._clients.append(client)
-            if self._last_event is not None:
-                client.send(self._last_event)  # a new client sees the current screen
+                if self._last_event is not None:
+                    client.send(self._last_event)  # a new client sees the current screen
             threading.Thread(target=self._client_loop, args=(client,), name="sim-client",
                              daemon=True).start()
 
@@ -153,6 +202,7 @@ class SimServer:
         with self._lock:
             if client in self._clients:
                 self._clients.remove(client)
+        client.close()
         with contextlib.suppress(OSError):
             client.conn.close()
 

@@ -1,0 +1,108 @@
+"""The simulator control socket's server (SPEC §8) on its own: clients that read, clients
+that stop reading, and what a newly connected client sees first."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drivers import sim
+from drivers.sim import SimServer
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[SimServer]:
+    s = SimServer(tmp_path / "sim.sock")
+    s.open()
+    yield s
+    s.close()
+
+
+def _connect(server: SimServer) -> socket.socket:
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(str(server.path))
+    c.settimeout(5)
+    return c
+
+
+def _wait_for_clients(server: SimServer, n: int) -> None:
+    deadline = time.monotonic() + 5
+    while len(server._clients) != n:
+        assert time.monotonic() < deadline, f"expected {n} clients, have {len(server._clients)}"
+        time.sleep(0.01)
+
+
+def _screen(i: int) -> dict[str, object]:
+    # About the size of a real screen event: the base64 frame is 1,368 characters.
+    return {"ev": "screen", "screen": "prompt", "n": i, "frame": "A" * 1368}
+
+
+def _read_events(c: socket.socket, n: int) -> list[dict[str, object]]:
+    buf = b""
+    while buf.count(b"\n") < n:
+        chunk = c.recv(65536)
+        assert chunk, "socket closed early"
+        buf += chunk
+    return [json.loads(line) for line in buf.split(b"\n")[:n]]
+
+
+def test_a_client_that_stops_reading_never_blocks_the_broadcast(
+        server: SimServer, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    backlog = 64 * 1024
+    monkeypatch.setattr(sim, "MAX_CLIENT_BACKLOG", backlog)
+    stalled = _connect(server)       # connects and never reads
+    reader = _connect(server)
+    _wait_for_clients(server, 2)
+    got: list[dict[str, object]] = []
+    # Well past what the kernel buffers for the stalled client (a few hundred KiB on
+    # Linux) plus what it may queue with us.
+    n = (4 * stalled.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) + 2 * backlog) // 1400
+    t = threading.Thread(target=lambda: got.extend(_read_events(reader, n)), daemon=True)
+    t.start()
+    started = time.monotonic()
+    for i in range(n):
+        server.broadcast(_screen(i), remember=True)
+        if i % 20 == 0:
+            time.sleep(0.002)  # a real screen changes at most a few times a second
+    elapsed = time.monotonic() - started
+    t.join(10)
+    # The daemon's loop would have hung here with a blocking send (the kernel's socket
+    # buffer holds about a hundred such events).
+    assert elapsed < 5, f"broadcast of {n} events took {elapsed:.1f} s"
+    assert [e["n"] for e in got] == list(range(n)), "the reading client missed events"
+    _wait_for_clients(server, 1)     # the stalled one was dropped, and said so
+    assert "sim client dropped" in caplog.text
+    stalled.settimeout(5)
+    data = b""
+    while chunk := stalled.recv(65536):
+        data += chunk
+    assert 0 < len(data) < n * 1400  # what the kernel held for it, then end of stream
+    stalled.close()
+    reader.close()
+
+
+def test_a_new_client_sees_the_current_screen_first(server: SimServer) -> None:
+    server.broadcast(_screen(1), remember=True)
+    c = _connect(server)
+    _wait_for_clients(server, 1)
+    server.broadcast(_screen(2), remember=True)
+    assert [e["n"] for e in _read_events(c, 2)] == [1, 2]
+    c.close()
+
+
+def test_replies_reach_the_client_that_asked(server: SimServer) -> None:
+    server.status_provider = lambda: {"backlog": 3}
+    c = _connect(server)
+    c.sendall(b'{"op": "status"}\n{"op": "press", "level": 9}\nnot json\n')
+    status, bad_level, bad_json = _read_events(c, 3)
+    assert status == {"ev": "status", "backlog": 3}
+    assert bad_level["ev"] == "error" and "1..5" in str(bad_level["error"])
+    assert bad_json["ev"] == "error" and "bad request" in str(bad_json["error"])
+    c.close()
