@@ -10,7 +10,7 @@ import pytest
 
 from device.clock import FakeClock
 from device.config import UiSettings
-from device.core.machine import Evaluator, Identity
+from device.core.machine import Evaluator, Identity, iso_ms
 from device.core.model import (
     Action,
     EmitEvent,
@@ -331,6 +331,19 @@ def test_unsynced_clock_is_reported_in_record() -> None:
     h.clock.is_synced = False
     h.press(5)
     assert h.ratings()[0]["clock_synced"] is False
+
+
+def test_clock_synced_qualifies_the_time_of_the_press_not_of_the_reason() -> None:
+    h = Harness()
+    h.clock.is_synced = False
+    pressed_at = h.clock.wall_now
+    h.press(2)                       # the time is taken here, from a clock not yet synced
+    assert h.screen == "reasons"
+    h.clock.is_synced = True         # NTP syncs and steps the clock while the reason waits
+    h.clock.wall_now += 3 * 3600
+    h.press(5)
+    (r,) = h.ratings()
+    assert r["rated_at"] == iso_ms(pressed_at) and r["clock_synced"] is False
 
 
 def test_offline_badge_on_idle_only() -> None:

@@ -78,6 +78,7 @@ class Interaction:
     level: int | None = None
     input: InputKind = "button"
     pressed_wall: float = 0.0
+    pressed_synced: bool = False       # whether the clock could be trusted at that moment
     paused_remaining: float | None = None
 
 
@@ -207,6 +208,9 @@ class Evaluator:
         act.level = ev.level
         act.input = ev.input
         act.pressed_wall = self.clock.wall()
+        # Together with the time it qualifies: a sync while the reasons screen is up must
+        # not vouch for a stamp taken before it.
+        act.pressed_synced = self.clock.synced()
         out.append(Feedback("press", ev.level))
         if ev.level <= 2 and self.settings.reasons:
             act.stage = "reasons"
@@ -251,7 +255,7 @@ class Evaluator:
             "case": case_obj,
             "staff": dict(staff) if staff else None,
             "rated_at": iso_ms(act.pressed_wall),
-            "clock_synced": self.clock.synced(),
+            "clock_synced": act.pressed_synced,
         }
         self.seq += 1
         self._undo = _Undo(rating_id, case, self._spontaneous_before)
