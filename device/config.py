@@ -20,8 +20,12 @@ from device.configschema import (
     validate,
 )
 
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-REASON_CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+# fullmatch, never match with "$": "$" also matches before a final newline.
+DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+REASON_CODE_RE = re.compile(r"[A-Za-z0-9_-]{1,16}")
+# region_code, hall_id and window_id go into every rating record: bounded, so that no
+# record can outgrow the 8 KiB payload limit (the bridge would reject every rating).
+MAX_ID_CHARS = 64
 
 # The national offline indicators for a bad rating (SPEC §5).
 DEFAULT_REASONS: tuple[tuple[str, str], ...] = (
@@ -35,7 +39,17 @@ LEVELS = (5, 4, 3, 2, 1)
 
 
 def _device_id(v: Any) -> str | None:
-    return None if DEVICE_ID_RE.match(v) else "must match [A-Za-z0-9_-]{1,64}"
+    return None if DEVICE_ID_RE.fullmatch(v) else "must match [A-Za-z0-9_-]{1,64}"
+
+
+def _record_id(v: Any) -> str | None:
+    if not v.strip():
+        return "must not be empty"
+    if len(v) > MAX_ID_CHARS:
+        return f"must be at most {MAX_ID_CHARS} characters"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
+        return "must not contain control characters"
+    return None
 
 
 
@@ -55,7 +69,7 @@ def _reasons(v: Any) -> str | None:
     for i, r in enumerate(v):
         if not isinstance(r, dict) or set(r) != {"code", "label"}:
             return f"entry {i + 1} must be a table with exactly code and label"
-        if not isinstance(r["code"], str) or not REASON_CODE_RE.match(r["code"]):
+        if not isinstance(r["code"], str) or not REASON_CODE_RE.fullmatch(r["code"]):
             return f"entry {i + 1}: code must match [A-Za-z0-9_-]{{1,16}}"
         if not isinstance(r["label"], str) or not 0 < len(r["label"]) <= 12:
             return f"entry {i + 1}: label must be 1..12 characters"
@@ -68,9 +82,9 @@ def _reasons(v: Any) -> str | None:
 SCHEMA: dict[str, Section] = {
     "device": Section({
         "id": Key(str, check=_device_id),
-        "region_code": Key(str, check=non_empty),
-        "hall_id": Key(str, check=non_empty),
-        "window_id": Key(str, check=non_empty),
+        "region_code": Key(str, check=_record_id),
+        "hall_id": Key(str, check=_record_id),
+        "window_id": Key(str, check=_record_id),
         "window_name": Key(str, check=non_empty),
         "data_dir": Key(str, check=non_empty),
     }),

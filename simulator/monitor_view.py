@@ -15,7 +15,7 @@ from typing import Any
 
 from device.core.model import LEVEL_LABELS
 
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_MESSAGE = 64 * 1024
 MAX_DEVICES = 5000          # a flood of invented device ids must not eat the memory
 KINDS = ("status", "telemetry", "rating", "event")
@@ -60,7 +60,7 @@ class HallView:
         """Take one message on `{prefix}/{device_id}/{kind}`; False if it was skipped."""
         rest = topic[len(prefix) + 1:] if topic.startswith(prefix + "/") else ""
         device_id, _, kind = rest.partition("/")
-        if kind not in KINDS or not DEVICE_ID_RE.match(device_id):
+        if kind not in KINDS or not DEVICE_ID_RE.fullmatch(device_id):
             return self._skip()
         if kind == "status" and not payload:
             self.devices.pop(device_id, None)   # retained status cleared: device removed
