@@ -81,6 +81,7 @@ class FaultInjector(threading.Thread):
         self._busy: set[str] = set()
         self._counter = itertools.count()
         self._deck: list[str] = []
+        self._injected: set[str] = set()
         self._lock = threading.Lock()
         self._halt = threading.Event()
         self._working: list[threading.Thread] = []
@@ -161,9 +162,14 @@ class FaultInjector(threading.Thread):
                 log.exception("fault %s failed", kind)
                 applied = True
             if applied:
+                self._injected.add(kind)
                 break
             passed.append(kind)
         self._deck[:0] = passed
+
+    def missing(self) -> list[str]:
+        """The kinds not injected yet."""
+        return [k for k in self.kinds if k not in self._injected]
 
     def _claim(self, part: str) -> bool:
         with self._lock:

@@ -101,7 +101,8 @@ class Report:
             f"  storage failures seen        {s['storage_failures_seen']} (error screens)",
             f"  final drain                  {_fmt(s['drain_s'])}"
             f"{'' if self.balanced else ' — DID NOT BALANCE in time'}"
-            f"  (start {_fmt(s['phases_s'].get('start'))}, windows wind down "
+            f"  (start {_fmt(s['phases_s'].get('start'))}, overtime until every kind was "
+            f"met {_fmt(s['phases_s'].get('overtime'))}, windows wind down "
             f"{_fmt(s['phases_s'].get('wind_down'))}, stop {_fmt(s['phases_s'].get('stop'))})",
             f"  faults injected              {sum(s['faults'].values())}",
         ]
