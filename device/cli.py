@@ -12,6 +12,7 @@ from device.configschema import ConfigError
 
 EX_CONFIG = 78        # systemd: RestartPreventExitStatus=78, a bad config must not loop
 EX_UNAVAILABLE = 69   # hardware missing: systemd retries slowly
+EX_CANTCREAT = 73     # the data directory cannot be created, opened or locked
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,13 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     except DriverError as e:
         print(f"hcp-device: {e}", file=sys.stderr)
         return EX_UNAVAILABLE
-    daemon = Daemon(config, drivers)
-    daemon.install_signal_handlers()
+    from device.outbox import StorageError
     try:
+        daemon = Daemon(config, drivers)
+        daemon.install_signal_handlers()
         return daemon.run()
     except DriverError as e:
         print(f"hcp-device: {e}", file=sys.stderr)
         return EX_UNAVAILABLE
+    except StorageError as e:
+        # Only the outbox's opening gets here (later failures are shown on the screen and
+        # retried by the daemon): a directory we may not write, or one in use.
+        print(f"hcp-device: {args.config}: [device] data_dir: {e}", file=sys.stderr)
+        return EX_CANTCREAT
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import pytest
 
 from device.outbox import Outbox
 from simulator.windowlink import WindowServer, answer_to
-from tests.support.device import ROOT, DeviceProcess
+from tests.support.device import ROOT, DeviceProcess, device_config
 
 
 @pytest.fixture
@@ -143,6 +143,30 @@ def test_bad_config_is_one_line_per_problem(tmp_path: Path) -> None:
     assert any("[input] kind" in line for line in lines)
     assert any("[ui] thanks_s" in line for line in lines)
     assert all(str(cfg) in line for line in lines)
+
+
+def test_an_unusable_data_dir_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("", encoding="utf-8")
+    cfg = tmp_path / "device.toml"
+    cfg.write_text(device_config(blocker / "data", ""), encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "device.cli", "run", "--config", str(cfg)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert r.returncode == 73 and "Traceback" not in r.stderr, r.stderr
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("hcp-device:")]
+    assert f"{cfg}: [device] data_dir: cannot create the outbox directory" in line
+
+
+def test_a_second_daemon_on_the_same_data_dir_is_refused(device: DeviceProcess) -> None:
+    device.start()
+    r = subprocess.run([sys.executable, "-m", "device.cli", "run", "--config",
+                        str(device.config_path)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=30)
+    assert r.returncode == 73 and "Traceback" not in r.stderr, r.stderr
+    assert "[device] data_dir:" in r.stderr and "in use by another process" in r.stderr
+    assert device.sim is not None and device.sock_path.exists()    # the first runs on
+    device.sim.request_status()
+    assert device.sim.wait_for(lambda e: e.get("ev") == "status") is not None
 
 
 def test_sim_clock_op_steps_the_wall_clock_of_ratings_only(device: DeviceProcess) -> None:
