@@ -264,8 +264,19 @@ class MqttLink:
         refused = [f"{topic} ({rc})" for (topic, _), rc in zip(self._subscriptions,
                                                                reason_codes, strict=False)
                    if rc.is_failure]
+        # A grant below what we asked (a broker with max_qos 0) is no subscription we can
+        # work with: at QoS 0 the broker holds nothing for us, so a platform outage could
+        # not hold ratings back and a crash would leave them to the devices' resend.
+        downgraded = [f"{topic} (asked QoS {qos}, granted {rc.value})"
+                      for (topic, qos), rc in zip(self._subscriptions, reason_codes,
+                                                  strict=False)
+                      if not rc.is_failure and rc.value < qos]
         if refused:
             log.error("broker refused subscriptions: %s", ", ".join(refused))
+        if downgraded:
+            log.error("broker granted a lower QoS than asked: %s; not healthy until it grants "
+                      "QoS 1 (check the broker's max_qos)", ", ".join(downgraded))
+        if refused or downgraded:
             return
         self._subscribed = True
         log.info("subscribed: %s", ", ".join(t for t, _ in self._subscriptions))

@@ -104,7 +104,8 @@ def decode_json_object(payload: bytes) -> dict[str, Any]:
     except ValueError as e:
         raise InvalidRecord("bad_json", str(e)[:200], scan_rating_id(payload)) from None
     if not isinstance(obj, dict):
-        raise InvalidRecord("bad_json", f"a JSON {type(obj).__name__}, not an object")
+        raise InvalidRecord("bad_json", f"a JSON {type(obj).__name__}, not an object",
+                            scan_rating_id(payload))
     return obj
 
 

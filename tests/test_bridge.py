@@ -402,6 +402,18 @@ def test_healthz_follows_the_broker_and_ratings_survive_a_broker_restart(
         assert bridge.metric("hcp_bridge_ratings_received_total") == 0
 
 
+def test_a_broker_granting_only_qos_0_leaves_the_bridge_unhealthy_and_says_why(
+        tmp_path: Path, mosquitto_factory: Callable[..., Mosquitto],
+        platform: RunningPlatform) -> None:
+    broker = mosquitto_factory(extra_conf=["max_qos 0"])
+    bridge = BridgeProcess(tmp_path / "bridge", broker, platform.url, client_id="bridge-q0")
+    with bridge.start(wait_healthy=False):
+        wait_for(lambda: "granted a lower QoS than asked" in bridge.log_text(), 10,
+                 "the error in the log")
+        assert "asked QoS 1, granted 0" in bridge.log_text()
+        assert bridge.healthz() == 503
+
+
 def test_device_status_telemetry_and_events_become_metrics(
         tmp_path: Path, mosquitto: Mosquitto, platform: RunningPlatform) -> None:
     import paho.mqtt.client as mqtt

@@ -119,6 +119,13 @@ def test_oversized_payload_is_refused_unparsed_but_its_rating_id_is_read() -> No
     assert error.rating_id == record["rating_id"]
 
 
+def test_a_record_wrapped_in_an_array_is_refused_with_its_rating_id() -> None:
+    record = make_rating(DEVICE)
+    error = refused(b"[" + encode(record) + b"]")
+    assert error.reason == "bad_json" and "not an object" in error.detail
+    assert error.rating_id == record["rating_id"]  # so the device gets a rejected receipt
+
+
 def test_payload_of_exactly_8_kib_is_not_too_large() -> None:
     payload = encode(make_rating(DEVICE))
     payload = payload[:-1] + b" " * (MAX_PAYLOAD_BYTES - len(payload)) + b"}"
