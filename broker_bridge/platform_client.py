@@ -8,9 +8,13 @@ appears in an error message or a log line.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import socket
 import ssl
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -53,6 +57,57 @@ class Result(NamedTuple):
     error: str | None
 
 
+class _Deadline:
+    """Cuts a request off when it runs past its deadline. http.client's timeout bounds each
+    socket operation, not the exchange: a platform that trickles its answer a byte at a time
+    would otherwise hold a batch (and its worker) for as long as it likes.
+
+    One watcher thread per client, started on demand and gone after a minute idle; arming
+    and disarming cost a lock and a notify."""
+
+    IDLE_EXIT_S = 60.0
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._conn: http.client.HTTPConnection | None = None
+        self._at: float | None = None
+        self._thread: threading.Thread | None = None
+        self.expired = False
+
+    def arm(self, conn: http.client.HTTPConnection, seconds: float) -> None:
+        with self._cond:
+            self._conn, self._at, self.expired = conn, time.monotonic() + seconds, False
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="platform-deadline",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._conn = self._at = None
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                if self._at is None:
+                    if not self._cond.wait(self.IDLE_EXIT_S) and self._at is None:
+                        self._thread = None
+                        return
+                    continue
+                left = self._at - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                conn, self._conn, self._at = self._conn, None, None
+                self.expired = True
+                sock = conn.sock if conn is not None else None
+                if sock is not None:
+                    # Wakes the worker's blocked read; it then reports the timeout.
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+
 class PlatformClient:
     """POSTs batches of raw rating payloads to `url`. Not thread-safe: one per worker.
 
@@ -77,6 +132,7 @@ class PlatformClient:
         self._profile = profile
         self._conn: http.client.HTTPConnection | None = None
         self._used = False  # has the current connection carried a request already?
+        self._deadline = _Deadline()
 
     def _read_token(self) -> str:
         if not self._token_file:
@@ -121,14 +177,29 @@ class PlatformClient:
         return _parse_results(data, status)
 
     def _exchange(self, body: bytes) -> tuple[int, str, http.client.HTTPMessage, bytes]:
+        try:
+            return self._exchange_until_deadline(body)
+        finally:
+            self._deadline.disarm()
+
+    def _exchange_until_deadline(
+            self, body: bytes) -> tuple[int, str, http.client.HTTPMessage, bytes]:
         headers = {"Content-Type": "application/json", "Accept": "application/json",
                    "Content-Length": str(len(body))}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
+        # timeout_s bounds the whole exchange, both attempts included.
+        ends = time.monotonic() + self._timeout
         for attempt in (1, 2):
             conn = self._connection()
             reused = self._used
+            self._deadline.arm(conn, max(0.0, ends - time.monotonic()))
             try:
+                if conn.sock is None:
+                    conn.connect()
+                    if self._deadline.expired:  # connected just as the time ran out
+                        raise TimeoutError
+                    self._deadline.arm(conn, max(0.0, ends - time.monotonic()))
                 conn.request("POST", self._path, body=body, headers=headers)
                 self._used = True
                 response = conn.getresponse()
@@ -141,6 +212,9 @@ class PlatformClient:
                 return response.status, response.reason, response.headers, data
             except _STALE_CONNECTION as e:
                 self.close()
+                if self._deadline.expired:
+                    raise PlatformError(f"no answer within {self._timeout:g} s",
+                                        retryable=True) from None
                 # A kept-alive connection the server had already closed: try once more
                 # on a fresh one before calling it a failure.
                 if reused and attempt == 1:
@@ -157,6 +231,9 @@ class PlatformClient:
                                     retryable=False) from None
             except (OSError, http.client.HTTPException) as e:
                 self.close()
+                if self._deadline.expired:
+                    raise PlatformError(f"no answer within {self._timeout:g} s",
+                                        retryable=True) from None
                 raise PlatformError(f"cannot reach {self._host}:{self._port}: {_describe(e)}",
                                     retryable=True) from None
         raise AssertionError("unreachable")

@@ -3,6 +3,7 @@ config file, the platform client and worker against the reference platform, the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import socket
@@ -346,6 +347,43 @@ def test_client_timeout_and_lost_answer_are_retryable(platform: RunningPlatform,
     assert platform.control.counts()["total"] == 3  # stored, the answer was lost
     answered = client.post_ratings(ratings)
     assert {r.status for r in answered.values()} == {"duplicate"}
+
+
+def test_client_timeout_bounds_the_whole_answer_not_each_read(
+        ratings: list[bytes]) -> None:
+    """A platform that trickles its answer a byte every 0.1 s never lets one read time
+    out; timeout_s must still end the request (it would have taken ~20 s here)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n" + b" " * 200:
+                if stop.wait(0.1):
+                    return
+                with contextlib.suppress(OSError):
+                    conn.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    client = PlatformClient(f"http://127.0.0.1:{server.getsockname()[1]}/api/ratings",
+                            timeout_s=1.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(PlatformError) as caught:
+            client.post_ratings(ratings)
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+        client.close()
+    assert caught.value.retryable and "no answer within 1 s" in caught.value.detail
+    assert elapsed < 3, f"the request took {elapsed:.1f} s"
 
 
 def test_client_refuses_to_trust_an_unknown_certificate(tmp_path: Path, test_ca: TestCA,
