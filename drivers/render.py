@@ -58,7 +58,9 @@ def _extent(face: Face, text: str) -> tuple[int, int]:
     """(left overhang, width) of `text` drawn at an origin: ink may start left of it."""
     if not text:
         return 0, 0
-    left, _, right, _ = face.font.getbbox(text)
+    # In mode "1", the mode frames are drawn in: hinting differs from the antialiased
+    # default, and a glyph can ink a column left of where the default says it starts.
+    left, _, right, _ = face.font.getbbox(text, mode="1")
     overhang = max(0, -int(left))
     return overhang, overhang + max(math.ceil(face.font.getlength(text)), int(right))
 
@@ -224,6 +226,27 @@ def render(screen: Screen, fonts: Fonts) -> Image.Image:
     image = Image.new("1", (WIDTH, HEIGHT), 0)
     draw_placed(ImageDraw.Draw(image), place(screen, fonts))
     return image
+
+
+def placed_text(placed: Iterable[Placed]) -> str:
+    """The text as drawn, one line per row y (rows sharing a line join with a space, left
+    to right): what a person reads on the panel, a long name cut to its "…" included."""
+    lines: dict[int, list[Placed]] = {}
+    for p in placed:
+        lines.setdefault(p.row.y, []).append(p)
+    return "\n".join(
+        " ".join(t for t in ("".join(r.text for r in p.runs)
+                             for p in sorted(row_parts, key=lambda p: p.x0)) if t)
+        for _, row_parts in sorted(lines.items()))
+
+
+def render_with_text(screen: Screen, fonts: Fonts) -> tuple[bytes, str]:
+    """The frame as `frame_bytes` packs it and the text it shows (SPEC §8 `frame`, `text`),
+    from one layout pass."""
+    placed = place(screen, fonts)
+    image = Image.new("1", (WIDTH, HEIGHT), 0)
+    draw_placed(ImageDraw.Draw(image), placed)
+    return frame_bytes(image), placed_text(placed)
 
 
 def frame_bytes(image: Image.Image) -> bytes:

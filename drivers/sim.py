@@ -34,7 +34,8 @@ MAX_CLOCK_OFFSET_S = 10 * 366 * 86400   # a step of up to ten years either way
 # eight minutes of a prompt's once-a-second countdown.
 MAX_CLIENT_BACKLOG = 1 << 20
 
-Renderer = Callable[[Screen], bytes]          # screen -> 1024-byte 1-bit frame
+# screen -> (1024-byte 1-bit frame, the text as drawn: long names cut to their "…")
+Renderer = Callable[[Screen], tuple[bytes, str]]
 StatusProvider = Callable[[], dict[str, Any]]
 ClockStepper = Callable[[float], None]        # wall-clock offset in seconds
 
@@ -298,13 +299,14 @@ class SimDisplay:
     def show(self, screen: Screen) -> None:
         self.server.open()
         self.last = screen
+        frame, text = self.renderer(screen)
         event: dict[str, Any] = {
             "ev": "screen",
             "screen": screen.name,
-            "text": screen.text(),
+            "text": text,
             "options": [_option(o, with_code=screen.name == "reasons")
                         for o in screen.options],
-            "frame": base64.b64encode(self.renderer(screen)).decode("ascii"),
+            "frame": base64.b64encode(frame).decode("ascii"),
         }
         if screen.name in ("prompt", "reasons"):
             event["case_id"] = screen.case_id

@@ -17,7 +17,15 @@ from device.core.screens import PROMPT_LINE, layout, visible_text
 from drivers import fonts as fonts_module
 from drivers.errors import HardwareNotFound
 from drivers.fonts import Fonts, fonts_from_file, load_fonts, parse_font_setting
-from drivers.render import Placed, draw_placed, frame_bytes, place, render
+from drivers.render import (
+    ELLIPSIS,
+    Placed,
+    draw_placed,
+    frame_bytes,
+    place,
+    render,
+    render_with_text,
+)
 from tests.golden.cases import (
     CASES,
     DEFAULT_REASON_OPTIONS,
@@ -195,6 +203,21 @@ def test_offline_badge_is_inverted_and_keeps_clear_of_the_window_name(
     assert lit > 0.6 * (x1 - x0 + 1) * (y1 - y0 + 1)
     title = next(p for p in place(screen, system_fonts) if p.row.y == 1 and not p.row.invert)
     assert title.x1 < x0
+
+
+def test_text_is_what_the_panel_shows_a_long_name_cut_like_on_screen(
+        system_fonts: Fonts) -> None:
+    """SPEC §8 `text` is the visible text: a name too long for its row reads as drawn,
+    cut to its "…", while rows that fit read exactly as laid out."""
+    screen = CASES["prompt_long_service"]
+    frame, text = render_with_text(screen, system_fonts)
+    assert frame == frame_bytes(render(screen, system_fonts))
+    first, *rest = text.splitlines()
+    assert first.endswith(ELLIPSIS) and len(first) < len(screen.service_name or "")
+    assert (screen.service_name or "").startswith(first[:-1])
+    assert rest == visible_text(screen).splitlines()[1:]
+    for name in ("prompt_60", "reasons_default", "thanks_5"):
+        assert render_with_text(CASES[name], system_fonts)[1] == visible_text(CASES[name])
 
 
 def test_prompt_shows_every_level_with_its_key() -> None:
