@@ -80,12 +80,16 @@ class GpioButtons:
         with self._lock:
             self._emit = emit
             self._clock = clock
+            for level, button in self._buttons.items():
+                if button.is_active:
+                    # Held, not pressed: it rates nothing, but the core times it like any
+                    # held key (button_stuck after 10 s) and its release is a KeyUp. The
+                    # key counts once it has been released and pressed again.
+                    log.warning("key %d (GPIO%s) is already down at start: stuck or held",
+                                level, button.pin)
+                    self._keys[level].pressed = True
+                    emit(KeyDown(level, clock.monotonic(), input="button", already_down=True))
         for level, button in self._buttons.items():
-            if button.is_active:
-                # No edge was seen, so nothing is reported; the key counts once it has
-                # been released and pressed again.
-                log.warning("key %d (GPIO%s) is already down at start: stuck or held",
-                            level, button.pin)
             button.when_activated = self._edge_callback(level, True)
             button.when_deactivated = self._edge_callback(level, False)
 

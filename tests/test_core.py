@@ -274,6 +274,17 @@ def test_stuck_key_raises_event_and_is_ignored_until_released() -> None:
     assert len(h.events("button_stuck")) == 1
 
 
+def test_a_key_found_down_at_start_rates_nothing_but_is_reported_stuck() -> None:
+    h = Harness()                                     # spontaneous ratings allowed
+    h._run(h.core.handle(KeyDown(3, h.clock.now, already_down=True)))
+    h.at(10.5)
+    assert h.ratings() == [] and h.screen == "idle"
+    assert h.events("button_stuck") == [{"level": 3, "held_s": 10.0}]
+    h._run(h.core.handle(KeyUp(3, h.clock.now)))
+    h.press(3)                                        # released and pressed: a real press
+    assert [r["level"] for r in h.ratings()] == [3]
+
+
 def test_spontaneous_rating_and_interval() -> None:
     h = Harness(spontaneous_min_interval_s=60)
     h.frame("staff_login", staff_id="S1", staff_name="王芳")

@@ -78,6 +78,8 @@ step_st = st.one_of(
     st.tuples(st.just("press"), level_st),
     st.tuples(st.just("down"), level_st),
     st.tuples(st.just("up"), level_st),
+    # A key the driver found down when it started: held, never a press.
+    st.tuples(st.just("found_down"), level_st),
     st.tuples(st.just("frame"), frame_st),
     st.tuples(st.just("link"), st.booleans()),
     st.tuples(st.just("disk_full"), st.booleans()),
@@ -185,6 +187,8 @@ class World:
             self.key_down(arg)
         elif kind == "up":
             self.send(KeyUp(arg, self.clock.now))
+        elif kind == "found_down":
+            self.send(KeyDown(arg, self.clock.now, already_down=True))
         elif kind == "frame":
             self.frame(*arg)
         elif kind == "link":

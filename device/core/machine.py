@@ -178,7 +178,7 @@ class Evaluator:
             return
         others = [lvl for lvl in self.held if lvl not in self.stuck]
         self.held[ev.level] = ev.t
-        if others:
+        if others or ev.already_down:
             return  # two keys down at once: ignore the newcomer
         if (ev.t < self.lockout_until or self.thanks_until is not None
                 or self.error_until is not None or self.paused):

@@ -30,6 +30,9 @@ class KeyDown:
     level: int
     t: float
     input: InputKind = "button"
+    # Down before the device could see it go down (found down at start): it counts as
+    # held, for the two-key and stuck-key rules, but never rates anything.
+    already_down: bool = False
 
 
 @dataclass(frozen=True)
