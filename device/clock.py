@@ -3,9 +3,21 @@ about whether the wall time can be trusted (a Pi has no RTC)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass
+
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+
+
+@functools.cache
+def _system_boot_id() -> str | None:
+    try:
+        with open(BOOT_ID_FILE, encoding="ascii") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 @dataclass
@@ -28,6 +40,11 @@ class SystemClock:
             return True
         return bool(self.sync_file) and os.path.exists(self.sync_file)
 
+    def boot_id(self) -> str | None:
+        """What `monotonic()` counts from: two stamps with the same boot id can be compared
+        even across restarts of the daemon (CLOCK_MONOTONIC runs from boot). None: unknown."""
+        return _system_boot_id()
+
 
 @dataclass
 class FakeClock:
@@ -45,6 +62,9 @@ class FakeClock:
 
     def synced(self) -> bool:
         return self.is_synced
+
+    def boot_id(self) -> str | None:
+        return "fake-boot"
 
     def advance(self, seconds: float) -> float:
         self.now += seconds

@@ -238,13 +238,18 @@ class Daemon:
     def _make_core(self) -> Evaluator:
         d = self.config.device
         horizon = self.clock.wall() - DUPLICATE_WINDOW_S
-        recent = {c: at for c, at in self.outbox.recent_cases().items() if at >= horizon}
+        mono_horizon = self.clock.monotonic() - DUPLICATE_WINDOW_S
+        mono = {c: t for c, t in self.outbox.recent_cases_mono(self.clock.boot_id()).items()
+                if t >= mono_horizon}
+        recent = {c: at for c, at in self.outbox.recent_cases().items()
+                  if at >= horizon or c in mono}
         return Evaluator(
             identity=Identity(d.id, d.region_code, d.hall_id, d.window_id),
             settings=self._stored_settings(),
             clock=self.clock,
             first_seq=self.outbox.next_seq(),
             rated_cases=recent,
+            rated_cases_mono=mono,
         )
 
     def install_signal_handlers(self) -> None:
@@ -481,7 +486,8 @@ class Daemon:
         if now >= self._next_forget:
             # The duplicate-case memory only needs 24 h; the removal rides on the next write.
             self._next_forget = now + 3600
-            self.outbox.forget_cases_before(self.clock.wall() - DUPLICATE_WINDOW_S)
+            self.outbox.forget_cases_before(self.clock.wall() - DUPLICATE_WINDOW_S,
+                                            now - DUPLICATE_WINDOW_S, self.clock.boot_id())
 
     def _check_clock(self, now: float) -> None:
         self._next_clock_check = now + CLOCK_CHECK_S
@@ -583,7 +589,8 @@ class Daemon:
 
     def _persist(self, action: Persist) -> None:
         self.outbox.store(action.rating, case_id=action.case_id,
-                          case_rated_at=action.rated_epoch if action.case_id else None)
+                          case_rated_at=action.rated_epoch if action.case_id else None,
+                          case_rated_mono=action.rated_mono, boot_id=self.clock.boot_id())
         if self._disk_full:
             self._disk_full = False
             log.warning("outbox: storing ratings again (disk space is back)")

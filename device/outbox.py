@@ -117,16 +117,21 @@ class Outbox:
     # Ratings -----------------------------------------------------------------------------
 
     def store(self, rating: dict[str, Any], case_id: str | None = None,
-              case_rated_at: float | None = None) -> None:
+              case_rated_at: float | None = None, case_rated_mono: float | None = None,
+              boot_id: str | None = None) -> None:
         """Durably append `rating` (fsync'ed before this returns), with its case memory and
-        the advanced next seq in the same record."""
+        the advanced next seq in the same record. The case memory keeps the wall time, and
+        the monotonic time with the boot it counts from when both are given."""
         rating_id, seq = rating["rating_id"], rating["seq"]
         if not isinstance(rating_id, str) or not isinstance(seq, int):
             raise ValueError("a rating needs a str rating_id and an int seq")
         ops = [put_op(RATINGS, rating_id, rating)]
         if case_id is not None:
             rated_at = time.time() if case_rated_at is None else case_rated_at
-            ops.append(put_op(CASES, case_id, {"rated_at": rated_at}))
+            memory: dict[str, Any] = {"rated_at": rated_at}
+            if case_rated_mono is not None and boot_id:
+                memory.update(boot=boot_id, mono=case_rated_mono)
+            ops.append(put_op(CASES, case_id, memory))
         if seq + 1 > self._next_seq:
             ops.append(put_op(META, "next_seq", {"value": seq + 1}))
         self._commit(ops, f"cannot store rating {rating_id}")
@@ -168,13 +173,31 @@ class Outbox:
         return {case_id: doc["rated_at"]
                 for case_id, doc in self._table(CASES).view().items()}
 
-    def forget_cases_before(self, epoch: float) -> None:
-        """Drop case memory older than `epoch`. Lazy: written with the next record, so a crash
-        may bring some back, which the caller's age filter makes harmless."""
-        old = [case_id for case_id, doc in self._table(CASES).view().items()
-               if not isinstance(doc.get("rated_at"), int | float) or doc["rated_at"] < epoch]
-        if old:
-            self._journal.commit([del_op(CASES, old)], lazy=True)
+    def recent_cases_mono(self, boot_id: str | None) -> dict[str, float]:
+        """case_id -> monotonic time of the rating, for the cases stamped in boot `boot_id`
+        (other boots' monotonic times mean nothing now)."""
+        if not boot_id:
+            return {}
+        return {case_id: doc["mono"] for case_id, doc in self._table(CASES).view().items()
+                if doc.get("boot") == boot_id and isinstance(doc.get("mono"), int | float)}
+
+    def forget_cases_before(self, epoch: float, mono: float | None = None,
+                            boot_id: str | None = None) -> None:
+        """Drop case memory older than `epoch` by the wall clock and, where a case carries a
+        monotonic stamp of boot `boot_id`, older than `mono` by that too. Lazy: written with
+        the next record, so a crash may bring some back, which the caller's age filter makes
+        harmless."""
+        def old(doc: dict[str, Any]) -> bool:
+            wall = doc.get("rated_at")
+            if isinstance(wall, int | float) and wall >= epoch:
+                return False
+            stamp = doc.get("mono")
+            return not (mono is not None and boot_id and doc.get("boot") == boot_id
+                        and isinstance(stamp, int | float) and stamp >= mono)
+
+        forgotten = [case_id for case_id, doc in self._table(CASES).view().items() if old(doc)]
+        if forgotten:
+            self._journal.commit([del_op(CASES, forgotten)], lazy=True)
 
     # Rejected ratings (for technicians) ----------------------------------------------------
 

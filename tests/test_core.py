@@ -197,6 +197,20 @@ def test_duplicate_case_pending_and_for_24h() -> None:
     assert reply(h.frame("case_completed", case_id="C1"))["type"] == "ack"
 
 
+def test_a_forward_clock_step_does_not_shorten_the_24_h_memory() -> None:
+    """A Pi without an RTC rates a case before NTP has synced; the sync then steps the
+    clock 60 h forward. By the wall clock the rating is 60 h old, but only a minute has
+    passed: the case must still be refused."""
+    h = Harness()
+    h.frame("case_completed", case_id="C1")
+    h.press(5)
+    h.at(60)
+    h.clock.wall_now += 60 * 3600
+    assert reply(h.frame("case_completed", case_id="C1"))["error"] == "duplicate_case"
+    h.at(24 * 3600)           # a day by both clocks: now it may be rated again
+    assert reply(h.frame("case_completed", case_id="C1"))["type"] == "ack"
+
+
 def test_duplicate_memory_survives_restart() -> None:
     clock = FakeClock()
     core = Evaluator(IDENTITY, UiSettings(window_name="W"), clock,

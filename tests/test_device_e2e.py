@@ -101,6 +101,29 @@ def test_duplicate_case_refused_after_restart(device: DeviceProcess) -> None:
                                              "error": "duplicate_case"}
 
 
+def test_duplicate_memory_survives_a_restart_and_a_forward_clock_step(
+        device: DeviceProcess) -> None:
+    """Rated, the daemon restarted, then the wall clock jumps 60 h forward (NTP syncing a
+    Pi that booted with a stale clock): the same boot's monotonic clock still knows the
+    rating is minutes old."""
+    device.start()
+    w, sim = device.window, device.sim
+    assert w is not None and sim is not None
+    w.send("case_completed", case_id="C-JUMP")
+    assert sim.wait_screen("prompt", 5)
+    sim.press(5)
+    assert w.wait_for(rated("C-JUMP"), 5)
+    device.stop()
+    device.start()
+    w, sim = device.window, device.sim
+    assert w is not None and sim is not None
+    sim.send({"op": "clock", "offset_s": 60 * 3600})
+    assert sim.wait_for(lambda e: e.get("ev") == "clock", 5)
+    seq = w.send("case_completed", case_id="C-JUMP")
+    assert w.wait_for(answer_to(seq), 5) == {"type": "nak", "seq": seq,
+                                             "error": "duplicate_case"}
+
+
 def test_bad_frames_answered_or_ignored_and_next_frame_works(device: DeviceProcess) -> None:
     device.start()
     w = device.window

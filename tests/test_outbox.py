@@ -91,6 +91,24 @@ def test_next_seq_survives_removal_restart_and_compaction(tmp_path: Path) -> Non
     box.close()
 
 
+def test_case_memory_keeps_its_monotonic_stamp_for_the_same_boot_only(
+        tmp_path: Path) -> None:
+    box = Outbox(tmp_path)
+    box.open()
+    box.store(make_rating(1), case_id="CASE-A", case_rated_at=1000.0, case_rated_mono=50.0,
+              boot_id="boot-1")
+    box.store(make_rating(2), case_id="CASE-B", case_rated_at=1000.0)     # no stamp
+    box = reopen(box, tmp_path)
+    assert box.recent_cases_mono("boot-1") == {"CASE-A": 50.0}
+    assert box.recent_cases_mono("boot-2") == {} and box.recent_cases_mono(None) == {}
+    # Old by the wall clock; by this boot's monotonic clock, A is not: it stays.
+    box.forget_cases_before(5000.0, mono=40.0, boot_id="boot-1")
+    assert box.recent_cases() == {"CASE-A": 1000.0}
+    box.forget_cases_before(5000.0, mono=60.0, boot_id="boot-1")       # old by both
+    assert box.recent_cases() == {}
+    box.close()
+
+
 def test_case_memory_is_stored_with_the_rating_and_forgotten_lazily(tmp_path: Path) -> None:
     box = Outbox(tmp_path)
     box.open()

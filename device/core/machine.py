@@ -79,6 +79,7 @@ class Interaction:
     input: InputKind = "button"
     pressed_wall: float = 0.0
     pressed_synced: bool = False       # whether the clock could be trusted at that moment
+    pressed_mono: float = 0.0
     paused_remaining: float | None = None
 
 
@@ -98,6 +99,10 @@ class Evaluator:
     clock: WallClock
     first_seq: int = 1
     rated_cases: dict[str, float] = field(default_factory=dict)  # case_id -> rated epoch
+    # case_id -> monotonic time of the rating, where known (this boot): the wall clock of a
+    # Pi without an RTC can jump hours forward when NTP syncs, which must not shorten the
+    # 24 h memory. A case counts as recent while either clock says so.
+    rated_cases_mono: dict[str, float] = field(default_factory=dict)
     new_rating_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
@@ -208,6 +213,7 @@ class Evaluator:
         act.level = ev.level
         act.input = ev.input
         act.pressed_wall = self.clock.wall()
+        act.pressed_mono = ev.t
         # Together with the time it qualifies: a sync while the reasons screen is up must
         # not vouch for a stamp taken before it.
         act.pressed_synced = self.clock.synced()
@@ -259,11 +265,13 @@ class Evaluator:
         }
         self.seq += 1
         self._undo = _Undo(rating_id, case, self._spontaneous_before)
-        out.append(Persist(rating, case.case_id if case else None, act.pressed_wall))
+        out.append(Persist(rating, case.case_id if case else None, act.pressed_wall,
+                           act.pressed_mono))
         if case is not None:
             if len(self.rated_cases) > 512:
-                self._forget_old_cases()
+                self._forget_old_cases(t)
             self.rated_cases[case.case_id] = act.pressed_wall
+            self.rated_cases_mono[case.case_id] = act.pressed_mono
             if self.queue and self.queue[0] is case:
                 self.queue.popleft()
         self.active = None
@@ -286,6 +294,7 @@ class Evaluator:
         self.thanks_until = None
         if undo.case is not None:
             self.rated_cases.pop(undo.case.case_id, None)
+            self.rated_cases_mono.pop(undo.case.case_id, None)
             if undo.case not in self.queue:
                 self.queue.appendleft(undo.case)
         else:
@@ -303,7 +312,8 @@ class Evaluator:
             case_id = f["case_id"]
             # Answers go first, like the ack below: timers may already have put a rating's
             # Persist in `out`, and nothing after a failed Persist is executed.
-            if any(c.case_id == case_id for c in self.queue) or self._recently_rated(case_id):
+            if (any(c.case_id == case_id for c in self.queue)
+                    or self._recently_rated(case_id, ev.t)):
                 out.insert(0, SendFrame(nak(ev.seq, "duplicate_case")))
                 return
             if len(self.queue) >= QUEUE_MAX:
@@ -329,19 +339,27 @@ class Evaluator:
             self.pause_reason = None
         out.insert(0, SendFrame(ack(ev.seq)))
 
-    def _recently_rated(self, case_id: str) -> bool:
+    def _recently_rated(self, case_id: str, t: float) -> bool:
         rated = self.rated_cases.get(case_id)
         if rated is None:
             return False
-        if self.clock.wall() - rated < DUPLICATE_WINDOW_S:
+        if self._is_recent(case_id, rated, self.clock.wall(), t):
             return True
         del self.rated_cases[case_id]
+        self.rated_cases_mono.pop(case_id, None)
         return False
 
-    def _forget_old_cases(self) -> None:
-        horizon = self.clock.wall() - DUPLICATE_WINDOW_S
-        for case_id in [c for c, at in self.rated_cases.items() if at < horizon]:
+    def _is_recent(self, case_id: str, rated_wall: float, wall: float, t: float) -> bool:
+        mono = self.rated_cases_mono.get(case_id)
+        return (wall - rated_wall < DUPLICATE_WINDOW_S
+                or (mono is not None and t - mono < DUPLICATE_WINDOW_S))
+
+    def _forget_old_cases(self, t: float) -> None:
+        wall = self.clock.wall()
+        for case_id in [c for c, at in self.rated_cases.items()
+                        if not self._is_recent(c, at, wall, t)]:
             del self.rated_cases[case_id]
+            self.rated_cases_mono.pop(case_id, None)
 
     def _cancel(self, case_id: str, out: list[Action]) -> None:
         case = next((c for c in self.queue if c.case_id == case_id), None)

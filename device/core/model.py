@@ -127,11 +127,13 @@ class Show:
 class Persist:
     """Store this rating durably; nothing after it in the action list may run if it fails.
 
-    `case_id` and `rated_epoch` go into the duplicate-case memory in the same write."""
+    `case_id`, `rated_epoch` and `rated_mono` (the monotonic time of the press) go into
+    the duplicate-case memory in the same write."""
 
     rating: dict[str, Any]
     case_id: str | None = None
     rated_epoch: float = 0.0
+    rated_mono: float | None = None
 
 
 @dataclass(frozen=True)
