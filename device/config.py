@@ -54,6 +54,30 @@ def _record_id(v: Any) -> str | None:
 
 
 
+# pyserial's URL handlers (serial/urlhandler/protocol_*.py).
+SERIAL_URL_SCHEMES = ("socket", "loop", "rfc2217", "spy", "hwgrep", "alt", "cp2110")
+
+
+def _serial_port(v: Any) -> str | None:
+    """A device path or a pyserial URL: caught here, a typo is a config error (exit 78),
+    not missing hardware retried for ever."""
+    if not v:
+        return None  # no window business system attached
+    scheme, sep, rest = v.partition("://")
+    if sep:
+        if scheme not in SERIAL_URL_SCHEMES:
+            return (f"unknown URL scheme {scheme!r}: pyserial knows "
+                    + ", ".join(f"{s}://" for s in SERIAL_URL_SCHEMES))
+        if scheme in ("socket", "rfc2217"):
+            host, colon, port = rest.partition("?")[0].rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                return f"{scheme}:// needs HOST:PORT, got {v!r}"
+        return None
+    if not v.startswith("/"):
+        return f"must be an absolute device path (e.g. /dev/ttyUSB0) or a URL, got {v!r}"
+    return None
+
+
 def _level_table(v: Any) -> str | None:
     """A table keyed by level ("5" … "1") whose values are checked by the caller."""
     bad = [k for k in v if k not in {"1", "2", "3", "4", "5"}]
@@ -90,7 +114,7 @@ SCHEMA: dict[str, Section] = {
     }),
     "serial": Section({
         # "" means no window business system is attached (spontaneous ratings only).
-        "port": Key(str),
+        "port": Key(str, check=_serial_port),
         "baudrate": Key(int, 115200, in_range(50, 4_000_000)),
         "require_crc": Key(bool, True),
         "reopen_s": Key(float, 2.0, in_range(0.1, 60)),

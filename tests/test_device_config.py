@@ -84,3 +84,26 @@ def test_the_largest_record_the_limits_allow_fits_in_8_kib() -> None:
     assert rating["case"]["service_name"] == fields["service_name"] and rating["reason"]
     payload = json.dumps(rating, ensure_ascii=False, separators=(",", ":")).encode()
     assert len(payload) <= 8 * 1024, len(payload)
+
+
+@pytest.mark.parametrize("port", ["", "/dev/ttyUSB0", "/dev/serial/by-id/usb-FTDI-if00",
+                                  "socket://127.0.0.1:7000", "loop://",
+                                  "rfc2217://10.0.0.5:2217?timeout=1"])
+def test_serial_ports_that_pyserial_opens_are_accepted(port: str) -> None:
+    data = _config()
+    data["serial"] = {"port": port}
+    assert parse_device_config(PATH, data).serial.port == port
+
+
+@pytest.mark.parametrize("port, says", [
+    ("sokcet://127.0.0.1:7000", "unknown URL scheme 'sokcet'"),
+    ("socket://127.0.0.1", "needs HOST:PORT"),
+    ("socket://:7000", "needs HOST:PORT"),
+    ("ttyUSB0", "absolute device path"),
+])
+def test_a_serial_port_typo_is_a_config_error_not_missing_hardware(port: str,
+                                                                   says: str) -> None:
+    data = _config()
+    data["serial"] = {"port": port}
+    (p,) = _problems(data)
+    assert p.startswith(f"{PATH}: [serial] port") and says in p
