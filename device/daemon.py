@@ -147,11 +147,18 @@ class FrameWriter:
     """
 
     HELD_MAX = 64
+    SEQ_BLOCK = 1000   # numbers reserved at once: one outbox write per thousand frames
 
-    def __init__(self, link: SerialLink | None) -> None:
+    def __init__(self, link: SerialLink | None,
+                 reserve: Callable[[int], int] | None = None) -> None:
         self.link = link
         self.seq = 0
         self.held: deque[dict[str, Any]] = deque(maxlen=self.HELD_MAX)
+        # Numbers come in blocks reserved in the outbox, so that seq keeps increasing
+        # across restarts too (SPEC §4); without a reservation (a full disk), they go on
+        # from the last one used in this run.
+        self._reserve = reserve
+        self._block_end = 1
 
     def send(self, frame: dict[str, Any]) -> bool:
         if self.link is None:
@@ -176,6 +183,16 @@ class FrameWriter:
 
     def _write(self, frame: dict[str, Any]) -> bool:
         assert self.link is not None
+        if self.seq + 1 >= self._block_end and self._reserve is not None:
+            try:
+                start = self._reserve(self.SEQ_BLOCK)
+            except StorageError as e:
+                log.warning("serial: cannot reserve frame numbers (%s); numbering goes on "
+                            "from %d", e, self.seq + 1)
+                self._block_end = self.seq + 1 + self.SEQ_BLOCK  # try again a block later
+            else:
+                self.seq = max(self.seq, start - 1)
+                self._block_end = start + self.SEQ_BLOCK
         self.seq += 1  # numbered when written, so seq keeps increasing on the wire
         return self.link.send(encode_frame({**frame, "seq": self.seq}))
 
@@ -189,7 +206,7 @@ class Daemon:
         self.clock = clock or SystemClock(config.clock.sync_file, config.clock.assume_synced)
         self.outbox = outbox or Outbox(config.device.data_dir)
         self.queue: queue.Queue[Any] = queue.Queue()
-        self.writer = FrameWriter(drivers.serial)
+        self.writer = FrameWriter(drivers.serial, self.outbox.reserve_frame_seqs)
         self.stats = Stats()
         self.serial_log = RateLimitedLog(log)
         self.core: Evaluator | None = None

@@ -166,6 +166,17 @@ class Outbox:
         """The first seq to use: above every seq ever stored, even of ratings since removed."""
         return self._next_seq
 
+    def reserve_frame_seqs(self, count: int) -> int:
+        """The first of `count` fresh numbers for the evaluator's own serial frames, above
+        every number reserved before, even by an earlier run: durable before it returns,
+        so a crash can leave a gap but never a number used twice."""
+        start = self._meta("frame_seq_next", 1)
+        if not isinstance(start, int) or start < 1:
+            start = 1
+        self._commit([put_op(META, "frame_seq_next", {"value": start + count})],
+                     "cannot reserve frame numbers")
+        return start
+
     # Duplicate-case memory ---------------------------------------------------------------
 
     def recent_cases(self) -> dict[str, float]:

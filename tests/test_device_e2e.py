@@ -124,6 +124,29 @@ def test_duplicate_memory_survives_a_restart_and_a_forward_clock_step(
                                              "error": "duplicate_case"}
 
 
+def test_the_evaluators_frame_seq_keeps_increasing_across_restarts_and_kills(
+        device: DeviceProcess) -> None:
+    device.start()
+    w, sim = device.window, device.sim
+    assert w is not None and sim is not None and device.hello is not None
+    seqs = [device.hello["seq"]]
+    w.send("case_completed", case_id="C-SEQ")
+    assert sim.wait_screen("prompt", 5)
+    sim.press(4)
+    frame = w.wait_for(rated("C-SEQ"), 5)
+    assert frame is not None
+    seqs.append(frame["seq"])
+    device.stop()
+    device.start()
+    assert device.hello is not None
+    seqs.append(device.hello["seq"])
+    device.kill()
+    device.start()
+    assert device.hello is not None
+    seqs.append(device.hello["seq"])
+    assert seqs == sorted(set(seqs)), f"evaluator frame seqs {seqs} are not increasing"
+
+
 def test_bad_frames_answered_or_ignored_and_next_frame_works(device: DeviceProcess) -> None:
     device.start()
     w = device.window
