@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,18 @@ def device(tmp_path: Path) -> Iterator[DeviceProcess]:
 
 def rated(case_id: str):  # type: ignore[no-untyped-def]
     return lambda f: f.get("type") == "rated" and f.get("case_id") == case_id
+
+
+def rate_case(device: DeviceProcess, case_id: str, level: int) -> dict[str, Any]:
+    """The window completes `case_id`, the citizen presses `level`: the `rated` frame."""
+    w, sim = device.window, device.sim
+    assert w is not None and sim is not None
+    w.send("case_completed", case_id=case_id)
+    assert sim.wait_screen("prompt", 5)
+    sim.press(level)
+    frame = w.wait_for(rated(case_id), 5)
+    assert frame is not None, f"no rated frame for {case_id}"
+    return frame
 
 
 def test_case_to_durable_rating(device: DeviceProcess) -> None:
@@ -86,12 +99,7 @@ def test_case_to_durable_rating(device: DeviceProcess) -> None:
 
 def test_duplicate_case_refused_after_restart(device: DeviceProcess) -> None:
     device.start()
-    w, sim = device.window, device.sim
-    assert w is not None and sim is not None
-    w.send("case_completed", case_id="C-1")
-    assert sim.wait_screen("prompt", 5)
-    sim.press(5)
-    assert w.wait_for(rated("C-1"), 5)
+    rate_case(device, "C-1", 5)
     device.stop()
     device.start()
     w = device.window
@@ -107,12 +115,7 @@ def test_duplicate_memory_survives_a_restart_and_a_forward_clock_step(
     Pi that booted with a stale clock): the same boot's monotonic clock still knows the
     rating is minutes old."""
     device.start()
-    w, sim = device.window, device.sim
-    assert w is not None and sim is not None
-    w.send("case_completed", case_id="C-JUMP")
-    assert sim.wait_screen("prompt", 5)
-    sim.press(5)
-    assert w.wait_for(rated("C-JUMP"), 5)
+    rate_case(device, "C-JUMP", 5)
     device.stop()
     device.start()
     w, sim = device.window, device.sim
@@ -127,15 +130,8 @@ def test_duplicate_memory_survives_a_restart_and_a_forward_clock_step(
 def test_the_evaluators_frame_seq_keeps_increasing_across_restarts_and_kills(
         device: DeviceProcess) -> None:
     device.start()
-    w, sim = device.window, device.sim
-    assert w is not None and sim is not None and device.hello is not None
-    seqs = [device.hello["seq"]]
-    w.send("case_completed", case_id="C-SEQ")
-    assert sim.wait_screen("prompt", 5)
-    sim.press(4)
-    frame = w.wait_for(rated("C-SEQ"), 5)
-    assert frame is not None
-    seqs.append(frame["seq"])
+    assert device.hello is not None
+    seqs = [device.hello["seq"], rate_case(device, "C-SEQ", 4)["seq"]]
     device.stop()
     device.start()
     assert device.hello is not None

@@ -76,6 +76,8 @@ class Verdict:
     copies_deduplicated: int
     findings: list[Finding]
     latencies_s: list[float]
+    # device/case of each rating stored without its `rated` frame reaching the window
+    stored_unconfirmed_cases: list[str] = field(default_factory=list)
 
     def count(self, kind: str) -> int:
         return sum(1 for f in self.findings if f.kind == kind)
@@ -243,10 +245,10 @@ class Ledger:
                         "mismatch", f"{rating_id}: rated frame said {device}/{case_id}/{level}, "
                                     f"platform holds {found.device_id}/{found.case_id}/"
                                     f"{found.level}"))
-            stored_unconfirmed = 0
+            stored_unconfirmed: list[str] = []
             for case in self.cases.values():
                 if case.outcome == "stored" and not case.rating_ids:
-                    stored_unconfirmed += 1
+                    stored_unconfirmed.append(f"{case.device}/{case.case_id}")
                     if not by_case.get((case.device, case.case_id)):
                         findings.append(Finding(
                             "lost", f"{case.device}: case {case.case_id} was refused as "
@@ -256,7 +258,8 @@ class Ledger:
             delivered_unconfirmed = sum(1 for key in by_case if key not in confirmed_cases)
             return Verdict(
                 confirmed=len(self.rated_frames),
-                stored_unconfirmed=stored_unconfirmed,
+                stored_unconfirmed=len(stored_unconfirmed),
+                stored_unconfirmed_cases=stored_unconfirmed,
                 delivered_unconfirmed=delivered_unconfirmed,
                 at_platform=len(platform),
                 copies_deduplicated=sum(r.times_seen - 1 for r in platform),

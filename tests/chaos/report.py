@@ -52,6 +52,7 @@ class Report:
             "cases": dict(sorted(outcomes.items())),
             "ratings_confirmed": v.confirmed if v else None,
             "ratings_stored_unconfirmed": v.stored_unconfirmed if v else None,
+            "ratings_stored_unconfirmed_cases": v.stored_unconfirmed_cases if v else [],
             "ratings_delivered_unconfirmed": v.delivered_unconfirmed if v else None,
             "ratings_at_platform": v.at_platform if v else None,
             "copies_deduplicated_by_platform": v.copies_deduplicated if v else None,
@@ -84,7 +85,8 @@ class Report:
             + ", ".join(f"{k} {n}" for k, n in s["cases"].items()),
             f"  ratings confirmed (rated)    {s['ratings_confirmed']}",
             f"  stored, rated frame lost     {s['ratings_stored_unconfirmed']}"
-            "  (proved by duplicate_case)",
+            "  (proved by duplicate_case)"
+            + "".join(f"\n    {c}" for c in s["ratings_stored_unconfirmed_cases"][:10]),
             f"  delivered, never confirmed   {s['ratings_delivered_unconfirmed']}",
             f"  ratings at the platform      {s['ratings_at_platform']}"
             f"  ({s['copies_deduplicated_by_platform']} extra copies de-duplicated)",
