@@ -13,7 +13,7 @@ import os
 import queue
 import signal
 import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,9 +36,10 @@ from device.core.model import (
     Tick,
 )
 from device.delivery import Delivery
+from device.frames import FrameWriter
 from device.mqtt_link import MqttDown, MqttLink, MqttMessage, MqttPubAck, MqttUp, now_iso
 from device.outbox import Outbox, StorageError
-from device.protocol import Frame, decode_line, encode_frame, nak
+from device.protocol import Frame, decode_line, nak
 from device.remote_config import apply as apply_remote_config
 from device.remote_config import parse_remote_config
 from device.sdnotify import notify, watchdog_interval
@@ -50,7 +51,6 @@ log = logging.getLogger("hcp.device")
 RATING_ID_LEN = 32
 CLOCK_CHECK_S = 15.0
 SERIAL_EVENT_EVERY_S = 60.0
-OUTCOME_FRAMES = ("rated", "expired")   # held while the serial link is down
 EVENT_BUFFER = 256
 
 
@@ -136,67 +136,6 @@ class Stats:
     rejected: int = 0
 
 
-class FrameWriter:
-    """Numbers the evaluator's own frames (hello/rated/expired) and writes them.
-
-    An outcome (`rated`, `expired`) that cannot be written because the serial link is
-    down is held (the last HELD_MAX) and sent, in order, by `flush()` after the next
-    `hello`: an adapter unplugged at the moment of a rating must not leave the window
-    system without its `rated`. Answers (ack/nak) are not held: the window system
-    retries a frame that got none, and an answer to an old frame would only confuse it.
-    """
-
-    HELD_MAX = 64
-    SEQ_BLOCK = 1000   # numbers reserved at once: one outbox write per thousand frames
-
-    def __init__(self, link: SerialLink | None,
-                 reserve: Callable[[int], int] | None = None) -> None:
-        self.link = link
-        self.seq = 0
-        self.held: deque[dict[str, Any]] = deque(maxlen=self.HELD_MAX)
-        # Numbers come in blocks reserved in the outbox, so that seq keeps increasing
-        # across restarts too (SPEC §4); without a reservation (a full disk), they go on
-        # from the last one used in this run.
-        self._reserve = reserve
-        self._block_end = 1
-
-    def send(self, frame: dict[str, Any]) -> bool:
-        if self.link is None:
-            return False
-        kind = frame.get("type")
-        if kind in ("ack", "nak"):
-            return self.link.send(encode_frame(frame))
-        if kind in OUTCOME_FRAMES:
-            self.held.append(frame)   # behind any older ones: the window sees them in order
-            return self.flush() > 0 and not self.held
-        return self._write(frame)
-
-    def flush(self) -> int:
-        """Write held outcomes, oldest first, until one fails; returns how many went."""
-        sent = 0
-        while self.held and self.link is not None:
-            if not self._write(self.held[0]):
-                break
-            self.held.popleft()
-            sent += 1
-        return sent
-
-    def _write(self, frame: dict[str, Any]) -> bool:
-        assert self.link is not None
-        if self.seq + 1 >= self._block_end and self._reserve is not None:
-            try:
-                start = self._reserve(self.SEQ_BLOCK)
-            except StorageError as e:
-                log.warning("serial: cannot reserve frame numbers (%s); numbering goes on "
-                            "from %d", e, self.seq + 1)
-                self._block_end = self.seq + 1 + self.SEQ_BLOCK  # try again a block later
-            else:
-                self.seq = max(self.seq, start - 1)
-                self._block_end = start + self.SEQ_BLOCK
-        self.seq += 1  # numbered when written, so seq keeps increasing on the wire
-        return self.link.send(encode_frame({**frame, "seq": self.seq}))
-
-
 class Daemon:
     def __init__(self, config: DeviceConfig, drivers: Drivers,
                  clock: SystemClock | None = None, outbox: Outbox | None = None,
@@ -206,7 +145,8 @@ class Daemon:
         self.clock = clock or SystemClock(config.clock.sync_file, config.clock.assume_synced)
         self.outbox = outbox or Outbox(config.device.data_dir)
         self.queue: queue.Queue[Any] = queue.Queue()
-        self.writer = FrameWriter(drivers.serial, self.outbox.reserve_frame_seqs)
+        self.writer = FrameWriter(drivers.serial, self.outbox.reserve_frame_seqs,
+                                  clock=self.clock.monotonic)
         self.stats = Stats()
         self.serial_log = RateLimitedLog(log)
         self.core: Evaluator | None = None
@@ -297,6 +237,7 @@ class Daemon:
     def run(self) -> int:
         self.stats.started_mono = self.clock.monotonic()
         self._open_outbox()
+        self._hold_unannounced()
         self.core = self._make_core()
         if self.drivers.sim is not None:
             self.drivers.sim.status_provider = self.status
@@ -360,6 +301,11 @@ class Daemon:
                     self.stats.frames_out += sent
                     log.info("serial: sent %d of %d rated/expired frame(s) held while the "
                              "link was down", sent, held)
+            else:
+                again = self.writer.link_lost()
+                if again:
+                    log.info("serial: %d rated/expired frame(s) written just before the link "
+                             "dropped will be sent again after the next hello", again)
             # the driver itself logs the outage, once
         elif isinstance(ev, WallClockStep):
             # Applied in the loop, so a press sent after the step sees the new time.
@@ -493,7 +439,26 @@ class Daemon:
 
     # --- periodic work ------------------------------------------------------------------
 
+    def _hold_unannounced(self) -> None:
+        """Ratings stored by an earlier run whose `rated` frame may never have reached the
+        window system (killed while the link was down, or just after writing it): told
+        again after the first `hello`. A second `rated` for a case is harmless."""
+        unannounced = self.outbox.unannounced_cases()
+        for case_id, rating_id, level in unannounced:
+            self.writer.held.append({"type": "rated", "case_id": case_id, "level": level,
+                                     "rating_id": rating_id})
+        if unannounced:
+            log.info("serial: %d rated frame(s) not known to have reached the window system "
+                     "will be sent after hello", len(unannounced))
+
+    def _mark_announced(self, all_written: bool = False) -> None:
+        done = [f["case_id"] for f in self.writer.settled(all_written)
+                if f.get("type") == "rated" and isinstance(f.get("case_id"), str)]
+        if done:
+            self.outbox.mark_announced(done)
+
     def _housekeeping(self, now: float) -> None:
+        self._mark_announced()
         self._pump(now)
         if self._connected() and now >= self._next_telemetry:
             self._publish("telemetry", self.telemetry(now), qos=0)
@@ -668,6 +633,7 @@ class Daemon:
             self._pump(self.clock.monotonic())
             self.link.stop()
         self.drivers.close()
+        self._mark_announced(all_written=self.stats.serial_open)
         self.outbox.close()
         log.info("stopped")
 

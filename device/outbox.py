@@ -128,7 +128,10 @@ class Outbox:
         ops = [put_op(RATINGS, rating_id, rating)]
         if case_id is not None:
             rated_at = time.time() if case_rated_at is None else case_rated_at
-            memory: dict[str, Any] = {"rated_at": rated_at}
+            # rating_id and level: enough to tell the window system again after a restart
+            # if its `rated` frame may not have reached it (see `unannounced_cases`).
+            memory: dict[str, Any] = {"rated_at": rated_at, "rating_id": rating_id,
+                                      "level": rating.get("level")}
             if case_rated_mono is not None and boot_id:
                 memory.update(boot=boot_id, mono=case_rated_mono)
             ops.append(put_op(CASES, case_id, memory))
@@ -191,6 +194,27 @@ class Outbox:
             return {}
         return {case_id: doc["mono"] for case_id, doc in self._table(CASES).view().items()
                 if doc.get("boot") == boot_id and isinstance(doc.get("mono"), int | float)}
+
+    def mark_announced(self, case_ids: Iterable[str]) -> None:
+        """The window system has these cases' `rated` frames, as far as can be told. Lazy:
+        written with the next record; a crash before it only means telling it again."""
+        table = self._table(CASES)
+        ops: list[Op] = []
+        for case_id in case_ids:
+            doc = table.get_doc(case_id)
+            if doc is not None and not doc.get("announced"):
+                ops.append(put_op(CASES, case_id, {**doc, "announced": True}))
+        if ops:
+            self._journal.commit(ops, lazy=True)
+
+    def unannounced_cases(self) -> list[tuple[str, str, int]]:
+        """(case_id, rating_id, level), oldest first, of the remembered cases whose `rated`
+        frame is not known to have reached the window system."""
+        found = [(doc.get("rated_at", 0), case_id, doc["rating_id"], doc["level"])
+                 for case_id, doc in self._table(CASES).view().items()
+                 if not doc.get("announced") and isinstance(doc.get("rating_id"), str)
+                 and isinstance(doc.get("level"), int)]
+        return [(case_id, rating_id, level) for _, case_id, rating_id, level in sorted(found)]
 
     def forget_cases_before(self, epoch: float, mono: float | None = None,
                             boot_id: str | None = None) -> None:

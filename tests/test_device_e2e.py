@@ -275,3 +275,64 @@ def test_rated_made_while_the_serial_line_is_down_is_sent_after_the_next_hello(
     assert frame is not None and frame["level"] == 4 and frame["seq"] > hello["seq"]
     assert "serial: sent 1 of 1 rated/expired frame(s) held while the link was down" \
         in device.log()
+
+
+def _unplug(device: DeviceProcess) -> int:
+    """Close the window's end and wait until the daemon has noticed; returns the port."""
+    w, sim = device.window, device.sim
+    assert w is not None and sim is not None
+    port = w.port
+    w.close()   # the daemon's reads fail and its reopens are refused
+    deadline = time.monotonic() + 5
+    while True:
+        sim.request_status()
+        status = sim.wait_for(lambda e: e.get("ev") == "status", 5)
+        assert status is not None
+        if not status["serial_open"]:
+            return port
+        assert time.monotonic() < deadline, "the daemon did not notice the unplug"
+        time.sleep(0.05)
+
+
+def test_rated_held_when_the_daemon_is_killed_is_sent_after_the_restart(
+        device: DeviceProcess) -> None:
+    """Unplugged, rated, then a power cut: the held `rated` frame lived in memory only,
+    but the outbox knows the window system was never told, and tells it after restart."""
+    device.start()
+    w, sim = device.window, device.sim
+    assert w is not None and sim is not None
+    w.send("case_completed", case_id="C-HELD")
+    assert sim.wait_screen("prompt", 5)
+    port = _unplug(device)
+    sim.press(2)
+    assert sim.wait_screen("reasons", 5)
+    sim.press(5)
+    assert sim.wait_screen("thanks", 5)
+    device.kill()
+    device.window = WindowServer(port=port)          # plugged in again, powered on again
+    device.start()
+    frame = device.window.wait_for(rated("C-HELD"), 5)
+    assert frame is not None and frame["level"] == 2, device.log()
+    assert device.hello is not None and frame["seq"] > device.hello["seq"]
+    # Told once it stayed up: a clean restart does not tell it again.
+    time.sleep(2.5)
+    device.stop()
+    device.start()
+    assert device.window.wait_for(rated("C-HELD"), 1.5) is None
+
+
+def test_rated_written_just_before_the_line_dropped_is_sent_again(
+        device: DeviceProcess) -> None:
+    """The adapter is pulled right after the `rated` went out: it may never have been
+    read, so it goes again after the next `hello` (the same rating_id: harmless twice)."""
+    device.start()
+    w = device.window
+    assert w is not None
+    first = rate_case(device, "C-DROP", 3)
+    connections = w.connections
+    w.disconnect()                                   # within SETTLE_S of the write
+    assert w.wait_connected(10, after=connections)
+    hello = w.wait_for(lambda f: f.get("type") == "hello", 5)
+    again = w.wait_for(rated("C-DROP"), 5)
+    assert hello is not None and again is not None, device.log()
+    assert again["rating_id"] == first["rating_id"] and again["seq"] > hello["seq"]

@@ -109,6 +109,27 @@ def test_case_memory_keeps_its_monotonic_stamp_for_the_same_boot_only(
     box.close()
 
 
+def test_cases_stay_unannounced_until_marked_and_the_mark_rides_on_the_next_write(
+        tmp_path: Path) -> None:
+    box = Outbox(tmp_path)
+    box.open()
+    a, b = make_rating(1), make_rating(2)
+    box.store(a, case_id="CASE-A", case_rated_at=1000.0)
+    box.store(b, case_id="CASE-B", case_rated_at=2000.0)
+    box.store(make_rating(3))                                              # spontaneous
+    assert box.unannounced_cases() == [("CASE-A", a["rating_id"], a["level"]),
+                                       ("CASE-B", b["rating_id"], b["level"])]
+    size = (tmp_path / JOURNAL_NAME).stat().st_size
+    box.mark_announced(["CASE-A", "CASE-UNKNOWN"])
+    assert [c for c, _, _ in box.unannounced_cases()] == ["CASE-B"]
+    assert (tmp_path / JOURNAL_NAME).stat().st_size == size               # lazy: no write yet
+    box.store(make_rating(4))
+    box = reopen(box, tmp_path)
+    assert [c for c, _, _ in box.unannounced_cases()] == ["CASE-B"]
+    assert box.recent_cases() == {"CASE-A": 1000.0, "CASE-B": 2000.0}   # still remembered
+    box.close()
+
+
 def test_case_memory_is_stored_with_the_rating_and_forgotten_lazily(tmp_path: Path) -> None:
     box = Outbox(tmp_path)
     box.open()
