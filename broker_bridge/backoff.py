@@ -10,9 +10,10 @@ from email.utils import parsedate_to_datetime
 
 FIRST_RETRY_S = 0.2
 CAP_S = 60.0
-# A Retry-After longer than this is treated as this: a typo on the platform side
+# A Retry-After longer than this is treated as this: honoured as asked up to an hour (a
+# platform in maintenance may well ask for ten minutes), but a typo on the platform side
 # ("Retry-After: 86400") must not park every rating for a day.
-RETRY_AFTER_CAP_S = 300.0
+RETRY_AFTER_CAP_S = 3600.0
 
 
 def full_jitter(attempt: int, first: float = FIRST_RETRY_S, cap: float = CAP_S,

@@ -50,7 +50,8 @@ def test_first_retry_within_0_2_s_then_doubling_up_to_the_cap() -> None:
 def test_retry_after_seconds_and_http_dates() -> None:
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after(" 0 ") == 0.0
-    assert parse_retry_after("86400") == RETRY_AFTER_CAP_S
+    assert parse_retry_after("600") == 600.0          # a maintenance window: as asked
+    assert parse_retry_after("86400") == RETRY_AFTER_CAP_S == 3600.0
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
     now = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
