@@ -237,8 +237,8 @@ class Daemon:
     def run(self) -> int:
         self.stats.started_mono = self.clock.monotonic()
         self._open_outbox()
-        self._hold_unannounced()
         self.core = self._make_core()
+        self._hold_unannounced(set(self.core.rated_cases))
         if self.drivers.sim is not None:
             self.drivers.sim.status_provider = self.status
             self.drivers.sim.clock_stepper = lambda offset: self.emit(WallClockStep(offset))
@@ -439,11 +439,12 @@ class Daemon:
 
     # --- periodic work ------------------------------------------------------------------
 
-    def _hold_unannounced(self) -> None:
+    def _hold_unannounced(self, recent: set[str]) -> None:
         """Ratings stored by an earlier run whose `rated` frame may never have reached the
         window system (killed while the link was down, or just after writing it): told
-        again after the first `hello`. A second `rated` for a case is harmless."""
-        unannounced = self.outbox.unannounced_cases()
+        again after the first `hello`. A second `rated` for a case is harmless; one for a
+        case older than the duplicate memory's 24 h would only be noise."""
+        unannounced = [u for u in self.outbox.unannounced_cases() if u[0] in recent]
         for case_id, rating_id, level in unannounced:
             self.writer.held.append({"type": "rated", "case_id": case_id, "level": level,
                                      "rating_id": rating_id})
