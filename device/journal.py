@@ -260,7 +260,11 @@ def records(buf: bytes | mmap.mmap, damage: list[Damage]) -> Iterator[Record]:
         else:  # the record is intact but its terminator is not: lose nothing, report it
             nxt = _PREFIX.search(buf, end)
             pos = nxt.start() if nxt else len(buf)
-            damage.append(Damage(end, pos, "damaged end of record", 0))
+            damage.append(Damage(end, min(end + 1, pos), "damaged end of record", 0))
+            if pos > end + 1:
+                # The damage goes on past the terminator, and may have taken the start of
+                # the records after it: judged like any other damage (close_damage).
+                bad_start, bad_reason = end + 1, "not a record"
         yield record, docs
     close_damage(len(buf))
 

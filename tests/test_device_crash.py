@@ -126,6 +126,11 @@ def test_damaged_outbox_never_prevents_start(device: DeviceProcess, damage: str)
     data = bytearray(orig)
     at = rng.randrange(len(data) // 3, len(data))
     if damage == "truncate":
+        # Cut inside a record: a cut exactly at a record's boundary (or its newline) leaves
+        # a shorter journal that nothing can tell from a genuine one, so there would be no
+        # damage to report (every cut offset is covered in tests/test_journal.py).
+        while b"\n" in orig[at - 1:at + 1]:
+            at += 1
         del data[at:]
         hit = (at, len(orig))
     elif damage == "flip":

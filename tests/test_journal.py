@@ -131,6 +131,25 @@ def test_a_damaged_record_terminator_loses_no_record(tmp_path: Path) -> None:
                                                               newline_of_second + 1, 0)
 
 
+def test_damage_from_a_terminator_into_the_next_record_counts_that_record(
+        tmp_path: Path) -> None:
+    """Zeros from record 0's newline into record 1's start (line 0 is the header): record 0
+    is intact and kept, record 1 is lost, and the report must count it (it said 0 records:
+    the whole range was taken for a damaged terminator)."""
+    path = tmp_path / "j"
+    lines = build_journal(path, 4)
+    data = bytearray(path.read_bytes())
+    newline_of_second = len(lines[0]) + len(lines[1]) - 1
+    data[newline_of_second:newline_of_second + 11] = bytes(11)
+    path.write_bytes(bytes(data))
+    with open_db(path) as db:
+        assert list(db.journal_table("t").view()) == ["0", "2", "3"]
+        damage = db.journal.damage
+        assert sum(d.records for d in damage) == 1
+        assert (damage[0].start, damage[-1].end) == (newline_of_second,
+                                                     sum(map(len, lines[:3])))
+
+
 def test_merged_records_after_a_lost_newline_are_both_recovered() -> None:
     a = frame(_dumps({"ops": [put_op("t", "a", {})]}))
     b = frame(_dumps({"ops": [put_op("t", "b", {})]}))
