@@ -31,13 +31,6 @@ from broker_bridge.mqtt_link import (
     MqttLink,
 )
 from broker_bridge.platform_client import STATUSES, PlatformClient, Result
-from broker_bridge.record import (
-    DEVICE_ID_RE,
-    InvalidRecord,
-    RatingMessage,
-    parse_rating,
-    scan_rating_id,
-)
 from broker_bridge.sender import (
     Batch,
     BatchAbandoned,
@@ -45,6 +38,13 @@ from broker_bridge.sender import (
     PlatformRefuses,
     PlatformWorker,
     WorkerEvent,
+)
+from common.rating import (
+    DEVICE_ID_RE,
+    InvalidRecord,
+    RatingMessage,
+    parse_rating,
+    scan_rating_id,
 )
 
 log = logging.getLogger("hcp.bridge")

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from broker_bridge.profile import GovProfile, profile_problems
 from broker_bridge.timezones import DEFAULT_TIMEZONE
-from device.configschema import (
+from common.configschema import (
     BROKER_AUTH_KEYS,
     ConfigError,
     Key,

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from broker_bridge import sdnotify
 from broker_bridge.config import BridgeConfig, load_bridge_config
 from broker_bridge.metrics import BridgeMetrics
 from broker_bridge.mqtt_link import (
@@ -40,7 +39,6 @@ from broker_bridge.mqtt_link import (
 )
 from broker_bridge.platform_client import PlatformClient, PlatformError
 from broker_bridge.profile import GovProfile, encode
-from broker_bridge.record import DEVICE_ID_RE, InvalidRecord, RatingMessage, decode_json_object
 from broker_bridge.sender import (
     Batch,
     BatchAbandoned,
@@ -49,9 +47,9 @@ from broker_bridge.sender import (
     PlatformWorker,
     WorkerEvent,
 )
-from device.configschema import ConfigError
+from common.rating import DEVICE_ID_RE, InvalidRecord, RatingMessage, decode_json_object
+from common.service import EX_CONFIG, load_config, run_service, setup_logging
 
-EXIT_CONFIG = 78
 DRAIN_S = 2.0
 MAX_EVENT_BYTES = 64 * 1024
 log = logging.getLogger("hcp.expired")
@@ -246,31 +244,22 @@ def main(argv: list[str]) -> int:
         description="Report expired prompts to the platform (platform.profile = \"gov\").")
     parser.add_argument("--config", required=True, metavar="FILE", help="bridge.toml")
     args = parser.parse_args(argv)
-    try:
-        config = load_bridge_config(args.config)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_CONFIG
+    config = load_config(load_bridge_config, args.config)
+    if isinstance(config, int):
+        return config
     if config.gov_profile is None:
         print(f"{config.path}: [platform] profile: expired prompts are reported only with "
               "profile = \"gov\" (SPEC §9 records have no place for them)", file=sys.stderr)
-        return EXIT_CONFIG
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return EX_CONFIG
+    setup_logging(config.log_level)
     try:
         forwarder = ExpiredForwarder(config)
     except (LinkError, PlatformError) as e:
         print(f"{config.path}: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-
-    sdnotify.stop_on_signals(forwarder.request_stop)
-    pinger = sdnotify.WatchdogPinger()
-    on_tick = pinger.tick
+        return EX_CONFIG
 
     log.info("expired prompts: %s:%s %s/+/event -> %s", config.mqtt.host, config.mqtt.port,
              config.mqtt.prefix, config.platform.url)
-    sdnotify.notify("READY=1")
-    forwarder.run(on_tick, tick_s=min(1.0, pinger.interval or 1.0))
+    run_service(forwarder)
     log.info("stopped after reporting %d expired prompts", forwarder.forwarded)
     return 0

@@ -21,9 +21,7 @@ from paho.mqtt.properties import Properties
 
 from broker_bridge.config import load_bridge_config
 from broker_bridge.mqtt_link import LinkError, configure_security
-from device.configschema import ConfigError
-
-EXIT_CONFIG = 78
+from common.service import EX_CONFIG, load_config
 
 
 def main(argv: list[str]) -> int:
@@ -33,12 +31,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", required=True, metavar="FILE", help="bridge.toml")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")
     args = parser.parse_args(argv)
-    try:
-        config = load_bridge_config(args.config)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_CONFIG
+    config = load_config(load_bridge_config, args.config)
+    if isinstance(config, int):
+        return config
     m = config.mqtt
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id,
                          protocol=mqtt.MQTTv5)
@@ -46,7 +41,7 @@ def main(argv: list[str]) -> int:
         configure_security(client, m)
     except LinkError as e:
         print(f"{config.path}: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EX_CONFIG
     answered = threading.Event()
     outcome: list[str] = []
 

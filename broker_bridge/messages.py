@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from broker_bridge.record import DEVICE_ID_RE, InvalidRecord
+from common.rating import DEVICE_ID_RE, InvalidRecord
 
 DEADLETTER_SAMPLE = 2048  # bytes of a rejected payload kept in the dead letter
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from broker_bridge.backoff import parse_retry_after
 from broker_bridge.profile import GovProfile
+from common.backoff import parse_retry_after
 
 STATUSES = frozenset({"accepted", "duplicate", "rejected"})
 RETRYABLE_HTTP = frozenset({408, 429})

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from broker_bridge.record import DEVICE_ID_RE, RATING_ID_RE, REASON_CODE_RE, InvalidRecord
 from broker_bridge.timezones import DEFAULT_TIMEZONE, load_timezone, timezone_problem
+from common.rating import DEVICE_ID_RE, RATING_ID_RE, REASON_CODE_RE, InvalidRecord
 
 GOV_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"   # yyyy-MM-dd HH:mm:ss, local time
 FIELD_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")

@@ -6,16 +6,14 @@ import argparse
 import logging
 import sys
 
-from broker_bridge import sdnotify
 from broker_bridge.bridge import Bridge
 from broker_bridge.config import load_bridge_config
 from broker_bridge.http_endpoint import EndpointError, StatusEndpoint
 from broker_bridge.metrics import BridgeMetrics
 from broker_bridge.mqtt_link import LinkError
 from broker_bridge.platform_client import PlatformError
-from device.configschema import ConfigError
+from common.service import EX_CONFIG, load_config, run_service, setup_logging
 
-EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd can be told not to restart on it
 log = logging.getLogger("hcp.bridge")
 
 
@@ -26,22 +24,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", required=True, metavar="FILE", help="bridge.toml")
     args = parser.parse_args(argv)
 
-    try:
-        config = load_bridge_config(args.config)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_CONFIG
-    logging.basicConfig(
-        level=config.log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(load_bridge_config, args.config)
+    if isinstance(config, int):
+        return config
+    setup_logging(config.log_level)
 
     metrics = BridgeMetrics()
     try:
         bridge = Bridge(config, metrics)
     except (LinkError, PlatformError) as e:
         print(f"{config.path}: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EX_CONFIG
     try:
         endpoint = StatusEndpoint(config.listen_host, config.listen_port, metrics.render,
                                   lambda: bridge.healthy)
@@ -49,19 +42,14 @@ def main(argv: list[str]) -> int:
         print(f"{config.path}: [http] listen: {e}", file=sys.stderr)
         return 1
 
-    sdnotify.stop_on_signals(bridge.request_stop)
-    pinger = sdnotify.WatchdogPinger()
-    on_tick = pinger.tick
-
     endpoint.start()
     log.info("bridge %s: %s:%s %s -> %s (batch %d / %d ms, %d workers); /metrics on %s:%d",
              config.mqtt.client_id, config.mqtt.host, config.mqtt.port,
              bridge.subscriptions()[0][0], config.platform.url, config.platform.batch_max,
              config.platform.batch_wait_ms, config.platform.concurrency,
              config.listen_host, endpoint.port)
-    sdnotify.notify("READY=1")
     try:
-        bridge.run(on_tick, tick_s=min(1.0, pinger.interval or 1.0))
+        run_service(bridge)
     finally:
         endpoint.stop()
     log.info("bridge stopped")

@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from broker_bridge.backoff import CAP_S, full_jitter
 from broker_bridge.metrics import BridgeMetrics
 from broker_bridge.platform_client import PlatformClient, PlatformError, Result
-from broker_bridge.record import RatingMessage
+from common.backoff import CAP_S, full_jitter
+from common.rating import RatingMessage
 
 log = logging.getLogger("hcp.bridge.platform")
 

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
+from common.service import EX_CANTCREAT, EX_UNAVAILABLE, load_config, setup_logging
 from device import __version__
-from device.configschema import ConfigError
-
-EX_CONFIG = 78        # systemd: RestartPreventExitStatus=78, a bad config must not loop
-EX_UNAVAILABLE = 69   # hardware missing: systemd retries slowly
-EX_CANTCREAT = 73     # the data directory cannot be created, opened or locked
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,22 +25,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=getattr(args, "log_level", "INFO"),
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(getattr(args, "log_level", "INFO"))
     from device.config import load_device_config
-    try:
-        config = load_device_config(args.config)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(f"hcp-device: {problem}", file=sys.stderr)
-        return EX_CONFIG
+    config = load_config(load_device_config, args.config, "hcp-device")
+    if isinstance(config, int):
+        return config
     if args.command == "check-config":
         print(f"{args.config}: OK")
         return 0
 
+    from device.compose import build_drivers
     from device.daemon import Daemon
-    from drivers.errors import DriverError
-    from drivers.factory import build_drivers
+    from device.ports import DriverError
     try:
         drivers = build_drivers(config)
     except DriverError as e:

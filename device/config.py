@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device.configschema import (
+from common.configschema import (
     BROKER_AUTH_KEYS,
     ConfigError,
     Key,
@@ -19,6 +19,7 @@ from device.configschema import (
     topic_prefix,
     validate,
 )
+from device.core.settings import DEFAULT_REASONS, UiSettings
 
 # fullmatch, never match with "$": "$" also matches before a final newline.
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -28,12 +29,6 @@ REASON_CODE_RE = re.compile(r"[A-Za-z0-9_-]{1,16}")
 MAX_ID_CHARS = 64
 
 # The national offline indicators for a bad rating (SPEC §5).
-DEFAULT_REASONS: tuple[tuple[str, str], ...] = (
-    ("R01", "服务态度"),
-    ("R02", "服务效率"),
-    ("R03", "服务水平"),
-    ("R04", "其他"),
-)
 MAX_REASONS = 4
 LEVELS = (5, 4, 3, 2, 1)
 
@@ -234,20 +229,6 @@ class MqttSection:
     client_key: str
     username: str
     password_file: str
-
-
-@dataclass(frozen=True)
-class UiSettings:
-    """The part of the config the core uses; the retained `config` topic may replace it."""
-
-    window_name: str
-    prompt_timeout_s: float = 60.0
-    reasons_timeout_s: float = 30.0
-    thanks_s: float = 3.0
-    lockout_s: float = 1.0
-    allow_spontaneous: bool = True
-    spontaneous_min_interval_s: float = 60.0
-    reasons: tuple[tuple[str, str], ...] = DEFAULT_REASONS
 
 
 @dataclass(frozen=True)

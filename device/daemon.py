@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.sdnotify import notify, watchdog_interval
+from common.serial_codec import Frame, decode_line, nak
 from device import __version__
 from device.clock import SystemClock
 from device.config import DeviceConfig
@@ -39,12 +41,9 @@ from device.delivery import Delivery
 from device.frames import FrameWriter
 from device.mqtt_link import MqttDown, MqttLink, MqttMessage, MqttPubAck, MqttUp, now_iso
 from device.outbox import Outbox, StorageError
-from device.protocol import Frame, decode_line, nak
+from device.ports import Drivers
 from device.remote_config import apply as apply_remote_config
 from device.remote_config import parse_remote_config
-from device.sdnotify import notify, watchdog_interval
-from drivers.base import Display, Indicators, KeyInput, SerialLink
-from drivers.sim import SimServer
 
 log = logging.getLogger("hcp.device")
 
@@ -82,22 +81,6 @@ class Stop:
     t: float = 0.0
 
 
-@dataclass
-class Drivers:
-    keys: KeyInput
-    display: Display
-    indicators: Indicators
-    serial: SerialLink | None
-    sim: SimServer | None = None
-
-    def close(self) -> None:
-        for part in (self.keys, self.serial, self.indicators, self.display):
-            if part is None:
-                continue
-            try:
-                part.close()
-            except Exception:  # closing must go on whatever one driver does
-                log.exception("closing %s failed", type(part).__name__)
 
 
 class RateLimitedLog:
@@ -239,9 +222,9 @@ class Daemon:
         self._open_outbox()
         self.core = self._make_core()
         self._hold_unannounced(set(self.core.rated_cases))
-        if self.drivers.sim is not None:
-            self.drivers.sim.status_provider = self.status
-            self.drivers.sim.clock_stepper = lambda offset: self.emit(WallClockStep(offset))
+        if self.drivers.control is not None:
+            self.drivers.control.status_provider = self.status
+            self.drivers.control.clock_stepper = lambda offset: self.emit(WallClockStep(offset))
         self.stats.backlog = len(self.outbox)
         self.delivery.load(self.outbox.pending_ids())
         self._execute(self.core.start(self.clock.monotonic()))

@@ -9,9 +9,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from common.serial_codec import encode_frame
 from device.outbox import StorageError
-from device.protocol import encode_frame
-from drivers.base import SerialLink
+from device.ports import SerialLink
 
 log = logging.getLogger("hcp.device")
 

@@ -11,8 +11,9 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from device.config import SCHEMA, UiSettings
-from device.configschema import Key, Section, validate
+from common.configschema import Key, Section, validate
+from device.config import SCHEMA
+from device.core.settings import UiSettings
 
 MAX_PAYLOAD = 16 * 1024
 

@@ -15,8 +15,7 @@ from gpiozero import DigitalInputDevice
 from gpiozero.exc import BadPinFactory, GPIOPinInUse, GPIOZeroError, PinInvalidPin
 
 from device.core.model import KeyDown, KeyUp
-from drivers.base import Emit, MonotonicClock
-from drivers.errors import HardwareNotFound
+from device.ports import Emit, HardwareNotFound, MonotonicClock
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ class DebouncedKey:
 
 
 class GpioButtons:
-    """Implements drivers.base.KeyInput for keys wired from a BCM pin to GND (or to 3V3
+    """Implements device.ports.KeyInput for keys wired from a BCM pin to GND (or to 3V3
     with `pull_up=False`). `pins` maps level -> BCM pin number."""
 
     def __init__(self, pins: dict[int, int], pull_up: bool = True, bounce_ms: int = 20,

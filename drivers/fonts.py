@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from drivers.errors import HardwareNotFound
+from device.ports import HardwareNotFound
 
 SIZES = (11, 12, 16)
 

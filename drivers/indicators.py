@@ -15,7 +15,7 @@ from gpiozero import LED, Buzzer
 from gpiozero.exc import BadPinFactory, GPIOPinInUse, GPIOZeroError, PinInvalidPin
 
 from device.core.model import Feedback
-from drivers.errors import HardwareNotFound
+from device.ports import HardwareNotFound
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ ERROR_BLINKS = 4
 
 
 class GpioIndicators:
-    """Implements drivers.base.Indicators. `leds` maps level -> BCM pin (LEDs driven
+    """Implements device.ports.Indicators. `leds` maps level -> BCM pin (LEDs driven
     active-high); `buzzer` is the BCM pin of an active buzzer, or None."""
 
     def __init__(self, leds: dict[int, int], buzzer: int | None,

@@ -21,7 +21,7 @@ from PIL import Image
 
 from device.core.model import Screen
 from device.core.screens import HEIGHT, WIDTH
-from drivers.errors import DriverError, HardwareNotFound
+from device.ports import DriverError, HardwareNotFound
 from drivers.fonts import Fonts, load_fonts
 from drivers.render import render
 

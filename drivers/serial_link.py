@@ -14,9 +14,8 @@ from typing import Any
 
 import serial
 
-from device.protocol import MAX_LINE
-from drivers.base import LineSink
-from drivers.errors import DriverError
+from common.serial_codec import MAX_LINE
+from device.ports import DriverError, LineSink
 
 # The read timeout bounds how long close() waits for the reader and is the only
 # wake-up when the line is idle (five selects a second: no busy polling).
@@ -81,7 +80,7 @@ class LineSplitter:
 
 
 class PySerialLink:
-    """`drivers.base.SerialLink` on pyserial: a device path, `socket://host:port` or `loop://`.
+    """`device.ports.SerialLink` on pyserial: a device path, `socket://host:port` or `loop://`.
 
     `on_open` is told every change of state, and the outcome of the first attempt:
     True when the port opens, False once per outage (including a port missing at

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from device.core.model import KeyDown, KeyUp, Screen
-from drivers.base import Emit, MonotonicClock
-from drivers.errors import DriverError
+from device.ports import DriverError, Emit, MonotonicClock
 from drivers.touch import DEFAULT_SIM_ZONES, zone_for
 
 log = logging.getLogger("hcp.sim")

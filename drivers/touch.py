@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Literal, NamedTuple
 
 from device.core.model import KeyDown, KeyUp
-from drivers.base import Emit, MonotonicClock
+from device.ports import Emit, MonotonicClock
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ Source = str | os.PathLike[str] | int | BinaryIO
 
 
 class TouchInput:
-    """Implements drivers.base.KeyInput for a touch panel.
+    """Implements device.ports.KeyInput for a touch panel.
 
     `device` is a path (reopened every `retry_s` while missing or after it disappears:
     the daemon starts and waits for a panel plugged in later), or an already open file

@@ -17,7 +17,6 @@ from typing import Any
 
 from device.clock import SystemClock
 from device.config import (
-    DEFAULT_REASONS,
     ClockSection,
     DeviceConfig,
     DeviceSection,
@@ -26,12 +25,12 @@ from device.config import (
     InputSection,
     MqttSection,
     SerialSection,
-    UiSettings,
 )
 from device.core.machine import REASON_KEYS, SKIP_KEY
 from device.core.model import KeyDown, KeyUp, Screen
-from device.daemon import Daemon, Drivers
-from drivers.base import Emit, MonotonicClock
+from device.core.settings import DEFAULT_REASONS, UiSettings
+from device.daemon import Daemon
+from device.ports import Drivers, Emit, MonotonicClock
 from drivers.indicators import NullIndicators
 
 log = logging.getLogger("hcp.fleet")

@@ -22,7 +22,6 @@ from typing import Any
 from PIL import Image
 
 from device.clock import FakeClock
-from device.config import UiSettings
 from device.core.machine import Evaluator, Identity
 from device.core.model import (
     Action,
@@ -37,7 +36,8 @@ from device.core.model import (
     Show,
     Tick,
 )
-from drivers.errors import HardwareNotFound
+from device.core.settings import UiSettings
+from device.ports import HardwareNotFound
 from drivers.fonts import SIZES, Fonts, load_fonts
 from drivers.render import render
 

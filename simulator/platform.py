@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from broker_bridge.profile import EXPIRED, ID_FIELD, check_gov_record
-from broker_bridge.record import InvalidRecord, check_record
+from common.rating import InvalidRecord, check_record
 
 DEFAULT_PATH = "/api/ratings"
 MAX_BODY_BYTES = 16 * 1024 * 1024

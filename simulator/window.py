@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, NoReturn
 
+from common.serial_codec import KEPT_FIELDS, WINDOW_TYPES, Rejected, crc16, decode_line
 from device.core.model import LEVEL_LABELS
-from device.protocol import KEPT_FIELDS, WINDOW_TYPES, Rejected, crc16, decode_line
 from simulator.windowlink import (
     CrcMode,
     LinkError,

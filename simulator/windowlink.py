@@ -21,7 +21,7 @@ from typing import Any, Literal, Self
 
 import serial
 
-from device.protocol import MAX_LINE, crc16
+from common.serial_codec import MAX_LINE, crc16
 from drivers.serial_link import LineSplitter
 
 CrcMode = Literal["ok", "bad", "none"]
@@ -81,7 +81,7 @@ def inspect_line(line: bytes, require_crc: bool = True, t: float | None = None,
                  at: float | None = None) -> Received:
     """Decode any protocol line (either direction), never raising.
 
-    Unlike `device.protocol.decode_line` this knows nothing of frame types or fields: it
+    Unlike `common.serial_codec.decode_line` this knows nothing of frame types or fields: it
     checks the framing only, so it serves for the evaluator's replies and for a monitor.
     """
     t = time.monotonic() if t is None else t

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from broker_bridge import sdnotify
-from broker_bridge.backoff import CAP_S, RETRY_AFTER_CAP_S, full_jitter, parse_retry_after
 from broker_bridge.cache import Answer, RecentAnswers
 from broker_bridge.config import load_bridge_config
 from broker_bridge.metrics import BridgeMetrics
 from broker_bridge.platform_client import PlatformClient, PlatformError
-from broker_bridge.record import parse_rating
 from broker_bridge.sender import Batch, BatchAnswered, PlatformWorker, WorkerEvent
-from device.configschema import ConfigError
+from common import sdnotify
+from common.backoff import CAP_S, RETRY_AFTER_CAP_S, full_jitter, parse_retry_after
+from common.configschema import ConfigError
+from common.rating import parse_rating
 from tests.support.bridge import REPO, toml_text
 from tests.support.mosquitto import TestCA, free_port
 from tests.support.platform import RunningPlatform, running_platform

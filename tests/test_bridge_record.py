@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker_bridge.record import (
+from common.rating import (
     MAX_PAYLOAD_BYTES,
     InvalidRecord,
     check_record,

@@ -12,8 +12,8 @@ from gpiozero.pins.mock import MockFactory
 
 from device.clock import FakeClock, SystemClock
 from device.core.model import Event, KeyDown, KeyUp
+from device.ports import HardwareNotFound
 from drivers.buttons import DebouncedKey, GpioButtons
-from drivers.errors import HardwareNotFound
 
 PINS = {5: 17, 4: 27, 3: 22, 2: 23, 1: 24}
 

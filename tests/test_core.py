@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from device.clock import FakeClock
-from device.config import UiSettings
 from device.core.machine import Evaluator, Identity, iso_ms
 from device.core.model import (
     Action,
@@ -25,6 +24,7 @@ from device.core.model import (
     Show,
     Tick,
 )
+from device.core.settings import UiSettings
 
 IDENTITY = Identity("421100-HG01-W03", "421100", "HG01", "W03")
 

@@ -24,9 +24,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker_bridge.record import check_record
+from common.rating import check_record
 from device.clock import FakeClock
-from device.config import DEFAULT_REASONS, UiSettings
 from device.core.machine import QUEUE_MAX, Evaluator, Identity, iso_ms
 from device.core.model import (
     Action,
@@ -43,6 +42,7 @@ from device.core.model import (
     Show,
     Tick,
 )
+from device.core.settings import DEFAULT_REASONS, UiSettings
 
 IDENTITY = Identity("421100-HG01-W03", "421100", "HG01", "W03")
 CASE_IDS = [f"C{i}" for i in range(10)]   # more than the queue holds

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
+from common.configschema import ConfigError
+from common.serial_codec import CASE_FIELDS, FIELD_LIMITS
 from device.clock import FakeClock
-from device.config import MAX_ID_CHARS, UiSettings, parse_device_config
-from device.configschema import ConfigError
+from device.config import MAX_ID_CHARS, parse_device_config
 from device.core.machine import Evaluator, Identity
 from device.core.model import FrameReceived, KeyDown, KeyUp, Persist
-from device.protocol import CASE_FIELDS, FIELD_LIMITS
+from device.core.settings import UiSettings
 
 PATH = Path("/etc/hcp/device.toml")
 

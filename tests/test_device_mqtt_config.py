@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from device.config import UiSettings
+from device.core.settings import UiSettings
 from device.remote_config import apply, parse_remote_config
 from tests.support.device import DeviceProcess
 from tests.support.mosquitto import Mosquitto

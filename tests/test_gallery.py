@@ -12,9 +12,9 @@ from typing import get_args
 import pytest
 from PIL import Image, ImageChops
 
-from device.config import DEFAULT_REASONS
 from device.core.model import ScreenName
-from drivers.errors import HardwareNotFound
+from device.core.settings import DEFAULT_REASONS
+from device.ports import HardwareNotFound
 from drivers.fonts import Fonts, load_fonts
 from simulator import cli
 from simulator.gallery import BEZEL_GREY, LONG_SERVICE, LONG_WINDOW, SHOTS, Scene, Shot

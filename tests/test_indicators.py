@@ -10,8 +10,7 @@ from gpiozero import Button
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from device.core.model import Feedback
-from drivers.base import Indicators
-from drivers.errors import HardwareNotFound
+from device.ports import HardwareNotFound, Indicators
 from drivers.indicators import PRESS_ON_S, GpioIndicators, NullIndicators
 
 LEDS = {5: 5, 4: 6, 3: 13, 2: 19, 1: 26}

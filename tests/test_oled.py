@@ -12,7 +12,7 @@ import smbus2
 from PIL import Image, ImageChops
 
 from device.core.model import Screen
-from drivers.errors import DriverError, HardwareNotFound
+from device.ports import DriverError, HardwareNotFound
 from drivers.fonts import Fonts, load_fonts
 from drivers.oled import DummyDisplay, OledDisplay
 from drivers.render import render

@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from broker_bridge.config import load_bridge_config
 from broker_bridge.profile import GovProfile, expired_prompt_id
-from device.configschema import ConfigError
+from common.configschema import ConfigError
 from tests.support.bridge import REPO, BridgeProcess, toml_text
 from tests.support.mosquitto import Mosquitto
 from tests.support.platform import RunningPlatform

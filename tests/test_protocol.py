@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from device.protocol import (
+from common.serial_codec import (
     MAX_LINE,
     Frame,
     Rejected,

@@ -14,8 +14,8 @@ from PIL import Image, ImageChops, ImageDraw
 
 from device.core.model import Option, Screen, ScreenName
 from device.core.screens import PROMPT_LINE, layout, visible_text
+from device.ports import HardwareNotFound
 from drivers import fonts as fonts_module
-from drivers.errors import HardwareNotFound
 from drivers.fonts import Fonts, fonts_from_file, load_fonts, parse_font_setting
 from drivers.render import (
     ELLIPSIS,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from device.protocol import (
+from common.serial_codec import (
     FIELD_LIMITS,
     KEPT_FIELDS,
     MAX_LINE,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from device.protocol import MAX_LINE, Frame, decode_line, encode_frame
-from drivers.errors import DriverError
+from common.serial_codec import MAX_LINE, Frame, decode_line, encode_frame
+from device.ports import DriverError
 from drivers.serial_link import LineSplitter, PySerialLink
 from tests.serial_helpers import Recorder, WindowServer, wait_until
 

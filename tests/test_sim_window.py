@@ -1,6 +1,6 @@
 """`hcp-sim window` and simulator.windowlink against a fake evaluator, and the real daemon.
 
-The fake evaluator decodes what arrives with device.protocol.decode_line (the daemon's
+The fake evaluator decodes what arrives with common.serial_codec.decode_line (the daemon's
 own decoder) and answers like SPEC §4 says; the tool runs as a real subprocess where its
 exit code and printed lines are the point.
 """
@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import serial
 
-from device.protocol import Frame, crc16, decode_line, encode_frame, nak
+from common.serial_codec import Frame, crc16, decode_line, encode_frame, nak
 from simulator import window
 from simulator.windowlink import (
     LinkError,

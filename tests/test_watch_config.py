@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from broker_bridge.watch.config import parse_watch_config
 from broker_bridge.watch.settings import Rules
-from device.configschema import load_toml
+from common.configschema import load_toml
 from tests.support.bridge import REPO, toml_text
 
 

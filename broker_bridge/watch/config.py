@@ -32,7 +32,7 @@ from broker_bridge.watch.settings import (
     Rules,
     Silent,
 )
-from device.configschema import (
+from common.configschema import (
     BROKER_AUTH_KEYS,
     Check,
     ConfigError,

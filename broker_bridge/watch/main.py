@@ -7,14 +7,12 @@ import argparse
 import logging
 import sys
 
-from broker_bridge import sdnotify
 from broker_bridge.mqtt_link import LinkError
 from broker_bridge.watch.config import load_watch_config
 from broker_bridge.watch.service import WatchService
 from broker_bridge.watch.state import StateError
-from device.configschema import ConfigError
+from common.service import EX_CONFIG, load_config, run_service, setup_logging
 
-EXIT_CONFIG = 78
 log = logging.getLogger("hcp.watch")
 
 
@@ -25,31 +23,22 @@ def main(argv: list[str]) -> int:
                     "ratings, status, telemetry and events.")
     parser.add_argument("--config", required=True, metavar="FILE", help="watch.toml")
     args = parser.parse_args(argv)
-    try:
-        config = load_watch_config(args.config)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_CONFIG
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(load_watch_config, args.config)
+    if isinstance(config, int):
+        return config
+    setup_logging(config.log_level)
     try:
         service = WatchService(config)
     except (LinkError, StateError) as e:
         print(f"{config.path}: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-
-    sdnotify.stop_on_signals(service.request_stop)
-    pinger = sdnotify.WatchdogPinger()
-    on_tick = pinger.tick
+        return EX_CONFIG
 
     log.info("watcher %s: %s:%s %s/+/{rating,status,telemetry,event} -> %s/alerts%s; "
              "state %s", config.mqtt.client_id, config.mqtt.host, config.mqtt.port,
              config.mqtt.prefix, config.mqtt.prefix,
              f" and {config.watch.webhook_url}" if config.watch.webhook_url else "",
              config.watch.state_file)
-    sdnotify.notify("READY=1")
-    service.run(on_tick)
+    run_service(service)
     log.info("watcher stopped (%d open alerts kept for the next start)",
              len(service.watcher.open))
     return 0

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 from broker_bridge.mqtt_link import Incoming, LinkDown, LinkEvent, LinkFactory, LinkUp, MqttLink
-from broker_bridge.record import DEVICE_ID_RE, InvalidRecord, decode_json_object, parse_rating
 from broker_bridge.watch.alerts import alert_payload
 from broker_bridge.watch.config import WatchConfig
 from broker_bridge.watch.model import (
@@ -32,6 +31,7 @@ from broker_bridge.watch.model import (
 from broker_bridge.watch.rules import Watcher
 from broker_bridge.watch.state import StateError, load_state, save_state
 from broker_bridge.watch.webhook import Webhook
+from common.rating import DEVICE_ID_RE, InvalidRecord, decode_json_object, parse_rating
 
 log = logging.getLogger("hcp.watch")
 
@@ -94,7 +94,9 @@ class WatchService:
         self._stop.set()
         self._events.put(_Wakeup())
 
-    def run(self, on_tick: Callable[[], None] | None = None) -> None:
+    def run(self, on_tick: Callable[[], None] | None = None, tick_s: float = 1.0) -> None:
+        """The watcher's loop; `on_tick` (the watchdog) runs at each rule tick, which
+        comes every `[watch] tick_s` whatever `tick_s` asks."""
         if self._webhook is not None:
             self._webhook.start()
         self.link.start()

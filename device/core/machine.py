@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from device.config import UiSettings
+from common.rating import SCHEMA_ID
+from common.serial_codec import ack, nak
 from device.core.model import (
     LEVEL_LABELS,
     Action,
@@ -36,9 +37,8 @@ from device.core.model import (
     Show,
 )
 from device.core.screens import SKIP_LABEL
-from device.protocol import ack, nak
+from device.core.settings import UiSettings
 
-SCHEMA = "hcp.rating/1"
 QUEUE_MAX = 8                 # pending cases, including the one on screen
 DUPLICATE_WINDOW_S = 24 * 3600
 STUCK_AFTER_S = 10.0
@@ -247,7 +247,7 @@ class Evaluator:
             if f.get("staff_id") or f.get("staff_name"):
                 staff = {"staff_id": f.get("staff_id"), "staff_name": f.get("staff_name")}
         rating = {
-            "schema": SCHEMA,
+            "schema": SCHEMA_ID,
             "rating_id": rating_id,
             "seq": self.seq,
             "device_id": self.identity.device_id,

@@ -9,8 +9,8 @@ import hashlib
 from functools import cache
 from pathlib import Path
 
-from device.config import DEFAULT_REASONS
 from device.core.model import LEVEL_LABELS, Option, Screen
+from device.core.settings import DEFAULT_REASONS
 
 GOLDEN_DIR = Path(__file__).resolve().parent
 REGENERATE = "python -m tests.golden --write"

@@ -1,17 +1,15 @@
-"""Builds the drivers a config asks for. The only place that maps config kinds to classes;
+"""The composition root: builds the drivers a config asks for. The only place that maps
+config kinds to driver classes, and the only module of `device` that imports `drivers`;
 production never falls back to a fake: a missing part raises HardwareNotFound."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from device.config import DeviceConfig
 from device.core.model import Screen
-from drivers.base import Display, Indicators, KeyInput
-
-if TYPE_CHECKING:
-    from device.daemon import Drivers
+from device.ports import Display, Drivers, Indicators, KeyInput
 
 log = logging.getLogger("hcp.drivers")
 
@@ -28,7 +26,6 @@ class NullDisplay:
 
 def build_drivers(config: DeviceConfig) -> Drivers:
     """The drivers this config asks for (imports only what is used)."""
-    from device.daemon import Drivers
     from drivers.sim import SimDisplay, SimInput, SimServer
 
     sim: SimServer | None = None
@@ -81,4 +78,4 @@ def build_drivers(config: DeviceConfig) -> Drivers:
         from drivers.serial_link import PySerialLink
         serial = PySerialLink(config.serial.port, config.serial.baudrate,
                               reopen_s=config.serial.reopen_s)
-    return Drivers(keys=keys, display=display, indicators=indicators, serial=serial, sim=sim)
+    return Drivers(keys=keys, display=display, indicators=indicators, serial=serial, control=sim)

@@ -1,4 +1,5 @@
-"""The small interfaces every driver implements, real or simulated.
+"""The small interfaces every driver implements, real or simulated, and the bundle of
+them the composition root (device/compose.py) hands to the daemon.
 
 The daemon only ever sees these: it never asks whether a driver is simulated.
 Driver threads (gpiozero callbacks, the serial reader, the sim socket) only call the
@@ -7,12 +8,22 @@ Driver threads (gpiozero callbacks, the serial reader, the sim socket) only call
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from device.core.model import Event, Feedback, Screen
 
 Emit = Callable[[Event], None]
+
+
+class DriverError(Exception):
+    """A driver could not do its job; the message says what and what to check."""
+
+
+class HardwareNotFound(DriverError):
+    """The configured hardware is missing (no I²C bus, no GPIO, no input device, no font)."""
 
 
 class MonotonicClock(Protocol):
@@ -60,3 +71,33 @@ class SerialLink(Protocol):
     def send(self, data: bytes) -> bool: ...
 
     def close(self) -> None: ...
+
+
+class ControlSocket(Protocol):
+    """The simulator's control socket (SPEC §8): it asks the daemon for its status, and
+    in tests may step the wall clock."""
+
+    status_provider: Callable[[], dict[str, Any]] | None
+    clock_stepper: Callable[[float], None] | None
+
+
+log = logging.getLogger("hcp.drivers")
+
+
+@dataclass
+class Drivers:
+    keys: KeyInput
+    display: Display
+    indicators: Indicators
+    serial: SerialLink | None
+    control: ControlSocket | None = None
+
+    def close(self) -> None:
+        """Close every part once, whatever one of them does."""
+        for part in (self.keys, self.serial, self.indicators, self.display):
+            if part is None:
+                continue
+            try:
+                part.close()
+            except Exception:  # closing must go on whatever one driver does
+                log.exception("closing %s failed", type(part).__name__)

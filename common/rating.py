@@ -30,7 +30,7 @@ _REASON_CODE_MATCH = REASON_CODE_RE.fullmatch
 _SURROGATE_SEARCH = _SURROGATE_RE.search
 _LOCATION_KEYS = ("region_code", "hall_id", "window_id")
 
-# Field limits follow the serial protocol (device/protocol.py FIELD_LIMITS) so that
+# Field limits follow the serial protocol (common/serial_codec.py FIELD_LIMITS) so that
 # anything the device may legitimately store passes; location codes get 64.
 CASE_FIELDS: dict[str, int] = {
     "case_id": 64, "service_code": 64, "service_name": 128, "dept_code": 64, "completed_at": 40,

@@ -1,6 +1,6 @@
 """The systemd notify protocol without a dependency: READY=1, WATCHDOG=1, STOPPING=1.
 
-Both daemons use it (the bridge through broker_bridge.sdnotify). Without NOTIFY_SOCKET
+Both daemons use it (the bridge through common.sdnotify). Without NOTIFY_SOCKET
 (not started by systemd, or Type=simple) every call is a harmless no-op.
 """
 
