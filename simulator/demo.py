@@ -41,7 +41,7 @@ class Chain:
 
     def start(self) -> None:
         say("starting a private mosquitto …")
-        self.broker = Mosquitto(self.workdir / "broker").start()
+        self.broker = Mosquitto(self.workdir / "broker", die_with_parent=True).start()
 
         port = free_port()
         self.platform_url = f"http://127.0.0.1:{port}/api/ratings"

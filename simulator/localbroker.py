@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from simulator.children import die_with_parent
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 HOST = "127.0.0.1"
@@ -155,6 +157,10 @@ class Mosquitto:
     host: str = HOST
     port: int = 0
     tls_port: int | None = None
+    # The kernel stops the broker when the thread that started it dies, however it dies
+    # (the demo killed, its terminal closed). Off by default: a test or chaos fault may
+    # restart a broker from a worker thread that ends long before the broker should.
+    die_with_parent: bool = False
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     # Paths --------------------------------------------------------------------
@@ -209,7 +215,8 @@ class Mosquitto:
         self._write_files()
         self._process = subprocess.Popen(
             [MOSQUITTO, "-c", str(self.conf_file)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent if self.die_with_parent else None)
         ports = [self.port] + ([self.tls_port] if self.tls_port else [])
         deadline = time.monotonic() + 10
         for port in ports:

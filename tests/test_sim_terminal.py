@@ -148,3 +148,27 @@ def test_demo_counts_a_rating_and_leaves_nothing_behind(tmp_path: Path,
     assert "the platform counted 1 rating" in t.text()
     survivors = [p for p in children if alive(p)]
     assert not survivors, f"left running: {survivors}"
+
+
+def test_a_killed_demo_leaves_nothing_behind(tmp_path: Path, term_factory: list[Pty]) -> None:
+    """SIGKILL gives the demo no chance to stop its children: the kernel must (the
+    private broker used to outlive it, holding its port)."""
+    t = Pty([sys.executable, "-m", "simulator.cli", "demo", "--dir", str(tmp_path)], ROOT)
+    term_factory.append(t)
+    t.expect(r"screen: idle", timeout=40)
+    children = descendants(t.pid)
+    assert len(children) >= 4, "broker, platform, bridge and the device daemon"
+    os.kill(t.pid, signal.SIGKILL)
+    t.wait(20)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(p) for p in children):
+        time.sleep(0.1)
+    survivors = [(p, _cmdline(p)) for p in children if alive(p)]
+    assert not survivors, f"left running after the demo was killed: {survivors}"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "?"
