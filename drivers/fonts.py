@@ -18,6 +18,12 @@ from device.ports import HardwareNotFound
 
 SIZES = (11, 12, 16)
 
+# Pillow picks raqm when libraqm and libfribidi are installed and its basic engine
+# otherwise, and glyphs land about a pixel apart between the two: a screen would depend
+# on optional system libraries (a fresh Debian or a Pi has no libfribidi0). The basic
+# engine is always there and lays out Chinese left to right as the panel needs.
+LAYOUT_ENGINE = ImageFont.Layout.BASIC
+
 # A glyph every candidate must have, and the glyphs that set a face's vertical extent.
 _PROBE = "评"
 _CJK_EXTENT = "国谢满意评价您"
@@ -120,7 +126,8 @@ def _draw_ink(font: ImageFont.FreeTypeFont, size: int,
 
 def _open(candidate: FontFile, size: int) -> Face:
     """Load one face at one size; OSError when the file is missing or cannot serve it."""
-    font = ImageFont.truetype(str(candidate.path), size, index=candidate.index)
+    font = ImageFont.truetype(str(candidate.path), size, index=candidate.index,
+                              layout_engine=LAYOUT_ENGINE)
     ink = _draw_ink(font, size, _CJK_EXTENT)
     missing = _draw_ink(font, size, "\ufffe")  # a noncharacter: drawn as "missing glyph"
     if ink is None or _draw_ink(font, size, _PROBE) == missing:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageChops, ImageDraw
+from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from device.core.model import Option, Screen, ScreenName
 from device.core.screens import PROMPT_LINE, layout, visible_text
@@ -293,6 +293,17 @@ def test_system_fonts_cover_every_size(system_fonts: Fonts) -> None:
         face = system_fonts[size]
         assert face.size == size and face.ink_height > 0
     assert load_fonts() is load_fonts()  # loaded once per process
+
+
+def test_every_face_lays_out_text_with_the_basic_engine(system_fonts: Fonts) -> None:
+    """raqm, when the machine happens to have libfribidi, moves glyphs by a pixel: a
+    frame must not depend on what optional libraries are installed (NOTES.md, Pillow)."""
+    golden = fonts_from_file(GOLDEN_FONT, GOLDEN_FONT_INDEX) if GOLDEN_FONT.is_file() else None
+    for fonts in (system_fonts, golden):
+        if fonts is None:
+            continue
+        for size in (11, 12, 16):
+            assert fonts[size].font.layout_engine == ImageFont.Layout.BASIC, size
 
 
 def test_configured_font_missing_is_a_clear_error() -> None:
