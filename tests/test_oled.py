@@ -27,7 +27,7 @@ def fonts() -> Fonts:
     try:
         return load_fonts()
     except HardwareNotFound as e:
-        pytest.skip(str(e))
+        pytest.fail(f"{e} (./hcp test installs the fonts the tests need)", pytrace=False)
 
 
 class PanelBus:

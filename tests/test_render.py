@@ -3,6 +3,7 @@ frame byte order the simulator reports, and how fonts are found."""
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import time
 from pathlib import Path
@@ -26,16 +27,18 @@ from drivers.render import (
     render,
     render_with_text,
 )
+from tests.golden import cases as golden_cases
 from tests.golden.cases import (
     CASES,
     DEFAULT_REASON_OPTIONS,
     GOLDEN_DIR,
     GOLDEN_FONT,
     GOLDEN_FONT_INDEX,
+    GOLDEN_FONT_PACKAGE,
     GOLDEN_FONT_SHA256,
     PROMPT_OPTIONS,
     REGENERATE,
-    golden_font_sha256,
+    golden_font_problem,
 )
 
 W, H = 128, 64
@@ -43,13 +46,9 @@ W, H = 128, 64
 
 @pytest.fixture(scope="module")
 def golden_fonts() -> Fonts:
-    digest = golden_font_sha256()
-    if digest is None:
-        pytest.skip(f"goldens are drawn with {GOLDEN_FONT}, which is not installed "
-                    "(apt install fonts-wqy-zenhei)")
-    if digest != GOLDEN_FONT_SHA256:
-        pytest.skip(f"goldens are drawn with {GOLDEN_FONT} sha256 {GOLDEN_FONT_SHA256}; the "
-                    f"installed file is {digest}: check the new renders and run {REGENERATE}")
+    problem = golden_font_problem()
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
     return fonts_from_file(GOLDEN_FONT, GOLDEN_FONT_INDEX)
 
 
@@ -58,7 +57,7 @@ def system_fonts() -> Fonts:
     try:
         return load_fonts()
     except HardwareNotFound as e:
-        pytest.skip(str(e))
+        pytest.fail(f"{e} (./hcp test installs the fonts the tests need)", pytrace=False)
 
 
 # Goldens ---------------------------------------------------------------------
@@ -74,6 +73,31 @@ def test_screen_matches_golden(name: str, golden_fonts: Fonts) -> None:
     diff = ImageChops.difference(actual, expected).getbbox()
     assert diff is None, (f"{name} differs from its golden in {diff}; if the change is "
                           f"intended, look at it and run {REGENERATE}")
+
+
+def test_a_different_golden_font_is_a_failure_that_says_what_to_do(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A Debian font update must turn the suite red, not skip every golden quietly."""
+    font = tmp_path / "wqy-zenhei.ttc"
+    font.write_bytes(b"another release of the font")
+    monkeypatch.setattr(golden_cases, "GOLDEN_FONT", font)
+    problem = golden_font_problem()
+    assert problem is not None
+    found = hashlib.sha256(font.read_bytes()).hexdigest()
+    assert GOLDEN_FONT_SHA256 in problem and found in problem and str(font) in problem
+    assert REGENERATE in problem and "GOLDEN_FONT_SHA256" in problem
+
+
+def test_a_missing_golden_font_is_a_failure_naming_the_package(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(golden_cases, "GOLDEN_FONT", tmp_path / "absent.ttc")
+    problem = golden_font_problem()
+    assert problem is not None
+    assert f"apt install {GOLDEN_FONT_PACKAGE}" in problem and "absent.ttc" in problem
+
+
+def test_the_installed_golden_font_is_the_expected_one() -> None:
+    assert golden_font_problem() is None
 
 
 def test_every_golden_has_a_case() -> None:
@@ -157,7 +181,7 @@ def test_any_text_stays_on_the_panel(screen: Screen) -> None:
     try:
         fonts = load_fonts()
     except HardwareNotFound as e:
-        pytest.skip(str(e))
+        pytest.fail(f"{e} (./hcp test installs the fonts the tests need)", pytrace=False)
     _assert_rows_fit(screen, fonts)
 
 

@@ -1,7 +1,7 @@
 """Rewrite the golden images (a deliberate act: tests never write them).
 
-    python -m tests.golden --write            # rewrite tests/golden/*.png
-    python -m tests.golden --preview DIR      # 4× enlarged copies to look at
+    .venv/bin/python -m tests.golden --write        # rewrite tests/golden/*.png
+    .venv/bin/python -m tests.golden --preview DIR  # 4× enlarged copies to look at
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tests.golden.cases import (
     GOLDEN_DIR,
     GOLDEN_FONT,
     GOLDEN_FONT_INDEX,
+    GOLDEN_FONT_PACKAGE,
     GOLDEN_FONT_SHA256,
     golden_font_sha256,
 )
@@ -34,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("say --write and/or --preview DIR")
     digest = golden_font_sha256()
     if digest is None:
-        print(f"golden font {GOLDEN_FONT} is not installed (apt install fonts-wqy-zenhei)",
-              file=sys.stderr)
+        print(f"golden font {GOLDEN_FONT} is not installed (apt install "
+              f"{GOLDEN_FONT_PACKAGE})", file=sys.stderr)
         return 1
     if digest != GOLDEN_FONT_SHA256:
         print(f"note: {GOLDEN_FONT} sha256 is {digest}; update GOLDEN_FONT_SHA256 in "

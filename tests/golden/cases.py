@@ -13,7 +13,9 @@ from device.core.model import LEVEL_LABELS, Option, Screen
 from device.core.settings import DEFAULT_REASONS
 
 GOLDEN_DIR = Path(__file__).resolve().parent
-REGENERATE = "python -m tests.golden --write"
+REGENERATE = ".venv/bin/python -m tests.golden --write"
+REGENERATE_GALLERY = ".venv/bin/hcp-sim gallery --out docs/screens"
+GOLDEN_FONT_PACKAGE = "fonts-wqy-zenhei"
 
 # Goldens are pixel-exact, so they hold for one font file only: Debian's
 # fonts-wqy-zenhei 0.9.45 (the face "WenQuanYi Zen Hei Sharp", index 2).
@@ -38,6 +40,25 @@ def golden_font_sha256() -> str | None:
 @cache
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def golden_font_problem(regenerate: str = REGENERATE) -> str | None:
+    """Why the goldens cannot be checked on this machine, or None when they can.
+
+    A missing or different golden font is a failure, not a skip: a Debian font update
+    would otherwise leave the suite green while nothing is compared any more.
+    """
+    digest = golden_font_sha256()
+    if digest is None:
+        return (f"the goldens are drawn with {GOLDEN_FONT} (face {GOLDEN_FONT_INDEX}), which "
+                f"is not installed: apt install {GOLDEN_FONT_PACKAGE} (./hcp test installs "
+                "it)")
+    if digest != GOLDEN_FONT_SHA256:
+        return (f"the goldens are drawn with {GOLDEN_FONT} sha256 {GOLDEN_FONT_SHA256}, but "
+                f"the installed file has sha256 {digest} (a new {GOLDEN_FONT_PACKAGE}?). "
+                "If the new font is meant: set GOLDEN_FONT_SHA256 in tests/golden/cases.py to "
+                f"{digest}, run {regenerate}, look at every changed picture and commit them")
+    return None
 
 
 CASES: dict[str, Screen] = {
