@@ -113,7 +113,7 @@ class Bridge:
         self._received = 0
         self._inflight_shown = -1
         self._deadletter_log_window = (0.0, 0)
-        self._fleet = FleetView(metrics)
+        self._fleet = FleetView(metrics, clock)
         self.link = link_factory(m, self.subscriptions(), self._events.put, self._holds)
         self._workers = [
             PlatformWorker(f"platform-{i + 1}",
@@ -260,12 +260,14 @@ class Bridge:
         device_id, _, kind = rest.partition("/")
         if kind == "rating":
             self._on_rating(device_id, msg)
+        elif not DEVICE_ID_RE.fullmatch(device_id):
+            return  # not a device's topic (the ACL lets none publish there): no metric
         elif kind == "status":
             self._fleet.status(device_id, msg.payload)
         elif kind == "telemetry":
             self._fleet.telemetry(device_id, msg.payload)
         elif kind == "event":
-            self._fleet.event(msg.payload)
+            self._fleet.event(device_id, msg.payload)
 
     def _on_rating(self, device_id: str, msg: Incoming, counted: bool = False) -> None:
         if not counted:

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from broker_bridge import device_numbers
+from broker_bridge.device_numbers import Refused
 from broker_bridge.mqtt_link import Incoming, LinkDown, LinkEvent, LinkFactory, LinkUp, MqttLink
 from broker_bridge.watch.alerts import alert_payload
 from broker_bridge.watch.config import WatchConfig
@@ -165,9 +167,19 @@ class WatchService:
                 return None
             return StatusSeen(device_id, online, now)
         if kind == "telemetry":
-            return TelemetrySeen(device_id, _count(body.get("backlog")),
-                                 _seconds(body.get("oldest_pending_s")),
-                                 _flag(body.get("clock_synced")), now)
+            # A refused field reads as absent; the message still shows the device alive.
+            backlog = oldest = None
+            try:
+                backlog = device_numbers.count(body.get("backlog"), device_id, "backlog")
+            except Refused as e:
+                self._skip(msg.topic, str(e))
+            try:
+                oldest = device_numbers.seconds(body.get("oldest_pending_s"), device_id,
+                                                "oldest_pending_s")
+            except Refused as e:
+                self._skip(msg.topic, str(e))
+            return TelemetrySeen(device_id, backlog, oldest, _flag(body.get("clock_synced")),
+                                 now)
         name = body.get("event")
         if not isinstance(name, str) or not 0 < len(name) <= 64:
             self._skip(msg.topic, "event without a name")
@@ -233,18 +245,6 @@ class WatchService:
             log.info("state saved again")
         self._save_failing = False
         self.watcher.dirty = self.watcher.alerts_changed = False
-
-
-def _count(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
-
-
-def _seconds(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e12:
-        return float(value)
-    return None
 
 
 def _flag(value: Any) -> bool | None:
