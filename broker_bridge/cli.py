@@ -3,8 +3,9 @@ with `main(argv: list[str]) -> int`; add one by adding a line to COMMANDS."""
 
 from __future__ import annotations
 
-import importlib
 import sys
+
+from common.service import run_commands
 
 COMMANDS = {
     "run": ("broker_bridge.run", "forward ratings from the broker to the platform"),
@@ -15,25 +16,8 @@ COMMANDS = {
 }
 
 
-def usage() -> str:
-    lines = ["usage: hcp-bridge COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:<8} {doc}" for name, (_, doc) in COMMANDS.items()]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help"):
-        print(usage(), file=sys.stdout if args else sys.stderr)
-        return 0 if args else 2
-    name, rest = args[0], args[1:]
-    if name not in COMMANDS:
-        print(f"hcp-bridge: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    result: int = module.main(rest)
-    return result
-
+    return run_commands("hcp-bridge", COMMANDS, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

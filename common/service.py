@@ -3,18 +3,19 @@ with every problem on its own line, and the systemd notify dance around a servic
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from common import sdnotify
+from common import __version__, sdnotify
 from common.configschema import ConfigError
 
 # sysexits.h, as systemd units and technicians read them.
 EX_OK = 0
-EX_USAGE = 64
+EX_USAGE = 2          # as argparse exits on a bad command line (not sysexits' 64)
 EX_UNAVAILABLE = 69   # hardware or a peer missing: systemd retries slowly
 EX_SOFTWARE = 70
 EX_CANTCREAT = 73     # a data directory cannot be created, opened or locked
@@ -71,3 +72,36 @@ def run_service(service: Service, ready_status: str = "") -> int:
     sdnotify.notify("READY=1" + (f"\nSTATUS={ready_status}" if ready_status else ""))
     service.run(pinger.tick, min(1.0, pinger.interval or 1.0))
     return EX_OK
+
+
+# name -> (module with `main(argv: list[str]) -> int`, one line of help)
+CommandTable = dict[str, tuple[str, str]]
+
+
+def run_commands(prog: str, commands: CommandTable, argv: list[str] | None = None) -> int:
+    """A program made of subcommands (`hcp-bridge run …`, `hcp-sim device …`): help,
+    `--version`, a clear word for an unknown command, and a quiet exit when the reader
+    of our output goes away (`… | head -3`)."""
+    args = sys.argv[1:] if argv is None else argv
+    usage = "\n".join([f"usage: {prog} COMMAND [options]", "", "commands:"]
+                      + [f"  {name:<9} {doc}" for name, (_, doc) in commands.items()])
+    if not args or args[0] in ("-h", "--help"):
+        print(usage, file=sys.stdout if args else sys.stderr)
+        return EX_OK if args else EX_USAGE
+    if args[0] == "--version":
+        print(f"{prog} {__version__}")
+        return EX_OK
+    name, rest = args[0], args[1:]
+    if name not in commands:
+        print(f"{prog}: unknown command {name!r}\n\n{usage}", file=sys.stderr)
+        return EX_USAGE
+    module = importlib.import_module(commands[name][0])
+    try:
+        result: int = module.main(rest)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left; Python would print a traceback while flushing at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EX_OK
+    return result

@@ -1,3 +1,5 @@
 """Window evaluator daemon for the 好差评 rating system."""
 
-__version__ = "0.1.0"
+from common import __version__
+
+__all__ = ["__version__"]

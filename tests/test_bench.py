@@ -4,6 +4,8 @@ It checks that the benchmarks work, never the numbers (those are for docs/benchm
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import re
 import subprocess
@@ -18,6 +20,7 @@ SECTIONS = ("1. Outbox storage", "2. Press to thanks", "3. End to end", "4. Drai
             "5. Footprint")
 
 
+@pytest.mark.slow
 def test_quick_run_measures_every_benchmark_and_writes_the_report(tmp_path: Path) -> None:
     report = tmp_path / "benchmarks.md"
     done = subprocess.run(

@@ -75,6 +75,7 @@ def outbox_ids(data_dir: Path) -> list[str]:
         outbox.close()
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_no_confirmed_rating(device: DeviceProcess) -> None:
     rng = random.Random(20261125)
     confirmed: dict[str, str] = {}
