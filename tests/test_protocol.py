@@ -134,6 +134,10 @@ def test_bad_json_with_valid_crc_gets_no_answer(body: bytes) -> None:
 
 @pytest.mark.parametrize("body", [
     b"[1,2,3]", b'"ping"', b"42", b"null",
+    b'{"type":"ping","seq":9223372036854775808}',    # 2**63: not a counter's value
+    b'{"type":"ping","seq":-9223372036854775809}',
+    b'{"type":"ping","seq":' + b"9" * 4000 + b"}",
+    b'{"type":"ping","seq":1,"seq":2}',  # which one would the window expect back?
     b'{"type":"ping"}',                  # no seq
     b'{"type":"ping","seq":"5"}',        # seq not an integer
     b'{"type":"ping","seq":true}',       # a bool is not a seq
@@ -149,6 +153,7 @@ def test_bad_frame_without_readable_seq_gets_no_answer(body: bytes) -> None:
     b'{"seq":12}',                       # no type
     b'{"type":5,"seq":12}',              # type not a string
     b'{"type":null,"seq":12}',
+    b'{"type":"ping","seq":12,"type":"cancel"}',  # type given twice
 ])
 def test_bad_frame_with_readable_seq_is_nakked(body: bytes) -> None:
     rejected = decode_line(with_crc(body))
@@ -249,3 +254,101 @@ def decode_ack(encoded: bytes) -> dict[str, Any]:
     assert int(crc, 16) == crc16(body)
     result: dict[str, Any] = json.loads(body)
     return result
+
+
+def test_seq_at_the_ends_of_the_64_bit_range_is_answered() -> None:
+    for seq in (-(2**63), 2**63 - 1, 0):
+        assert decode_line(line_of({"type": "ping", "seq": seq})) == Frame("ping", seq, {})
+
+
+# -- text from the window: normalised for the screen, or refused (issue 17) ---------------
+
+@pytest.mark.parametrize(("ftype", "field", "sent", "kept"), [
+    ("case_completed", "service_name", "不动产登记\r\n", "不动产登记"),
+    ("case_completed", "service_name", "户籍\u2028迁移\u2029（省内）", "户籍 迁移 （省内）"),
+    ("case_completed", "staff_name", "王\t晓梅\x00", "王 晓梅"),
+    ("staff_login", "staff_name", "\u202e王晓梅\u200b", "王晓梅"),
+    ("pause", "reason", "午休\x1b[2J\x07", "午休 [2J"),
+    ("pause", "reason", "\r\n", ""),
+])
+def test_display_texts_are_normalised(ftype: str, field: str, sent: str, kept: str) -> None:
+    frame = {"type": ftype, "seq": 3, field: sent}
+    if ftype == "case_completed":
+        frame["case_id"] = "HB-1"
+    result = decode_line(line_of(frame))
+    assert isinstance(result, Frame)
+    assert result.fields[field] == kept
+
+
+@pytest.mark.parametrize(("ftype", "field", "sent"), [
+    ("case_completed", "case_id", "HB-1\nINFO forged log line"),
+    ("cancel", "case_id", "HB-1\r"),
+    ("case_completed", "case_id", "HB\u202e1"),        # a bidi override hides the real key
+    ("case_completed", "case_id", "HB\u20281"),
+    ("case_completed", "service_code", "11421100\x00MB"),
+    ("case_completed", "dept_code", "ZRZY\u200b"),
+    ("staff_login", "staff_id", "S0042\x7f"),
+    ("case_completed", "completed_at", "2026-11-25\x0010:31:07"),  # fromisoformat takes it
+])
+def test_identifiers_with_control_characters_are_refused(ftype: str, field: str,
+                                                         sent: str) -> None:
+    # They are keys to the business system: changed, the rated frame would name a case
+    # the window never sent.
+    frame = {"type": ftype, "seq": 4, field: sent}
+    if field != "case_id" and ftype != "staff_login":
+        frame["case_id"] = "HB-1"
+    rejected = decode_line(line_of(frame))
+    assert isinstance(rejected, Rejected)
+    assert (rejected.error, rejected.nak, rejected.seq) == ("bad_field", "bad_field", 4)
+    assert rejected.detail.startswith(field) and sent not in rejected.detail
+
+
+def test_identifiers_keep_their_spaces_exactly() -> None:
+    result = decode_line(line_of({"type": "cancel", "seq": 1, "case_id": " HB 2026  01 "}))
+    assert result == Frame("cancel", 1, {"case_id": " HB 2026  01 "})
+
+
+@pytest.mark.parametrize(("sent", "why"), [
+    ("0001-01-01T00:00:00+14:00", "year 1 is outside 2000..2099"),
+    ("9999-12-31T23:59:59-14:00", "year 9999"),
+    ("1970-01-01T08:00:00+08:00", "year 1970"),
+    ("2026-11-25T10:31:07+15:00", "UTC offset"),
+    ("2026-11-25T10:31:07+08:00:30", "UTC offset"),
+])
+def test_completed_at_outside_a_sane_range_is_refused_with_the_reason(sent: str,
+                                                                      why: str) -> None:
+    rejected = decode_line(line_of({**CASE, "completed_at": sent}))
+    assert isinstance(rejected, Rejected)
+    assert (rejected.error, rejected.nak) == ("bad_field", "bad_field")
+    assert rejected.detail.startswith("completed_at") and why in rejected.detail
+
+
+@pytest.mark.parametrize("sent", ["2000-01-01T00:00:00+14:00", "2099-12-31T23:59:59-12:00",
+                                  "2026-11-25T02:31:07Z", "2026-11-25T10:31:07",
+                                  "2026-11-25"])
+def test_completed_at_within_the_range_is_kept_as_sent(sent: str) -> None:
+    result = decode_line(line_of({**CASE, "completed_at": sent}))
+    assert isinstance(result, Frame) and result.fields["completed_at"] == sent
+
+
+def test_a_kept_field_given_twice_is_refused() -> None:
+    body = b'{"type":"cancel","seq":6,"case_id":"A","case_id":"B"}'
+    rejected = decode_line(with_crc(body))
+    assert isinstance(rejected, Rejected)
+    assert (rejected.error, rejected.nak, rejected.seq) == ("bad_field", "bad_field", 6)
+    assert rejected.detail == "case_id given twice"
+
+
+def test_an_ignored_field_given_twice_is_still_ignored() -> None:
+    body = b'{"type":"cancel","seq":6,"case_id":"A","phone":"1","phone":"2"}'
+    assert decode_line(with_crc(body)) == Frame("cancel", 6, {"case_id": "A"})
+
+
+def test_an_unknown_type_is_not_repeated_in_the_detail() -> None:
+    # The type can hold anything, a citizen's name included; the detail goes to the log
+    # and to the serial_error event.
+    rejected = decode_line(line_of({"type": "申请人张三 420102199001011234", "seq": 5}))
+    assert isinstance(rejected, Rejected) and rejected.nak == "unknown_type"
+    assert "张三" not in rejected.detail and "4201" not in rejected.detail
+    looped = decode_line(line_of({"type": "rated", "seq": 5}))
+    assert isinstance(looped, Rejected) and "'rated'" in looped.detail

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+import unicodedata
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -13,10 +15,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from common.serial_codec import (
+    DISPLAY_FIELDS,
     FIELD_LIMITS,
     KEPT_FIELDS,
     MAX_LINE,
     REQUIRED_FIELDS,
+    SEQ_MAX,
+    SEQ_MIN,
     WINDOW_TYPES,
     Frame,
     Rejected,
@@ -24,6 +29,7 @@ from common.serial_codec import (
     decode_line,
     encode_frame,
 )
+from common.text import display_text
 from drivers.serial_link import LineSplitter, PySerialLink
 from tests.serial_helpers import Recorder, WindowServer, wait_until
 
@@ -40,7 +46,9 @@ def with_crc(body: bytes) -> bytes:
 @FUZZ
 @given(st.binary(max_size=6000), st.booleans())
 def test_decode_line_never_raises_on_arbitrary_bytes(line: bytes, require_crc: bool) -> None:
-    assert isinstance(decode_line(line, require_crc), Frame | Rejected)
+    result = decode_line(line, require_crc)
+    assert isinstance(result, Frame | Rejected)
+    assert_safe(result)
 
 
 json_values = st.recursive(
@@ -67,47 +75,127 @@ def frame_like_objects(draw: st.DrawFn) -> Any:
     return obj if draw(st.integers(0, 9)) else draw(json_values)
 
 
-@FUZZ
-@given(frame_like_objects(), st.booleans())
-def test_crc_valid_json_never_raises_and_frames_keep_only_checked_fields(
-        obj: Any, ascii_only: bool) -> None:
-    line = with_crc(json.dumps(obj, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass"))
-    result = decode_line(line)
-    assert isinstance(result, Frame | Rejected)
+UNSHOWABLE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
+
+
+def assert_safe(result: Frame | Rejected, sent: Any = None) -> None:
+    """What the rest of the device may rely on, whatever the window sent."""
     if isinstance(result, Frame):
+        assert result.type in WINDOW_TYPES and SEQ_MIN <= result.seq <= SEQ_MAX
         assert set(result.fields) <= set(KEPT_FIELDS[result.type])
         for name, value in result.fields.items():
             assert isinstance(value, str) and len(value) <= FIELD_LIMITS[name]
             value.encode("utf-8")  # storable and publishable
-    elif result.nak is not None:
-        assert result.seq is not None  # never an answer to a seq we could not read
+            # Safe to show and to log: no control, format or separator character.
+            assert not any(unicodedata.category(ch) in UNSHOWABLE for ch in value), name
+            if name in DISPLAY_FIELDS:
+                assert display_text(value) == value
+        if "completed_at" in result.fields:
+            moment = datetime.fromisoformat(result.fields["completed_at"].replace("Z", "+00:00"))
+            assert 2000 <= moment.year <= 2099
+            moment.astimezone()  # representable in any zone: no OverflowError downstream
+    else:
+        if result.nak is not None:
+            assert result.seq is not None and SEQ_MIN <= result.seq <= SEQ_MAX
+        # The detail goes to logs and events: it never repeats a value that was sent.
+        for value in (sent.values() if isinstance(sent, dict) else ()):
+            if isinstance(value, str) and len(value) >= 4 and value not in WINDOW_TYPES:
+                assert value not in result.detail
+
+
+@FUZZ
+@given(frame_like_objects(), st.booleans())
+def test_crc_valid_json_never_raises_and_frames_are_safe(obj: Any, ascii_only: bool) -> None:
+    line = with_crc(json.dumps(obj, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass"))
+    result = decode_line(line)
+    assert isinstance(result, Frame | Rejected)
+    assert_safe(result, obj)
+
+
+hostile_text = st.text(st.characters(codec="utf-8") | st.sampled_from(
+    ["\r", "\n", "\u2028", "\u2029", "\u202e", "\u200b", "\x00", "\x1b",
+     "\x85", "\t", "\ufeff", "\U000f0000"]), max_size=140)
+hostile_numbers = st.integers() | st.integers(2**62, 2**70) | st.integers(-(2**70), -(2**62))
+hostile_dates = st.one_of(
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    st.datetimes().map(lambda d: d.isoformat()),
+    st.sampled_from(["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00",
+                     "2026-11-25T10:31:07+23:59", "2026-11-25\x0010:31:07", "2026-W48-3",
+                     "20261125T103107", "2026-11-25T10:31:07.123456789"]))
+
+
+@st.composite
+def hostile_frames(draw: st.DrawFn) -> dict[str, Any]:
+    """Known frame types whose kept fields hold hostile text, numbers and dates."""
+    ftype = draw(st.sampled_from(sorted(WINDOW_TYPES)))
+    frame: dict[str, Any] = {"type": ftype, "seq": draw(hostile_numbers)}
+    for name in KEPT_FIELDS[ftype]:
+        if name in REQUIRED_FIELDS.get(ftype, ()) or draw(st.booleans()):
+            frame[name] = draw(hostile_dates if name == "completed_at" else
+                               hostile_text | hostile_numbers | st.none())
+    return frame
+
+
+@FUZZ
+@given(hostile_frames(), st.booleans())
+def test_hostile_text_numbers_and_dates_are_refused_or_made_safe(
+        frame: dict[str, Any], crlf: bool) -> None:
+    line = encode_frame(frame)[:-1] + (b"\r" if crlf else b"")
+    result = decode_line(line)
+    assert_safe(result, frame)
+    seq = frame["seq"]
+    if isinstance(result, Rejected) and result.error != "too_long":
+        # Answered exactly when the seq is one a window system's counter can hold.
+        assert (result.seq is not None) == (SEQ_MIN <= seq <= SEQ_MAX)
+
+
+@FUZZ
+@given(st.lists(st.text(max_size=50), max_size=10), st.booleans())
+def test_arbitrary_text_lines_never_raise(lines: list[str], require_crc: bool) -> None:
+    for text in lines:
+        body = text.encode("utf-8", "surrogatepass")
+        for line in (body, with_crc(body)):
+            assert_safe(decode_line(line, require_crc))
 
 
 def storable_text(max_size: int) -> st.SearchStrategy[str]:
     return st.text(st.characters(exclude_categories=["Cs"]), max_size=max_size)
 
 
+def showable_text(max_size: int) -> st.SearchStrategy[str]:
+    return st.text(st.characters(exclude_categories=["Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"]),
+                   max_size=max_size)
+
+
 @st.composite
 def window_frames(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, str]]:
-    """A valid frame from the window (with unlisted extras) and the fields it must keep."""
+    """A valid frame from the window (with unlisted extras) and the fields it must keep:
+    identifiers exactly as sent, display texts normalised."""
     ftype = draw(st.sampled_from(sorted(WINDOW_TYPES)))
     kept: dict[str, str] = {}
+    sent: dict[str, str] = {}
     for name in KEPT_FIELDS[ftype]:
         required = name in REQUIRED_FIELDS.get(ftype, ())
         if not required and draw(st.booleans()):
             continue
         if name == "completed_at":
-            kept[name] = draw(st.datetimes(timezones=st.timezones())).isoformat()
-        else:
+            value = draw(st.datetimes(min_value=datetime(2000, 1, 1),
+                                      max_value=datetime(2099, 12, 31),
+                                      timezones=st.timezones())).isoformat()
+            kept[name] = value
+        elif name in DISPLAY_FIELDS:
             value = draw(storable_text(FIELD_LIMITS[name]))
+            kept[name] = display_text(value)
+        else:
+            value = draw(showable_text(FIELD_LIMITS[name]))
             if required:
                 assume(value.strip())
             kept[name] = value
+        sent[name] = value
     extras = draw(st.dictionaries(
         st.sampled_from(["applicant_name", "id_number", "phone", "remark"]),
         storable_text(20), max_size=4))
-    frame = {**extras, **kept, "type": ftype,
-             "seq": draw(st.integers(-(2**63), 2**63))}
+    frame = {**extras, **sent, "type": ftype, "seq": draw(st.integers(SEQ_MIN, SEQ_MAX))}
     return frame, kept
 
 
