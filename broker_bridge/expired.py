@@ -23,7 +23,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
 from broker_bridge.config import BridgeConfig, load_bridge_config
@@ -47,7 +46,14 @@ from broker_bridge.sender import (
     PlatformWorker,
     WorkerEvent,
 )
-from common.rating import DEVICE_ID_RE, InvalidRecord, RatingMessage, decode_json_object
+from common.rating import (
+    DEVICE_ID_RE,
+    TIME_RANGE_TEXT,
+    InvalidRecord,
+    RatingMessage,
+    aware_time,
+    decode_json_object,
+)
 from common.service import EX_CONFIG, load_config, run_service, setup_logging
 
 DRAIN_S = 2.0
@@ -194,9 +200,10 @@ class ExpiredForwarder:
         if event.get("event") != "prompt_expired":
             return None
         case_id, at = event.get("case_id"), event.get("at")
-        if not (isinstance(case_id, str) and 0 < len(case_id) <= 64 and _aware(at)):
-            log.warning("skipped a prompt_expired event from %s without a case_id or a "
-                        "valid time", device_id)
+        if not (isinstance(case_id, str) and 0 < len(case_id) <= 64 and aware_time(at) is not None):
+            log.warning("skipped a prompt_expired event from %s without a case_id (1..64 "
+                        "characters) or an ISO-8601 time with an offset from %s", device_id,
+                        TIME_RANGE_TEXT)
             return None
         return self.profile.expired(device_id, {"case_id": case_id, "at": at})
 
@@ -227,15 +234,6 @@ class ExpiredForwarder:
             for generation, mid, qos in (held.deliveries if held else ()):
                 self.link.ack(generation, mid, qos)
             self.forwarded += 1
-
-
-def _aware(value: Any) -> bool:
-    if not isinstance(value, str) or len(value) > 40:
-        return False
-    try:
-        return datetime.fromisoformat(value).tzinfo is not None
-    except ValueError:
-        return False
 
 
 def main(argv: list[str]) -> int:

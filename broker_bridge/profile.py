@@ -17,7 +17,13 @@ from datetime import datetime
 from typing import Any
 
 from broker_bridge.timezones import DEFAULT_TIMEZONE, load_timezone, timezone_problem
-from common.rating import DEVICE_ID_RE, RATING_ID_RE, REASON_CODE_RE, InvalidRecord
+from common.rating import (
+    DEVICE_ID_RE,
+    RATING_ID_RE,
+    REASON_CODE_RE,
+    InvalidRecord,
+    aware_time,
+)
 
 GOV_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"   # yyyy-MM-dd HH:mm:ss, local time
 FIELD_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -149,14 +155,10 @@ class GovProfile:
         return out
 
     def local_time(self, iso: Any) -> str | None:
-        """ISO-8601 with an offset → yyyy-MM-dd HH:mm:ss in the profile's time zone."""
-        if not isinstance(iso, str):
-            return None
-        try:
-            moment = datetime.fromisoformat(iso)
-        except ValueError:
-            return None
-        if moment.tzinfo is None:
+        """ISO-8601 with an offset → yyyy-MM-dd HH:mm:ss in the profile's time zone; None
+        for anything else, or a time outside common.rating's range."""
+        moment = aware_time(iso)
+        if moment is None:  # records and events are checked before: defence only
             return None
         return moment.astimezone(self._tz).strftime(GOV_TIME_FORMAT)
 

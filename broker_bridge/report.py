@@ -19,7 +19,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import date, timedelta, tzinfo
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 from broker_bridge.profile import ID_FIELD, SATISFACTION, parse_gov_time
 from broker_bridge.satisfaction import GOOD_LEVELS, format_rate, percent, satisfaction_rate
 from broker_bridge.timezones import DEFAULT_TIMEZONE, UnknownTimezone, load_timezone
+from common.rating import aware_time
 
 LEVELS = (5, 4, 3, 2, 1)
 NO_REASON = "none"
@@ -190,11 +191,16 @@ def _stored(text: str, tz: tzinfo) -> StoredRating | None:
     if ID_FIELD in record and "schema" not in record:
         return _from_gov(record)
     try:
-        rated = datetime.fromisoformat(record["rated_at"]).astimezone(tz)
+        # A store written before rated_at was bounded may hold year 1 or 9999, which
+        # overflows in astimezone(): such a rating is left out, not a crash.
+        moment = aware_time(record["rated_at"])
+        if moment is None:
+            return None
+        rated = moment.astimezone(tz)
         return StoredRating(record["device_id"], record["hall_id"], record["window_id"],
                             int(record["level"]), record.get("reason"),
                             record["trigger"] == "spontaneous", rated.date())
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 SCHEMA_ID = "hcp.rating/1"
@@ -43,6 +43,13 @@ REQUIRED_KEYS = frozenset({
 # Absent is read as null: a device may leave out what it does not have.
 NULLABLE_KEYS = frozenset({"reason", "case", "staff"})
 KNOWN_KEYS = REQUIRED_KEYS | NULLABLE_KEYS
+# The times a record may carry (rated_at; an expired prompt's `at`), as instants: a
+# device clock outside this range is broken, and dates near year 1 or 9999 overflow
+# every conversion to another time zone (a worker died on 0001-01-01T00:00:00+14:00).
+# A Pi without a real-time clock never starts before its systemd's build date.
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC)   # exclusive
+TIME_RANGE_TEXT = "2000-01-01T00:00:00Z (inclusive) to 2100-01-01T00:00:00Z (exclusive)"
 
 
 class InvalidRecord(ValueError):
@@ -176,6 +183,8 @@ def check_record(record: Any) -> None:
     rated_at = record["rated_at"]
     if not isinstance(rated_at, str) or not _aware_iso8601(rated_at):
         raise bad("bad_field", "rated_at must be an ISO-8601 time with a UTC offset or Z")
+    if aware_time(rated_at) is None:
+        raise bad("bad_field", f"rated_at is outside {TIME_RANGE_TEXT}")
     if not isinstance(record["clock_synced"], bool):
         raise bad("bad_field", "clock_synced must be true or false")
 
@@ -220,6 +229,27 @@ def _aware_iso8601(value: str) -> bool:
         return len(value) <= 40 and datetime.fromisoformat(value).tzinfo is not None
     except ValueError:
         return False
+
+
+def aware_time(value: Any) -> datetime | None:
+    """`value` as an instant when it is an ISO-8601 time with a UTC offset (at most 40
+    characters) within EARLIEST_TIME..LATEST_TIME; None otherwise. A time this returns
+    converts to any time zone and to a POSIX timestamp without overflow."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    # The local year first: comparing with an aware bound converts to UTC, which
+    # overflows at the ends of the range datetime can hold.
+    if moment.tzinfo is None or not 1999 <= moment.year <= 2100:
+        return None
+    try:
+        inside = EARLIEST_TIME <= moment < LATEST_TIME
+    except (OverflowError, ValueError):  # an offset tzinfo cannot give: defence only
+        return None
+    return moment if inside else None
 
 
 def _show(value: Any) -> str:

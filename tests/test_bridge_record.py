@@ -43,6 +43,8 @@ def test_a_valid_record_is_forwarded_byte_for_byte() -> None:
     {"input": "touch", "clock_synced": False, "rated_at": "2026-11-25T10:31:07+08:00"},
     {"staff": {"staff_id": None, "staff_name": None}},
     {"case": {"case_id": "C1"}},
+    {"rated_at": "2000-01-01T08:00:00+08:00"},          # the first instant accepted
+    {"rated_at": "2099-12-31T23:59:59.999999-00:00"},   # the last
 ])
 def test_valid_variants(changes: dict[str, Any]) -> None:
     record = make_rating(DEVICE, level=5)
@@ -79,6 +81,10 @@ def test_absent_nullable_fields_read_as_null() -> None:
     ({"reason": "R99 bad"}, "bad_field", "reason"),
     ({"rated_at": "yesterday"}, "bad_field", "rated_at"),
     ({"rated_at": "2026-11-25T02:31:07"}, "bad_field", "rated_at"),
+    ({"rated_at": "0001-01-01T00:00:00+14:00"}, "bad_field", "rated_at is outside"),
+    ({"rated_at": "9999-12-31T23:59:59-14:00"}, "bad_field", "rated_at is outside"),
+    ({"rated_at": "1999-12-31T23:59:59.999999Z"}, "bad_field", "rated_at is outside"),
+    ({"rated_at": "2100-01-01T08:00:00+08:00"}, "bad_field", "rated_at is outside"),
     ({"clock_synced": "yes"}, "bad_field", "clock_synced"),
     ({"phone": "13800000000"}, "bad_schema", "phone"),
 ])

@@ -316,6 +316,11 @@ def test_expired_prompts_reach_the_platform_once(
             ("421100-HG01-W03", b'{"event": "prompt_cancelled", "case_id": "X"}'),
             ("421100-HG01-W03", b'{"event": "prompt_expired", "at": "yesterday"}'),
             ("421100-HG01-W03", b"\xff not json"),
+            # At the ends of what datetime holds: converting to local time overflowed
+            # and crash-looped this process.
+            ("421100-HG01-W03", encode({**expired, "at": "0001-01-01T00:00:00+14:00"})),
+            ("421100-HG01-W03", encode({**expired, "at": "9999-12-31T23:59:59-14:00"})),
+            ("421100-HG01-W03", encode({**expired, "at": "1999-12-31T23:59:59Z"})),
             ("421100-HG01-W05", encode({**expired, "case_id": "C-2"})),
         ])
         wait_for(lambda: platform.control.counts()["expired_prompts"] == 2, 10,
