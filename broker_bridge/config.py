@@ -62,6 +62,9 @@ SCHEMA: dict[str, Section] = {
         "port": Key(int, 1883, in_range(1, 65535)),
         "prefix": Key(str, "hcp/v1", topic_prefix),
         "client_id": Key(str, "", _client_id),
+        # "3.1.1" for an engine that speaks nothing newer (NATS): no shared group, no
+        # Receive Maximum, no session expiry (docs/bridge.md, "MQTT 5 or 3.1.1").
+        "protocol": Key(str, "5", one_of("5", "3.1.1")),
         "shared_group": Key(str, "bridge", _group),
         "keepalive_s": Key(int, 30, in_range(5, 3600)),
         "session_expiry_s": Key(int, 86400, in_range(60, 2**32 - 1)),
@@ -117,6 +120,11 @@ class MqttSettings:
     client_key: str
     username: str
     password_file: str
+    protocol: str = "5"
+    # The most ratings one batch holds (the bridge's [platform] batch_max): a broker that
+    # lets fewer un-acknowledged messages through than this gets an ERROR with its figure.
+    # 0 for a client that does not batch (the watcher).
+    batch_max: int = 0
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,35 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+V5_ONLY_KEYS = ("receive_maximum", "session_expiry_s")
+
+
+def shared_group(given: Any, values: dict[str, Any]) -> str:
+    """The group to use: with 3.1.1 and no `shared_group` in the file, none (the default
+    "bridge" is an MQTT 5 feature)."""
+    explicit = isinstance(given, dict) and "shared_group" in given
+    if values.get("protocol") == "3.1.1" and not explicit:
+        return ""
+    group: str = values["shared_group"]
+    return group
+
+
+def protocol_problems(path: Path, given: Any, values: dict[str, Any]) -> list[str]:
+    """SPEC §12: with MQTT 3.1.1 there is no shared group, and keys that only MQTT 5 can
+    carry are refused rather than silently ignored."""
+    if values.get("protocol") != "3.1.1" or not isinstance(given, dict):
+        return []
+    problems = []
+    if given.get("shared_group"):
+        problems.append(f"{path}: [mqtt] shared_group: must be \"\" with protocol = "
+                        "\"3.1.1\" (shared subscriptions are MQTT 5; run one bridge, and a "
+                        "standby with the same client_id)")
+    problems += [f"{path}: [mqtt] {key}: has no effect with protocol = \"3.1.1\" (an MQTT 5 "
+                 "property; the broker's own setting applies): remove it"
+                 for key in V5_ONLY_KEYS if key in given]
+    return problems
+
+
 def parse_bridge_config(path: Path, data: dict[str, Any]) -> BridgeConfig:
     """Validate parsed TOML; raise ConfigError listing every problem."""
     v, problems = validate(path, data, SCHEMA)
@@ -188,8 +225,10 @@ def parse_bridge_config(path: Path, data: dict[str, Any]) -> BridgeConfig:
                             "text; use an https:// url (http is allowed only to loopback)")
         if p.get("ca_file") and parts.scheme != "https":
             problems.append(f"{path}: [platform] ca_file: set only with an https:// url")
+    problems += protocol_problems(path, data.get("mqtt"), m)
     rm, bm = m.get("receive_maximum"), p.get("batch_max")
-    if rm is not None and bm is not None and rm < bm:
+    # (No Receive Maximum in 3.1.1: the broker's own in-flight limit applies.)
+    if m.get("protocol") == "5" and rm is not None and bm is not None and rm < bm:
         problems.append(f"{path}: [mqtt] receive_maximum: must be at least [platform] "
                         f"batch_max ({bm}), or no batch can fill up (got {rm})")
 
@@ -209,7 +248,9 @@ def parse_bridge_config(path: Path, data: dict[str, Any]) -> BridgeConfig:
     listen_host, _, listen_port = h["listen"].rpartition(":")
     return BridgeConfig(
         path=path,
-        mqtt=MqttSettings(**{**m, "client_id": m["client_id"] or _default_client_id()}),
+        mqtt=MqttSettings(**{**m, "client_id": m["client_id"] or _default_client_id(),
+                             "shared_group": shared_group(data.get("mqtt"), m),
+                             "batch_max": p["batch_max"]}),
         platform=PlatformSettings(**p),
         listen_host=listen_host.strip("[]"),
         listen_port=int(listen_port),

@@ -5,7 +5,8 @@ still exists, even while it is offline (measured with 2.0.11: half of them with 
 members). Before taking a bridge out of a group for good, stop it and run this: the
 session, its subscriptions and whatever was queued for it are dropped, so the broker
 sends everything to the remaining bridges. Ratings that were queued for it come back
-through the devices' resend (`resend_after_s`); nothing is lost.
+through the devices' resend (`resend_after_s`); nothing is lost. With MQTT 3.1.1 it does
+the same with a clean-session connection.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ def main(argv: list[str]) -> int:
     if isinstance(config, int):
         return config
     m = config.mqtt
+    v5 = m.protocol == "5"
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id,
-                         protocol=mqtt.MQTTv5)
+                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                         clean_session=None if v5 else True)
     try:
         configure_security(client, m)
     except LinkError as e:
@@ -51,13 +54,18 @@ def main(argv: list[str]) -> int:
         answered.set()
 
     client.on_connect = on_connect
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = 0
     try:
-        # clean_start: the broker discards the old session (subscriptions, queue);
-        # expiry 0: nothing is kept after this connection either.
-        client.connect(m.host, m.port, keepalive=m.keepalive_s, clean_start=True,
-                       properties=props)
+        if v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 0
+            # clean_start: the broker discards the old session (subscriptions, queue);
+            # expiry 0: nothing is kept after this connection either.
+            client.connect(m.host, m.port, keepalive=m.keepalive_s, clean_start=True,
+                           properties=props)
+        else:
+            # 3.1.1's clean_session = True does both: the old session is discarded and
+            # this one ends with the connection.
+            client.connect(m.host, m.port, keepalive=m.keepalive_s)
     except OSError as e:
         print(f"hcp-bridge leave: cannot reach {m.host}:{m.port}: {e.strerror or e}",
               file=sys.stderr)
@@ -74,6 +82,12 @@ def main(argv: list[str]) -> int:
     finally:
         client.disconnect()
         client.loop_stop()
-    print(f"session {m.client_id!r} ended at {m.host}:{m.port}; the other bridges of group "
-          f"{m.shared_group!r} now get every rating", file=sys.stderr)
+    if m.shared_group:
+        print(f"session {m.client_id!r} ended at {m.host}:{m.port}; the other bridges of "
+              f"group {m.shared_group!r} now get every rating", file=sys.stderr)
+    else:
+        # No group: nobody else was sharing; what the broker held for this session is
+        # gone, and comes back by the devices' resend to whichever bridge subscribes next.
+        print(f"session {m.client_id!r} ended at {m.host}:{m.port}; ratings it held come "
+              "back by the devices' resend", file=sys.stderr)
     return 0

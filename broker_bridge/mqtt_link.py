@@ -112,10 +112,14 @@ class MqttLink:
     # paho setup ----------------------------------------------------------------
 
     def _make_client(self, s: MqttSettings) -> mqtt.Client:
-        # MQTT v5, not 3.1.1 (whose PUBLISH paho decodes cheaply): Receive Maximum, the
-        # session expiry and reason codes are v5 only. paho_fast removes v5's decoding cost.
+        # MQTT v5 by default: Receive Maximum, the session expiry and reason codes are v5
+        # only. 3.1.1 for engines that speak nothing newer (NATS); its persistent session
+        # is clean_session = False. paho_fast decodes the ratings' PUBLISH for both.
+        v5 = s.protocol == "5"
         client = make_client(callback_api_version=CallbackAPIVersion.VERSION2,
-                             client_id=s.client_id, protocol=mqtt.MQTTv5, manual_ack=True)
+                             client_id=s.client_id,
+                             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                             clean_session=None if v5 else False, manual_ack=True)
         paho_log = logging.getLogger("hcp.bridge.paho")
         paho_log.setLevel(logging.INFO)  # paho logs every packet at DEBUG
         paho_log.addFilter(_quiet_paho)
@@ -134,14 +138,18 @@ class MqttLink:
 
     def start(self) -> None:
         """Connect in the background (retrying until it works) and start delivering."""
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self._settings.session_expiry_s
-        props.ReceiveMaximum = self._settings.receive_maximum
-        # clean_start=False on every connect: messages we had not acknowledged when we
-        # died (or lost the connection) are delivered again.
-        self._client.connect_async(self._settings.host, self._settings.port,
-                                   keepalive=self._settings.keepalive_s, clean_start=False,
-                                   properties=props)
+        s = self._settings
+        if s.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = s.session_expiry_s
+            props.ReceiveMaximum = s.receive_maximum
+            # clean_start=False on every connect: messages we had not acknowledged when
+            # we died (or lost the connection) are delivered again.
+            self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s,
+                                       clean_start=False, properties=props)
+        else:
+            # clean_session=False (set on the client): the same, the 3.1.1 way.
+            self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s)
         self._client.loop_start()
 
     def stop(self, timeout: float = 1.5) -> None:
@@ -167,11 +175,17 @@ class MqttLink:
         if not self._connected or not self._subscriptions:
             return
         topic, qos = self._subscriptions[-1]
-        options = SubscribeOptions(qos=qos, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
         done = threading.Event()
         with self._lock:  # the SUBACK may be handled before subscribe() returns
             self._barrier_done = done
-            result, mid = self._client.subscribe(topic, options=options)
+            if self._settings.protocol == "5":
+                options = SubscribeOptions(qos=qos,
+                                           retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+                result, mid = self._client.subscribe(topic, options=options)
+            else:
+                # 3.1.1 cannot ask for no retained messages; the last subscription is one
+                # that carries none (telemetry, events).
+                result, mid = self._client.subscribe(topic, qos)
             self._barrier_mid = mid
         if result != mqtt.MQTT_ERR_SUCCESS:
             return

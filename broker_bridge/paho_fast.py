@@ -1,13 +1,15 @@
 """paho's MQTT client with a fast path for the packet the bridge receives by the
-thousand: a PUBLISH at QoS 0 or 1 (manual acknowledgement) without MQTT v5 properties.
+thousand: a PUBLISH at QoS 0 or 1 (manual acknowledgement) without MQTT v5 properties, or
+any such PUBLISH of MQTT 3.1.1 (which has no properties).
 
 paho decodes every v5 PUBLISH with its general decoder, which builds a `Properties`
 object (two dicts of every property name, then a pass deleting attributes) even when the
 packet has none, and formats a debug line nobody reads. Measured on the bridge: about a
 third of its CPU per rating. This subclass decodes that one shape itself, builds the same
 `MQTTMessage` (with `properties` None: there are none) and hands it to paho's own
-dispatch; every other packet — with properties, QoS 2, MQTT 3.1.1, anything odd or
-malformed — goes to paho's decoder unchanged.
+dispatch; every other packet — with properties, QoS 2, anything odd or malformed — goes to
+paho's decoder unchanged. For 3.1.1 paho's decoder is cheaper, but still formats a debug
+line and unpacks with struct twice per message.
 
 It overrides `_handle_publish`, a private method. So it is used only with the paho
 versions it was checked against (`CHECKED_VERSIONS`); with any other, `make_client`
@@ -49,18 +51,26 @@ class FastPublishClient(mqtt.Client):
         packet = self._in_packet["packet"]
         qos = (header >> 1) & 0x03
         size = len(packet)
-        if size >= 2 and self._protocol == MQTTProtocolVersion.MQTTv5 and (
-                qos == 0 or (qos == 1 and self._manual_ack)):
+        if size >= 2 and (qos == 0 or (qos == 1 and self._manual_ack)):
             topic_end = 2 + ((packet[0] << 8) | packet[1])
-            properties_at = topic_end + 2 if qos else topic_end
-            # An empty topic would need a Topic Alias property: paho's decoder decides.
-            if topic_end > 2 and properties_at < size and packet[properties_at] == 0:
+            after_id = topic_end + 2 if qos else topic_end
+            if self._protocol == MQTTProtocolVersion.MQTTv5:
+                # A property length of 0, then the payload. An empty topic would need a
+                # Topic Alias property: paho's decoder decides.
+                fits = topic_end > 2 and after_id < size and packet[after_id] == 0
+                payload_at = after_id + 1
+            else:
+                # MQTT 3.1.1 (and 3.1): no properties; the payload follows the packet id.
+                # An empty topic is malformed there: paho's decoder refuses it.
+                fits = topic_end > 2 and after_id <= size
+                payload_at = after_id
+            if fits:
                 mid = (packet[topic_end] << 8) | packet[topic_end + 1] if qos else 0
                 message = mqtt.MQTTMessage(mid, bytes(packet[2:topic_end]))
                 message.dup = bool(header & 0x08)
                 message.qos = qos
                 message.retain = bool(header & 0x01)
-                message.payload = bytes(packet[properties_at + 1:])
+                message.payload = bytes(packet[payload_at:])
                 message.timestamp = time.monotonic()
                 # With manual acknowledgement paho sends no PUBACK here either: ack() does.
                 self._handle_on_message(message)

@@ -68,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", type=broker_address, default=("127.0.0.1", 1883),
                    metavar="HOST:PORT", help="MQTT broker (default 127.0.0.1:1883)")
     p.add_argument("--prefix", default="hcp/v1", help="topic prefix (default hcp/v1)")
+    p.add_argument("--protocol", choices=["5", "3.1.1"], default="5",
+                   help="the devices' [mqtt] protocol: MQTT 5 (default) or 3.1.1 (NATS)")
     p.add_argument("--username", default="", help="broker user name (all devices)")
     p.add_argument("--password-file", default="", help="file holding the broker password")
     p.add_argument("--device-prefix", default="FLEET", metavar="TEXT",
@@ -177,7 +179,8 @@ def options_from(args: argparse.Namespace) -> FleetOptions:
         drain_timeout_s=max(0.0, args.drain_timeout), connect_timeout_s=args.connect_timeout,
         resend_after_s=args.resend_after, max_inflight=args.max_inflight,
         telemetry_s=args.telemetry, thanks_s=args.thanks, poisson=args.poisson,
-        seed=args.seed, username=args.username, password_file=args.password_file)
+        seed=args.seed, username=args.username, password_file=args.password_file,
+        protocol=args.protocol)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

@@ -50,6 +50,7 @@ class FleetOptions:
     seed: int | None = None
     username: str = ""
     password_file: str = ""
+    protocol: str = "5"                # the devices' [mqtt] protocol: "5" or "3.1.1"
 
 
 @dataclass
@@ -142,7 +143,7 @@ class Fleet:
         o = self.options
         mqtt = MqttSection(
             host=o.host, port=o.port, prefix=o.prefix, keepalive_s=o.keepalive_s,
-            resend_after_s=o.resend_after_s, telemetry_s=o.telemetry_s, protocol="5",
+            resend_after_s=o.resend_after_s, telemetry_s=o.telemetry_s, protocol=o.protocol,
             session_expiry_s=86400, max_inflight=o.max_inflight, tls=False, ca_file="",
             client_cert="", client_key="", username=o.username,
             password_file=o.password_file)

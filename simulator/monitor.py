@@ -40,7 +40,7 @@ class HallWatcher:
 
     def __init__(self, view: HallView, host: str, port: int, prefix: str, *,
                  username: str = "", password_file: str = "", tls: bool = False,
-                 ca_file: str = "") -> None:
+                 ca_file: str = "", protocol: str = "5") -> None:
         self.view = view
         self.host, self.port, self.prefix = host, port, prefix
         self.lock = threading.Lock()
@@ -48,7 +48,8 @@ class HallWatcher:
         self.state = "connecting"
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                   client_id=f"hcp-monitor-{uuid.uuid4().hex[:8]}",
-                                  protocol=MQTTProtocolVersion.MQTTv5)
+                                  protocol=MQTTProtocolVersion.MQTTv5 if protocol == "5"
+                                  else MQTTProtocolVersion.MQTTv311)
         self.client.reconnect_delay_set(1, 30)
         try:
             if username:
@@ -108,6 +109,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", type=broker_address, default=("127.0.0.1", 1883),
                    metavar="HOST:PORT", help="MQTT broker (default 127.0.0.1:1883)")
     p.add_argument("--prefix", default="hcp/v1", help="topic prefix (default hcp/v1)")
+    p.add_argument("--protocol", choices=["5", "3.1.1"], default="5",
+                   help="MQTT 5 (default) or 3.1.1 (NATS)")
     p.add_argument("--hall", help="only devices of this hall (hall_id of their ratings, or "
                                   "the middle part of an id like 421100-HG01-W03)")
     p.add_argument("--once", action="store_true",
@@ -143,7 +146,8 @@ def main(argv: list[str]) -> int:
     try:
         watcher = HallWatcher(view, host, port, args.prefix, username=args.username,
                               password_file=args.password_file,
-                              tls=args.tls or bool(args.ca_file), ca_file=args.ca_file)
+                              tls=args.tls or bool(args.ca_file), ca_file=args.ca_file,
+                              protocol=args.protocol)
         watcher.start()
     except MonitorError as e:
         print(f"hcp-sim monitor: {e}", file=sys.stderr)

@@ -15,13 +15,14 @@ from typing import Any
 import paho.mqtt
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from broker_bridge.paho_fast import CHECKED_VERSIONS, FastPublishClient, fast_path_available
 
 RATING_TOPIC = b"hcp/v1/421100-HG01-W03/rating"
 RATING = ('{"schema":"hcp.rating/1","staff":{"staff_name":"王晓红"},"level":5}').encode()
 CONNACK = b"\x20\x03\x00\x00\x00"  # v5: no session, success, no properties
+CONNACK_311 = b"\x20\x02\x00\x00"  # 3.1.1: no session, accepted
 PUBACK = 0x40
 
 
@@ -36,9 +37,11 @@ def vbi(n: int) -> bytes:
 
 
 def publish(topic: bytes, payload: bytes, *, qos: int = 1, mid: int = 1, retain: bool = False,
-            dup: bool = False, properties: bytes = b"") -> bytes:
+            dup: bool = False, properties: bytes | None = b"") -> bytes:
+    """A PUBLISH packet; `properties` None for MQTT 3.1.1 (no property length at all)."""
+    props = b"" if properties is None else vbi(len(properties)) + properties
     body = (len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"")
-            + vbi(len(properties)) + properties + payload)
+            + props + payload)
     return bytes([0x30 | dup << 3 | qos << 1 | retain]) + vbi(len(body)) + body
 
 
@@ -87,6 +90,7 @@ class ScriptedBroker:
     """Accepts one client, answers its CONNECT, sends `packets`, records what comes back."""
 
     packets: list[bytes]
+    connack: bytes = CONNACK
     server: socket.socket = field(default_factory=socket.socket)
     conn: socket.socket | None = None
     closed: bool = False
@@ -107,7 +111,7 @@ class ScriptedBroker:
         self.conn.settimeout(5)
         command, _ = self.read_packet()
         assert command >> 4 == 1, "expected CONNECT"
-        self.conn.sendall(CONNACK + b"".join(self.packets))
+        self.conn.sendall(self.connack + b"".join(self.packets))
         self.ready.set()
 
     def _read(self, n: int) -> bytes:
@@ -149,9 +153,11 @@ class ScriptedBroker:
 
 
 @contextmanager
-def run_client(cls: type[mqtt.Client], packets: list[bytes], expect: int
+def run_client(cls: type[mqtt.Client], packets: list[bytes], expect: int,
+               protocol: MQTTProtocolVersion = mqtt.MQTTv5,
                ) -> Iterator[tuple[mqtt.Client, ScriptedBroker, list[mqtt.MQTTMessage]]]:
-    broker = ScriptedBroker(packets)
+    v5 = protocol == mqtt.MQTTv5
+    broker = ScriptedBroker(packets, CONNACK if v5 else CONNACK_311)
     messages: list[mqtt.MQTTMessage] = []
     got_all = threading.Event()
 
@@ -161,7 +167,7 @@ def run_client(cls: type[mqtt.Client], packets: list[bytes], expect: int
             got_all.set()
 
     client = cls(CallbackAPIVersion.VERSION2, client_id="fast-path-test",
-                 protocol=mqtt.MQTTv5, manual_ack=True)
+                 protocol=protocol, clean_session=None if v5 else False, manual_ack=True)
     client.on_message = on_message
     client.connect("127.0.0.1", broker.port, keepalive=60)
     client.loop_start()
@@ -176,9 +182,26 @@ def run_client(cls: type[mqtt.Client], packets: list[bytes], expect: int
         broker.close()
 
 
-def messages_of(cls: type[mqtt.Client]) -> list[Seen]:
-    with run_client(cls, PACKETS, len(PACKETS)) as (_client, _broker, messages):
+def messages_of(cls: type[mqtt.Client], packets: list[bytes] = PACKETS,
+                protocol: MQTTProtocolVersion = mqtt.MQTTv5) -> list[Seen]:
+    with run_client(cls, packets, len(packets), protocol) as (_client, _broker, messages):
         return [seen(m) for m in messages]
+
+
+# The same shapes in MQTT 3.1.1, which has no properties at all.
+PACKETS_311 = [
+    publish(RATING_TOPIC, RATING, mid=1, properties=None),
+    publish(b"hcp/v1/421100-HG01-W03/telemetry", b'{"backlog":0}', qos=0, properties=None),
+    publish(b"hcp/v1/421100-HG01-W03/status", b'{"online":true}', mid=65535, retain=True,
+            dup=True, properties=None),
+    publish(RATING_TOPIC, b"", mid=8, properties=None),
+    publish(b"hcp/v1/421100-HG01-W03/event", b"", qos=0, properties=None),
+    publish("hcp/v1/窗口-3/rating".encode(), RATING, mid=9, properties=None),
+    publish(b"hcp/v1/\xff\xfe/rating", RATING, mid=10, properties=None),
+    publish(RATING_TOPIC, RATING * 200, mid=11, properties=None),
+    # A v5-shaped packet on a 3.1.1 connection: the 0 byte is simply the payload's first.
+    publish(RATING_TOPIC, RATING, mid=12),
+]
 
 
 def test_the_application_gets_the_same_messages_as_from_paho() -> None:
@@ -201,20 +224,54 @@ def test_property_less_packets_skip_pahos_decoder_and_the_rest_do_not() -> None:
             True, True, True, False, True, True, True, True]
 
 
+def test_mqtt_311_gives_the_same_messages_as_paho_without_pahos_decoder(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = messages_of(mqtt.Client, PACKETS_311, mqtt.MQTTv311)
+    decoded: list[int] = []
+    original = mqtt._packet.decode_publish  # type: ignore[attr-defined]
+
+    def counting(*args: Any) -> Any:
+        decoded.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(mqtt._packet, "decode_publish", counting)  # type: ignore[attr-defined]
+    fast = messages_of(FastPublishClient, PACKETS_311, mqtt.MQTTv311)
+    assert decoded == [], "a 3.1.1 QoS 0/1 PUBLISH went through paho's decoder"
+    assert len(fast) == len(PACKETS_311)
+    for i, (p, f) in enumerate(zip(plain, fast, strict=True)):
+        assert f == p, f"packet {i}"
+    assert fast[0].payload == RATING and fast[0].properties == {}
+    assert (fast[2].mid, fast[2].retain, fast[2].dup) == (65535, True, True)
+    assert fast[3].payload == b"" and fast[4].payload == b""
+    assert fast[8].payload == b"\x00" + RATING
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311])
 @pytest.mark.parametrize("cls", [mqtt.Client, FastPublishClient])
-def test_qos1_is_acknowledged_only_by_ack(cls: type[mqtt.Client]) -> None:
-    packets = [publish(RATING_TOPIC, RATING, mid=mid) for mid in (21, 22, 23)]
-    with run_client(cls, packets, 3) as (client, broker, messages):
+def test_qos1_is_acknowledged_only_by_ack(cls: type[mqtt.Client],
+                                          protocol: MQTTProtocolVersion) -> None:
+    properties = b"" if protocol == mqtt.MQTTv5 else None
+    packets = [publish(RATING_TOPIC, RATING, mid=mid, properties=properties)
+               for mid in (21, 22, 23)]
+    with run_client(cls, packets, 3, protocol) as (client, broker, messages):
         assert broker.packets_within(0.3) == [], "a PUBACK before ack()"
         client.ack(messages[1].mid, messages[1].qos)
         assert broker.packets_within(0.5) == [(PUBACK, (22).to_bytes(2, "big"))]
 
 
-@pytest.mark.parametrize("cls", [mqtt.Client, FastPublishClient])
-def test_a_malformed_publish_is_refused_like_paho_does(cls: type[mqtt.Client]) -> None:
+@pytest.mark.parametrize("malformed, protocol", [
     # The topic length says 200 bytes; the packet ends long before.
-    malformed = b"\x32\x08\x00\xc8hcp/\x00\x01"
-    with run_client(cls, [malformed], 0) as (_client, broker, messages):
+    (b"\x32\x08\x00\xc8hcp/\x00\x01", mqtt.MQTTv5),
+    (b"\x32\x08\x00\xc8hcp/\x00\x01", mqtt.MQTTv311),
+    # 3.1.1: the packet ends inside the packet id.
+    (b"\x32\x07\x00\x04hcp/\x00", mqtt.MQTTv311),
+    # 3.1.1: an empty topic is malformed (v5 would need a Topic Alias).
+    (b"\x32\x06\x00\x00\x00\x01ab", mqtt.MQTTv311),
+])
+@pytest.mark.parametrize("cls", [mqtt.Client, FastPublishClient])
+def test_a_malformed_publish_is_refused_like_paho_does(
+        cls: type[mqtt.Client], malformed: bytes, protocol: MQTTProtocolVersion) -> None:
+    with run_client(cls, [malformed], 0, protocol) as (_client, broker, messages):
         assert broker.packets_within(2.0) == []
         assert broker.closed, "the client kept the connection"
         assert messages == []

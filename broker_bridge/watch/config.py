@@ -96,6 +96,7 @@ SCHEMA: dict[str, Section] = {
         "client_id": Key(str, "", _client_id),
         "keepalive_s": Key(int, 30, in_range(5, 3600)),
         "session_expiry_s": Key(int, 3600, in_range(0, 2**32 - 1)),
+        "protocol": Key(str, "5", one_of("5", "3.1.1")),
         **BROKER_AUTH_KEYS,
     }, required=False),
     "watch": Section({
@@ -211,6 +212,12 @@ def parse_watch_config(path: Path, data: Mapping[str, Any]) -> WatchConfig:
                 workdays=hours.workdays | default.workdays)
 
     _cross_checks(path, m, w, problems)
+    mqtt_given = data.get("mqtt")
+    if (m.get("protocol") == "3.1.1" and isinstance(mqtt_given, Mapping)
+            and "session_expiry_s" in mqtt_given):
+        problems.append(f"{path}: [mqtt] session_expiry_s: has no effect with protocol = "
+                        "\"3.1.1\" (an MQTT 5 property; the broker's own setting applies): "
+                        "remove it")
     if problems:
         raise ConfigError(problems)
     assert default is not None
@@ -222,7 +229,8 @@ def parse_watch_config(path: Path, data: Mapping[str, Any]) -> WatchConfig:
             keepalive_s=m["keepalive_s"], session_expiry_s=m["session_expiry_s"],
             receive_maximum=100, tls=m["tls"], ca_file=m["ca_file"],
             client_cert=m["client_cert"], client_key=m["client_key"],
-            username=m["username"], password_file=m["password_file"]),
+            username=m["username"], password_file=m["password_file"],
+            protocol=m["protocol"]),
         watch=WatchSettings(
             state_file=Path(w["state_file"]), timezone=w["timezone"],
             webhook_url=w["webhook_url"], webhook_token_file=w["webhook_token_file"],

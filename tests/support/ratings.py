@@ -59,9 +59,10 @@ class FleetPublisher:
     def __init__(self, host: str, port: int, prefix: str = "hcp/v1",
                  client_id: str | None = None, username: str | None = None,
                  password: str | None = None, ca_file: Path | None = None,
-                 receipts_of: str = "+") -> None:
+                 receipts_of: str = "+", protocol: str = "5") -> None:
         """`receipts_of`: the device id whose receipts to collect ("+" = every device,
-        which needs the broker's permission to read every receipt topic)."""
+        which needs the broker's permission to read every receipt topic); `protocol`:
+        "5" or "3.1.1" (a broker such as NATS that speaks only 3.1.1)."""
         self.prefix = prefix
         self.receipts: dict[str, list[dict[str, Any]]] = defaultdict(list)  # by device id
         self.deadletters: list[dict[str, Any]] = []
@@ -70,7 +71,7 @@ class FleetPublisher:
         self._acked: set[int] = set()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                    client_id=client_id or f"fleet-{uuid.uuid4().hex[:8]}",
-                                   protocol=mqtt.MQTTv5)
+                                   protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311)
         self._client.max_inflight_messages_set(100)
         if username is not None:
             self._client.username_pw_set(username, password)
