@@ -20,9 +20,9 @@ from luma.oled.device import sh1106, ssd1306
 from PIL import Image
 
 from device.core.model import Screen
-from device.core.screens import HEIGHT, WIDTH
 from device.ports import DriverError, HardwareNotFound
-from drivers.fonts import Fonts, load_fonts
+from drivers.fonts import Fonts
+from drivers.layout_oled import HEIGHT, WIDTH
 from drivers.render import render
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,3 @@ class DummyDisplay:
     def close(self) -> None:
         self.closed = True
 
-
-def open_oled(kind: PanelKind, i2c_port: int, i2c_address: int, rotate: int, contrast: int,
-              font: str = "") -> OledDisplay:
-    """The OLED as the config describes it ([display] section), fonts included."""
-    return OledDisplay(kind, i2c_port, i2c_address, rotate, contrast, load_fonts(font))

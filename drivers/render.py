@@ -2,22 +2,30 @@
 
 `render` is pure and deterministic (goldens in tests/golden compare it pixel for pixel);
 `frame_bytes` packs an image the way the simulator socket reports it (SPEC §8).
-Rows come from device.core.screens.layout; this module only decides where the ink goes,
-so that every row stays on the panel and clear of its neighbours.
+Rows come from drivers.layout_oled; this module only decides where the ink goes, so
+that every row stays on the panel and clear of its neighbours.
+
+Rendering is total: whatever text a row holds, a frame comes out. The view model's
+texts are display text already; each row's text is normalised again here, and a row
+Pillow still cannot draw is left out (and logged) rather than losing the whole frame.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image, ImageDraw
 
+from common.text import display_text, log_text
 from device.core.model import Screen
-from device.core.screens import HEIGHT, WIDTH, Row, layout
 from drivers.fonts import Face, Fonts
+from drivers.layout_oled import HEIGHT, WIDTH, Row, layout
+
+log = logging.getLogger(__name__)
 
 ELLIPSIS = "…"
 GAP = 3            # px kept free between two rows sharing a line
@@ -28,6 +36,9 @@ FRAME_BYTES = WIDTH * HEIGHT // 8
 # Mode "1" stores whatever fill it is given; 255 is the value Pillow itself uses for
 # "on" (PNG load, convert), so goldens compare equal pixel for pixel.
 LIT, DARK = 255, 0
+# What Pillow and FreeType raise for text they cannot lay out or draw (raqm, for one,
+# refuses line breaks: NOTES.md); anything else is a bug that must not be hidden.
+_DRAW_ERRORS = (OSError, ValueError, RuntimeError, UnicodeError)
 
 
 @dataclass(frozen=True)
@@ -199,13 +210,31 @@ def _place_line(rows: list[Row], fonts: Fonts) -> list[Placed]:
     return placed
 
 
-def place(screen: Screen, fonts: Fonts) -> list[Placed]:
-    """Every row of `screen` resolved to boxes and text runs, in drawing order."""
+def _one_line(row: Row) -> Row:
+    text = display_text(row.text)
+    return row if text == row.text else replace(row, text=text)
+
+
+def place_rows(rows: Iterable[Row], fonts: Fonts) -> list[Placed]:
+    """`rows` resolved to boxes and text runs, in drawing order; a line Pillow cannot
+    lay out is left out, not raised."""
     lines: dict[int, list[Row]] = {}
-    for row in layout(screen):
+    for row in map(_one_line, rows):
         if row.text:
             lines.setdefault(row.y, []).append(row)
-    return [p for y in sorted(lines) for p in _place_line(lines[y], fonts)]
+    placed: list[Placed] = []
+    for y in sorted(lines):
+        try:
+            placed.extend(_place_line(lines[y], fonts))
+        except _DRAW_ERRORS as e:
+            log.warning("screen row at y=%d left out: %s (%s)", y, e,
+                        ", ".join(log_text(r.text) for r in lines[y]))
+    return placed
+
+
+def place(screen: Screen, fonts: Fonts) -> list[Placed]:
+    """Every row of `screen` resolved to boxes and text runs, in drawing order."""
+    return place_rows(layout(screen), fonts)
 
 
 def draw_placed(draw: ImageDraw.ImageDraw, placed: Iterable[Placed],
@@ -217,8 +246,11 @@ def draw_placed(draw: ImageDraw.ImageDraw, placed: Iterable[Placed],
         for x0, y0, x1, y1 in p.boxes:
             draw.rectangle((x0 + ox, y0 + oy, x1 + ox, y1 + oy), fill=LIT)
         for run in p.runs:
-            draw.text((run.x + ox, run.y + oy), run.text, font=run.face.font,
-                      fill=LIT if run.lit else DARK)
+            try:
+                draw.text((run.x + ox, run.y + oy), run.text, font=run.face.font,
+                          fill=LIT if run.lit else DARK)
+            except _DRAW_ERRORS as e:
+                log.warning("text %s left out of the frame: %s", log_text(run.text), e)
 
 
 def render(screen: Screen, fonts: Fonts) -> Image.Image:

@@ -39,6 +39,7 @@ from device.core.model import (
 from device.core.settings import UiSettings
 from device.ports import HardwareNotFound
 from drivers.fonts import SIZES, Fonts, load_fonts
+from drivers.layout_oled import visible_text
 from drivers.render import render
 
 WINDOW = "03号窗口 不动产登记"
@@ -229,8 +230,10 @@ def markdown(shots: tuple[Shot, ...], screens: dict[str, Screen], image_dir: str
         "",
         "Each picture is made by the real core (`device/core/machine.py`) driven "
         "through a short scripted scene in virtual time, and drawn by the real "
-        "renderer (`drivers/render.py`). The text of every row comes from "
-        "`device/core/screens.py`.",
+        "renderer (`drivers/render.py`). The core says what a screen shows "
+        "(`device/core/screens.py`: every text, the keys' options, the countdown, the "
+        "clerk); the panel's layout (`drivers/layout_oled.py`) says where. Text from "
+        "outside is shown by one rule (docs/behaviour.md, \"Text on the screen\").",
         "",
         "This page and its images are generated; do not edit them by hand. After "
         "changing a screen, look at the result and commit it:",
@@ -244,7 +247,7 @@ def markdown(shots: tuple[Shot, ...], screens: dict[str, Screen], image_dir: str
         "|---|---|---|",
     ]
     for shot in shots:
-        alt = " / ".join(screens[shot.name].text().splitlines())
+        alt = " / ".join(visible_text(screens[shot.name]).splitlines())
         image = f"{image_dir}/{shot.name}-x{scale}.png"
         lines.append(f"| {_cell(shot.title)} (`{shot.name}`) | {_cell(shot.when)} | "
                      f"![{_cell(alt)}]({image}) |")

@@ -16,6 +16,7 @@ from device.core.model import ScreenName
 from device.core.settings import DEFAULT_REASONS
 from device.ports import HardwareNotFound
 from drivers.fonts import Fonts, load_fonts
+from drivers.layout_oled import visible_text
 from simulator import cli
 from simulator.gallery import BEZEL_GREY, LONG_SERVICE, LONG_WINDOW, SHOTS, Scene, Shot
 from tests.golden.cases import (
@@ -88,7 +89,7 @@ def test_page_shows_every_picture_with_its_text(gallery: Path) -> None:
     assert [target for _, target in links] == [f"screens/{s.name}-x4.png" for s in SHOTS]
     for (alt, target), shot in zip(links, SHOTS, strict=True):
         assert (gallery.parent / target).is_file()
-        first_row = shot.screen().text().splitlines()[0]
+        first_row = visible_text(shot.screen()).splitlines()[0]
         assert alt.startswith(first_row)
     assert "hcp-sim gallery --out docs/screens" in page
 
@@ -137,7 +138,7 @@ def test_every_kind_of_screen_is_in_the_gallery() -> None:
 
 
 def test_scenes_show_what_the_device_shows() -> None:
-    text = {s.name: s.screen().text() for s in SHOTS}
+    text = {s.name: visible_text(s.screen()) for s in SHOTS}
     assert "李娜" not in text["idle"] and "欢迎评价本窗口服务" in text["idle"]
     assert "欢迎评价本窗口服务" not in text["idle_no_spontaneous"]
     assert "工作人员：李娜" in text["idle_staff"] and "离线" not in text["idle_staff"]

@@ -11,7 +11,7 @@ import pytest
 import smbus2
 from PIL import Image, ImageChops
 
-from device.core.model import Screen
+from device.core import screens
 from device.ports import DriverError, HardwareNotFound
 from drivers.fonts import Fonts, load_fonts
 from drivers.oled import DummyDisplay, OledDisplay
@@ -172,8 +172,8 @@ def test_dummy_display_keeps_every_frame(fonts: Fonts) -> None:
 
 def test_dummy_display_frames_are_independent_copies(fonts: Fonts) -> None:
     display = DummyDisplay(fonts)
-    display.show(Screen("idle", window_name="01号窗口"))
+    display.show(screens.idle("01号窗口", None, offline=False, spontaneous=False))
     first = display.images[0].copy()
-    display.show(Screen("paused", window_name="01号窗口"))
+    display.show(screens.paused("01号窗口", None, reason=None))
     assert _same(display.images[0], first)
     assert not _same(display.images[0], display.images[1])

@@ -13,11 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
-from device.core.model import Option, Screen, ScreenName
-from device.core.screens import PROMPT_LINE, layout, visible_text
+from device.core import screens
+from device.core.model import Option, Screen, ScreenName, Staff
+from device.core.screens import PROMPT_LINE
 from device.ports import HardwareNotFound
 from drivers import fonts as fonts_module
 from drivers.fonts import Fonts, fonts_from_file, load_fonts, parse_font_setting
+from drivers.layout_oled import layout, visible_text
 from drivers.render import (
     ELLIPSIS,
     Placed,
@@ -36,7 +38,6 @@ from tests.golden.cases import (
     GOLDEN_FONT_INDEX,
     GOLDEN_FONT_PACKAGE,
     GOLDEN_FONT_SHA256,
-    PROMPT_OPTIONS,
     REGENERATE,
     golden_font_problem,
 )
@@ -163,16 +164,30 @@ LONG = st.text(MIXED, min_size=1, max_size=40)
 def any_screen(draw: st.DrawFn) -> Screen:
     names: list[ScreenName] = ["idle", "prompt", "reasons", "thanks", "paused", "error"]
     name = draw(st.sampled_from(names))
+    window = draw(LONG)
+    staff = draw(st.none() | st.builds(Staff, LONG, LONG))
+    if name == "idle":
+        return screens.idle(window, staff, offline=draw(st.booleans()),
+                            spontaneous=draw(st.booleans()))
+    if name == "thanks":
+        return screens.thanks(window, staff, level=draw(st.integers(1, 5)))
+    if name == "paused":
+        return screens.paused(window, staff, reason=draw(st.none() | LONG))
+    if name == "error":
+        return screens.error(window, staff, message=draw(st.none() | LONG))
+    case_id = draw(st.none() | st.just("C1"))
+    service = draw(st.none() | LONG)
+    remaining = draw(st.integers(0, 3600))
+    if name == "prompt":
+        return screens.prompt(window, staff, case_id=case_id, service_name=service,
+                              remaining_s=remaining)
     labels = draw(st.lists(st.text(MIXED, min_size=1, max_size=12), min_size=1, max_size=4))
     keys = (5, 4, 3, 2)[:len(labels)]
-    reasons = (*(Option(k, label, f"X{k}") for k, label in zip(keys, labels, strict=True)),
+    choices = (*(Option(k, label, f"X{k}") for k, label in zip(keys, labels, strict=True)),
                Option(1, "跳过", None))
-    return Screen(
-        name, window_name=draw(LONG), staff_name=draw(st.none() | LONG),
-        service_name=draw(st.none() | LONG), remaining_s=draw(st.integers(0, 3600)),
-        level=draw(st.integers(1, 5)), message=draw(st.none() | LONG),
-        options=PROMPT_OPTIONS if name == "prompt" else reasons,
-        spontaneous=draw(st.booleans()), offline=draw(st.booleans()))
+    return screens.reasons(window, staff, case_id=case_id, service_name=service,
+                           remaining_s=remaining, level=draw(st.integers(1, 2)),
+                           choices=choices)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

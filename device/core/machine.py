@@ -11,12 +11,13 @@ import math
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from common.rating import SCHEMA_ID
 from common.serial_codec import ack, nak
+from device.core import screens
 from device.core.model import (
     LEVEL_LABELS,
     Action,
@@ -410,27 +411,27 @@ class Evaluator:
 
     def _screen(self, t: float) -> Screen:
         s = self.settings
-        staff_name = self.staff.get("staff_name") if self.staff else None
-        base = Screen(name="idle", window_name=s.window_name, staff_name=staff_name or None,
-                      offline=self.offline)
+        staff = screens.staff_of(self.staff)
         if self.error_until is not None:
-            return replace(base, name="error", message=self.error_message, offline=False)
+            return screens.error(s.window_name, staff, message=self.error_message)
         if self.thanks_until is not None:
-            return replace(base, name="thanks", level=self.thanks_level, offline=False)
+            return screens.thanks(s.window_name, staff, level=self.thanks_level)
         if self.paused:
-            return replace(base, name="paused", message=self.pause_reason, offline=False)
+            return screens.paused(s.window_name, staff, reason=self.pause_reason)
         act = self.active
         if act is None:
-            return replace(base, spontaneous=s.allow_spontaneous)
+            return screens.idle(s.window_name, staff, offline=self.offline,
+                                spontaneous=s.allow_spontaneous)
         case = act.case
-        shown = replace(base, case_id=case.case_id if case else None,
-                        service_name=case.fields.get("service_name") if case else None,
-                        remaining_s=max(0, math.ceil(act.deadline - t)),
-                        spontaneous=case is None, offline=False)
+        case_id = case.case_id if case else None
+        service_name = case.fields.get("service_name") if case else None
+        remaining_s = max(0, math.ceil(act.deadline - t))
         if act.stage == "prompt":
-            options = tuple(Option(lvl, LEVEL_LABELS[lvl]) for lvl in (5, 4, 3, 2, 1))
-            return replace(shown, name="prompt", options=options)
-        return replace(shown, name="reasons", level=act.level, options=self._reason_options())
+            return screens.prompt(s.window_name, staff, case_id=case_id,
+                                  service_name=service_name, remaining_s=remaining_s)
+        return screens.reasons(s.window_name, staff, case_id=case_id,
+                               service_name=service_name, remaining_s=remaining_s,
+                               level=act.level, choices=self._reason_options())
 
     def _reason_options(self) -> tuple[Option, ...]:
         reasons = self.settings.reasons[:len(REASON_KEYS)]

@@ -85,35 +85,55 @@ Event = KeyDown | KeyUp | Tick | FrameReceived | PersistFailed | LinkChanged | S
 
 
 # Screens --------------------------------------------------------------------
+# A screen is a view model: what to show, never where. Layouts per panel class
+# (drivers/layout_oled.py for the 128×64 1-bit panel) turn it into pixels; every text on
+# it is already display text (common.text.display_text), built by device.core.screens.
 
 @dataclass(frozen=True)
 class Option:
     """What one key does on the current screen (`code` is None for "skip")."""
 
-    level: int
+    level: int          # the key (1..5) that picks it
     label: str
     code: str | None = None
 
 
 @dataclass(frozen=True)
+class Staff:
+    """The clerk signed in at the window; either part may be empty, not both."""
+
+    staff_id: str
+    staff_name: str
+
+
+@dataclass(frozen=True)
 class Screen:
+    """What one screen shows, as plain data (built by device.core.screens)."""
+
     name: ScreenName
+    heading: str = ""                  # the screen's main words (big on every panel)
+    lines: tuple[str, ...] = ()        # what follows the heading, in reading order
     window_name: str = ""
-    staff_name: str | None = None
+    staff: Staff | None = None
     service_name: str | None = None
-    case_id: str | None = None
+    case_id: str | None = None         # not shown; the sim socket reports it
     remaining_s: int | None = None     # countdown on prompt / reasons
     level: int | None = None           # the level chosen (reasons, thanks)
-    options: tuple[Option, ...] = ()
+    options: tuple[Option, ...] = ()   # prompt, reasons: which key does what
     message: str | None = None         # pause reason, error text
     # prompt/reasons: rating the window without a case; idle: such a rating is open now
     spontaneous: bool = False
     offline: bool = False              # badge: the device cannot reach the broker
+    qr_url: str | None = None          # a URL to show as a QR code (none yet: SPEC §10)
+
+    @property
+    def staff_name(self) -> str | None:
+        return self.staff.staff_name or None if self.staff else None
 
     def text(self) -> str:
-        """The visible text of this screen, one line per row (for the sim socket)."""
-        from device.core.screens import visible_text
-        return visible_text(self)
+        """The words of this screen in reading order, one per line (logs, headless)."""
+        from device.core.screens import plain_text
+        return plain_text(self)
 
 
 # Actions --------------------------------------------------------------------

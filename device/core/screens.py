@@ -1,46 +1,27 @@
-"""What each screen says, row by row: the single source of the Chinese UI text.
+"""What each screen says: the single source of the Chinese UI text, and the builders of
+the screen view model (device.core.model.Screen) the evaluator core shows.
 
-The OLED renderer (drivers/render.py) draws these rows; the simulator socket reports
-their text. Rows are sized for a 128×64 1-bit panel: `y` is the top of a row's ink, a
-12 px row takes 11 px of ink, so rows sit 13 px apart; five rows in all.
+No pixels here: a layout per panel class (drivers/layout_oled.py for the 128×64 1-bit
+panel) decides where each text goes and how it is cut. Every text from outside — window
+name, service name, clerk, pause reason, reason labels — is made display text here
+(common.text.display_text) and bounded to MAX_TEXT characters, so no layout ever sees a
+line break, a control character or a megabyte of text.
 
 Keys: on `prompt` key N rates level N. On `reasons` the core assigns the keys (reason 1
-on key 5, reason 2 on key 4, …, skip on key 1); every option row shows its key number
-in a key cap, so the screen never depends on that rule.
+on key 5, reason 2 on key 4, …, skip on key 1); each Option says which key picks it, so
+no layout depends on that rule.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping
 
-from device.core.model import LEVEL_LABELS, Option, Screen
-
-Size = Literal[11, 12, 16]
-Align = Literal["left", "center", "right"]
-
-WIDTH = 128
-HEIGHT = 64
-
-
-@dataclass(frozen=True)
-class Row:
-    y: int
-    text: str
-    size: Size = 12
-    align: Align = "left"
-    invert: bool = False  # white box, black text (badges)
-    x: int = 0            # left edge of a left-aligned row (the second column of options)
-    key: int | None = None  # drawn before the text as an inverted key cap with this number
-    shrink: bool = False  # may drop to the 11 px font before being cut with "…"
-
-    @property
-    def shown(self) -> str:
-        """The text as a person reads it, key number included."""
-        return self.text if self.key is None else f"{self.key}{self.text}"
-
+from common.text import display_text
+from device.core.model import LEVEL_LABELS, Option, Screen, Staff
 
 PROMPT_LINE = "请您对本次服务进行评价"
+PROMPT_SERVICE = "本次服务"          # a case without a service name
+PROMPT_WINDOW = "本窗口服务"         # a spontaneous rating of the window
 IDLE_INVITE = "欢迎评价本窗口服务"
 IDLE_WELCOME = "欢迎您"
 THANKS_BIG = "感谢您的评价"
@@ -49,95 +30,123 @@ ERROR_BIG = "暂时无法评价"
 ERROR_DEFAULT = "设备故障"
 ERROR_HELP = "请联系工作人员"
 REASONS_TITLE = "请选择不满意的原因"
-REASONS_TITLE_SHORT = "请选择原因"
+REASONS_TITLE_SHORT = "请选择原因"  # for a panel where the full title leaves no room
 SKIP_LABEL = "跳过"
 OFFLINE_BADGE = "离线"
 STAFF_PREFIX = "工作人员："
+STAFF_ID_PREFIX = "工号"
 
-COLUMN_X = 65          # second column of two-per-row options
-OPTION_COLUMN_PX = 50  # label room in a column: 65 px minus key cap and gaps
+# No panel shows more than a few dozen characters of one text; a longer one is cut
+# here, before any layout measures it (a window system may send 128, a bug far more).
+MAX_TEXT = 128
 
 
-def _countdown(remaining_s: int | None) -> str:
+def shown(value: object) -> str:
+    """`value` as text a screen may show: display text, at most MAX_TEXT characters;
+    anything that is not a string shows as nothing."""
+    if not isinstance(value, str):
+        return ""
+    # Cut before normalising too, so a huge string costs no more than a short one;
+    # normalising only shortens, so 4× leaves enough to fill MAX_TEXT.
+    return display_text(value[:4 * MAX_TEXT])[:MAX_TEXT].rstrip()
+
+
+def countdown_text(remaining_s: int | None) -> str:
+    """The countdown as shown: "60秒", or "" without one."""
     return "" if remaining_s is None else f"{remaining_s}秒"
 
 
-def _approx_px(text: str) -> int:
-    """Width at 12 px, near enough to choose a layout (the renderer measures exactly)."""
-    return sum(12 if ord(ch) >= 0x2E80 else 7 for ch in text)
+def staff_of(login: Mapping[str, object] | None) -> Staff | None:
+    """The clerk from a staff_login's fields, or None when there is nothing to show."""
+    if not login:
+        return None
+    staff = Staff(shown(login.get("staff_id")), shown(login.get("staff_name")))
+    return staff if staff.staff_id or staff.staff_name else None
 
 
-def _two_columns(options: tuple[Option, ...], first_y: int) -> list[Row]:
-    """Options two per row, left to right, top to bottom: '[5]非常满意  [4]满意'."""
-    rows = []
-    for i, option in enumerate(options):
-        rows.append(Row(first_y + 13 * (i // 2), option.label, key=option.level,
-                        x=0 if i % 2 == 0 else COLUMN_X))
-    return rows
+def _option(level: int, label: object, code: str | None) -> Option:
+    # A label that is nothing but spaces or control characters: the code stands in, so
+    # the key still says what it picks.
+    return Option(level, shown(label) or shown(code), code)
 
 
-def _reasons(screen: Screen) -> list[Row]:
-    countdown = _countdown(screen.remaining_s)
-    picks = [o for o in screen.options if o.code is not None]
-    skips = [o for o in screen.options if o.code is None]
-    if all(_approx_px(o.label) <= OPTION_COLUMN_PX for o in screen.options):
-        return [Row(0, REASONS_TITLE), *_two_columns(screen.options, 15),
-                Row(52, countdown, align="right")]
-    # A label too long for half a row: one reason per row, the countdown moves up
-    # beside a shorter title, and skip shares the last row when all four are used.
-    rows = [Row(0, REASONS_TITLE_SHORT), Row(0, countdown, align="right")]
-    for i, option in enumerate(picks):
-        rows.append(Row(13 + 13 * i, option.label, key=option.level))
-    for skip in skips:
-        if len(picks) >= 4:
-            rows.append(Row(52, skip.label, key=skip.level, align="right"))
-        else:
-            rows.append(Row(13 + 13 * len(picks), skip.label, key=skip.level))
-    return rows
+# Builders: one per screen name. Facts the core knows go in; the view model comes out.
+
+def idle(window_name: str, staff: Staff | None, *, offline: bool,
+         spontaneous: bool) -> Screen:
+    """Waiting for a case; `spontaneous`: a press now rates the window itself."""
+    return Screen("idle", heading=IDLE_WELCOME, lines=(IDLE_INVITE,) if spontaneous else (),
+                  window_name=shown(window_name), staff=staff, spontaneous=spontaneous,
+                  offline=offline)
 
 
-def layout(screen: Screen) -> list[Row]:
-    """The rows of `screen`, top to bottom."""
-    rows: list[Row] = []
+def prompt(window_name: str, staff: Staff | None, *, case_id: str | None,
+           service_name: object, remaining_s: int) -> Screen:
+    """The five levels for a case, or for the window itself when `case_id` is None."""
+    service = shown(service_name)
+    heading = service or (PROMPT_WINDOW if case_id is None else PROMPT_SERVICE)
+    options = tuple(Option(level, LEVEL_LABELS[level]) for level in (5, 4, 3, 2, 1))
+    return Screen("prompt", heading=heading, lines=(PROMPT_LINE,),
+                  window_name=shown(window_name), staff=staff,
+                  service_name=service or None, case_id=case_id, remaining_s=remaining_s,
+                  options=options, spontaneous=case_id is None)
+
+
+def reasons(window_name: str, staff: Staff | None, *, case_id: str | None,
+            service_name: object, remaining_s: int, level: int | None,
+            choices: tuple[Option, ...]) -> Screen:
+    """Why not satisfied: `choices` say which key picks which reason (skip: code None);
+    their labels come from the config and are made display text here."""
+    service = shown(service_name)
+    return Screen("reasons", heading=REASONS_TITLE, window_name=shown(window_name),
+                  staff=staff, service_name=service or None, case_id=case_id,
+                  remaining_s=remaining_s, level=level,
+                  options=tuple(_option(o.level, o.label, o.code) for o in choices),
+                  spontaneous=case_id is None)
+
+
+def thanks(window_name: str, staff: Staff | None, *, level: int | None) -> Screen:
+    """The rating is stored; `level` is the one chosen (its label follows the heading)."""
+    chosen = (LEVEL_LABELS[level],) if level in LEVEL_LABELS else ()
+    return Screen("thanks", heading=THANKS_BIG, lines=chosen,
+                  window_name=shown(window_name), staff=staff,
+                  level=level if chosen else None)
+
+
+def paused(window_name: str, staff: Staff | None, *, reason: object) -> Screen:
+    """The window paused rating (lunch, maintenance); the reason when one was given."""
+    message = shown(reason)
+    return Screen("paused", heading=PAUSED_BIG, lines=(message,) if message else (),
+                  window_name=shown(window_name), staff=staff, message=message or None)
+
+
+def error(window_name: str, staff: Staff | None, *, message: object) -> Screen:
+    """Rating is not possible right now (e.g. the outbox refused a rating)."""
+    text = shown(message) or ERROR_DEFAULT
+    return Screen("error", heading=ERROR_BIG, lines=(text, ERROR_HELP),
+                  window_name=shown(window_name), staff=staff, message=text)
+
+
+def plain_text(screen: Screen) -> str:
+    """The words of `screen` in reading order, one per line, whatever the panel: window,
+    badge, clerk, heading, lines, options ("5非常满意"), countdown."""
+    parts: list[str] = []
+    if screen.name in ("idle", "paused"):
+        parts.append(screen.window_name)
     if screen.name == "idle":
-        rows.append(Row(1, screen.window_name, shrink=True))
         if screen.offline:
-            rows.append(Row(1, OFFLINE_BADGE, align="right", invert=True))
-        if screen.staff_name:
-            rows.append(Row(16, f"{STAFF_PREFIX}{screen.staff_name}"))
-        if screen.spontaneous:  # on idle: a press now rates the window
-            rows.append(Row(32, IDLE_WELCOME, size=16, align="center"))
-            rows.append(Row(52, IDLE_INVITE, align="center"))
-        else:
-            rows.append(Row(36, IDLE_WELCOME, size=16, align="center"))
-    elif screen.name == "prompt":
-        title = screen.service_name or ("本窗口服务" if screen.spontaneous else "本次服务")
-        rows.append(Row(0, title))
-        rows.append(Row(13, PROMPT_LINE))
-        rows.extend(_two_columns(screen.options, 26))
-        rows.append(Row(52, _countdown(screen.remaining_s), align="right"))
-    elif screen.name == "reasons":
-        rows.extend(_reasons(screen))
-    elif screen.name == "thanks":
-        rows.append(Row(14, THANKS_BIG, size=16, align="center"))
-        if screen.level is not None:  # the chosen level, drawn like the key that chose it
-            rows.append(Row(40, LEVEL_LABELS[screen.level], key=screen.level, align="center"))
-    elif screen.name == "paused":
-        rows.append(Row(1, screen.window_name, shrink=True))
-        rows.append(Row(23, PAUSED_BIG, size=16, align="center"))
-        if screen.message:
-            rows.append(Row(47, screen.message, align="center"))
-    elif screen.name == "error":
-        rows.append(Row(8, ERROR_BIG, size=16, align="center"))
-        rows.append(Row(32, screen.message or ERROR_DEFAULT, align="center"))
-        rows.append(Row(48, ERROR_HELP, align="center"))
-    return rows
+            parts.append(OFFLINE_BADGE)
+        if screen.staff is not None:
+            parts.append(staff_line(screen.staff))
+    parts.append(screen.heading)
+    parts.extend(screen.lines)
+    parts.extend(f"{o.level}{o.label}" for o in screen.options)
+    parts.append(countdown_text(screen.remaining_s))
+    return "\n".join(p for p in parts if p)
 
 
-def visible_text(screen: Screen) -> str:
-    """The text a person sees, one line per row (rows sharing a y join with a space)."""
-    lines: dict[int, list[str]] = {}
-    for row in layout(screen):
-        if row.text:
-            lines.setdefault(row.y, []).append(row.shown)
-    return "\n".join(" ".join(parts) for _, parts in sorted(lines.items()))
+def staff_line(staff: Staff) -> str:
+    """"工作人员：李娜 工号S007", the parts there are."""
+    parts = [f"{STAFF_PREFIX}{staff.staff_name}" if staff.staff_name else "",
+             f"{STAFF_ID_PREFIX}{staff.staff_id}" if staff.staff_id else ""]
+    return " ".join(p for p in parts if p)

@@ -9,7 +9,8 @@ import hashlib
 from functools import cache
 from pathlib import Path
 
-from device.core.model import LEVEL_LABELS, Option, Screen
+from device.core import screens
+from device.core.model import Option, Screen, Staff
 from device.core.settings import DEFAULT_REASONS
 
 GOLDEN_DIR = Path(__file__).resolve().parent
@@ -24,7 +25,6 @@ GOLDEN_FONT_INDEX = 2
 GOLDEN_FONT_SHA256 = "79c18ebe7b811951e8311bad7103ebeae8c337ed9988ea69e8a78a66cfe029b9"
 
 WINDOW = "03号窗口 不动产登记"
-PROMPT_OPTIONS = tuple(Option(level, LEVEL_LABELS[level]) for level in (5, 4, 3, 2, 1))
 DEFAULT_REASON_OPTIONS = (
     *(Option(key, label, code)
       for key, (code, label) in zip((5, 4, 3, 2), DEFAULT_REASONS, strict=True)),
@@ -61,43 +61,47 @@ def golden_font_problem(regenerate: str = REGENERATE) -> str | None:
     return None
 
 
+ZHANG = Staff("S0231", "张晓明")
+LI = Staff("S0107", "李娜")
+
 CASES: dict[str, Screen] = {
-    "idle": Screen("idle", window_name=WINDOW),
-    "idle_staff": Screen("idle", window_name=WINDOW, staff_name="张晓明"),
-    "idle_staff_offline": Screen("idle", window_name=WINDOW, staff_name="张晓明", offline=True),
-    "idle_spontaneous": Screen("idle", window_name=WINDOW, staff_name="李娜", spontaneous=True),
-    "idle_spontaneous_offline": Screen("idle", window_name=WINDOW, staff_name="李娜",
-                                       spontaneous=True, offline=True),
-    "idle_long_window_name": Screen(
-        "idle", window_name="12号综合受理窗口 不动产登记与税费缴纳一窗办理", staff_name="欧阳明月",
-        offline=True),
-    "idle_window_name_fits_small": Screen("idle", window_name="03号窗口 不动产登记中心"),
-    "prompt_60": Screen("prompt", window_name=WINDOW, service_name="不动产转移登记",
-                        case_id="C1", remaining_s=60, options=PROMPT_OPTIONS),
-    "prompt_5": Screen("prompt", window_name=WINDOW, service_name="不动产转移登记",
-                       case_id="C1", remaining_s=5, options=PROMPT_OPTIONS),
-    "prompt_long_service": Screen(
-        "prompt", window_name=WINDOW,
-        service_name="国有建设用地使用权及房屋所有权转移登记（买卖）",
-        case_id="C2", remaining_s=42, options=PROMPT_OPTIONS),
-    "prompt_spontaneous": Screen("prompt", window_name=WINDOW, remaining_s=30,
-                                 options=PROMPT_OPTIONS, spontaneous=True),
-    "reasons_default": Screen("reasons", window_name=WINDOW, case_id="C1", level=2,
-                              remaining_s=30, options=DEFAULT_REASON_OPTIONS),
-    "reasons_custom_two": Screen("reasons", window_name=WINDOW, case_id="C1", level=1,
-                                 remaining_s=9, options=(Option(5, "等候太久", "X01"),
-                                                         Option(4, "材料反复", "X02"),
-                                                         Option(1, "跳过", None))),
-    "reasons_custom_long": Screen("reasons", window_name=WINDOW, case_id="C1", level=1,
-                                  remaining_s=25, options=(
-                                      Option(5, "等候时间过长", "X01"),
-                                      Option(4, "要求重复提交材料", "X02"),
-                                      Option(3, "政策解释不清楚", "X03"),
-                                      Option(2, "其他问题", "X04"),
-                                      Option(1, "跳过", None))),
-    "thanks_5": Screen("thanks", window_name=WINDOW, level=5),
-    "thanks_1": Screen("thanks", window_name=WINDOW, level=1),
-    "paused": Screen("paused", window_name=WINDOW),
-    "paused_reason": Screen("paused", window_name=WINDOW, message="系统维护中"),
-    "error": Screen("error", window_name=WINDOW, message="存储故障"),
+    "idle": screens.idle(WINDOW, None, offline=False, spontaneous=False),
+    "idle_staff": screens.idle(WINDOW, ZHANG, offline=False, spontaneous=False),
+    "idle_staff_offline": screens.idle(WINDOW, ZHANG, offline=True, spontaneous=False),
+    "idle_spontaneous": screens.idle(WINDOW, LI, offline=False, spontaneous=True),
+    "idle_spontaneous_offline": screens.idle(WINDOW, LI, offline=True, spontaneous=True),
+    "idle_long_window_name": screens.idle(
+        "12号综合受理窗口 不动产登记与税费缴纳一窗办理", Staff("S1024", "欧阳明月"),
+        offline=True, spontaneous=False),
+    "idle_window_name_fits_small": screens.idle("03号窗口 不动产登记中心", None,
+                                                offline=False, spontaneous=False),
+    "prompt_60": screens.prompt(WINDOW, None, case_id="C1", service_name="不动产转移登记",
+                                remaining_s=60),
+    "prompt_5": screens.prompt(WINDOW, None, case_id="C1", service_name="不动产转移登记",
+                               remaining_s=5),
+    "prompt_long_service": screens.prompt(
+        WINDOW, None, case_id="C2",
+        service_name="国有建设用地使用权及房屋所有权转移登记（买卖）", remaining_s=42),
+    "prompt_spontaneous": screens.prompt(WINDOW, None, case_id=None, service_name=None,
+                                         remaining_s=30),
+    "reasons_default": screens.reasons(WINDOW, None, case_id="C1", service_name=None,
+                                       remaining_s=30, level=2,
+                                       choices=DEFAULT_REASON_OPTIONS),
+    "reasons_custom_two": screens.reasons(WINDOW, None, case_id="C1", service_name=None,
+                                          remaining_s=9, level=1, choices=(
+                                              Option(5, "等候太久", "X01"),
+                                              Option(4, "材料反复", "X02"),
+                                              Option(1, "跳过", None))),
+    "reasons_custom_long": screens.reasons(WINDOW, None, case_id="C1", service_name=None,
+                                           remaining_s=25, level=1, choices=(
+                                               Option(5, "等候时间过长", "X01"),
+                                               Option(4, "要求重复提交材料", "X02"),
+                                               Option(3, "政策解释不清楚", "X03"),
+                                               Option(2, "其他问题", "X04"),
+                                               Option(1, "跳过", None))),
+    "thanks_5": screens.thanks(WINDOW, None, level=5),
+    "thanks_1": screens.thanks(WINDOW, None, level=1),
+    "paused": screens.paused(WINDOW, None, reason=None),
+    "paused_reason": screens.paused(WINDOW, None, reason="系统维护中"),
+    "error": screens.error(WINDOW, None, message="存储故障"),
 }
