@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from bench.context import REPO
-from bench.devices import device_toml
 from simulator.children import die_with_parent
 from simulator.localbroker import Mosquitto, free_port
+from simulator.tomlfile import toml_text
 
 
 def _env() -> dict[str, str]:
@@ -174,7 +174,7 @@ class Bridge:
         self.workdir = workdir
         self.http_port = free_port()
         self.config = workdir / "bridge.toml"
-        self.config.write_text(device_toml({
+        self.config.write_text(toml_text({
             "mqtt": {"host": broker.host, "port": broker.port, "client_id": client_id,
                      "shared_group": group},
             "platform": {"url": platform_url},

@@ -20,6 +20,7 @@ from bench.ratings import DEVICE_ID
 from simulator.children import die_with_parent
 from simulator.localbroker import free_port
 from simulator.simclient import SimClient
+from simulator.tomlfile import toml_text
 from simulator.windowlink import WindowServer
 
 # A device that takes a rating as often as its thanks screen allows: 0.1 s is the
@@ -28,21 +29,8 @@ FAST_UI = {"thanks_s": 0.1, "lockout_s": 0.0, "allow_spontaneous": True,
            "spontaneous_min_interval_s": 0.0}
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)
 
 
-def device_toml(sections: dict[str, dict[str, Any]]) -> str:
-    lines: list[str] = []
-    for name, keys in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in keys.items()]
-        lines.append("")
-    return "\n".join(lines)
 
 
 class ScreenWatch:
@@ -93,7 +81,7 @@ class DeviceProcess:
         self.log_level = log_level
         # Without a broker: a port nobody listens on, so the device works offline and
         # retries quietly, like a device whose network is down.
-        self.config_path.write_text(device_toml({
+        self.config_path.write_text(toml_text({
             "device": {"id": device_id, "region_code": "421100", "hall_id": "HG01",
                        "window_id": device_id.rsplit("-", 1)[-1],
                        "window_name": "03号窗口 不动产登记", "data_dir": str(self.data_dir)},

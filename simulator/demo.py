@@ -21,6 +21,7 @@ from typing import Any
 from simulator import device_sim
 from simulator.children import die_with_parent
 from simulator.localbroker import BrokerError, Mosquitto, free_port, wait_for_port
+from simulator.tomlfile import toml_text
 
 
 class Chain:
@@ -54,11 +55,12 @@ class Chain:
         http_port = free_port()
         self.metrics_url = f"http://127.0.0.1:{http_port}/metrics"
         bridge_toml = self.workdir / "bridge.toml"
-        bridge_toml.write_text(
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {self.broker.port}\n'
-            f'client_id = "hcp-bridge-demo"\n'
-            f'[platform]\nurl = "{self.platform_url}"\n'
-            f'[http]\nlisten = "127.0.0.1:{http_port}"\n', encoding="utf-8")
+        bridge_toml.write_text(toml_text({
+            "mqtt": {"host": "127.0.0.1", "port": self.broker.port,
+                     "client_id": "hcp-bridge-demo"},
+            "platform": {"url": self.platform_url},
+            "http": {"listen": f"127.0.0.1:{http_port}"},
+        }), encoding="utf-8")
         say("starting the bridge …")
         self.spawn("bridge", "broker_bridge.cli", "run", "--config", str(bridge_toml))
         if not _wait_healthy(f"http://127.0.0.1:{http_port}/healthz", 15):

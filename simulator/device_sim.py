@@ -32,6 +32,7 @@ from typing import Any
 
 from simulator.children import die_with_parent
 from simulator.simclient import SimClient, half_blocks
+from simulator.tomlfile import toml_text
 from simulator.windowlink import LinkError, WindowServer
 
 SERVICES = [
@@ -49,25 +50,10 @@ HELP = ("1-5 评价键  c 办结一件  x 撤销  p 暂停/恢复  l 登录/退�
         "s 卡键10秒  q 退出")
 
 
-def _toml(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
-    return repr(v)
 
 
 def write_config(path: Path, base: dict[str, Any]) -> None:
-    lines: list[str] = []
-    for section, keys in base.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {_toml(v)}" for k, v in keys.items()]
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
+    path.write_text(toml_text(base), encoding="utf-8")
 
 
 def build_config(args: argparse.Namespace, data_dir: Path, serial_url: str) -> dict[str, Any]:

@@ -9,7 +9,6 @@ config written from keyword arguments, and read its /metrics and /healthz.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,20 +23,14 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from simulator.tomlfile import toml_text
 from tests.support.mosquitto import Mosquitto, free_port
+
+__all__ = ["toml_text"]
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def toml_text(sections: Mapping[str, Mapping[str, Any]]) -> str:
-    """A TOML document from {section: {key: str|int|float|bool}}."""
-    lines: list[str] = []
-    for name, keys in sections.items():
-        lines.append(f"[{name}]")
-        for key, value in keys.items():
-            lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
-        lines.append("")
-    return "\n".join(lines)
 
 
 class BridgeProcess:

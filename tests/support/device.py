@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.simclient import SimClient
+from simulator.tomlfile import toml_text
 from simulator.windowlink import WindowServer
 from tests.support.mosquitto import free_port
 
@@ -20,16 +21,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DEVICE_ID = "421100-HG01-W03"
 
 
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
-    return repr(v)
 
 
 def device_config(data_dir: Path, serial_url: str, *, device_id: str = DEVICE_ID,
@@ -51,12 +42,7 @@ def device_config(data_dir: Path, serial_url: str, *, device_id: str = DEVICE_ID
     }
     for name, keys in sections.items():
         conf.setdefault(name, {}).update(keys)
-    lines = []
-    for name, keys in conf.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in keys.items()]
-        lines.append("")
-    return "\n".join(lines)
+    return toml_text(conf)
 
 
 @dataclass
