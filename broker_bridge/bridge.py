@@ -275,8 +275,8 @@ class Bridge:
         delivery = Delivery(msg.generation, msg.mid, msg.qos)
         if not DEVICE_ID_RE.fullmatch(device_id):
             self._dead_letter(msg, device_id, None, InvalidRecord(
-                "bad_topic", f"topic device id {device_id[:70]!r} is not a device id",
-                scan_rating_id(msg.payload)))
+                "bad_topic", f"the topic's device id ({len(device_id)} characters) is not "
+                "a device id ([A-Za-z0-9_-]{1,64})", scan_rating_id(msg.payload)))
             return
         try:
             rating = parse_rating(msg.payload, device_id)
@@ -389,7 +389,9 @@ class Bridge:
             self._send_receipts({device_id: [receipt(error.rating_id, "rejected",
                                                      f"{error.reason}: {error.detail}")]})
         self.link.ack(msg.generation, msg.mid, msg.qos)
-        self._log_dead_letter(msg.topic, error)
+        # Not the topic itself when it does not name a device: it could be any text.
+        self._log_dead_letter(msg.topic if error.reason != "bad_topic"
+                              else f"{self._prefix}/?/rating", error)
 
     def _log_dead_letter(self, topic: str, error: InvalidRecord) -> None:
         start, count = self._deadletter_log_window

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
-from common.rating import DEVICE_ID_RE, InvalidRecord
+from common.rating import (
+    DEVICE_ID_RE,
+    MAX_PAYLOAD_BYTES,
+    InvalidRecord,
+    decode_json_object,
+)
 
-DEADLETTER_SAMPLE = 2048  # bytes of a rejected payload kept in the dead letter
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
 
 
 def receipt(rating_id: str, status: str, error: str | None) -> bytes:
@@ -30,26 +36,40 @@ def _json_string(text: str) -> bytes:
 
 def dead_letter(topic: str, device_id: str, payload: bytes, error: InvalidRecord,
                 bridge_id: str) -> bytes:
-    """The payload for `{prefix}/deadletter`: why, from where, and a sample of the
-    message (cut at DEADLETTER_SAMPLE bytes; bytes that are not UTF-8 escaped)."""
-    sample = payload[:DEADLETTER_SAMPLE]
+    """The payload for `{prefix}/deadletter`: why, from where, how big, and which top-level
+    keys the message had — never a value from it. A rejected message may carry anything a
+    device sent (a name, an ID number, a phone number), and the dead-letter topic is read
+    by the platform team's tools: it must not republish that. `error.detail` shows only
+    small numbers and the protocol's own words (common/rating.py `_show`)."""
+    valid_device = DEVICE_ID_RE.fullmatch(device_id) is not None
+    keys, other_keys = _top_level_keys(payload, error)
     letter: dict[str, Any] = {
         "reason": error.reason,
         "detail": error.detail,
-        "topic": topic,
-        "device_id": device_id if DEVICE_ID_RE.fullmatch(device_id) else None,
+        "topic": topic if valid_device else None,
+        "device_id": device_id if valid_device else None,
         "rating_id": error.rating_id,
         "bridge": bridge_id,
         "at": utc_now(),
         "payload_bytes": len(payload),
-        "payload_truncated": len(payload) > DEADLETTER_SAMPLE,
+        "keys": keys,
+        "other_keys": other_keys,
     }
-    try:
-        letter["payload"] = sample.decode("utf-8")
-    except UnicodeDecodeError:
-        letter["payload"] = sample.decode("latin-1").encode("unicode_escape").decode("ascii")
-        letter["payload_escaped"] = True
     return compact(letter)
+
+
+def _top_level_keys(payload: bytes, error: InvalidRecord) -> tuple[list[str] | None, int]:
+    """The record's keys that are field names (a key that is not could itself be
+    personal data: only counted), or None when the payload is not a JSON object."""
+    if error.reason not in ("bad_schema", "bad_field", "device_mismatch") \
+            or len(payload) > MAX_PAYLOAD_BYTES:
+        return None, 0
+    try:
+        record = decode_json_object(payload)
+    except InvalidRecord:
+        return None, 0
+    names = sorted(k for k in record if _FIELD_NAME.fullmatch(k))
+    return names, len(record) - len(names)
 
 
 def platform_refuses_alert(bridge_id: str, status: int | None, detail: str) -> bytes:

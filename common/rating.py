@@ -29,6 +29,8 @@ _RATING_ID_MATCH = RATING_ID_RE.fullmatch
 _REASON_CODE_MATCH = REASON_CODE_RE.fullmatch
 _SURROGATE_SEARCH = _SURROGATE_RE.search
 _LOCATION_KEYS = ("region_code", "hall_id", "window_id")
+_FIELD_NAME_MATCH = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}").fullmatch
+_SCHEMA_LIKE_MATCH = re.compile(r"hcp\.[a-z_]{1,16}/[0-9]{1,3}").fullmatch
 
 # Field limits follow the serial protocol (common/serial_codec.py FIELD_LIMITS) so that
 # anything the device may legitimately store passes; location codes get 64.
@@ -43,6 +45,8 @@ REQUIRED_KEYS = frozenset({
 # Absent is read as null: a device may leave out what it does not have.
 NULLABLE_KEYS = frozenset({"reason", "case", "staff"})
 KNOWN_KEYS = REQUIRED_KEYS | NULLABLE_KEYS
+_PROTOCOL_WORDS = frozenset({SCHEMA_ID, *TRIGGERS, *INPUTS, *KNOWN_KEYS, *CASE_FIELDS,
+                             *STAFF_FIELDS})
 # The times a record may carry (rated_at; an expired prompt's `at`), as instants: a
 # device clock outside this range is broken, and dates near year 1 or 9999 overflow
 # every conversion to another time zone (a worker died on 0001-01-01T00:00:00+14:00).
@@ -138,7 +142,7 @@ def check_record(record: Any) -> None:
     if not keys <= KNOWN_KEYS:
         # Unknown fields are refused, not passed on: they could carry personal data.
         raise bad("bad_schema", "unknown field " + ", ".join(
-            sorted(_show(k) for k in keys - KNOWN_KEYS)))
+            sorted(show_key(k) for k in keys - KNOWN_KEYS)))
     if rating_id is None:
         raise bad("bad_field", "rating_id must be 32 lowercase hex digits")
     seq = record["seq"]
@@ -200,7 +204,7 @@ def _check_object(value: Any, name: str, fields: dict[str, int], bad: Any) -> No
         raise bad("bad_field", f"{name} must be an object or null")
     if not value.keys() <= fields.keys():
         raise bad("bad_schema", f"unknown field {name}." + f", {name}.".join(
-            sorted(_show(k) for k in value.keys() - fields.keys())))
+            sorted(show_key(k) for k in value.keys() - fields.keys())))
     for key, text in value.items():
         # _text(text, limit, allow_empty=True) inlined: this runs for every field of
         # every rating.
@@ -253,8 +257,31 @@ def aware_time(value: Any) -> datetime | None:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    """A field value for an error message (dead letters, receipts, logs) that never
+    repeats free text: a device could put a name or an ID number in any field. Small
+    numbers and the protocol's own words are shown; the rest only by type and size."""
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, int):
+        if -10**6 < value < 10**6:
+            return repr(value)
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    if isinstance(value, float):
+        return repr(value) if -10**6 < value < 10**6 else "a number out of range"
+    if isinstance(value, str):
+        if value in _PROTOCOL_WORDS or _SCHEMA_LIKE_MATCH(value):
+            return repr(value)
+        return f"a string of {len(value)} characters"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+def show_key(key: str) -> str:
+    """A key for an error message: a field name as it is, anything else by its length."""
+    return repr(key) if _FIELD_NAME_MATCH(key) else f"a key of {len(key)} characters"
 
 
 def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -263,7 +290,7 @@ def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise ValueError(f"repeated key {key!r}")
+                raise ValueError(f"repeated key {show_key(key)}")
             seen.add(key)
     return obj
 

@@ -115,3 +115,79 @@ def test_report_leaves_out_a_stored_rating_with_an_edge_date(rated_at: str) -> N
 
     assert _stored(encode(make_rating("dev-1", rated_at=rated_at)).decode(), BEIJING) is None
     assert _stored(encode(make_rating("dev-1")).decode(), BEIJING) is not None
+
+
+# Dead letters carry no personal data -------------------------------------------------
+
+NAME, ID_NUMBER, PHONE = "张三", "420106199001011234", "13800138000"
+PERSONAL = (NAME, ID_NUMBER, PHONE, "1990010112")
+
+
+def personal_payloads() -> list[bytes]:
+    from tests.support.ratings import encode
+
+    def rating(**changes: Any) -> dict[str, Any]:
+        record = make_rating("dev-pii")
+        record.update(changes)
+        return record
+
+    extra = rating()
+    extra.update({"citizen_name": NAME, "id_number": ID_NUMBER, "phone": PHONE})
+    keyed = rating()
+    keyed[NAME] = PHONE
+    case = rating()
+    case["case"] = {"case_id": "C1", "citizen_phone": PHONE, NAME: ID_NUMBER}
+    return [
+        encode(extra),                                       # unknown fields
+        encode(keyed),                                       # a key that is a name
+        encode(case),                                        # unknown case fields
+        encode(rating(level=NAME)),                          # values in known fields
+        encode(rating(trigger=PHONE)),
+        encode(rating(schema=ID_NUMBER)),
+        encode(rating(input=f"{NAME} {PHONE}")),
+        encode(rating(seq=-int(PHONE))),
+        encode(rating(level=int(ID_NUMBER[:-1]))),
+        encode(rating(staff={"staff_id": "S1", "staff_name": NAME * 20 + PHONE})),
+        encode(rating(rated_at=PHONE)),
+        encode(rating(device_id="dev-other")),               # device_mismatch
+        f'{{"name": "{NAME}", "phone": "{PHONE}", "id": "{ID_NUMBER}"'.encode(),  # bad JSON
+        f'{{"{NAME}": 1, "{NAME}": "{PHONE}"}}'.encode(),   # a repeated key that is a name
+        f'["{NAME}", "{PHONE}", "{ID_NUMBER}"]'.encode(),
+        f'{{"name": "{NAME}", "phone": "{PHONE}"}}'.encode("utf-16"),   # not UTF-8
+        encode(rating(padding=f"{NAME} {PHONE} {ID_NUMBER} " * 300)),  # too large
+    ]
+
+
+def test_dead_letters_receipts_and_logs_never_repeat_personal_data(
+        start_bridge: Callable[..., Running], caplog: pytest.LogCaptureFixture) -> None:
+    run = start_bridge()
+    link = run.link
+    payloads = personal_payloads()
+    from broker_bridge.mqtt_link import Incoming
+
+    with caplog.at_level("WARNING"):
+        for mid, payload in enumerate(payloads, start=1):
+            link.sink(Incoming(1, "hcp/v1/dev-pii/rating", payload, mid, 1, False))
+        link.sink(Incoming(1, f"hcp/v1/{NAME}{PHONE}/rating", payloads[0], 99, 1, False))
+        wait_for(lambda: len(deadletters(link)) == len(payloads) + 1)
+    with link.lock:
+        published = repr(link.published)
+    for text in PERSONAL:
+        assert text not in published, f"{text} republished"
+        assert text not in caplog.text, f"{text} logged"
+    letters = deadletters(link)
+    by_reason: dict[str, int] = {}
+    for letter in letters:
+        by_reason[letter["reason"]] = by_reason.get(letter["reason"], 0) + 1
+        assert "payload" not in letter
+    assert by_reason == {"bad_schema": 4, "bad_field": 7, "device_mismatch": 1,
+                         "bad_json": 3, "bad_utf8": 1, "too_large": 1, "bad_topic": 1}
+    # What the platform team needs is still there: the keys, the reason, the rating_id.
+    first = letters[0]
+    assert first["keys"] == sorted([*make_rating("x"), "citizen_name", "id_number", "phone"])
+    assert first["other_keys"] == 0 and first["rating_id"] is not None
+    assert first["topic"] == "hcp/v1/dev-pii/rating" and first["device_id"] == "dev-pii"
+    assert "unknown field 'citizen_name', 'id_number', 'phone'" in first["detail"]
+    assert letters[1]["other_keys"] == 1 and "a key of 2 characters" in letters[1]["detail"]
+    assert letters[-1]["reason"] == "bad_topic" and letters[-1]["topic"] is None
+    assert len(link.receipts("dev-pii")) == 13   # every one whose rating_id was readable
