@@ -32,6 +32,18 @@ from broker_bridge.paho_fast import make_client
 
 log = logging.getLogger("hcp.bridge.mqtt")
 
+# While the broker cannot be reached (down, restarting), retry often: a refused TCP
+# connection costs nothing, and after a city broker's restart every second without our
+# subscriptions is a second in which ratings published there have no subscriber
+# (docs/hall-broker.md). paho doubles the delay from the first figure to the second.
+RECONNECT_S = (1, 2)
+# When the broker answers and refuses us (shared subscriptions not supported, bad
+# credentials, our session taken over by another bridge), trying again soon cannot help:
+# one attempt per step, doubling from the first figure up to the second.
+REFUSED_S = (5, 300)
+SHARED_NOT_SUPPORTED = 0x9E
+SESSION_TAKEN_OVER = 0x8E
+
 
 class LinkError(Exception):
     """The MQTT link cannot be set up (unreadable password file, bad TLS files)."""
@@ -107,6 +119,8 @@ class MqttLink:
         self._barrier_done: threading.Event | None = None
         self._stopping = False
         self._unreachable_logged = False
+        self._refusals = 0           # refused attempts in a row (reset once healthy)
+        self._receive_maximum_logged: int | None = None
         self._client = self._make_client(settings)
 
     # paho setup ----------------------------------------------------------------
@@ -124,7 +138,7 @@ class MqttLink:
         paho_log.setLevel(logging.INFO)  # paho logs every packet at DEBUG
         paho_log.addFilter(_quiet_paho)
         client.enable_logger(paho_log)
-        client.reconnect_delay_set(1, 30)
+        client.reconnect_delay_set(*RECONNECT_S)
         client.max_inflight_messages_set(200)   # receipts and dead letters going out
         client.max_queued_messages_set(0)
         configure_security(client, s)
@@ -231,22 +245,83 @@ class MqttLink:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            # Bad credentials or a refused client id: say so loudly, paho keeps retrying.
-            log.error("broker %s:%s refused the connection: %s", self._settings.host,
-                      self._settings.port, reason)
+            # Bad credentials, a refused client id, a server busy: say so once and wait
+            # a backoff step before the next attempt.
+            self._refused(f"refused the connection: {reason} (CONNACK {reason.value:#04x})")
             return
         with self._lock:
             self._connected = True
             generation = self._generation
         self._unreachable_logged = False
-        log.info("connected to %s:%s as %s (session %s)", self._settings.host,
-                 self._settings.port, self._settings.client_id,
+        log.info("connected to %s:%s as %s over MQTT %s (session %s)", self._settings.host,
+                 self._settings.port, self._settings.client_id, self._settings.protocol,
                  "resumed" if flags.session_present else "new")
         self._sink(LinkUp(generation, flags.session_present))
+        self._check_receive_maximum(properties)
+        if self._shared and getattr(properties, "SharedSubscriptionAvailable", 1) == 0:
+            # The broker says so before we ask: subscribing anyway would only add a
+            # SUBACK of refusals (or a DISCONNECT) to the same answer.
+            self._refused("says shared subscriptions are not available (CONNACK property "
+                          "Shared Subscription Available = 0)", shared=True)
+            return
         # Subscribing again on a resumed session is harmless and keeps the config
         # authoritative (a changed shared_group takes effect).
         result, mid = client.subscribe(self._subscriptions)
         self._subscribe_mid = mid if result == mqtt.MQTT_ERR_SUCCESS else None
+
+    @property
+    def _shared(self) -> bool:
+        return any(topic.startswith("$share/") for topic, _ in self._subscriptions)
+
+    def _check_receive_maximum(self, properties: Any) -> None:
+        """A broker that lets fewer un-acknowledged messages reach us than a batch holds
+        caps every request to the platform at that figure (ejabberd: 1, which made 18.6
+        ratings/s). MQTT 5 brokers that cap say so in the CONNACK (EMQX sends the lower
+        of ours and its max_inflight)."""
+        batch_max = self._settings.batch_max
+        figure = getattr(properties, "ReceiveMaximum", None)
+        if not batch_max or not isinstance(figure, int) or figure >= batch_max:
+            return
+        if figure != self._receive_maximum_logged:
+            self._receive_maximum_logged = figure
+            log.error("broker %s:%s lets only %d un-acknowledged message%s through at a time "
+                      "(Receive Maximum in its CONNACK), fewer than [platform] batch_max = "
+                      "%d: every request to the platform carries at most %d rating%s. Raise "
+                      "the broker's limit (mosquitto max_inflight_messages, EMQX "
+                      "max_inflight) or see docs/brokers.md", self._settings.host,
+                      self._settings.port, figure, "" if figure == 1 else "s", batch_max,
+                      figure, "" if figure == 1 else "s")
+
+    def _refused(self, why: str, shared: bool = False) -> None:
+        """The broker answered and said no: unhealthy, one ERROR for the first refusal in
+        a row (INFO after), and the next connection attempt only a backoff step later."""
+        first, cap = REFUSED_S
+        delay = min(cap, first * 2 ** min(self._refusals, 16))
+        self._refusals += 1
+        with self._lock:
+            self._subscribed = False
+        # paho waits this long before its next attempt (its delay starts again from the
+        # first figure after each accepted CONNACK: hence min = max = this step).
+        self._client.reconnect_delay_set(delay, delay)
+        where = f"broker {self._settings.host}:{self._settings.port}"
+        if shared:
+            what = (f"{where} {why}: set [mqtt] shared_group = \"\" and run one bridge "
+                    "(a standby may share its client_id), or use a broker with shared "
+                    "subscriptions (docs/brokers.md)")
+        else:
+            what = f"{where} {why}"
+        if self._refusals == 1:
+            log.error("%s; not healthy; next attempt in %d s at the earliest", what, delay)
+        else:
+            log.info("%s (again, %d times in a row); next attempt in %d s at the earliest",
+                     what, self._refusals, delay)
+
+    def _healthy_again(self) -> None:
+        if self._refusals:
+            log.info("subscriptions granted again after %d refusal%s", self._refusals,
+                     "" if self._refusals == 1 else "s")
+            self._refusals = 0
+            self._client.reconnect_delay_set(*RECONNECT_S)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if not self._unreachable_logged:
@@ -262,7 +337,15 @@ class MqttLink:
             self._subscribed = False
             generation = self._generation
             stopping = self._stopping
-        if not stopping and was_connected:
+        code = getattr(reason, "value", None)
+        if not stopping and code == SHARED_NOT_SUPPORTED:
+            self._refused(f"disconnected us: {reason} (DISCONNECT 0x9e)", shared=True)
+        elif not stopping and code == SESSION_TAKEN_OVER:
+            self._refused(f"disconnected us: another client connected with client_id "
+                          f"{self._settings.client_id!r} and took over the session "
+                          "(DISCONNECT 0x8e). Two live bridges must not share a client_id: "
+                          "start a standby only once the active bridge is stopped")
+        elif not stopping and was_connected:
             log.warning("lost the broker connection: %s; reconnecting", reason)
         self._sink(LinkDown(generation, str(reason)))
 
@@ -275,24 +358,29 @@ class MqttLink:
             return
         if mid != self._subscribe_mid:
             return
-        refused = [f"{topic} ({rc})" for (topic, _), rc in zip(self._subscriptions,
-                                                               reason_codes, strict=False)
-                   if rc.is_failure]
+        granted = list(zip(self._subscriptions, reason_codes, strict=False))
+        shared_refused = [f"{topic} ({rc}, SUBACK {rc.value:#04x})"
+                          for (topic, _), rc in granted
+                          if rc.is_failure and topic.startswith("$share/")]
+        refused = [f"{topic} ({rc})" for (topic, _), rc in granted
+                   if rc.is_failure and not topic.startswith("$share/")]
         # A grant below what we asked (a broker with max_qos 0) is no subscription we can
         # work with: at QoS 0 the broker holds nothing for us, so a platform outage could
         # not hold ratings back and a crash would leave them to the devices' resend.
         downgraded = [f"{topic} (asked QoS {qos}, granted {rc.value})"
-                      for (topic, qos), rc in zip(self._subscriptions, reason_codes,
-                                                  strict=False)
-                      if not rc.is_failure and rc.value < qos]
+                      for (topic, qos), rc in granted if not rc.is_failure and rc.value < qos]
+        if shared_refused:
+            self._refused("refused the shared subscriptions: " + ", ".join(shared_refused),
+                          shared=True)
         if refused:
             log.error("broker refused subscriptions: %s", ", ".join(refused))
         if downgraded:
             log.error("broker granted a lower QoS than asked: %s; not healthy until it grants "
                       "QoS 1 (check the broker's max_qos)", ", ".join(downgraded))
-        if refused or downgraded:
+        if shared_refused or refused or downgraded:
             return
         self._subscribed = True
+        self._healthy_again()
         log.info("subscribed: %s", ", ".join(t for t, _ in self._subscriptions))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

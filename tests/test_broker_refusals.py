@@ -1,0 +1,141 @@
+"""A broker that cannot do what the bridge asks gets one clear word (SPEC §12): shared
+subscriptions refused (by CONNACK property, SUBACK 0x9E, or a DISCONNECT 0x9E the way
+ejabberd does it) → one ERROR naming `[mqtt] shared_group`, /healthz 503, and at most one
+connection attempt per backoff step; a broker that caps in-flight messages below a batch →
+an ERROR with the figure. The brokers are scripted peers on real sockets; the bridge is the
+real process."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from broker_bridge.mqtt_link import REFUSED_S
+from tests.support.bridge import BridgeProcess
+from tests.support.brokers import wait_for
+from tests.support.platform import RunningPlatform
+from tests.support.scripted_broker import (
+    SHARED_NOT_SUPPORTED,
+    ScriptedBroker,
+    receive_maximum,
+    refuse_shared,
+    shared_unavailable,
+)
+
+
+def bridge_for(tmp_path: Path, broker: ScriptedBroker, platform: RunningPlatform,
+               **mqtt: object) -> BridgeProcess:
+    return BridgeProcess(tmp_path / "bridge", cast(Any, broker), platform.url,
+                         overrides={"mqtt": mqtt} if mqtt else None)
+
+
+def error_lines(bridge: BridgeProcess) -> list[str]:
+    return [line for line in bridge.log_text().splitlines() if " ERROR " in f" {line}"
+            or line.startswith("ERROR")]
+
+
+@pytest.mark.parametrize("script", [
+    pytest.param({"suback": refuse_shared,
+                  "disconnect_after_suback": SHARED_NOT_SUPPORTED}, id="suback-then-disconnect"),
+    pytest.param({"suback": refuse_shared, "disconnect_after_suback": 0x80},
+                 id="suback-then-close"),
+])
+def test_a_broker_that_refuses_and_drops_us_gets_one_error_and_no_storm(
+        tmp_path: Path, platform: RunningPlatform, script: dict[str, Any]) -> None:
+    first_step = REFUSED_S[0]
+    with ScriptedBroker(**script) as broker:
+        bridge = bridge_for(tmp_path, broker, platform).start(wait_healthy=False)
+        try:
+            wait_for(lambda: len(broker.connects) >= 1 and bridge.healthz() == 503, 10,
+                     "the first attempt")
+            # Watch two backoff steps: a storm would reconnect every second or two.
+            observed = first_step * 3 + 1.5
+            time.sleep(observed)
+            assert bridge.healthz() == 503
+            attempts = list(broker.connects)
+        finally:
+            bridge.kill()
+    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    # Steps of 5 s then 10 s: attempts at about 0, 5 and 15 s.
+    assert 2 <= len(attempts) <= 3, (attempts, bridge.log_text()[-3000:])
+    assert all(gap >= first_step * 0.9 for gap in gaps), gaps
+    errors = error_lines(bridge)
+    assert len(errors) == 1, errors
+    assert "[mqtt] shared_group" in errors[0] and "0x9e" in errors[0].lower(), errors
+    assert broker.subscribes and broker.subscribes[0][0][0].startswith("$share/bridge/")
+
+
+def test_a_broker_that_says_so_in_its_connack_is_not_even_asked(
+        tmp_path: Path, platform: RunningPlatform) -> None:
+    with ScriptedBroker(connack_properties=shared_unavailable()) as broker:
+        bridge = bridge_for(tmp_path, broker, platform).start(wait_healthy=False)
+        try:
+            wait_for(lambda: "shared_group" in bridge.log_text(), 10, "the error")
+            assert bridge.healthz() == 503
+            time.sleep(3)   # still one connection, still unhealthy, nothing subscribed
+            assert bridge.healthz() == 503
+            assert len(broker.connects) == 1 and broker.subscribes == []
+        finally:
+            bridge.kill()
+    errors = error_lines(bridge)
+    assert len(errors) == 1 and "Shared Subscription Available = 0" in errors[0], errors
+
+
+def test_a_refusal_that_keeps_the_connection_stays_unhealthy_without_reconnecting(
+        tmp_path: Path, platform: RunningPlatform) -> None:
+    with ScriptedBroker(suback=refuse_shared) as broker:
+        bridge = bridge_for(tmp_path, broker, platform).start(wait_healthy=False)
+        try:
+            wait_for(lambda: "shared_group" in bridge.log_text(), 10, "the error")
+            time.sleep(2)
+            assert bridge.healthz() == 503 and len(broker.connects) == 1
+        finally:
+            bridge.kill()
+    assert len(error_lines(bridge)) == 1
+
+
+def test_the_same_broker_with_a_plain_subscription_is_healthy(
+        tmp_path: Path, platform: RunningPlatform) -> None:
+    """The advice in the error works: shared_group = "" on the same broker."""
+    with ScriptedBroker(suback=refuse_shared,
+                        disconnect_after_suback=SHARED_NOT_SUPPORTED) as broker:
+        bridge = bridge_for(tmp_path, broker, platform, shared_group="").start()
+        try:
+            assert bridge.healthz() == 200
+            assert not any(topic.startswith("$share/") for topic, _ in broker.subscribes[0])
+        finally:
+            bridge.kill()
+    assert error_lines(bridge) == []
+
+
+def test_a_broker_capping_in_flight_messages_below_a_batch_is_named_with_the_figure(
+        tmp_path: Path, platform: RunningPlatform) -> None:
+    with ScriptedBroker(connack_properties=receive_maximum(1)) as broker:
+        bridge = bridge_for(tmp_path, broker, platform).start()   # healthy: it works
+        try:
+            wait_for(lambda: bool(error_lines(bridge)), 5, "the error")
+        finally:
+            bridge.kill()
+    errors = error_lines(bridge)
+    assert len(errors) == 1, errors
+    assert "lets only 1 un-acknowledged message through" in errors[0]
+    assert "batch_max = 100" in errors[0] and "at most 1 rating." in errors[0]
+
+
+def test_a_broker_refusing_our_credentials_is_retried_at_backoff_steps(
+        tmp_path: Path, platform: RunningPlatform) -> None:
+    with ScriptedBroker(connack_reason=0x86) as broker:   # bad user name or password
+        bridge = bridge_for(tmp_path, broker, platform).start(wait_healthy=False)
+        try:
+            wait_for(lambda: len(broker.connects) >= 1, 10, "the first attempt")
+            time.sleep(REFUSED_S[0] + 1.5)
+            attempts = len(broker.connects)
+            assert bridge.healthz() == 503
+        finally:
+            bridge.kill()
+    assert attempts == 2, bridge.log_text()[-2000:]
+    errors = error_lines(bridge)
+    assert len(errors) == 1 and "0x86" in errors[0], errors
