@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,20 @@ from paho.mqtt.enums import CallbackAPIVersion
 _seq = itertools.count(1)
 
 
-def make_rating(device_id: str = "421100-HG01-W03", level: int = 5, **overrides: Any
-                ) -> dict[str, Any]:
-    """A valid hcp.rating/1 record; keyword arguments replace fields."""
+DEVICE_ID = "421100-HG01-W03"
+_START = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
+
+
+def make_rating(device_id: str = DEVICE_ID, level: int = 5, *, seq: int | None = None,
+                **overrides: Any) -> dict[str, Any]:
+    """A valid, realistic hcp.rating/1 record (about 600 bytes of JSON: a case with
+    Chinese service and staff names); keyword arguments replace fields."""
+    seq = next(_seq) if seq is None else seq
     region, hall, window = (device_id.split("-") + ["421100", "HG01", "W03"])[:3]
     record: dict[str, Any] = {
         "schema": "hcp.rating/1",
         "rating_id": uuid.uuid4().hex,
-        "seq": next(_seq),
+        "seq": seq,
         "device_id": device_id,
         "region_code": region or "421100",
         "hall_id": hall or "HG01",
@@ -46,6 +53,17 @@ def make_rating(device_id: str = "421100-HG01-W03", level: int = 5, **overrides:
         "clock_synced": True,
     }
     record.update(overrides)
+    return record
+
+
+def numbered_rating(seq: int, device_id: str = DEVICE_ID) -> dict[str, Any]:
+    """Rating number `seq` of a run: its level cycles 5, 4, … 1 with the number, its
+    time moves on 7 s a rating, its case id is the number."""
+    rated_at = _START + timedelta(seconds=seq * 7, milliseconds=seq % 1000)
+    record = make_rating(device_id, 5 - seq % 5, seq=seq,
+                         rated_at=rated_at.isoformat(timespec="milliseconds")
+                         .replace("+00:00", "Z"))
+    record["case"]["case_id"] = f"CASE-2026-{seq:08d}"
     return record
 
 
