@@ -1,0 +1,203 @@
+"""`hcp-platform run --config platform.toml`: the config, validated once with every
+problem on its own line (common.configschema), then cross-checked."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from city_platform.followups import Policy
+from city_platform.store.db import url_problem
+from city_platform.workdays import WorkCalendar
+from common.configschema import (
+    BROKER_AUTH_KEYS,
+    ConfigError,
+    Key,
+    Section,
+    host_port,
+    in_range,
+    load_toml,
+    one_of,
+    topic_prefix,
+    validate,
+)
+
+DEFAULT_STORE = "sqlite:////var/lib/hcp-platform/ratings.db"
+
+
+def _store_url(v: Any) -> str | None:
+    return url_problem(v)
+
+
+def _timezone(v: Any) -> str | None:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "not a time zone name (e.g. Asia/Shanghai); is tzdata installed?"
+    return None
+
+
+def _url_or_empty(v: Any) -> str | None:
+    if v and not str(v).startswith(("http://", "https://")):
+        return "must be an http(s) URL or \"\""
+    return None
+
+
+def _path(v: Any) -> str | None:
+    return None if str(v).startswith("/") else "must start with /"
+
+
+SCHEMA: dict[str, Section] = {
+    "store": Section({
+        "url": Key(str, DEFAULT_STORE, _store_url),
+        "timezone": Key(str, "Asia/Shanghai", _timezone,
+                        "local dates: reports, the dashboard's today and deadlines"),
+    }, required=False),
+    "http": Section({
+        "listen": Key(str, "127.0.0.1:8080", host_port),
+        "token_file": Key(str, ""),
+        "path": Key(str, "/api/ratings", _path),
+        "max_batch": Key(int, 1000, in_range(1, 100_000)),
+        "chaos": Key(bool, False),
+        "tls_cert": Key(str, ""),
+        "tls_key": Key(str, ""),
+    }, required=False),
+    "upstream": Section({
+        "url": Key(str, "", _url_or_empty),
+        "profile": Key(str, "gov", one_of("gov", "generic")),
+        "timeout_s": Key(float, 10.0, in_range(0.1, 600)),
+        "batch_max": Key(int, 100, in_range(1, 1000)),
+        "token_file": Key(str, ""),
+        "ca_file": Key(str, ""),
+        "client_error_retry_s": Key(float, 300.0, in_range(1, 86_400)),
+        "retry_cap_s": Key(float, 60.0, in_range(0.2, 3600)),
+    }, required=False),
+    "followups": Section({
+        "contact_days": Key(int, 3, in_range(1, 60)),
+        "rectify_days": Key(int, 5, in_range(1, 60)),
+        "complex_days": Key(int, 15, in_range(1, 120)),
+        "check_s": Key(float, 60.0, in_range(0.05, 3600)),
+    }, required=False),
+    "calendar": Section({
+        "extra_years": Key(list, []),
+        "holidays": Key(list, []),
+        "workdays": Key(list, []),
+    }, required=False),
+    "mqtt": Section({
+        "host": Key(str, "", doc="\"\" = no live dashboard and no follow-up alerts"),
+        "port": Key(int, 1883, in_range(1, 65535)),
+        "prefix": Key(str, "hcp/v1", topic_prefix),
+        "client_id": Key(str, "hcp-platform"),
+        "protocol": Key(str, "5", one_of("5", "3.1.1")),
+        "keepalive_s": Key(int, 30, in_range(5, 3600)),
+        **BROKER_AUTH_KEYS,
+    }, required=False),
+}
+
+
+@dataclass
+class MqttSettings:
+    host: str = ""
+    port: int = 1883
+    prefix: str = "hcp/v1"
+    client_id: str = "hcp-platform"
+    protocol: str = "5"
+    keepalive_s: int = 30
+    tls: bool = False
+    ca_file: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    username: str = ""
+    password_file: str = ""
+
+
+@dataclass
+class PlatformConfig:
+    store_url: str = DEFAULT_STORE
+    timezone: str = "Asia/Shanghai"
+    listen: str = "127.0.0.1:8080"
+    token_file: str = ""
+    path: str = "/api/ratings"
+    max_batch: int = 1000
+    chaos: bool = False
+    tls_cert: str = ""
+    tls_key: str = ""
+    upstream: dict[str, Any] = field(default_factory=dict)
+    policy: Policy = field(default_factory=Policy)
+    check_s: float = 60.0
+    calendar: WorkCalendar = field(default_factory=WorkCalendar)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _dates(path: Path, key: str, values: list[Any], problems: list[str]) -> list[date]:
+    out = []
+    for v in values:
+        try:
+            out.append(v if isinstance(v, date) else date.fromisoformat(str(v)))
+        except ValueError:
+            problems.append(f"{path}: [calendar] {key}: {v!r} is not a date (YYYY-MM-DD)")
+    return out
+
+
+def load(path_text: str) -> PlatformConfig:
+    path = Path(path_text)
+    data = load_toml(path)
+    v, problems = validate(path, data, SCHEMA)
+    if problems:
+        raise ConfigError(problems)
+    s, h, u, f, c, m = (v["store"], v["http"], v["upstream"], v["followups"], v["calendar"],
+                        v["mqtt"])
+    if not is_loopback(h["listen"].rpartition(":")[0].strip("[]")) and not h["token_file"]:
+        problems.append(f"{path}: [http] token_file: required when listen is not a loopback "
+                        f"address ({h['listen']}): the dashboard and the API need a token "
+                        "beyond this machine")
+    if bool(h["tls_cert"]) != bool(h["tls_key"]):
+        problems.append(f"{path}: [http] tls_cert and tls_key: give both or neither")
+    for key in ("token_file", "tls_cert", "tls_key"):
+        if h[key] and not Path(h[key]).is_file():
+            problems.append(f"{path}: [http] {key}: no such file: {h[key]}")
+    years = []
+    for y in c["extra_years"]:
+        if isinstance(y, int) and not isinstance(y, bool) and 2000 <= y <= 2100:
+            years.append(y)
+        else:
+            problems.append(f"{path}: [calendar] extra_years: {y!r} is not a year")
+    holidays = _dates(path, "holidays", c["holidays"], problems)
+    workdays = _dates(path, "workdays", c["workdays"], problems)
+    calendar = WorkCalendar()
+    if not problems:
+        try:
+            calendar = WorkCalendar(years, holidays, workdays)
+        except ValueError as e:
+            problems.append(f"{path}: {e}")
+    if u["url"] and u["token_file"] and not Path(u["token_file"]).is_file():
+        problems.append(f"{path}: [upstream] token_file: no such file: {u['token_file']}")
+    if problems:
+        raise ConfigError(problems)
+    return PlatformConfig(
+        store_url=s["url"], timezone=s["timezone"], listen=h["listen"],
+        token_file=h["token_file"], path=h["path"], max_batch=h["max_batch"],
+        chaos=h["chaos"], tls_cert=h["tls_cert"], tls_key=h["tls_key"], upstream=u,
+        policy=Policy(f["contact_days"], f["rectify_days"], f["complex_days"]),
+        check_s=f["check_s"], calendar=calendar, mqtt=MqttSettings(**m))

@@ -1,0 +1,342 @@
+"""The platform's HTTP server: the §9 ingest API, the follow-ups API, the hall dashboard
+and its live updates, counts for tests, and (when enabled) the chaos controls.
+
+Standard library only (ThreadingHTTPServer): a city's hall has tens of windows, the
+bridge keeps one connection per worker, and every request is short except the
+dashboard's event stream, which holds one thread per open browser.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from http.cookies import SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from city_platform import __version__
+from city_platform.chaos import Chaos
+from city_platform.followups import FollowupError
+from city_platform.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from city_platform.hall import Hall  # noqa: F401 - the dashboard, when there is one
+
+log = logging.getLogger("hcp.platform.http")
+
+DEFAULT_PATH = "/api/ratings"
+MAX_BODY_BYTES = 16 * 1024 * 1024
+TOKEN_COOKIE = "hcp_token"
+
+
+class PlatformServer:
+    """The platform on host:port; `serve_forever()`, or `start()` in a thread."""
+
+    def __init__(self, host: str, port: int, store: Store, path: str = DEFAULT_PATH,
+                 token: str | None = None, max_batch: int = 1000,
+                 tls_cert: Path | None = None, tls_key: Path | None = None,
+                 chaos: bool = False, hall: Hall | None = None,
+                 server_name: str = f"hcp-platform/{__version__}") -> None:
+        self.store = store
+        self.chaos = Chaos()
+        self.chaos_enabled = chaos
+        self.path = path
+        self.token = token
+        self.max_batch = max_batch
+        self.hall = hall
+        self.server_name = server_name
+        self.on_stored: list[Callable[[], None]] = []   # told after a batch committed
+        self._server = _QuietServer((host, port), _make_handler(self))
+        self._server.daemon_threads = True
+        self._tls = tls_cert is not None
+        if tls_cert is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls_cert, tls_key)
+            # The handshake happens in the request's own thread (Handler.setup), so a
+            # client that connects and says nothing cannot stall the accept loop.
+            self._server.socket = context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False)
+        self._thread: threading.Thread | None = None
+        self.stopping = threading.Event()
+
+    @property
+    def port(self) -> int:
+        port: int = self._server.server_address[1]
+        return port
+
+    @property
+    def host(self) -> str:
+        return str(self._server.server_address[0])
+
+    @property
+    def base_url(self) -> str:
+        return f"{'https' if self._tls else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.base_url + self.path
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever(poll_interval=0.2)
+
+    def start(self) -> PlatformServer:
+        self._thread = threading.Thread(target=self.serve_forever, name="platform-http",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def shutdown(self) -> None:
+        """Stop serving (from another thread than serve_forever's)."""
+        self.stopping.set()
+        self.chaos.set({"mode": "normal"})  # release hung requests
+        if self.hall is not None:
+            self.hall.wake_all()
+        self._server.shutdown()
+
+    def close(self) -> None:
+        self._server.server_close()
+
+    def submit(self, records: list[Any]) -> list[dict[str, Any]]:
+        results = self.store.submit(records)
+        for listener in self.on_stored:
+            listener()
+        return results
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hangs up mid-request (or fails TLS) is not news here
+
+
+def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; with Nagle's algorithm the body waits
+        # for the client's delayed ACK: ~40 ms per request instead of ~1.4 ms on loopback.
+        disable_nagle_algorithm = True
+        server_version = platform.server_name
+        timeout = 60  # an idle kept-alive connection is closed after this
+
+        def setup(self) -> None:
+            if isinstance(self.request, ssl.SSLSocket):
+                self.request.settimeout(10)
+                self.request.do_handshake()
+            super().setup()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass  # counts and the store tell the story; errors are logged where they occur
+
+        # GET ---------------------------------------------------------------------------
+        def do_GET(self) -> None:  # noqa: N802
+            url = urlsplit(self.path)
+            query = parse_qs(url.query)
+            if url.path == "/healthz":
+                return self._json(200, {"ok": True, "version": __version__})
+            if not self._authorized(query):
+                return None
+            try:
+                return self._get(url.path, query)
+            except StoreError as e:
+                log.error("store: %s", e)
+                return self._json(503, {"error": "store unavailable"}, {"Retry-After": "1"})
+
+        def _get(self, path: str, query: dict[str, list[str]]) -> None:
+            store = platform.store
+            if path == "/api/counts":
+                return self._json(200, store.counts())
+            if path == "/api/rating_ids":
+                device = query.get("device", [None])[0]
+                return self._json(200, {"rating_ids": store.rating_ids(device)})
+            if path == "/api/times_seen":
+                return self._json(200, {"times_seen": store.times_seen()})
+            if path == "/api/followups":
+                state = query.get("state", [None])[0]
+                hall = query.get("hall", [None])[0]
+                rows = store.followups(state=state, hall_id=hall)
+                return self._json(200, {"followups": [f.as_json() for f in rows]})
+            if path == "/api/upstream":
+                return self._json(200, store.upstream_counts())
+            if path == "/_chaos" and platform.chaos_enabled:
+                return self._json(200, platform.chaos.current())
+            hall = platform.hall
+            if hall is not None:
+                if path == "/":
+                    return self._send(200, hall.page().encode("utf-8"),
+                                      "text/html; charset=utf-8", self._cookie_headers(query))
+                if path == "/api/hall":
+                    return self._json(200, hall.snapshot())
+                if path == "/api/events":
+                    return self._events()
+            return self._json(404, {"error": "not found"})
+
+        def _events(self) -> None:
+            """Server-sent events: the hall's snapshot now and at every change."""
+            assert platform.hall is not None
+            hall = platform.hall
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            version = -1
+            try:
+                while not platform.stopping.is_set():
+                    version = hall.wait_change(version, timeout=15.0)
+                    data = json.dumps(hall.snapshot(), ensure_ascii=False)
+                    self.wfile.write(f"event: hall\ndata: {data}\n\n".encode())
+                    self.wfile.flush()
+            except (OSError, ValueError):
+                return  # the browser went away
+
+        # POST --------------------------------------------------------------------------
+        def do_POST(self) -> None:  # noqa: N802
+            body = self._read_body()
+            if body is None:
+                return None
+            url = urlsplit(self.path)
+            if not self._authorized(parse_qs(url.query)):
+                return None
+            if url.path == "/_chaos" and platform.chaos_enabled:
+                return self._set_chaos(body)
+            if url.path.startswith("/api/followups/"):
+                return self._move_followup(url.path[len("/api/followups/"):], body)
+            if url.path != platform.path:
+                return self._json(404, {"error": f"not found; ratings go to {platform.path}"})
+            return self._ratings(body)
+
+        def _set_chaos(self, body: bytes) -> None:
+            try:
+                spec = json.loads(body)
+                if not isinstance(spec, dict):
+                    raise ValueError("body must be a JSON object")
+                platform.chaos.set(spec)
+            except (ValueError, TypeError) as e:
+                return self._json(400, {"error": str(e)})
+            return self._json(200, platform.chaos.current())
+
+        def _move_followup(self, rating_id: str, body: bytes) -> None:
+            try:
+                request = json.loads(body)
+            except (ValueError, RecursionError):
+                return self._json(400, {"error": "body is not JSON"})
+            if not isinstance(request, dict):
+                return self._json(400, {"error": "body must be a JSON object"})
+            state, note, by = request.get("state"), request.get("note"), request.get("by")
+            complex_case = request.get("complex")
+            if not isinstance(state, str) or not isinstance(by, str) or not (
+                    note is None or isinstance(note, str)) or not (
+                    complex_case is None or isinstance(complex_case, bool)):
+                return self._json(400, {"error": "body is {\"state\": …, \"by\": …, "
+                                        "\"note\": … (optional), \"complex\": true|false "
+                                        "(optional)}"})
+            try:
+                moved = platform.store.move_followup(rating_id, state, note, by, complex_case)
+            except FollowupError as e:
+                status = 404 if str(e).startswith("no follow-up") else 409
+                return self._json(status, {"error": str(e)})
+            except StoreError as e:
+                log.error("store: %s", e)
+                return self._json(503, {"error": "store unavailable"}, {"Retry-After": "1"})
+            if platform.hall is not None:
+                platform.hall.changed()
+            return self._json(200, moved.as_json())
+
+        def _ratings(self, body: bytes) -> None:
+            mode = platform.chaos.take()
+            if mode.mode == "error":
+                headers = {"Retry-After": mode.retry_after} if mode.retry_after else {}
+                return self._json(mode.status, {"error": f"chaos: HTTP {mode.status}"}, headers)
+            if mode.mode == "hang":
+                platform.chaos.hang(mode)
+                self.close_connection = True
+                return None
+            if not self.headers.get("Content-Type", "").startswith("application/json"):
+                return self._json(415, {"error": "Content-Type must be application/json"})
+            try:
+                request = json.loads(body)
+            except (ValueError, RecursionError):
+                return self._json(400, {"error": "body is not JSON"})
+            ratings = request.get("ratings") if isinstance(request, dict) else None
+            if not isinstance(ratings, list) or not ratings:
+                return self._json(400, {"error": "body must be {\"ratings\": [record, ...]} "
+                                        "with at least one record"})
+            if len(ratings) > platform.max_batch:
+                return self._json(413, {"error": f"at most {platform.max_batch} ratings "
+                                        "per request"})
+            try:
+                results = platform.submit(ratings)
+            except StoreError as e:
+                # Nothing of the batch was committed: the bridge retries it (§9, 5xx).
+                log.error("store: %s; batch of %d not stored, asked to retry", e, len(ratings))
+                return self._json(503, {"error": "store unavailable"}, {"Retry-After": "1"})
+            if mode.mode == "slow":
+                # Stored first, answered late: a bridge that gives up and re-sends must
+                # meet the de-duplication, which is the point of this mode.
+                time.sleep(mode.delay_s)
+            if mode.mode == "drop":
+                self.close_connection = True  # stored, but the answer never arrives
+                return None
+            return self._json(200, {"results": results})
+
+        # plumbing ----------------------------------------------------------------------
+        def _read_body(self) -> bytes | None:
+            try:
+                length = int(self.headers.get("Content-Length", "0"))
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_BODY_BYTES:
+                self._json(413, {"error": "body too large or bad Content-Length"})
+                self.close_connection = True
+                return None
+            return self.rfile.read(length)
+
+        def _given_token(self, query: dict[str, list[str]]) -> str:
+            header = self.headers.get("Authorization", "")
+            if header.startswith("Bearer "):
+                return header[len("Bearer "):]
+            if "token" in query:
+                return query["token"][0]
+            cookie = SimpleCookie(self.headers.get("Cookie", ""))
+            morsel = cookie.get(TOKEN_COOKIE)
+            return morsel.value if morsel is not None else ""
+
+        def _authorized(self, query: dict[str, list[str]]) -> bool:
+            if platform.token is None:
+                return True
+            given = self._given_token(query).encode("utf-8")
+            if hmac.compare_digest(given, platform.token.encode("utf-8")):
+                return True
+            self._json(401, {"error": "missing or wrong bearer token"},
+                       {"WWW-Authenticate": "Bearer"})
+            return False
+
+        def _cookie_headers(self, query: dict[str, list[str]]) -> dict[str, str]:
+            # A hall screen opens /?token=… once; the cookie keeps the stream authorised.
+            if platform.token is None or "token" not in query:
+                return {}
+            return {"Set-Cookie": f"{TOKEN_COOKIE}={platform.token}; Path=/; HttpOnly; "
+                                  "SameSite=Strict"}
+
+        def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+            self._send(status, data, "application/json; charset=utf-8", headers)
+
+        def _send(self, status: int, data: bytes, content_type: str,
+                  headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler

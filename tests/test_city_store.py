@@ -1,0 +1,178 @@
+"""The city platform's store, on SQLite and on a real private PostgreSQL: accepted only
+after commit, duplicates by rating_id (in a batch, across batches, across monthly
+partitions), one transaction per batch, versioned migrations, and the same rating
+through two bridges stored once in the right monthly partition."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from city_platform.server import PlatformServer
+from city_platform.store import Store, StoreError
+from city_platform.store.db import POSTGRESQL
+from city_platform.store.schema import SCHEMA_VERSION, StoreTooNew
+from tests.support import postgres as pg
+from tests.support.bridge import BridgeProcess
+from tests.support.mosquitto import Mosquitto
+from tests.support.ratings import FleetPublisher, make_rating
+
+postgres_server, postgres_url = pg.postgres_server, pg.postgres_url  # fixtures
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ratings.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    s = Store.open(store_url)
+    yield s
+    s.close()
+
+
+def statuses(results: list[dict[str, Any]]) -> list[str]:
+    return [r["status"] for r in results]
+
+
+def test_accepted_then_duplicate_in_a_batch_and_across_batches(store: Store) -> None:
+    a, b = make_rating(level=5), make_rating(level=1)
+    assert statuses(store.submit([a, b, a])) == ["accepted", "accepted", "duplicate"]
+    assert statuses(store.submit([b, a])) == ["duplicate", "duplicate"]
+    counts = store.counts()
+    assert (counts["total"], counts["duplicates"], counts["good"], counts["bad"]) == (2, 3, 1, 1)
+    assert store.times_seen() == {a["rating_id"]: 3, b["rating_id"]: 2}
+
+
+def test_a_copy_claiming_another_month_is_still_a_duplicate(store: Store) -> None:
+    original = make_rating(rated_at="2026-11-30T23:59:59.000Z")
+    moved = {**original, "rated_at": "2026-12-01T00:00:01.000Z"}  # a re-set device clock
+    assert statuses(store.submit([original])) == ["accepted"]
+    assert statuses(store.submit([moved])) == ["duplicate"]
+    assert store.counts()["total"] == 1
+    if store.db.dialect == POSTGRESQL:
+        rows = store.db.execute("SELECT tableoid::regclass::text FROM ratings").fetchall()
+        assert rows == [("ratings_202611",)]
+
+
+def test_rejected_records_are_answered_and_not_stored(store: Store) -> None:
+    good, bad = make_rating(), make_rating(level=9)
+    results = store.submit([bad, good, "not a record"])
+    assert statuses(results) == ["rejected", "accepted", "rejected"]
+    assert results[0]["rating_id"] == bad["rating_id"] and "level" in results[0]["error"]
+    assert store.rating_ids() == [good["rating_id"]]
+
+
+def test_a_failed_batch_stores_nothing_and_can_be_sent_again(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = [make_rating(level=1), make_rating(level=5)]
+
+    def broken(*args: Any) -> None:
+        raise StoreError("disk full (simulated)")
+
+    monkeypatch.setattr(store, "_open_followups", broken)
+    with pytest.raises(StoreError):
+        store.submit(batch)
+    assert store.counts()["total"] == 0
+    monkeypatch.undo()
+    assert statuses(store.submit(batch)) == ["accepted", "accepted"]
+    assert len(store.followups()) == 1
+
+
+def test_gov_records_are_stored_like_ratings(store: Store) -> None:
+    from broker_bridge.profile import GovProfile
+
+    gov = GovProfile().rating(make_rating(level=2))
+    assert statuses(store.submit([gov, gov])) == ["accepted", "duplicate"]
+    assert store.counts()["by_level"] == {"2": 1}
+    assert [f.level for f in store.followups()] == [2]
+
+
+def test_migrations_are_versioned_and_a_newer_store_is_refused(store_url: str) -> None:
+    Store.open(store_url).close()
+    store = Store.open(store_url)  # a second open migrates nothing
+    version = store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'"
+                               ).fetchone()[0]
+    assert int(version) == SCHEMA_VERSION
+    with store.db.transaction():
+        store.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                         (str(SCHEMA_VERSION + 1),))
+    store.close()
+    with pytest.raises(StoreTooNew, match=f"schema version {SCHEMA_VERSION + 1}.*upgrade"):
+        Store.open(store_url)
+
+
+def test_the_reference_platforms_old_file_is_refused_not_misread(tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.execute("CREATE TABLE ratings (rating_id TEXT PRIMARY KEY, record TEXT)")
+    with pytest.raises(StoreError, match="without a schema version"):
+        Store.open(f"sqlite:///{old}")
+
+
+def test_bad_store_urls_say_what_is_expected() -> None:
+    with pytest.raises(StoreError, match="sqlite:////path"):
+        Store.open("mysql://x/y")
+
+
+def test_postgres_partitions_exist_ahead_and_per_month(postgres_url: str) -> None:
+    store = Store.open(postgres_url)
+    try:
+        store.submit([make_rating(rated_at="2019-03-04T05:06:07.000Z")])  # long ago
+        names = {r[0] for r in store.db.execute(
+            "SELECT inhrelid::regclass::text FROM pg_inherits "
+            "WHERE inhparent = 'ratings'::regclass").fetchall()}
+        assert "ratings_201903" in names
+        assert len(names) >= 6  # last month, this month and three ahead, plus 2019-03
+    finally:
+        store.close()
+
+
+def test_the_same_rating_twice_and_through_two_bridges_is_stored_once_in_its_month(
+        tmp_path: Path, mosquitto: Mosquitto, postgres_url: str) -> None:
+    store = Store.open(postgres_url)
+    server = PlatformServer("127.0.0.1", 0, store).start()
+    # Plain subscriptions: each bridge receives every message, so both forward it.
+    bridges = [BridgeProcess(tmp_path / f"b{i}", mosquitto, server.url, client_id=f"b{i}",
+                             overrides={"mqtt": {"shared_group": ""}}).start()
+               for i in (1, 2)]
+    publisher = FleetPublisher(mosquitto.host, mosquitto.port)
+    try:
+        november = make_rating(level=2, rated_at="2026-11-30T15:59:59.500Z")
+        december = make_rating(level=5, rated_at="2026-12-01T00:00:00.000Z")
+        mids = [publisher.publish_record(r) for r in (november, november, december)]
+        publisher.wait_published(mids)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            seen = store.times_seen()
+            if seen.get(december["rating_id"], 0) >= 2 and seen.get(november["rating_id"], 0) >= 2:
+                break
+            time.sleep(0.05)
+        seen = store.times_seen()
+        # Each bridge posted each rating (the second copy of november may be answered
+        # from a bridge's cache of recent results instead): stored once all the same.
+        assert seen[november["rating_id"]] >= 2 and seen[december["rating_id"]] >= 2
+        assert store.counts()["total"] == 2
+        rows = store.db.execute("SELECT rating_id, tableoid::regclass::text FROM ratings "
+                                "ORDER BY rated_at").fetchall()
+        assert rows == [(november["rating_id"], "ratings_202611"),
+                        (december["rating_id"], "ratings_202612")]
+        assert [f.rating_id for f in store.followups()] == [november["rating_id"]]
+    finally:
+        publisher.close()
+        for bridge in bridges:
+            bridge.terminate()
+        server.shutdown()
+        server.close()
+        store.close()
