@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from device.core.model import Option, Screen
+from device.core.model import Option, Screen, Staff
 from device.core.screens import (
     OFFLINE_BADGE,
     REASONS_TITLE_SHORT,
+    STAFF_ID_PREFIX,
     STAFF_PREFIX,
     countdown_text,
 )
@@ -28,6 +29,9 @@ HEIGHT = 64
 
 COLUMN_X = 65          # second column of two-per-row options
 OPTION_COLUMN_PX = 50  # label room in a column: 65 px minus key cap and gaps
+STAFF_ROW_Y = 16
+STAFF_ID_MAX_X = 64    # the 工号 starts by mid-panel: a long name is cut before it
+STAFF_ID_GAP_PX = 4    # about one space between the name and its 工号
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,19 @@ def _reasons(screen: Screen) -> list[Row]:
     return rows
 
 
+def _staff(staff: Staff) -> list[Row]:
+    """The clerk on idle (SPEC §10: the 工号 with the name): "工作人员：李娜" without a
+    工号, "李娜 工号S0107" with one. The 工号 gets at least half the row, so a long name
+    is cut with "…" rather than hiding it, and a long 工号 is cut at the panel's edge."""
+    if staff.staff_name and staff.staff_id:
+        id_x = min(_approx_px(staff.staff_name) + STAFF_ID_GAP_PX, STAFF_ID_MAX_X)
+        return [Row(STAFF_ROW_Y, staff.staff_name),
+                Row(STAFF_ROW_Y, f"{STAFF_ID_PREFIX}{staff.staff_id}", x=id_x)]
+    if staff.staff_name:
+        return [Row(STAFF_ROW_Y, f"{STAFF_PREFIX}{staff.staff_name}")]
+    return [Row(STAFF_ROW_Y, f"{STAFF_ID_PREFIX}{staff.staff_id}")]
+
+
 def _line(screen: Screen, index: int) -> str:
     return screen.lines[index] if index < len(screen.lines) else ""
 
@@ -92,8 +109,8 @@ def layout(screen: Screen) -> list[Row]:
         rows.append(Row(1, screen.window_name, shrink=True))
         if screen.offline:
             rows.append(Row(1, OFFLINE_BADGE, align="right", invert=True))
-        if screen.staff is not None and screen.staff.staff_name:
-            rows.append(Row(16, f"{STAFF_PREFIX}{screen.staff.staff_name}"))
+        if screen.staff is not None:
+            rows.extend(_staff(screen.staff))
         if screen.lines:  # the invitation: a press now rates the window
             rows.append(Row(32, screen.heading, size=16, align="center"))
             rows.append(Row(52, _line(screen, 0), align="center"))

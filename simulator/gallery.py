@@ -141,7 +141,9 @@ SHOTS: tuple[Shot, ...] = (
          "screen does not invite a press.",
          lambda: Scene(allow_spontaneous=False)),
     Shot("idle_staff", "idle", "idle with a clerk",
-         f"After `staff_login` (staff_name={CLERK}).",
+         f"After `staff_login` (staff_id=S007, staff_name={CLERK}): the name and the 工号. "
+         "A long name is cut with … before mid-panel so the 工号 always shows; a login "
+         "with a name only reads 工作人员：李娜.",
          lambda: Scene().frame("staff_login", staff_id="S007", staff_name=CLERK)),
     Shot("idle_offline", "idle", "idle, offline",
          "The device cannot reach the broker: the 离线 badge. Ratings are still taken "

@@ -141,7 +141,7 @@ def test_scenes_show_what_the_device_shows() -> None:
     text = {s.name: visible_text(s.screen()) for s in SHOTS}
     assert "李娜" not in text["idle"] and "欢迎评价本窗口服务" in text["idle"]
     assert "欢迎评价本窗口服务" not in text["idle_no_spontaneous"]
-    assert "工作人员：李娜" in text["idle_staff"] and "离线" not in text["idle_staff"]
+    assert "李娜 工号S007" in text["idle_staff"] and "离线" not in text["idle_staff"]
     assert "离线" in text["idle_offline"]
     assert _shot("idle_long_window_name").screen().window_name == LONG_WINDOW
     assert text["prompt"].endswith("60秒") and text["prompt_5s"].endswith(" 5秒")

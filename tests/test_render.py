@@ -220,6 +220,20 @@ def test_window_name_drops_to_11px_before_being_cut(system_fonts: Fonts) -> None
     assert "".join(run.text for run in title.runs) == "03号窗口 不动产登记中心"
 
 
+def test_clerk_row_shows_the_name_and_the_staff_id(system_fonts: Fonts) -> None:
+    """SPEC §10: the OLED shows the clerk's 工号 with the name; a long name is cut with
+    "…" so the 工号 still shows, and a long 工号 is cut at the panel's edge."""
+    assert "张晓明 工号S0231" in visible_text(CASES["idle_staff"]).splitlines()
+    assert "工作人员：张晓明" in visible_text(CASES["idle_staff_name_only"]).splitlines()
+    assert "工号S0231" in visible_text(CASES["idle_staff_id_only"]).splitlines()
+    _, text = render_with_text(CASES["idle_staff_long"], system_fonts)
+    name, staff_id = text.splitlines()[1].split(" ")
+    assert name.endswith(ELLIPSIS) and "司马欧阳明月晓".startswith(name[:-1])
+    assert staff_id.startswith("工号4211") and staff_id.endswith(ELLIPSIS)
+    rows = [p for p in place(CASES["idle_staff_long"], system_fonts) if p.row.y == 16]
+    assert [p.x1 <= W for p in rows] == [True, True] and rows[0].x1 < rows[1].x0
+
+
 def test_prompt_sentence_is_whole_on_one_row(system_fonts: Fonts) -> None:
     """SPEC §5 names the sentence: it is never cut, and it is kept at the crisp 12 px."""
     screen = CASES["prompt_60"]

@@ -213,7 +213,7 @@ def test_clerk_name_with_a_separator_renders_after_every_login(
         device.frame("staff_login", staff_id="S007", staff_name=f"李{separator}娜")
         screen = device.shown[-1]
         assert screen.staff == Staff("S007", "李 娜")
-        assert "工作人员：李 娜" in _assert_shown(screen, engines)
+        assert "李 娜 工号S007" in _assert_shown(screen, engines).splitlines()
 
 
 def test_pause_reason_with_separators_renders(engines: list[Fonts]) -> None:

@@ -70,6 +70,12 @@ CASES: dict[str, Screen] = {
     "idle_staff_offline": screens.idle(WINDOW, ZHANG, offline=True, spontaneous=False),
     "idle_spontaneous": screens.idle(WINDOW, LI, offline=False, spontaneous=True),
     "idle_spontaneous_offline": screens.idle(WINDOW, LI, offline=True, spontaneous=True),
+    "idle_staff_name_only": screens.idle(WINDOW, Staff("", "张晓明"), offline=False,
+                                         spontaneous=False),
+    "idle_staff_id_only": screens.idle(WINDOW, Staff("S0231", ""), offline=False,
+                                       spontaneous=False),
+    "idle_staff_long": screens.idle(WINDOW, Staff("421100-HG01-W03-00231", "司马欧阳明月晓"),
+                                    offline=False, spontaneous=True),
     "idle_long_window_name": screens.idle(
         "12号综合受理窗口 不动产登记与税费缴纳一窗办理", Staff("S1024", "欧阳明月"),
         offline=True, spontaneous=False),
