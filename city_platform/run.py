@@ -57,15 +57,20 @@ def build(config: PlatformConfig) -> Platform:
     try:
         token = (Path(config.token_file).read_text(encoding="utf-8").strip()
                  if config.token_file else None)
+        from city_platform.hall import Hall  # the dashboard's state
+
+        hall = Hall(store, config)
         server = PlatformServer(config.host, config.port, store, config.path, token,
                                 config.max_batch,
                                 Path(config.tls_cert) if config.tls_cert else None,
                                 Path(config.tls_key) if config.tls_key else None,
-                                chaos=config.chaos)
+                                chaos=config.chaos, hall=hall)
     except BaseException:
         store.close()
         raise
     platform = Platform(config, store, server)
+    server.on_stored.append(hall.changed)
+    hall.start(platform)
     if config.upstream.get("url"):
         from city_platform.upstream import Upstream
 

@@ -158,8 +158,8 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
                 return self._json(200, {"times_seen": store.times_seen()})
             if path == "/api/followups":
                 state = query.get("state", [None])[0]
-                hall = query.get("hall", [None])[0]
-                rows = store.followups(state=state, hall_id=hall)
+                hall_id = query.get("hall", [None])[0]
+                rows = store.followups(state=state, hall_id=hall_id)
                 return self._json(200, {"followups": [f.as_json() for f in rows]})
             if path == "/api/upstream":
                 return self._json(200, store.upstream_counts())

@@ -505,6 +505,22 @@ class Store:
             (self.db.day(today),)).fetchall()
         return {r[0]: (int(r[1]), int(r[2] or 0)) for r in rows}
 
+    def latest_staff(self, today: date) -> dict[str, str]:
+        """device_id → the clerk named by its latest rating today (name, or 工号)."""
+        if self.db.dialect == SQLITE:
+            sql = ("SELECT device_id, json_extract(record, '$.staff.staff_name'), staff_id, "
+                   "MAX(rated_at) FROM ratings WHERE local_day = ? GROUP BY device_id")
+        else:
+            sql = ("SELECT DISTINCT ON (device_id) device_id, "
+                   "(record::json)->'staff'->>'staff_name', staff_id FROM ratings "
+                   "WHERE local_day = ? ORDER BY device_id, rated_at DESC")
+        out = {}
+        for row in self.db.execute(sql, (self.db.day(today),)).fetchall():
+            name = row[1] or row[2]
+            if name:
+                out[row[0]] = str(name)
+        return out
+
     def devices(self) -> dict[str, tuple[str, str, str | None]]:
         """Every device that sent a rating: device_id → (hall, window, staff of the
         latest rating)."""

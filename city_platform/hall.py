@@ -1,0 +1,205 @@
+"""The hall as the dashboard shows it: one row per window, from the store (today's
+ratings and satisfaction, follow-ups due) and from the broker (online, backlog, open
+alerts, window names), with a version number that moves at every change so the page's
+event stream can wait on it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Any
+
+from city_platform.alerts import FollowupAlerts
+from city_platform.broker import Broker, BrokerError
+from city_platform.config import PlatformConfig
+from city_platform.followups import OVERDUE, alert_for
+from city_platform.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from city_platform.run import Platform
+
+log = logging.getLogger("hcp.platform.hall")
+
+
+@dataclass
+class WindowLive:
+    """What the broker told about one device."""
+
+    device_id: str
+    online: bool | None = None
+    backlog: int | None = None
+    oldest_pending_s: float | None = None
+    window_name: str | None = None
+    staff: str | None = None
+    alerts: dict[str, str] = field(default_factory=dict)  # open alert_id -> kind
+    last_event: str | None = None
+
+
+def satisfaction(good: int, total: int) -> str | None:
+    if not total:
+        return None
+    return str((Decimal(good) * 100 / Decimal(total)).quantize(Decimal("0.1"), ROUND_HALF_UP))
+
+
+class Hall:
+    def __init__(self, store: Store, config: PlatformConfig) -> None:
+        self.store = store
+        self.config = config
+        self.live: dict[str, WindowLive] = {}
+        self._cond = threading.Condition()
+        self._version = 0
+        self._broker: Broker | None = None
+        self.alerts: FollowupAlerts | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # Change notification ---------------------------------------------------------------
+
+    def changed(self) -> None:
+        with self._cond:
+            self._version += 1
+            self._cond.notify_all()
+
+    def wait_change(self, seen: int, timeout: float) -> int:
+        """Return at once when the version moved past `seen`, else after a change or
+        `timeout` (a keep-alive for the stream)."""
+        with self._cond:
+            if self._version == seen:
+                self._cond.wait(timeout)
+            return self._version
+
+    def wake_all(self) -> None:
+        self.changed()
+
+    # Broker ----------------------------------------------------------------------------
+
+    def start(self, platform: Platform) -> None:
+        mqtt = self.config.mqtt
+        if mqtt.host:
+            try:
+                self._broker = Broker(mqtt, self.on_message)
+            except BrokerError as e:
+                log.error("%s: no live view and no follow-up alerts", e)
+            else:
+                self._broker.start()
+                platform.parts.append(("broker", self._broker.stop))
+                self.alerts = FollowupAlerts(self.store, mqtt.prefix, self._broker.publish)
+        self._thread = threading.Thread(target=self._loop, name="hall", daemon=True)
+        self._thread.start()
+        platform.parts.append(("hall", self.stop))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.changed()
+
+    def _loop(self) -> None:
+        """Follow-up deadlines: checked every [followups] check_s (and at start)."""
+        while not self._stop.is_set():
+            try:
+                if self.alerts is not None and self.alerts.check():
+                    self.changed()
+                else:
+                    self.store.refresh_deadlines()
+            except StoreError as e:
+                log.warning("follow-up check: %s", e)
+            self._stop.wait(self.config.check_s)
+
+    def on_message(self, device_id: str, kind: str, payload: bytes) -> None:
+        try:
+            data = json.loads(payload) if payload else {}
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        if kind == "alerts":
+            self._on_alert(data)
+            return
+        with self._cond:
+            window = self.live.setdefault(device_id, WindowLive(device_id))
+            if kind == "status" and isinstance(data.get("online"), bool):
+                window.online = data["online"]
+            elif kind == "telemetry":
+                window.online = True if window.online is None else window.online
+                if isinstance(data.get("backlog"), int):
+                    window.backlog = data["backlog"]
+                oldest = data.get("oldest_pending_s")
+                window.oldest_pending_s = oldest if isinstance(oldest, int | float) else None
+                staff = data.get("staff")
+                if isinstance(staff, dict) and isinstance(staff.get("staff_name"), str):
+                    window.staff = staff["staff_name"]
+            elif kind == "event" and isinstance(data.get("event"), str):
+                window.last_event = data["event"]
+            elif kind == "config" and isinstance(data.get("window_name"), str):
+                window.window_name = data["window_name"][:40]
+        self.changed()
+
+    def _on_alert(self, data: dict[str, Any]) -> None:
+        device_id, alert_id = data.get("device_id"), data.get("alert_id")
+        if not isinstance(device_id, str) or not isinstance(alert_id, str):
+            return
+        if str(data.get("kind", "")).startswith("followup_"):
+            return  # ours: the follow-up columns show them already
+        with self._cond:
+            window = self.live.setdefault(device_id, WindowLive(device_id))
+            if data.get("resolved"):
+                window.alerts.pop(alert_id, None)
+            else:
+                window.alerts[alert_id] = str(data.get("kind"))
+        self.changed()
+
+    # What the page shows ---------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        today = now.astimezone(self.store.tz).date()
+        today_counts = self.store.today_by_device(today)
+        devices = self.store.devices()
+        names = self.store.window_names()
+        staff = self.store.latest_staff(today)
+        due: dict[str, list[int]] = {}
+        for f in self.store.followups(active=True):
+            counts = due.setdefault(f.device_id, [0, 0, 0])  # open, due soon, overdue
+            counts[0] += 1
+            hit = alert_for(f.state, f.complex, f.contact_due, f.rectify_due, f.complex_due,
+                            today, self.store.calendar)
+            if hit is not None:
+                counts[2 if hit[0] == OVERDUE else 1] += 1
+        with self._cond:
+            live = {k: WindowLive(v.device_id, v.online, v.backlog, v.oldest_pending_s,
+                                  v.window_name, v.staff, dict(v.alerts), v.last_event)
+                    for k, v in self.live.items()}
+            version = self._version
+        rows = []
+        for device_id in sorted(set(devices) | set(live) | set(due)):
+            hall_id, window_id, _ = devices.get(device_id, ("", "", None))
+            if not hall_id:
+                parts = device_id.split("-")
+                hall_id, window_id = (parts[1], parts[2]) if len(parts) == 3 else ("?", device_id)
+            w = live.get(device_id, WindowLive(device_id))
+            total, good = today_counts.get(device_id, (0, 0))
+            followups = due.get(device_id, [0, 0, 0])
+            rows.append({
+                "device_id": device_id, "hall_id": hall_id, "window_id": window_id,
+                "window_name": w.window_name or names.get((hall_id, window_id)) or window_id,
+                "online": w.online, "backlog": w.backlog,
+                "oldest_pending_s": w.oldest_pending_s,
+                "today": total, "today_good": good,
+                "satisfaction": satisfaction(good, total),
+                "alerts": sorted(set(w.alerts.values())),
+                "followups_open": followups[0], "followups_due": followups[1],
+                "followups_overdue": followups[2],
+                "clerk": w.staff or staff.get(device_id),
+            })
+        return {"version": version, "at": now.isoformat(timespec="seconds"),
+                "today": today.isoformat(), "timezone": self.store.timezone,
+                "broker": self._broker is not None and self._broker.connected,
+                "windows": rows}
+
+    def page(self) -> str:
+        from city_platform.dashboard import PAGE
+
+        return PAGE
