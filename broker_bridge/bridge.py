@@ -35,9 +35,11 @@ from broker_bridge.sender import (
     Batch,
     BatchAbandoned,
     BatchAnswered,
+    BatchFailed,
     PlatformRefuses,
     PlatformWorker,
     WorkerEvent,
+    describe_failure,
 )
 from common.rating import (
     DEVICE_ID_RE,
@@ -52,6 +54,9 @@ log = logging.getLogger("hcp.bridge")
 DRAIN_S = 2.0             # on stop, wait this long for batches the platform is answering
 ALERT_EVERY_S = 300.0     # repeat the "platform refuses" alert at most this often
 DEADLETTER_LOGS_PER_MIN = 20
+# A rating whose delivery raised unexpectedly is tried again alone; failing alone this
+# many times, it is set aside (dead letter, no receipt: the device keeps it).
+POISON_FAILURES = 2
 
 
 @dataclass(slots=True)
@@ -71,6 +76,7 @@ class Pending:
     since: float
     deliveries: list[Delivery] = field(default_factory=list)
     dispatched: bool = False
+    failures: int = 0    # unexpected failures of batches it was in
 
 
 class _Wakeup:
@@ -100,6 +106,10 @@ class Bridge:
         self._workers_stopping = threading.Event()
         self._pending: dict[str, Pending] = {}
         self._waiting: deque[str] = deque()  # rating_ids not yet in a batch, oldest first
+        # Ratings of a batch that failed unexpectedly, each to be sent in a batch of its
+        # own, so that one poison record cannot hold back the others.
+        self._alone: deque[str] = deque()
+        self.failed = False  # a worker died: the process must exit non-zero
         # Same rating_id, another device's topic: handled after the first one's answer.
         self._deferred: dict[str, list[tuple[str, Incoming]]] = {}
         self._cache = RecentAnswers(p.cache_ttl_s, p.cache_max)
@@ -146,7 +156,11 @@ class Bridge:
 
     @property
     def healthy(self) -> bool:
-        return self.link.healthy
+        """Connected with every subscription granted, and every platform worker alive."""
+        return self.link.healthy and not self.failed and self._workers_alive()
+
+    def _workers_alive(self) -> bool:
+        return all(worker.is_alive() for worker in self._workers)
 
     def request_stop(self) -> None:
         """Safe from a signal handler or any thread."""
@@ -162,12 +176,21 @@ class Bridge:
         try:
             while not self._stop_requested.is_set():
                 self._step(self._wait_timeout(tick_s))
+                if not self._workers_alive():
+                    # Cannot happen while the workers contain their failures; if it does,
+                    # stop (and stop the watchdog pings): a restart is the cure.
+                    log.critical("a platform worker thread has died; stopping so that "
+                                 "systemd restarts the bridge")
+                    self.failed = True
+                    break
                 if on_tick is not None:
                     on_tick()
         finally:
             self._shutdown()
 
     def _wait_timeout(self, longest: float) -> float:
+        if self._alone and self._idle_workers:
+            return 0.0
         if self._waiting and self._idle_workers:
             head = self._pending.get(self._waiting[0])
             if head is not None:
@@ -181,7 +204,10 @@ class Bridge:
             event = None
         handled = 0
         while event is not None:
-            self._handle(event)
+            if isinstance(event, Incoming):
+                self._handle_message(event)
+            else:
+                self._handle(event)
             handled += 1
             if handled >= 1000:
                 break
@@ -211,7 +237,8 @@ class Bridge:
                 event = self._events.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 continue
-            if isinstance(event, BatchAnswered | BatchAbandoned | PlatformRefuses):
+            if isinstance(event, BatchAnswered | BatchAbandoned | PlatformRefuses
+                          | BatchFailed):
                 self._handle(event)
         for _ in self._workers:
             self._jobs.put(None)
@@ -232,6 +259,8 @@ class Bridge:
         elif isinstance(event, BatchAbandoned):
             self._batches_out -= 1
             self._idle_workers += 1
+        elif isinstance(event, BatchFailed):
+            self._on_failed(event)
         elif isinstance(event, LinkUp):
             self._on_link_up(event)
         elif isinstance(event, LinkDown):
@@ -252,8 +281,38 @@ class Bridge:
             if not entry.dispatched:
                 del self._pending[rating_id]  # not sent yet: the redelivery replaces it
         self._waiting = deque(r for r in self._waiting if r in self._pending)
+        self._alone = deque(r for r in self._alone if r in self._pending)
         self._deferred.clear()
         self.metrics.broker_connected.set(1)
+
+    def _handle_message(self, msg: Incoming) -> None:
+        """A message, with whatever it raises contained: the checks should refuse every
+        bad message with a reason, but a message that got past them and made the loop
+        raise would otherwise stop the bridge again at each redelivery."""
+        try:
+            self._on_message(msg)
+        except Exception as e:
+            detail = describe_failure(e)
+            log.error("handling a message on %s failed unexpectedly (%s)",
+                      self._shown_topic(msg.topic), detail)
+            log.debug("the failure in full", exc_info=True)
+            self.metrics.internal_errors.labels("message").inc()
+            device_id = msg.topic[self._prefix_len:].partition("/")[0]
+            if msg.topic.endswith("/rating"):
+                # Set aside without a receipt: the device keeps the rating and re-sends
+                # it; if the fault is ours, a fixed bridge forwards it then.
+                self._publish_dead_letter(msg.topic, device_id, msg.payload, InvalidRecord(
+                    "unprocessable", f"the bridge failed on this message ({detail})",
+                    scan_rating_id(msg.payload)))
+                self.link.ack(msg.generation, msg.mid, msg.qos)
+
+    def _shown_topic(self, topic: str) -> str:
+        """A topic for the log: as it is when it names a device, else without the
+        device part (which could be any text)."""
+        device_id = topic[self._prefix_len:].partition("/")[0]
+        if topic.startswith(self._prefix + "/") and DEVICE_ID_RE.fullmatch(device_id):
+            return topic[:200]
+        return f"{self._prefix}/?/{topic.rpartition('/')[2][:20]}"
 
     def _on_message(self, msg: Incoming) -> None:
         rest = msg.topic[self._prefix_len:]
@@ -302,6 +361,12 @@ class Bridge:
         self._waiting.append(rating.rating_id)
 
     def _dispatch(self) -> None:
+        while self._alone and self._idle_workers:
+            entry = self._pending.get(self._alone.popleft())
+            if entry is None or entry.dispatched:
+                continue
+            entry.dispatched = True
+            self._send_batch([entry.rating])
         now = self._clock()
         while self._waiting and self._idle_workers:
             head = self._pending.get(self._waiting[0])
@@ -319,10 +384,45 @@ class Bridge:
                 ratings.append(entry.rating)
             if not ratings:
                 return
-            self._batch_number += 1
-            self._idle_workers -= 1
-            self._batches_out += 1
-            self._jobs.put(Batch(self._batch_number, ratings))
+            self._send_batch(ratings)
+
+    def _send_batch(self, ratings: list[RatingMessage]) -> None:
+        self._batch_number += 1
+        self._idle_workers -= 1
+        self._batches_out += 1
+        self._jobs.put(Batch(self._batch_number, ratings))
+
+    def _on_failed(self, event: BatchFailed) -> None:
+        """A batch whose delivery raised: each rating is tried again alone; one that
+        fails alone POISON_FAILURES times is set aside, so a poison record can neither
+        stop a worker nor hold the others back."""
+        self._batches_out -= 1
+        self._idle_workers += 1
+        alone = len(event.batch.ratings) == 1
+        for rating in event.batch.ratings:
+            entry = self._pending.get(rating.rating_id)
+            if entry is None or entry.rating is not rating:
+                continue
+            entry.dispatched = False
+            entry.failures += 1
+            if alone and entry.failures >= POISON_FAILURES:
+                self._set_aside(entry, event.detail)
+            else:
+                self._alone.append(rating.rating_id)
+
+    def _set_aside(self, entry: Pending, detail: str) -> None:
+        """Dead letter and acknowledgement, but no receipt: the device keeps the rating
+        and re-sends it after resend_after_s, so nothing is lost to a bridge bug."""
+        rating = entry.rating
+        del self._pending[rating.rating_id]
+        self._publish_dead_letter(
+            f"{self._prefix}/{rating.device_id}/rating", rating.device_id, rating.payload,
+            InvalidRecord("unprocessable", f"delivering it failed {entry.failures} times "
+                          f"({detail}); the device keeps it", rating.rating_id))
+        for d in entry.deliveries:
+            self.link.ack(d.generation, d.mid, d.qos)
+        for device_id, msg in self._deferred.pop(rating.rating_id, ()):
+            self._on_rating(device_id, msg, counted=True)
 
     def _on_answered(self, batch: Batch, results: dict[str, Result]) -> None:
         self._batches_out -= 1
@@ -379,19 +479,21 @@ class Bridge:
     def _dead_letter(self, msg: Incoming, device_id: str, delivery: Delivery | None,
                      error: InvalidRecord) -> None:
         """Publish the dead letter and (when possible) a rejected receipt, then ack."""
-        self.metrics.deadletter.labels(error.reason).inc()
-        self.link.publish(f"{self._prefix}/deadletter",
-                          dead_letter(msg.topic, device_id, msg.payload, error,
-                                      self.config.mqtt.client_id), qos=1)
+        self._publish_dead_letter(msg.topic, device_id, msg.payload, error)
         # The receipt goes to the device named by the topic, never by the payload: a
         # spoofed record must not make another device drop a genuine rating.
         if error.rating_id and delivery is not None:
             self._send_receipts({device_id: [receipt(error.rating_id, "rejected",
                                                      f"{error.reason}: {error.detail}")]})
         self.link.ack(msg.generation, msg.mid, msg.qos)
-        # Not the topic itself when it does not name a device: it could be any text.
-        self._log_dead_letter(msg.topic if error.reason != "bad_topic"
-                              else f"{self._prefix}/?/rating", error)
+
+    def _publish_dead_letter(self, topic: str, device_id: str, payload: bytes,
+                             error: InvalidRecord) -> None:
+        self.metrics.deadletter.labels(error.reason).inc()
+        self.link.publish(f"{self._prefix}/deadletter",
+                          dead_letter(topic, device_id, payload, error,
+                                      self.config.mqtt.client_id), qos=1)
+        self._log_dead_letter(self._shown_topic(topic), error)
 
     def _log_dead_letter(self, topic: str, error: InvalidRecord) -> None:
         start, count = self._deadletter_log_window

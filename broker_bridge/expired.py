@@ -25,7 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from broker_bridge.bridge import POISON_FAILURES
 from broker_bridge.config import BridgeConfig, load_bridge_config
+from broker_bridge.device_numbers import QuietWarnings
+from broker_bridge.messages import dead_letter
 from broker_bridge.metrics import BridgeMetrics
 from broker_bridge.mqtt_link import (
     Incoming,
@@ -42,9 +45,11 @@ from broker_bridge.sender import (
     Batch,
     BatchAbandoned,
     BatchAnswered,
+    BatchFailed,
     PlatformRefuses,
     PlatformWorker,
     WorkerEvent,
+    describe_failure,
 )
 from common.rating import (
     DEVICE_ID_RE,
@@ -54,7 +59,7 @@ from common.rating import (
     aware_time,
     decode_json_object,
 )
-from common.service import EX_CONFIG, load_config, run_service, setup_logging
+from common.service import EX_CONFIG, EX_SOFTWARE, load_config, run_service, setup_logging
 
 DRAIN_S = 2.0
 MAX_EVENT_BYTES = 64 * 1024
@@ -67,6 +72,8 @@ class _Held:
     since: float
     deliveries: list[tuple[int, int, int]] = field(default_factory=list)
     dispatched: bool = False
+    failures: int = 0
+    topic: str = ""
 
 
 class _Wakeup:
@@ -82,6 +89,7 @@ class ExpiredForwarder:
         self.profile: GovProfile = config.gov_profile
         m, p = config.mqtt, config.platform
         self._prefix = m.prefix
+        self.link_client_id = f"{m.client_id[:55]}-expired"
         self._batch_max = p.batch_max
         self._batch_wait = p.batch_wait_ms / 1000.0
         self._events: queue.SimpleQueue[LinkEvent | WorkerEvent | _Wakeup] = \
@@ -91,7 +99,11 @@ class ExpiredForwarder:
         self._worker_stopping = threading.Event()
         self._held: dict[str, _Held] = {}
         self._waiting: deque[str] = deque()
+        self._alone: deque[str] = deque()  # from a batch that failed: one at a time
         self._busy = False
+        self.failed = False  # the worker died: exit non-zero
+        self.metrics = BridgeMetrics()
+        self._warnings = QuietWarnings(log, time.monotonic)
         self._batches = 0
         self.forwarded = 0
         settings = replace(m, client_id=f"{m.client_id[:55]}-expired",
@@ -101,7 +113,7 @@ class ExpiredForwarder:
                                  self._events.put, lambda topic: topic.endswith("/event"))
         self._worker = PlatformWorker(
             "platform-expired", PlatformClient(p.url, p.timeout_s, p.token_file, p.ca_file),
-            self._jobs, self._events.put, BridgeMetrics(), self._worker_stopping,
+            self._jobs, self._events.put, self.metrics, self._worker_stopping,
             p.client_error_retry_s, p.retry_cap_s)
 
     def _subscription(self, group: str) -> str:
@@ -110,7 +122,7 @@ class ExpiredForwarder:
 
     @property
     def healthy(self) -> bool:
-        return self.link.healthy
+        return self.link.healthy and not self.failed and self._worker.is_alive()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -122,7 +134,9 @@ class ExpiredForwarder:
         try:
             while not self._stop.is_set():
                 timeout = tick_s
-                if self._waiting and not self._busy:
+                if self._alone and not self._busy:
+                    timeout = 0.0
+                elif self._waiting and not self._busy:
                     head = self._held[self._waiting[0]]
                     timeout = max(0.0, min(tick_s, head.since + self._batch_wait
                                            - time.monotonic()))
@@ -130,9 +144,16 @@ class ExpiredForwarder:
                     item = self._events.get(timeout=timeout)
                 except queue.Empty:
                     item = None
-                if item is not None:
+                if isinstance(item, Incoming):
+                    self._handle_event(item)
+                elif item is not None:
                     self._handle(item)
                 self._dispatch()
+                if not self._worker.is_alive():
+                    log.critical("the platform worker thread has died; stopping so that "
+                                 "systemd restarts this process")
+                    self.failed = True
+                    break
                 if on_tick is not None:
                     on_tick()
         finally:
@@ -146,7 +167,7 @@ class ExpiredForwarder:
                 item = self._events.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 continue
-            if isinstance(item, BatchAnswered | BatchAbandoned):
+            if isinstance(item, BatchAnswered | BatchAbandoned | BatchFailed):
                 self._handle(item)
         self._jobs.put(None)
         self.link.stop()
@@ -163,14 +184,29 @@ class ExpiredForwarder:
                 if not held.dispatched:
                     del self._held[prompt_id]
             self._waiting = deque(p for p in self._waiting if p in self._held)
+            self._alone = deque(p for p in self._alone if p in self._held)
         elif isinstance(item, BatchAnswered):
             self._on_answered(item)
         elif isinstance(item, BatchAbandoned):
             self._busy = False
+        elif isinstance(item, BatchFailed):
+            self._on_failed(item)
         elif isinstance(item, PlatformRefuses):
             pass  # the worker logged it loudly; the events wait at the broker
         elif isinstance(item, LinkDown):
             pass
+
+    def _handle_event(self, msg: Incoming) -> None:
+        """One event, with whatever it raises contained (acknowledged, counted, logged):
+        an event that made this loop raise would stop it again at every redelivery."""
+        try:
+            self._on_event(msg)
+        except Exception as e:
+            log.error("handling an event failed unexpectedly (%s); acknowledged and "
+                      "skipped", describe_failure(e))
+            log.debug("the failure in full", exc_info=True)
+            self.metrics.internal_errors.labels("message").inc()
+            self.link.ack(msg.generation, msg.mid, msg.qos)
 
     def _on_event(self, msg: Incoming) -> None:
         record = self._expired_record(msg)
@@ -183,7 +219,7 @@ class ExpiredForwarder:
             device_id = record.get("deviceCode") or ""
             held = self._held[prompt_id] = _Held(
                 RatingMessage(prompt_id, str(device_id), 0, record, encode(record)),
-                time.monotonic())
+                time.monotonic(), topic=msg.topic)
             self._waiting.append(prompt_id)
         held.deliveries.append((msg.generation, msg.mid, msg.qos))
 
@@ -201,13 +237,18 @@ class ExpiredForwarder:
             return None
         case_id, at = event.get("case_id"), event.get("at")
         if not (isinstance(case_id, str) and 0 < len(case_id) <= 64 and aware_time(at) is not None):
-            log.warning("skipped a prompt_expired event from %s without a case_id (1..64 "
-                        "characters) or an ISO-8601 time with an offset from %s", device_id,
-                        TIME_RANGE_TEXT)
+            self._warnings.warn(f"skipped a prompt_expired event from {device_id} without "
+                                "a case_id (1..64 characters) or an ISO-8601 time with an "
+                                f"offset from {TIME_RANGE_TEXT}")
             return None
         return self.profile.expired(device_id, {"case_id": case_id, "at": at})
 
     def _dispatch(self) -> None:
+        while self._alone and not self._busy:
+            held = self._held.get(self._alone.popleft())
+            if held is not None and not held.dispatched:
+                held.dispatched = True
+                self._send([held.message])
         if self._busy or not self._waiting:
             return
         head = self._held[self._waiting[0]]
@@ -219,9 +260,40 @@ class ExpiredForwarder:
             held = self._held[self._waiting.popleft()]
             held.dispatched = True
             messages.append(held.message)
+        self._send(messages)
+
+    def _send(self, messages: list[RatingMessage]) -> None:
         self._batches += 1
         self._busy = True
         self._jobs.put(Batch(self._batches, messages))
+
+    def _on_failed(self, failed: BatchFailed) -> None:
+        """Each prompt of a batch whose delivery raised is tried again alone; one that
+        fails alone too is set aside (dead letter, acknowledged): no poison event can
+        stop the worker or hold the others back."""
+        self._busy = False
+        alone = len(failed.batch.ratings) == 1
+        for message in failed.batch.ratings:
+            held = self._held.get(message.rating_id)
+            if held is None:
+                continue
+            held.dispatched = False
+            held.failures += 1
+            if not (alone and held.failures >= POISON_FAILURES):
+                self._alone.append(message.rating_id)
+                continue
+            del self._held[message.rating_id]
+            self.metrics.deadletter.labels("unprocessable").inc()
+            device_id = held.topic[len(self._prefix) + 1:].partition("/")[0]
+            self.link.publish(f"{self._prefix}/deadletter", dead_letter(
+                held.topic, device_id, message.payload, InvalidRecord(
+                    "unprocessable", f"reporting this expired prompt failed "
+                    f"{held.failures} times ({failed.detail})", message.rating_id),
+                self.link_client_id), qos=1)
+            self._warnings.warn(f"expired prompt {message.rating_id} from {device_id} set "
+                                f"aside: delivering it failed ({failed.detail})")
+            for generation, mid, qos in held.deliveries:
+                self.link.ack(generation, mid, qos)
 
     def _on_answered(self, answered: BatchAnswered) -> None:
         self._busy = False
@@ -259,5 +331,7 @@ def main(argv: list[str]) -> int:
     log.info("expired prompts: %s:%s %s/+/event -> %s", config.mqtt.host, config.mqtt.port,
              config.mqtt.prefix, config.platform.url)
     run_service(forwarder)
+    if forwarder.failed:
+        return EX_SOFTWARE  # the worker died: systemd restarts us
     log.info("stopped after reporting %d expired prompts", forwarder.forwarded)
     return 0

@@ -22,7 +22,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 _EVENT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 MAX_EVENT_NAMES = 64  # a device cannot blow up the label set with invented event names
 DEADLETTER_REASONS = ("too_large", "bad_utf8", "bad_json", "bad_schema", "bad_field",
-                      "device_mismatch", "bad_topic")
+                      "device_mismatch", "bad_topic", "unprocessable")
+INTERNAL_ERROR_PLACES = ("worker", "message")
 
 
 class BridgeMetrics:
@@ -69,12 +70,18 @@ class BridgeMetrics:
             "last telemetry", registry=r)
         self.device_events = Counter(
             "hcp_bridge_device_events", "Device events by name", ["event"], registry=r)
+        self.internal_errors = Counter(
+            "hcp_bridge_internal_errors", "Unexpected failures contained by the bridge "
+            "(a bug, or input no check foresaw): in a platform worker, or handling a "
+            "message", ["where"], registry=r)
         self.broker_connected = Gauge(
             "hcp_bridge_broker_connected", "1 while connected with subscriptions granted",
             registry=r)
         self._event_names: set[str] = set()
         for reason in DEADLETTER_REASONS:  # every series exists from the start, at 0
             self.deadletter.labels(reason)
+        for place in INTERNAL_ERROR_PLACES:
+            self.internal_errors.labels(place)
 
     def count_event(self, name: object) -> None:
         label = name if isinstance(name, str) and _EVENT_NAME_RE.match(name) else "invalid"

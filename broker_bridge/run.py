@@ -12,7 +12,7 @@ from broker_bridge.http_endpoint import EndpointError, StatusEndpoint
 from broker_bridge.metrics import BridgeMetrics
 from broker_bridge.mqtt_link import LinkError
 from broker_bridge.platform_client import PlatformError
-from common.service import EX_CONFIG, load_config, run_service, setup_logging
+from common.service import EX_CONFIG, EX_SOFTWARE, load_config, run_service, setup_logging
 
 log = logging.getLogger("hcp.bridge")
 
@@ -52,5 +52,7 @@ def main(argv: list[str]) -> int:
         run_service(bridge)
     finally:
         endpoint.stop()
+    if bridge.failed:
+        return EX_SOFTWARE  # a worker died: systemd restarts us
     log.info("bridge stopped")
     return 0

@@ -14,8 +14,10 @@ import logging
 import queue
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from broker_bridge.metrics import BridgeMetrics
 from broker_bridge.platform_client import PlatformClient, PlatformError, Result
@@ -55,7 +57,16 @@ class PlatformRefuses:
     detail: str
 
 
-WorkerEvent = BatchAnswered | BatchAbandoned | PlatformRefuses
+@dataclass(frozen=True, slots=True)
+class BatchFailed:
+    """Delivering the batch raised something no retry rule covers (a bug, or a record the
+    client cannot handle): the owner decides, the worker carries on."""
+
+    batch: Batch
+    detail: str
+
+
+WorkerEvent = BatchAnswered | BatchAbandoned | PlatformRefuses | BatchFailed
 
 
 class PlatformWorker(threading.Thread):
@@ -80,7 +91,20 @@ class PlatformWorker(threading.Thread):
                 batch = self._jobs.get()
                 if batch is None:
                     return
-                results = self._deliver(batch)
+                try:
+                    results = self._deliver(batch)
+                except Exception as e:
+                    # Contained here, at the loop: a worker that died would stop its
+                    # share of forwarding while /healthz still said 200.
+                    detail = describe_failure(e)
+                    log.error("platform worker %s: delivering a batch of %d ratings failed "
+                              "unexpectedly (%s); handing it back", self.name,
+                              len(batch.ratings), detail)
+                    log.debug("the failure in full", exc_info=True)
+                    self._metrics.internal_errors.labels("worker").inc()
+                    self._client.close()  # whatever state the connection was left in
+                    self._sink(BatchFailed(batch, detail))
+                    continue
                 self._sink(BatchAnswered(batch, results) if results is not None
                            else BatchAbandoned(batch))
         finally:
@@ -155,3 +179,13 @@ class PlatformWorker(threading.Thread):
         if error.retry_after is not None:
             delay = max(delay, error.retry_after)
         return delay
+
+
+def describe_failure(error: BaseException) -> str:
+    """An unexpected exception for a log line or a dead letter: its type and where it
+    was raised, not its message (which may quote a record's values)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return type(error).__name__
+    last = frames[-1]
+    return f"{type(error).__name__} at {Path(last.filename).name}:{last.lineno}"

@@ -191,3 +191,226 @@ def test_dead_letters_receipts_and_logs_never_repeat_personal_data(
     assert letters[1]["other_keys"] == 1 and "a key of 2 characters" in letters[1]["detail"]
     assert letters[-1]["reason"] == "bad_topic" and letters[-1]["topic"] is None
     assert len(link.receipts("dev-pii")) == 13   # every one whose rating_id was readable
+
+
+# A worker that fails is contained, counted, or the process stops ---------------------
+
+def poison_client(monkeypatch: pytest.MonkeyPatch, marker: bytes,
+                  error: type[BaseException] = RuntimeError) -> None:
+    """Every platform client raises `error` for a batch holding a payload with `marker`:
+    an unexpected exception inside the worker's unit of work."""
+    from broker_bridge.platform_client import PlatformClient
+
+    real = PlatformClient.post_ratings
+
+    def post_ratings(self: PlatformClient, payloads: Sequence[bytes]) -> Any:
+        if any(marker in p for p in payloads):
+            raise error("injected")
+        return real(self, payloads)
+
+    monkeypatch.setattr(PlatformClient, "post_ratings", post_ratings)
+
+
+def metric(run: Running, name: str, **labels: str) -> float:
+    value = run.bridge.metrics.registry.get_sample_value(name, labels)
+    assert value is not None, name
+    return value
+
+
+def test_a_batch_whose_delivery_raises_is_split_and_the_poison_set_aside(
+        start_bridge: Callable[..., Running], platform: RunningPlatform,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    poison_client(monkeypatch, b"dev-poison")
+    run = start_bridge(batch_wait_ms=300, batch_max=3, concurrency=1)
+    link = run.link
+    good1, poison, good2 = make_rating("dev-a"), make_rating("dev-poison"), make_rating("dev-b")
+    for mid, record in enumerate((good1, poison, good2), start=1):
+        link.deliver(1, mid, record)
+    wait_for(lambda: statuses(link, "dev-a") == ["accepted"]
+             and statuses(link, "dev-b") == ["accepted"])
+    wait_for(lambda: len(deadletters(link)) == 1)
+    letter = deadletters(link)[0]
+    assert letter["reason"] == "unprocessable" and letter["rating_id"] == poison["rating_id"]
+    assert "RuntimeError at test_bridge_containment.py" in letter["detail"]
+    wait_for(lambda: len(link.acks) == 3)
+    assert link.receipts("dev-poison") == []   # no receipt: the device keeps it
+    # Once in the batch of three, once alone: set aside.
+    assert metric(run, "hcp_bridge_internal_errors_total", where="worker") == 2
+    assert metric(run, "hcp_bridge_deadletter_total", reason="unprocessable") == 1
+    assert run.bridge.healthy
+    # The worker carries on, and the device's re-send is tried afresh.
+    later = make_rating("dev-a")
+    link.deliver(1, 10, later)
+    link.deliver(1, 11, poison)
+    wait_for(lambda: statuses(link, "dev-a") == ["accepted"] * 2)
+    wait_for(lambda: len(deadletters(link)) == 2)
+    assert set(platform.control.rating_ids()) == {good1["rating_id"], good2["rating_id"],
+                                                  later["rating_id"]}
+    assert run.thread.is_alive() and run.bridge.healthy
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_worker_thread_that_dies_makes_the_bridge_unhealthy_and_stop(
+        start_bridge: Callable[..., Running], monkeypatch: pytest.MonkeyPatch) -> None:
+    poison_client(monkeypatch, b"dev-fatal", SystemExit)  # escapes `except Exception`
+    run = start_bridge(concurrency=2)
+    wait_for(lambda: run.ticks > 0)
+    assert run.bridge.healthy
+    run.link.deliver(1, 1, make_rating("dev-fatal"))
+    run.thread.join(10)
+    assert not run.thread.is_alive(), "the loop went on with a dead worker"
+    assert run.bridge.failed and not run.bridge.healthy
+    ticks = run.ticks
+    time.sleep(0.2)
+    assert run.ticks == ticks  # no watchdog ping after the worker died
+
+
+def test_a_message_that_makes_the_loop_raise_is_contained(
+        start_bridge: Callable[..., Running], platform: RunningPlatform,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from broker_bridge.cache import RecentAnswers
+    from broker_bridge.fleet import FleetView
+    from broker_bridge.mqtt_link import Incoming
+
+    real_get = RecentAnswers.get
+
+    def get(self: RecentAnswers, rating_id: str, device_id: str, now: float) -> Any:
+        if device_id == "dev-poison":
+            raise KeyError("injected")
+        return real_get(self, rating_id, device_id, now)
+
+    def telemetry(self: FleetView, device_id: str, payload: bytes) -> None:
+        raise ValueError("injected")
+
+    monkeypatch.setattr(RecentAnswers, "get", get)
+    monkeypatch.setattr(FleetView, "telemetry", telemetry)
+    run = start_bridge()
+    link = run.link
+    link.sink(Incoming(1, "hcp/v1/dev-a/telemetry", b'{"backlog": 1}', 0, 0, False))
+    poison = make_rating("dev-poison")
+    link.deliver(1, 1, poison)
+    good = make_rating("dev-a")
+    link.deliver(1, 2, good)
+    wait_for(lambda: statuses(link, "dev-a") == ["accepted"])
+    assert metric(run, "hcp_bridge_internal_errors_total", where="message") == 2
+    letters = deadletters(link)
+    assert [(d["reason"], d["rating_id"]) for d in letters] == [
+        ("unprocessable", poison["rating_id"])]
+    assert sorted(mid for _, mid in link.acks) == [1, 2]
+    assert link.receipts("dev-poison") == []
+    assert run.thread.is_alive() and run.bridge.healthy
+
+
+# hcp-bridge expired: the same rules ---------------------------------------------------
+
+@pytest.fixture
+def start_expired(platform: RunningPlatform) -> Iterator[Callable[[], Any]]:
+    from broker_bridge.expired import ExpiredForwarder
+
+    running: list[tuple[ExpiredForwarder, threading.Thread]] = []
+
+    def start() -> tuple[ExpiredForwarder, FakeLink, threading.Thread]:
+        config = parse_bridge_config(Path("test.toml"), {
+            "mqtt": {"client_id": "expired-test"},
+            "platform": {"url": platform.url, "retry_cap_s": 1, "batch_wait_ms": 200,
+                         "profile": "gov"}})
+        links: list[FakeLink] = []
+
+        def factory(settings: MqttSettings, subscriptions: Sequence[tuple[str, int]],
+                    sink: Callable[[LinkEvent], None], holds: Callable[[str], bool]
+                    ) -> FakeLink:
+            links.append(FakeLink(sink))
+            return links[0]
+
+        forwarder = ExpiredForwarder(config, link_factory=factory)
+        thread = threading.Thread(target=forwarder.run, args=(None, 0.05), daemon=True)
+        thread.start()
+        running.append((forwarder, thread))
+        assert links[0].started.wait(5)
+        return forwarder, links[0], thread
+
+    yield start
+    for forwarder, thread in running:
+        forwarder.request_stop()
+        thread.join(5)
+
+
+def expired_event(device_id: str, mid: int, case_id: str = "C1") -> Any:
+    import json
+
+    from broker_bridge.mqtt_link import Incoming
+
+    return Incoming(1, f"hcp/v1/{device_id}/event", json.dumps(
+        {"event": "prompt_expired", "at": "2026-11-25T02:32:07Z", "case_id": case_id}
+    ).encode(), mid, 1, False)
+
+
+def test_expired_contains_a_poison_prompt_and_an_event_that_raises(
+        start_expired: Callable[[], Any], platform: RunningPlatform,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from broker_bridge.profile import GovProfile
+
+    poison_client(monkeypatch, b"dev-poison")
+    real_expired = GovProfile.expired
+
+    def expired(self: GovProfile, device_id: str, event: Any) -> Any:
+        if device_id == "dev-raises":
+            raise ZeroDivisionError("injected")
+        return real_expired(self, device_id, event)
+
+    monkeypatch.setattr(GovProfile, "expired", expired)
+    forwarder, link, thread = start_expired()
+    link.sink(expired_event("dev-a", 1))
+    link.sink(expired_event("dev-poison", 2))
+    link.sink(expired_event("dev-raises", 3))
+    link.sink(expired_event("dev-b", 4))
+    wait_for(lambda: platform.control.counts()["expired_prompts"] == 2)
+    wait_for(lambda: len(link.acks) == 4)
+    letters = deadletters(link)
+    assert [(d["reason"], d["device_id"]) for d in letters] == [
+        ("unprocessable", "dev-poison")]
+    assert forwarder.metrics.registry.get_sample_value(
+        "hcp_bridge_internal_errors_total", {"where": "message"}) == 1
+    assert forwarder.metrics.registry.get_sample_value(
+        "hcp_bridge_internal_errors_total", {"where": "worker"}) == 2
+    assert thread.is_alive() and forwarder.healthy
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_expired_stops_when_its_worker_dies(start_expired: Callable[[], Any],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    poison_client(monkeypatch, b"dev-fatal", SystemExit)
+    forwarder, link, thread = start_expired()
+    assert forwarder.healthy
+    link.sink(expired_event("dev-fatal", 1))
+    thread.join(10)
+    assert not thread.is_alive() and forwarder.failed and not forwarder.healthy
+
+
+def test_watch_webhook_survives_a_garbled_answer() -> None:
+    """A status line that is not HTTP raises http.client.BadStatusLine, which is not an
+    OSError: it killed the webhook thread, and every later alert was silently lost."""
+    import socket
+
+    from broker_bridge.watch.webhook import Webhook
+
+    answers = [b"garbage\r\n\r\n", b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"]
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        for answer in answers:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    hook = Webhook(f"http://127.0.0.1:{server.getsockname()[1]}/hook", 2.0)
+    hook.start()
+    try:
+        hook.send(b'{"alert": "x"}')
+        wait_for(lambda: hook.delivered == 1)   # the retry, a second later
+        assert hook.is_alive() and hook.dropped == 0
+    finally:
+        hook.stop()
+        server.close()

@@ -316,12 +316,46 @@ def test_hostile_messages_are_skipped(tmp_path: Path, mosquitto: Mosquitto,
                               ("rating", encode(make_rating("Y"))),  # another device's id
                               ("status", b'{"online": "yes"}'), ("telemetry", b"null"),
                               ("telemetry", b'{"backlog": "lots", "oldest_pending_s": 1e400}'),
-                              ("event", b'{"event": ["x"]}'), ("event", b"x" * 100_000)):
+                              ("event", b'{"event": ["x"]}'), ("event", b"x" * 100_000),
+                              ("telemetry", b'{"backlog": 1' + b"0" * 400 + b"}"),
+                              ("telemetry", b'{"backlog": 1, "backlog": 900}'),
+                              ("status", b'{"online": false, "online": true}'),
+                              ("rating", encode(make_rating(
+                                  "X", rated_at="0001-01-01T00:00:00+14:00"))),
+                              ("rating", encode(make_rating(
+                                  "X", rated_at="9999-12-31T23:59:59-14:00")))):
             devices.publish("X", kind, payload)
         last = devices.rating("421100-HG01-W03", 5, clock.now)
         wait_for(lambda: watcher.seen("421100-HG01-W03", last["rating_id"]))
         assert watcher.thread.is_alive() and devices.alerts == []
         assert watcher.service.watcher.devices["X"].ratings == []
+        assert watcher.service.watcher.devices["X"].backlog is None
+        assert watcher.service.failures == 0   # each refused by a check, none contained
+    finally:
+        watcher.stop()
+
+
+def test_a_message_that_makes_the_core_raise_is_contained(
+        tmp_path: Path, mosquitto: Mosquitto, devices: Devices, clock: VirtualClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from broker_bridge.watch.model import RatingSeen
+    from broker_bridge.watch.rules import Watcher
+
+    real = Watcher.handle
+
+    def handle(self: Watcher, event: Any) -> Any:
+        if isinstance(event, RatingSeen) and event.device_id == "X-raise":
+            raise ArithmeticError("injected")
+        return real(self, event)
+
+    monkeypatch.setattr(Watcher, "handle", handle)
+    watcher = RunningWatcher(watch_config(tmp_path, mosquitto), clock)
+    try:
+        devices.rating("X-raise", 5, clock.now)
+        last = devices.rating("421100-HG01-W03", 5, clock.now)
+        wait_for(lambda: watcher.seen("421100-HG01-W03", last["rating_id"]))
+        assert watcher.service.failures == 1
+        assert watcher.thread.is_alive() and watcher.service.healthy
     finally:
         watcher.stop()
 

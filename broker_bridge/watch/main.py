@@ -11,7 +11,7 @@ from broker_bridge.mqtt_link import LinkError
 from broker_bridge.watch.config import load_watch_config
 from broker_bridge.watch.service import WatchService
 from broker_bridge.watch.state import StateError
-from common.service import EX_CONFIG, load_config, run_service, setup_logging
+from common.service import EX_CONFIG, EX_SOFTWARE, load_config, run_service, setup_logging
 
 log = logging.getLogger("hcp.watch")
 
@@ -39,6 +39,8 @@ def main(argv: list[str]) -> int:
              f" and {config.watch.webhook_url}" if config.watch.webhook_url else "",
              config.watch.state_file)
     run_service(service)
+    if service.failed:
+        return EX_SOFTWARE  # a thread died: systemd restarts us
     log.info("watcher stopped (%d open alerts kept for the next start)",
              len(service.watcher.open))
     return 0

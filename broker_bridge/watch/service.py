@@ -18,6 +18,7 @@ from typing import Any
 from broker_bridge import device_numbers
 from broker_bridge.device_numbers import Refused
 from broker_bridge.mqtt_link import Incoming, LinkDown, LinkEvent, LinkFactory, LinkUp, MqttLink
+from broker_bridge.sender import describe_failure
 from broker_bridge.watch.alerts import alert_payload
 from broker_bridge.watch.config import WatchConfig
 from broker_bridge.watch.model import (
@@ -65,7 +66,9 @@ class WatchService:
         self._last_save = time.monotonic()
         self._save_failing = False
         self._skip_log = (0.0, 0)
+        self.failed = False  # a thread died: exit non-zero
         self.alerts_sent = 0
+        self.failures = 0  # messages whose handling raised unexpectedly (contained)
         self.ticks = 0  # ticks run so far (tests wait for one after moving their clock)
 
     def _load_core(self) -> Watcher:
@@ -89,7 +92,10 @@ class WatchService:
 
     @property
     def healthy(self) -> bool:
-        return self.link.healthy
+        return self.link.healthy and self._webhook_alive()
+
+    def _webhook_alive(self) -> bool:
+        return self._webhook is None or self._webhook.is_alive()
 
     def request_stop(self) -> None:
         """Safe from a signal handler or any thread."""
@@ -110,11 +116,18 @@ class WatchService:
                 except queue.Empty:
                     item = None
                 if isinstance(item, Incoming | LinkUp | LinkDown):
-                    self._on_link_event(item)
+                    self._contained(item)
                 if time.monotonic() >= next_tick:
                     self._apply(Tick(self._clock()))
                     self.ticks += 1
                     next_tick = time.monotonic() + self._tick_s
+                    if not self._webhook_alive():
+                        # Its loop contains its failures; should it die anyway, a
+                        # restart is the cure: no more watchdog pings, and out.
+                        log.critical("the webhook thread has died; stopping so that "
+                                     "systemd restarts the watcher")
+                        self.failed = True
+                        break
                     if on_tick is not None:
                         on_tick()
                 self._maybe_save()
@@ -128,6 +141,18 @@ class WatchService:
             self._webhook.stop()
 
     # Messages -----------------------------------------------------------------------
+
+    def _contained(self, item: LinkEvent) -> None:
+        """A message, with whatever it raises contained (counted and logged, a few a
+        minute): the messages are retained or redelivered, and one that stopped the
+        watcher would stop it again at every start."""
+        try:
+            self._on_link_event(item)
+        except Exception as e:
+            self.failures += 1
+            topic = item.topic if isinstance(item, Incoming) else "the link"
+            self._skip(topic, f"handling it failed unexpectedly ({describe_failure(e)})")
+            log.debug("the failure in full", exc_info=True)
 
     def _on_link_event(self, item: LinkEvent) -> None:
         now = self._clock()
@@ -202,10 +227,18 @@ class WatchService:
         if now - start >= 60:
             start, count = now, 0
         if count < SKIPPED_LOGS_PER_MIN:
-            log.warning("skipped a message on %s: %s", topic[:120], why[:200])
+            log.warning("skipped a message on %s: %s", self._shown_topic(topic), why[:200])
         elif count == SKIPPED_LOGS_PER_MIN:
             log.warning("more messages skipped this minute; not logging them")
         self._skip_log = (start, count + 1)
+
+    def _shown_topic(self, topic: str) -> str:
+        """The topic for the log, without its device part when that is not a device id
+        (it could be any text, a line break or someone's name)."""
+        device_id, _, kind = topic[len(self._prefix) + 1:].partition("/")
+        if topic.startswith(self._prefix + "/") and DEVICE_ID_RE.fullmatch(device_id):
+            return topic[:120]
+        return f"{self._prefix}/?/{kind[:20] if kind.isidentifier() else '?'}"
 
     # Alerts and state -----------------------------------------------------------------
 

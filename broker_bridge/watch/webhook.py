@@ -4,6 +4,7 @@ then the message is dropped with a log line (MQTT carries every alert regardless
 
 from __future__ import annotations
 
+import http.client
 import logging
 import queue
 import threading
@@ -52,7 +53,15 @@ class Webhook(threading.Thread):
             payload = self._queue.get()
             if payload is None:
                 return
-            self._deliver(payload)
+            try:
+                self._deliver(payload)
+            except Exception as e:
+                # Contained at the loop: a dead webhook thread would drop every later
+                # alert while the watcher looked healthy.
+                self.dropped += 1
+                log.error("webhook %s: an alert could not be sent (%s: unexpected)",
+                          self.url, type(e).__name__)
+                log.debug("the failure in full", exc_info=True)
 
     def _deliver(self, payload: bytes) -> None:
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS_S)):
@@ -83,5 +92,6 @@ class Webhook(threading.Thread):
                 return None
         except urllib.error.HTTPError as e:
             return f"HTTP {e.code}"
-        except (OSError, urllib.error.URLError, ValueError) as e:
+        except (OSError, urllib.error.URLError, ValueError, http.client.HTTPException) as e:
+            # HTTPException: a garbled answer (bad status line, a header too long).
             return str(getattr(e, "reason", e))[:200]
