@@ -17,13 +17,12 @@ from __future__ import annotations
 import binascii
 import json
 import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from common.text import display_text
+from common.text import display_text, has_unshowable
 
 MAX_LINE = 4096
 # A window system's seq is echoed in our ack/nak: any integer type a window PC keeps a
@@ -61,8 +60,6 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
 # Shown on the screen: normalised (line breaks and other control characters become one
 # space). Every other text field is an identifier, kept exactly or refused.
 DISPLAY_FIELDS = frozenset({"service_name", "staff_name", "reason"})
-# The same categories common.text.display_text replaces.
-_UNSHOWABLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 
 # completed_at is the window PC's clock: a PC with a flat CMOS battery may be years off,
 # but a year before 2000 or after 2099 is not a time any case was completed, and offsets
@@ -315,13 +312,6 @@ def _field_problem(name: str, value: Any, repeated: frozenset[str]) -> str | Non
     if name == "completed_at":
         return time_problem(value)
     return None
-
-
-def has_unshowable(value: str) -> bool:
-    """True when `value` holds a character display_text would replace (a control, format,
-    separator, surrogate, private-use or unassigned one)."""
-    return not value.isprintable() and any(
-        unicodedata.category(ch) in _UNSHOWABLE for ch in value)
 
 
 def time_problem(value: str) -> str | None:

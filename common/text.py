@@ -26,6 +26,14 @@ def display_text(value: str) -> str:
     return _SPACES.sub(" ", cleaned).strip()
 
 
+def has_unshowable(value: str) -> bool:
+    """True when `value` holds a character display_text would replace (not an ordinary
+    space): for fields that must be refused rather than changed, such as keys to another
+    system or a name in a config file."""
+    return not value.isprintable() and any(
+        unicodedata.category(ch) in _UNSHOWABLE for ch in value)
+
+
 def log_text(value: object, limit: int = 80) -> str:
     """`value` for a log line: quoted, escaped and cut, so a newline in a case id can
     never forge a line of the journal."""

@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(config, int):
         return config
     if args.command == "check-config":
+        from device.config import data_dir_problems
+        problems = data_dir_problems(config)   # what `run` would exit 73 for
+        for problem in problems:
+            print(f"hcp-device: {problem}", file=sys.stderr)
+        if problems:
+            return EX_CANTCREAT
         print(f"{args.config}: OK")
         return 0
 

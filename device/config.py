@@ -1,24 +1,34 @@
-"""The device's TOML config (SPEC §3): schema, cross-checks and typed result."""
+"""The device's TOML config (SPEC §3): schema, cross-checks and typed result.
+
+Whatever a file holds, `parse_device_config` returns a config the daemon can run or raises
+ConfigError with one line per problem naming the file and the key: never another
+exception. Texts the screen shows (`window_name`, reason labels) are refused, not
+changed, when they hold a line break or another character the screen cannot show: a
+technician sees the line and fixes the file (docs/install.md). `data_dir_problems` adds
+what `hcp-device check-config` checks on the disk.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common.configschema import (
     BROKER_AUTH_KEYS,
+    Check,
     ConfigError,
     Key,
     Section,
     in_range,
     load_toml,
-    non_empty,
     one_of,
     topic_prefix,
     validate,
 )
+from common.text import has_unshowable
 from device.core.settings import DEFAULT_REASONS, UiSettings
 
 # fullmatch, never match with "$": "$" also matches before a final newline.
@@ -31,6 +41,33 @@ MAX_ID_CHARS = 64
 # The national offline indicators for a bad rating (SPEC §5).
 MAX_REASONS = 4
 LEVELS = (5, 4, 3, 2, 1)
+# Texts of the screen, the same limits for the file and the retained config topic.
+MAX_WINDOW_NAME = 40
+MAX_REASON_LABEL = 12
+# TOML integers are signed 64-bit (tomllib reads longer ones anyway; so does JSON).
+INT64 = 2**63
+# Raw touch coordinates are evdev's signed 32-bit values.
+MAX_TOUCH_COORD = 2**31 - 1
+UNSHOWABLE_WHY = "must not contain control characters, line breaks or invisible characters"
+
+
+def screen_text(limit: int) -> Check:
+    """A text the screen shows as one row (a window name, a reason label): refused when
+    blank, longer than `limit`, or holding a character the screen cannot show, so that
+    what the technician or the platform wrote is exactly what the citizen reads."""
+    def check(v: Any) -> str | None:
+        if not v.strip():
+            return "must not be empty"
+        if len(v) > limit:
+            return f"must be at most {limit} characters"
+        if has_unshowable(v):
+            return UNSHOWABLE_WHY
+        return None
+    return check
+
+
+window_name = screen_text(MAX_WINDOW_NAME)
+reason_label = screen_text(MAX_REASON_LABEL)
 
 
 def _device_id(v: Any) -> str | None:
@@ -42,12 +79,35 @@ def _record_id(v: Any) -> str | None:
         return "must not be empty"
     if len(v) > MAX_ID_CHARS:
         return f"must be at most {MAX_ID_CHARS} characters"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
-        return "must not contain control characters"
+    if has_unshowable(v):
+        return UNSHOWABLE_WHY
     return None
 
 
+def _data_dir(v: Any) -> str | None:
+    if not v:
+        return "must not be empty"
+    if has_unshowable(v):  # a NUL byte made the outbox raise ValueError at start
+        return UNSHOWABLE_WHY
+    if not v.startswith("/"):
+        # Relative to the working directory, which is /run/hcp-device under systemd: a
+        # tmpfs, so every stored rating would vanish at the next reboot.
+        return "must be an absolute path (e.g. /var/lib/hcp-device)"
+    return None
 
+
+def _host(v: Any) -> str | None:
+    if not v:
+        return "must not be empty"
+    if has_unshowable(v) or any(c.isspace() for c in v):
+        return "must be a host name or address, without spaces or control characters"
+    return None
+
+
+def _prefix(v: Any) -> str | None:
+    if has_unshowable(v):  # topic_prefix's "$" also matches before a final newline
+        return "must not contain control characters or line breaks"
+    return topic_prefix(v)
 
 # pyserial's URL handlers (serial/urlhandler/protocol_*.py).
 SERIAL_URL_SCHEMES = ("socket", "loop", "rfc2217", "spy", "hwgrep", "alt", "cp2110")
@@ -58,6 +118,8 @@ def _serial_port(v: Any) -> str | None:
     not missing hardware retried for ever."""
     if not v:
         return None  # no window business system attached
+    if has_unshowable(v):
+        return f"must not contain control characters, got {v!r}"
     scheme, sep, rest = v.partition("://")
     if sep:
         if scheme not in SERIAL_URL_SCHEMES:
@@ -65,7 +127,9 @@ def _serial_port(v: Any) -> str | None:
                     + ", ".join(f"{s}://" for s in SERIAL_URL_SCHEMES))
         if scheme in ("socket", "rfc2217"):
             host, colon, port = rest.partition("?")[0].rpartition(":")
-            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            # isascii: "²".isdigit() is true, and int("²") raises.
+            if (not colon or not host or not port.isascii() or not port.isdigit()
+                    or not 0 < int(port) < 65536):
                 return f"{scheme}:// needs HOST:PORT, got {v!r}"
         return None
     if not v.startswith("/"):
@@ -90,8 +154,11 @@ def _reasons(v: Any) -> str | None:
             return f"entry {i + 1} must be a table with exactly code and label"
         if not isinstance(r["code"], str) or not REASON_CODE_RE.fullmatch(r["code"]):
             return f"entry {i + 1}: code must match [A-Za-z0-9_-]{{1,16}}"
-        if not isinstance(r["label"], str) or not 0 < len(r["label"]) <= 12:
-            return f"entry {i + 1}: label must be 1..12 characters"
+        if not isinstance(r["label"], str):
+            return f"entry {i + 1}: label must be a string"
+        why = reason_label(r["label"])
+        if why:
+            return f"entry {i + 1}: label {why}"
         codes.append(r["code"])
     if len(set(codes)) != len(codes):
         return "reason codes must be unique"
@@ -104,8 +171,8 @@ SCHEMA: dict[str, Section] = {
         "region_code": Key(str, check=_record_id),
         "hall_id": Key(str, check=_record_id),
         "window_id": Key(str, check=_record_id),
-        "window_name": Key(str, check=non_empty),
-        "data_dir": Key(str, check=non_empty),
+        "window_name": Key(str, check=window_name),
+        "data_dir": Key(str, check=_data_dir),
     }),
     "serial": Section({
         # "" means no window business system is attached (spontaneous ratings only).
@@ -138,9 +205,9 @@ SCHEMA: dict[str, Section] = {
         "kind": Key(str, "gpio", one_of("gpio", "none")),
     }, required=False),
     "mqtt": Section({
-        "host": Key(str, "127.0.0.1", non_empty),
+        "host": Key(str, "127.0.0.1", _host),
         "port": Key(int, 1883, in_range(1, 65535)),
-        "prefix": Key(str, "hcp/v1", topic_prefix),
+        "prefix": Key(str, "hcp/v1", _prefix),
         "keepalive_s": Key(int, 30, in_range(5, 3600)),
         "resend_after_s": Key(float, 300.0, in_range(1, 86400)),
         "telemetry_s": Key(float, 60.0, in_range(1, 86400)),
@@ -262,11 +329,52 @@ def _int_table(path: Path, section: str, key: str, raw: dict[str, Any] | None,
     return out
 
 
+def one_line(problem: str, limit: int = 300) -> str:
+    """A problem as one line of the journal: a key or value holding a line break (TOML
+    allows "a\nb" as a key) must not split it or forge the next line."""
+    if has_unshowable(problem):
+        problem = "".join(ch.encode("unicode_escape").decode("ascii") if has_unshowable(ch)
+                          else ch for ch in problem)
+    return problem if len(problem) <= limit else problem[:limit - 1] + "…"
+
+
+_TOO_BIG = object()  # stands in for an integer no setting can hold (see without_huge_ints)
+
+
+def without_huge_ints(where: Path | str, data: Mapping[str, Any],
+                      schema: Mapping[str, Section]) -> tuple[dict[str, Any], list[str],
+                                                              tuple[str, ...]]:
+    """`data` with each known key holding an integer beyond 64 bits replaced, one problem
+    for each, and the problem prefixes `validate` would add for them (to drop).
+
+    common.configschema.validate converts an integer to float for a number setting, and a
+    400-digit one raises OverflowError: a traceback instead of a problem line."""
+    clean: dict[str, Any] = {}
+    problems: list[str] = []
+    drop: list[str] = []
+    for name, section in data.items():
+        if not isinstance(section, Mapping) or name not in schema:
+            clean[name] = section
+            continue
+        kept = dict(section)
+        for key, value in section.items():
+            if (key in schema[name].keys and isinstance(value, int)
+                    and not isinstance(value, bool) and not -INT64 <= value < INT64):
+                prefix = f"{where}: [{name}] {key}:"
+                problems.append(f"{prefix} a number outside the 64-bit range")
+                drop.append(prefix + " ")
+                kept[key] = _TOO_BIG
+        clean[name] = kept
+    return clean, problems, tuple(drop)
+
+
 def parse_device_config(path: Path, data: dict[str, Any]) -> DeviceConfig:
-    """Validate parsed TOML; raise ConfigError listing every problem."""
-    v, problems = validate(path, data, SCHEMA)
+    """Validate parsed TOML; raise ConfigError listing every problem, one line each."""
+    data, problems, drop = without_huge_ints(path, data, SCHEMA)
+    v, found = validate(path, data, SCHEMA)
+    problems += [p for p in found if not p.startswith(drop)] if drop else found
     if problems and any("section missing" in p or "must be a table" in p for p in problems):
-        raise ConfigError(problems)
+        raise ConfigError([one_line(p) for p in problems])
     d, s, i, disp, ind, m, u, c = (v[k] for k in (
         "device", "serial", "input", "display", "indicators", "mqtt", "ui", "clock"))
 
@@ -274,10 +382,12 @@ def parse_device_config(path: Path, data: dict[str, Any]) -> DeviceConfig:
     zones: dict[int, tuple[int, int, int, int]] = {}
     for k, z in (i.get("zones") or {}).items():
         if (not isinstance(z, list) or len(z) != 4
-                or not all(isinstance(n, int) and not isinstance(n, bool) for n in z)
+                or not all(isinstance(n, int) and not isinstance(n, bool)
+                           and 0 <= n <= MAX_TOUCH_COORD for n in z)
                 or z[0] >= z[2] or z[1] >= z[3]):
             problems.append(f"{path}: [input] zones.{k}: must be [x0, y0, x1, y1] "
-                            f"with x0 < x1 and y0 < y1, got {z!r}")
+                            f"with x0 < x1 and y0 < y1, each 0..{MAX_TOUCH_COORD}, "
+                            f"got {z!r}")
         else:
             zones[int(k)] = (z[0], z[1], z[2], z[3])
     leds = _int_table(path, "indicators", "leds", ind.get("leds"), problems, 0, 27)
@@ -316,7 +426,7 @@ def parse_device_config(path: Path, data: dict[str, Any]) -> DeviceConfig:
         problems.append(f"{path}: [display] font: no such file {disp['font']!r}")
 
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([one_line(p) for p in problems])
 
     reasons = DEFAULT_REASONS if u["reasons"] is None else tuple(
         (r["code"], r["label"]) for r in u["reasons"])
@@ -342,6 +452,14 @@ def parse_device_config(path: Path, data: dict[str, Any]) -> DeviceConfig:
         ),
         clock=ClockSection(c["sync_file"], c["assume_synced"]),
     )
+
+
+def data_dir_problems(config: DeviceConfig) -> list[str]:
+    """What `hcp-device check-config` finds on the disk: a [device] data_dir in which the
+    daemon could not open its outbox (it would exit 73 at start). Creates nothing."""
+    from device.outbox import Outbox  # the outbox's own rules; not needed to parse
+    why = Outbox.probe(config.device.data_dir)
+    return [] if why is None else [one_line(f"{config.path}: [device] data_dir: {why}")]
 
 
 def load_device_config(path: str | Path) -> DeviceConfig:

@@ -22,6 +22,7 @@ from device.journal import (
     JournalTable,
     Op,
     del_op,
+    probe,
     put_op,
 )
 
@@ -74,6 +75,11 @@ class Outbox:
         self._compact_ratio = compact_ratio
         self._db: JournalDB | None = None
         self._next_seq = 1
+
+    @staticmethod
+    def probe(data_dir: Path) -> str | None:
+        """Why the outbox could not be opened in `data_dir`, or None; creates nothing."""
+        return probe(Path(data_dir) / JOURNAL_NAME)
 
     # Lifecycle ---------------------------------------------------------------------------
 

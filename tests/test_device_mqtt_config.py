@@ -110,11 +110,23 @@ BASE = UiSettings(window_name=FILE_NAME)
     (b"[1, 2]", "must be a JSON object"),
     (b'{"prompt_timeout_s": NaN}', "NaN"),
     (b'{"thanks_s": -Infinity}', "Infinity"),
-    (b'{"thanks_s": 1' + b"0" * 400 + b"}", "out of range"),
+    (b'{"thanks_s": 1' + b"0" * 400 + b"}", "thanks_s: a number outside the 64-bit range"),
+    (b'{"prompt_timeout_s": 1' + b"0" * 30 + b"}", "outside the 64-bit range"),
     (b'{"thanks_s": 1' + b"0" * 5000 + b"}", "not JSON"),
     (b'{"lockout_s": true}', "lockout_s: must be a number"),
     (b'{"window_name": "a\\nb"}', "control characters"),
     (b'{"window_name": "' + b"x" * 41 + b'"}', "at most 40"),
+    (b'{"window_name": "03\\u2028\\u7a97\\u53e3"}', "window_name: must not contain control"),
+    (b'{"window_name": "03\\r\\n"}', "window_name: must not contain control"),
+    (b'{"window_name": "\\u202e03"}', "window_name: must not contain control"),
+    (b'{"window_name": "\\t"}', "window_name: must not be empty"),
+    (b'{"reasons": [{"code": "X1", "label": "\\u7b49\\u5019\\r\\n"}]}',
+     "entry 1: label must not contain control"),
+    (b'{"reasons": [{"code": "X1", "label": "\\u200b"}]}', "entry 1: label must not"),
+    (b'{"reasons": [{"code": "X1", "label": 5}]}', "entry 1: label must be a string"),
+    (b'{"thanks_s": 2, "thanks_s": 3}', "'thanks_s' given twice"),
+    (b'{"reasons": [{"code": "X1", "code": "X2", "label": "a"}]}', "'code' given twice"),
+    (b" " * (300 * 1024), f"payload of {300 * 1024} bytes is over"),
     (b'{"reasons": [{"code": "R1"}]}', "code and label"),
     (b'{"reasons": null}', "must be a list"),
     (b'{"prompt_timeout_s": 0}', "at least"),
@@ -128,6 +140,30 @@ def test_bad_config_payloads_are_problems_not_exceptions(payload: bytes, problem
     result = parse_remote_config(payload)
     assert isinstance(result, list) and result
     assert any(problem in p for p in result), result
+
+
+def test_text_the_screen_shows_is_refused_not_changed() -> None:
+    # Regression (issue 17): a reason label with a line break was persisted and crashed
+    # the device at every level 1-2 press, after restarts too.
+    label = "等候\r\n太久"
+    result = parse_remote_config(json.dumps(
+        {"reasons": [{"code": "X1", "label": label}]}, ensure_ascii=False).encode())
+    assert isinstance(result, list) and len(result) == 1
+    assert label not in result[0] and "\n" not in result[0]
+
+
+def test_problems_are_one_line_each_and_bounded() -> None:
+    payload = json.dumps({f"bad\nkey{i}": i for i in range(50)}).encode()
+    result = parse_remote_config(payload)
+    assert isinstance(result, list) and len(result) == 20
+    assert all("\n" not in p and len(p) <= 300 for p in result)
+    assert "unknown key" in result[0] and "\\n" in result[0]
+
+
+def test_full_width_spaces_are_fine_in_a_window_name() -> None:
+    name = "03号窗口\u3000不动产登记"
+    assert parse_remote_config(json.dumps({"window_name": name}).encode()) == {
+        "window_name": name}
 
 
 def test_a_valid_message_sets_only_what_it_names_on_top_of_the_file() -> None:
