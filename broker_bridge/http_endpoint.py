@@ -1,5 +1,6 @@
 """The bridge's own HTTP endpoint: `/metrics` (Prometheus text format) and `/healthz`
-(200 while connected to the broker with subscriptions granted, 503 otherwise)."""
+(200 while connected to the broker with subscriptions granted and every worker alive,
+503 otherwise)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def _make_handler(render_metrics: Callable[[], bytes],
                 self._answer(200, render_metrics(), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
                 ok = healthy()
-                self._answer(200 if ok else 503, b"ok\n" if ok else b"broker not connected\n",
+                self._answer(200 if ok else 503, b"ok\n" if ok else b"not healthy: see the log\n",
                              "text/plain; charset=utf-8")
             else:
                 self._answer(404, b"not found: try /metrics or /healthz\n",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import socket
 import ssl
 import threading
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 
 from broker_bridge.profile import GovProfile
 from common.backoff import parse_retry_after
+from common.rating import InvalidRecord, decode_json_object
 
 STATUSES = frozenset({"accepted", "duplicate", "rejected"})
 RETRYABLE_HTTP = frozenset({408, 429})
@@ -249,10 +249,13 @@ def _parse_results(data: bytes, status: int) -> dict[str, Result]:
         return PlatformError(f"HTTP {status} but {why}", retryable=True, status=status)
 
     try:
-        answer = json.loads(data)
-    except (ValueError, RecursionError):
-        raise garbled("the body is not JSON") from None
-    results = answer.get("results") if isinstance(answer, dict) else None
+        # Strict like every JSON the bridge reads: a result with two "status" keys could
+        # mean accepted to us and rejected to the platform.
+        answer = decode_json_object(data.removeprefix(b"\xef\xbb\xbf"))  # a BOM is fine
+    except InvalidRecord as e:
+        raise garbled(f"the body is not a JSON object ({e.reason}: {e.detail[:100]})"
+                      ) from None
+    results = answer.get("results")
     if not isinstance(results, list):
         raise garbled("the body has no results list")
     out: dict[str, Result] = {}

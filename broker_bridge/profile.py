@@ -23,6 +23,7 @@ from common.rating import (
     REASON_CODE_RE,
     InvalidRecord,
     aware_time,
+    decode_json_object,
 )
 
 GOV_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"   # yyyy-MM-dd HH:mm:ss, local time
@@ -136,7 +137,7 @@ class GovProfile:
 
     def rating_payload(self, payload: bytes) -> bytes:
         """A rating's MQTT payload (already validated) as the gov record's JSON."""
-        return encode(self.rating(json.loads(payload)))
+        return encode(self.rating(decode_json_object(payload)))
 
     def _map(self, source: Mapping[str, Any], getter: Callable[[GovField], Getter]
              ) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from common.rating import decode_json_object
+
 log = logging.getLogger("hcp.watch.state")
 
 
@@ -51,10 +53,8 @@ def load_state(path: Path) -> dict[str, Any] | None:
     except OSError as e:
         raise StateError(f"cannot read {path}: {e.strerror or e}") from None
     try:
-        state = json.loads(data)
-        if not isinstance(state, dict):
-            raise ValueError("not a JSON object")
-        return state
+        # Strict, like every JSON the bridge reads (no repeated keys, no NaN).
+        return decode_json_object(data)
     except (ValueError, RecursionError) as e:
         damaged = path.with_name(path.name + ".damaged")
         log.error("state file %s is damaged (%s); set aside as %s, starting afresh",
