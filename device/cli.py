@@ -20,6 +20,13 @@ def _parser() -> argparse.ArgumentParser:
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("--config", required=True)
+    status = sub.add_parser("status", help="ask the running daemon how it is (exit 3: "
+                                           "no daemon answered)")
+    status.add_argument("--config", required=True, help="the running daemon's config")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    doctor = sub.add_parser("doctor", help="check the hardware and network the config "
+                                           "names (exit 1 when a check fails)")
+    doctor.add_argument("--config", required=True)
     return p
 
 
@@ -39,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
             return EX_CANTCREAT
         print(f"{args.config}: OK")
         return 0
+    if args.command == "status":
+        from device.status_view import status_command
+        return status_command(config.device.data_dir, args.json)
+    if args.command == "doctor":
+        from device.doctor import doctor_command
+        return doctor_command(config)
 
     from device.compose import build_drivers
     from device.daemon import Daemon
@@ -52,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         daemon = Daemon(config, drivers)
         daemon.install_signal_handlers()
-        return daemon.run()
+        from device.control import attach_status_server
+        status_server = attach_status_server(daemon)
+        try:
+            return daemon.run()
+        finally:
+            status_server.close()
     except DriverError as e:
         print(f"hcp-device: {e}", file=sys.stderr)
         return EX_UNAVAILABLE

@@ -11,7 +11,7 @@ from typing import Any
 
 from common.serial_codec import encode_frame
 from device.outbox import StorageError
-from device.ports import SerialLink
+from device.ports import DriverError, SerialLink
 
 log = logging.getLogger("hcp.device")
 
@@ -38,8 +38,11 @@ class FrameWriter:
 
     def __init__(self, link: SerialLink | None,
                  reserve: Callable[[int], int] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 report: Callable[[str | None], None] | None = None) -> None:
         self.link = link
+        # Told each write's outcome: the driver's error, or None when a write worked.
+        self._report = report
         self.seq = 0
         self.held: deque[dict[str, Any]] = deque(maxlen=self.HELD_MAX)
         self._written: deque[tuple[float, dict[str, Any]]] = deque(maxlen=self.HELD_MAX)
@@ -55,7 +58,7 @@ class FrameWriter:
             return False
         kind = frame.get("type")
         if kind in ("ack", "nak"):
-            return self.link.send(encode_frame(frame))
+            return self._send(encode_frame(frame))
         if kind in OUTCOME_FRAMES:
             self.held.append(frame)   # behind any older ones: the window sees them in order
             return self.flush() > 0 and not self.held
@@ -102,4 +105,18 @@ class FrameWriter:
                 self.seq = max(self.seq, start - 1)
                 self._block_end = start + self.SEQ_BLOCK
         self.seq += 1  # numbered when written, so seq keeps increasing on the wire
-        return self.link.send(encode_frame({**frame, "seq": self.seq}))
+        return self._send(encode_frame({**frame, "seq": self.seq}))
+
+    def _send(self, data: bytes) -> bool:
+        assert self.link is not None
+        try:
+            sent = self.link.send(data)
+        except DriverError as e:
+            # The port is open but the write failed: an outcome stays held, like one
+            # written while the link was down.
+            if self._report is not None:
+                self._report(str(e) or type(e).__name__)
+            return False
+        if sent and self._report is not None:
+            self._report(None)
+        return sent

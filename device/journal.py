@@ -45,6 +45,10 @@ deleted.
 Concurrency: one writer thread (the daemon's core loop) and no locking between threads. A
 second process opening the same directory is refused (``flock`` on the directory), since two
 writers would overwrite each other's records.
+
+Permissions: the journal, its ``.tmp`` and its ``.corrupt-*`` copies hold clerks' names and
+every rating: they are created 0600 whatever the umask, and any of them found with a wider
+mode on open (a file written by an older version, 0644) is narrowed to 0600 and noted.
 """
 
 from __future__ import annotations
@@ -59,12 +63,13 @@ import os
 import pwd
 import re
 import shutil
+import stat
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
@@ -74,6 +79,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "hcp-outbox"
 VERSION = 1
+FILE_MODE = 0o600  # owner only: nothing else reads these files (see docs/outbox.md)
 _PREFIX = re.compile(rb"([0-9a-f]{8}) ([0-9]{1,9}) ")
 
 Tables = dict[str, dict[str, bytes]]  # table name -> doc_id -> the document as written (JSON)
@@ -444,7 +450,7 @@ class JournalStorage(Storage):
         self._size = start + len(record)
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         self._dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
         try:
             fcntl.flock(self._dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -455,9 +461,10 @@ class JournalStorage(Storage):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp_path())  # a compaction that never reached os.replace
         created = not self.path.exists()
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         if created:
             os.fsync(self._dir_fd)
+        self._tighten_modes()
         self._size = os.fstat(self._fd).st_size
         if self._size:
             with self._contents() as buf:
@@ -466,6 +473,25 @@ class JournalStorage(Storage):
         self._compact_at = self._size + self.compact_min_bytes
         if self.damage:
             self._recover()
+
+    def _tighten_modes(self) -> None:
+        """Narrow the journal and its siblings (.tmp, .corrupt-*) to FILE_MODE where an
+        older version or a umask left them readable by others."""
+        names = [self.path.name]
+        with contextlib.suppress(OSError):
+            names += sorted(entry.name for entry in os.scandir(self.path.parent)
+                            if entry.name.startswith(self.path.name + ".")
+                            and entry.is_file(follow_symlinks=False))
+        for name in names:
+            path = self.path.parent / name
+            try:
+                mode = stat.S_IMODE(os.lstat(path).st_mode)
+                if mode & ~FILE_MODE:
+                    os.chmod(path, FILE_MODE, follow_symlinks=False)
+                    self.notes.append(f"{name}: mode {mode:04o} narrowed to {FILE_MODE:04o}")
+            except OSError as e:  # not ours to change: say so, it is not worth stopping for
+                self.notes.append(f"{name}: could not narrow its mode to {FILE_MODE:04o} "
+                                  f"({e.strerror})")
 
     @contextlib.contextmanager
     def _contents(self) -> Iterator[bytes | mmap.mmap]:
@@ -522,7 +548,7 @@ class JournalStorage(Storage):
         tmp = self._tmp_path()
         live = 0
         try:
-            with open(tmp, "wb") as f:
+            with _create_private(tmp) as f:
                 f.write(_header())
                 for name, docs in tables.items():
                     for doc_id, raw in docs.items():
@@ -533,9 +559,10 @@ class JournalStorage(Storage):
                 os.fsync(f.fileno())
             if keep_original_as is not None:
                 try:
-                    os.link(self.path, keep_original_as)
+                    os.link(self.path, keep_original_as)  # the journal's inode: 0600
                 except OSError:  # e.g. a file system without hard links
-                    shutil.copyfile(self.path, keep_original_as)
+                    with open(self.path, "rb") as src, _create_private(keep_original_as) as dst:
+                        shutil.copyfileobj(src, dst)
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -579,6 +606,18 @@ class JournalStorage(Storage):
 
     def _tmp_path(self) -> Path:
         return self.path.with_name(self.path.name + ".tmp")
+
+
+def _create_private(path: Path) -> BinaryIO:
+    """`path` opened for writing from empty, readable by its owner only, whatever the umask
+    and whatever mode a leftover file of that name had."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def probe(path: Path) -> str | None:

@@ -20,7 +20,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from device.clock import iso_utc
 from device.config import MqttSection
+from device.mqtt_events import MqttDown, MqttMessage, MqttPubAck, MqttUp
+
+__all__ = ["Backoff", "MqttDown", "MqttLink", "MqttMessage", "MqttPubAck", "MqttUp"]
 
 log = logging.getLogger("hcp.mqtt")
 
@@ -46,38 +49,6 @@ OFFLINE_STATUS_WAIT_S = 1.0
 # Room in paho's own in-flight limit above the ratings window, for status and events.
 EXTRA_INFLIGHT = 8
 TOPICS = ("rating", "event", "status", "telemetry", "receipt", "config")
-
-
-# Events put on the daemon's queue ---------------------------------------------
-
-@dataclass(frozen=True)
-class MqttUp:
-    session_present: bool
-    t: float
-
-
-@dataclass(frozen=True)
-class MqttDown:
-    reason: str
-    t: float
-
-
-@dataclass(frozen=True)
-class MqttPubAck:
-    """The broker answered the publish the daemon tagged with `ticket`."""
-
-    ticket: int
-    ok: bool
-    reason: str
-    t: float
-
-
-@dataclass(frozen=True)
-class MqttMessage:
-    kind: str        # "receipt" | "config"
-    payload: bytes
-    retain: bool
-    t: float
 
 
 @dataclass(frozen=True)
@@ -108,10 +79,6 @@ class Backoff:
         self.attempt = 0
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _refusal_hint(reason: str) -> str:
     low = reason.lower()
     if "user name or password" in low or "not authori" in low or "bad credentials" in low:
@@ -129,8 +96,10 @@ class MqttLink:
     """
 
     def __init__(self, cfg: MqttSection, device_id: str, version: str,
-                 emit: Callable[[Any], None], monotonic: Callable[[], float]) -> None:
+                 emit: Callable[[Any], None], monotonic: Callable[[], float],
+                 wall: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
+        self.wall = wall   # the daemon's clock seam: the status's `since`
         self.device_id = device_id
         self.version = version
         self.emit = emit
@@ -353,7 +322,7 @@ class MqttLink:
     def _begin_stop(self) -> float:
         if self.connected:
             info = self.client.publish(self.topics["status"], json.dumps(
-                {"online": False, "version": self.version, "since": now_iso()}),
+                {"online": False, "version": self.version, "since": iso_utc(self.wall())}),
                 qos=1, retain=True)
             self._offline_mid = info.mid
         return time.monotonic() + OFFLINE_STATUS_WAIT_S
@@ -407,7 +376,8 @@ class MqttLink:
         self.connects += 1
         client.subscribe([(self.topics["receipt"], 1), (self.topics["config"], 1)])
         client.publish(self.topics["status"], json.dumps(
-            {"online": True, "version": self.version, "since": now_iso()}), qos=1, retain=True)
+            {"online": True, "version": self.version, "since": iso_utc(self.wall())}),
+            qos=1, retain=True)
         log.info("connected to broker %s:%d%s (session present: %s)", self.cfg.host,
                  self.cfg.port, " over TLS" if self.cfg.tls else "",
                  bool(flags.session_present))

@@ -68,7 +68,9 @@ class Outbox:
                  compact_ratio: float = 4.0) -> None:
         self._dir = Path(data_dir)
         try:
-            self._dir.mkdir(parents=True, exist_ok=True)
+            # Made here, only the owner and its group may look in (as systemd's
+            # StateDirectoryMode=0750); the files in it are the owner's alone (0600).
+            self._dir.mkdir(mode=0o750, parents=True, exist_ok=True)
         except OSError as e:
             raise StorageError(f"cannot create the outbox directory {self._dir}: {e}") from e
         self._compact_min_bytes = compact_min_bytes

@@ -15,7 +15,19 @@ from typing import Any, Protocol
 
 from device.core.model import Event, Feedback, Screen
 
-Emit = Callable[[Event], None]
+
+@dataclass(frozen=True)
+class DriverStatus:
+    """A driver thread's news about its part: `error` when it started failing (a touch
+    panel unplugged, a key that cannot be read), None when it works again. The daemon
+    reports it as a fault (device/faults.py); key events keep flowing when they can."""
+
+    part: str        # "keys", "display", "indicators", "serial"
+    error: str | None
+    t: float
+
+
+Emit = Callable[[Event | DriverStatus], None]
 
 
 class DriverError(Exception):
@@ -39,7 +51,11 @@ class KeyInput(Protocol):
 
 
 class Display(Protocol):
-    """Shows a screen; must return quickly (the press-to-thanks path runs through it)."""
+    """Shows a screen; must return quickly (the press-to-thanks path runs through it).
+
+    A panel that stops answering raises DriverError; the next show() must try to open
+    it again (the daemon re-shows the current screen every few seconds until one works).
+    """
 
     def show(self, screen: Screen) -> None: ...
 
@@ -47,7 +63,8 @@ class Display(Protocol):
 
 
 class Indicators(Protocol):
-    """Key LEDs and a buzzer: best-effort feedback, never blocks."""
+    """Key LEDs and a buzzer: best-effort feedback, never blocks; DriverError when the
+    hardware failed (reported as a fault; the rating goes on)."""
 
     def feedback(self, feedback: Feedback) -> None: ...
 
@@ -68,7 +85,11 @@ class SerialLink(Protocol):
 
     def start(self, on_line: LineSink, on_open: Callable[[bool], None]) -> None: ...
 
-    def send(self, data: bytes) -> bool: ...
+    def send(self, data: bytes) -> bool:
+        """Write one encoded frame: False when the port is not open (an outage, reported
+        through `on_open`); DriverError when it is open but the write failed (a window
+        system that does not read, an I/O error)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -81,7 +102,26 @@ class ControlSocket(Protocol):
     clock_stepper: Callable[[float], None] | None
 
 
+class BrokerLink(Protocol):
+    """The MQTT connection (device/mqtt_link.py; a recording fake in tests). Its thread
+    puts MqttUp/MqttDown/MqttPubAck/MqttMessage events on the daemon's queue."""
+
+    connects: int       # successful connections since start
+    connected: bool
+
+    def start(self) -> None: ...
+
+    def publish(self, kind: str, payload: dict[str, Any], qos: int = 1, retain: bool = False,
+                ticket: int | None = None) -> None: ...
+
+    def stop(self, timeout: float = 2.0) -> None: ...
+
+
 log = logging.getLogger("hcp.drivers")
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -92,12 +132,24 @@ class Drivers:
     serial: SerialLink | None
     control: ControlSocket | None = None
 
+    def __post_init__(self) -> None:
+        self._closed: list[_Closable] = []
+
+    def close_input(self) -> None:
+        """Stop taking key presses (first step of a stop); `close()` then skips the keys."""
+        self._close(self.keys)
+
     def close(self) -> None:
         """Close every part once, whatever one of them does."""
         for part in (self.keys, self.serial, self.indicators, self.display):
-            if part is None:
-                continue
-            try:
-                part.close()
-            except Exception:  # closing must go on whatever one driver does
-                log.exception("closing %s failed", type(part).__name__)
+            if part is not None:
+                self._close(part)
+
+    def _close(self, part: _Closable) -> None:
+        if any(part is done for done in self._closed):
+            return
+        self._closed.append(part)
+        try:
+            part.close()
+        except Exception:  # closing must go on whatever one driver does
+            log.exception("closing %s failed", type(part).__name__)

@@ -15,7 +15,7 @@ from gpiozero import DigitalInputDevice
 from gpiozero.exc import BadPinFactory, GPIOPinInUse, GPIOZeroError, PinInvalidPin
 
 from device.core.model import KeyDown, KeyUp
-from device.ports import Emit, HardwareNotFound, MonotonicClock
+from device.ports import DriverStatus, Emit, HardwareNotFound, MonotonicClock
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class GpioButtons:
         self._emit: Emit | None = None
         self._clock: MonotonicClock | None = None
         self._closed = False
+        self._read_failing = False   # a pin could not be read: reported as a fault
         self._keys = {level: DebouncedKey(self._bounce_s) for level in pins}
         self._timers: dict[int, threading.Timer] = {}
         self._generation = dict.fromkeys(pins, 0)
@@ -145,9 +146,15 @@ class GpioButtons:
                 return
             try:
                 pressed = bool(self._buttons[level].is_active)
-            except GPIOZeroError as e:
+            except (GPIOZeroError, OSError) as e:
                 log.error("cannot read key %d: %s", level, e)
+                if not self._read_failing and self._emit is not None:
+                    self._read_failing = True
+                    self._emit(DriverStatus("keys", f"cannot read key {level}: {e}", t))
                 return
+            if self._read_failing and self._emit is not None:
+                self._read_failing = False
+                self._emit(DriverStatus("keys", None, t))
             self._observe(level, pressed, t)
 
     def _close_buttons(self) -> None:

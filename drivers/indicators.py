@@ -15,7 +15,7 @@ from gpiozero import LED, Buzzer
 from gpiozero.exc import BadPinFactory, GPIOPinInUse, GPIOZeroError, PinInvalidPin
 
 from device.core.model import Feedback
-from device.ports import HardwareNotFound
+from device.ports import DriverError, HardwareNotFound
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,12 @@ class GpioIndicators:
             raise HardwareNotFound(_explain(leds, buzzer, e)) from e
 
     def feedback(self, feedback: Feedback) -> None:
+        """Start the pattern; DriverError if the pins fail (the daemon reports the fault
+        and goes on: feedback never stops a rating)."""
         try:
             self._play(feedback)
-        except GPIOZeroError as e:  # best effort: feedback must never stop a rating
-            log.warning("indicators: %s failed: %s", feedback.kind, e)
+        except (GPIOZeroError, OSError) as e:
+            raise DriverError(f"indicators: {feedback.kind} pattern failed: {e}") from None
 
     def close(self) -> None:
         devices: list[LED | Buzzer] = [*self._leds.values()]

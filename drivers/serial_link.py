@@ -23,6 +23,10 @@ READ_TIMEOUT_S = 0.2
 # A window PC that stops reading (full pty or socket buffer, RTS/CTS held) must not
 # stall the daemon's loop for long: the frame is reported unsent instead.
 WRITE_TIMEOUT_S = 0.5
+# After a failed write, writes fail at once for this long instead of each waiting out the
+# write timeout: a window system that floods us and never reads would otherwise hold the
+# daemon's loop half a second per answer, and a stop behind thousands of them for minutes.
+STALL_S = 2.0
 READ_CHUNK = 65536
 JOIN_TIMEOUT_S = 1.0
 
@@ -100,7 +104,8 @@ class PySerialLink:
         self._thread: threading.Thread | None = None
         self._splitter = LineSplitter()
         self._outage_since: float | None = None
-        self._write_failing = False
+        self._write_error: str | None = None   # the last write failure, while failing
+        self._fail_fast_until = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -116,21 +121,25 @@ class PySerialLink:
         self._thread.start()
 
     def send(self, data: bytes) -> bool:
-        """Write one encoded frame; False when the port is not open or the write failed."""
+        """Write one encoded frame: False when the port is not open; DriverError when the
+        write failed or timed out (or did less than STALL_S ago: it fails at once then)."""
         with self._lock:
             port = self._port
             if port is None:
                 return False
+            if self._write_error is not None and time.monotonic() < self._fail_fast_until:
+                raise DriverError(self._write_error)
             try:
                 port.write(data)
             except (serial.SerialException, OSError) as exc:
-                if not self._write_failing:
-                    self._write_failing = True
+                if self._write_error is None:
                     self._log.warning("serial port %s: write failed (%s); frames are not "
                                       "reaching the window system", self._url, exc)
-                return False
-            if self._write_failing:
-                self._write_failing = False
+                self._write_error = f"serial port {self._url}: write failed ({exc})"
+                self._fail_fast_until = time.monotonic() + STALL_S
+                raise DriverError(self._write_error) from None
+            if self._write_error is not None:
+                self._write_error = None
                 self._log.info("serial port %s: writes work again", self._url)
             return True
 

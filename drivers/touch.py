@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Literal, NamedTuple
 
 from device.core.model import KeyDown, KeyUp
-from device.ports import Emit, MonotonicClock
+from device.ports import DriverStatus, Emit, MonotonicClock
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +254,7 @@ class TouchInput:
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         self._thread: threading.Thread | None = None
+        self._lost_why = ""
 
     @property
     def name(self) -> str:
@@ -293,10 +294,13 @@ class TouchInput:
         while not self._stop.is_set():
             fd = self._open(quiet=failing)
             if fd is None:
+                if not failing:
+                    self._status(f"touch device {self.name} not available")
                 failing = True
             else:
                 if failing:
                     log.info("touch device %s is back", self.name)
+                    self._status(None)
                 failing = False
                 try:
                     regular = stat.S_ISREG(os.fstat(fd).st_mode)
@@ -311,6 +315,8 @@ class TouchInput:
                         log.info("end of touch capture %s", self.name)
                         return
                     log.warning("touch device %s lost: end of stream", self.name)
+                self._status(f"touch device {self.name} lost ({self._lost_why})")
+                failing = True
             if self._stop.wait(self._retry_s):
                 return
 
@@ -347,15 +353,22 @@ class TouchInput:
                 # ENODEV: the USB panel was unplugged.
                 what = "unplugged" if e.errno == errno.ENODEV else (e.strerror or str(e))
                 log.warning("touch device %s lost: %s", self.name, what)
+                self._lost_why = what
                 outcome = "lost"
                 break
             if not data:
                 outcome = "eof"
+                self._lost_why = "end of stream"
                 break
             self._dispatch(parser.feed(data))
         if outcome != "closed":
             self._dispatch(parser.end())
         return outcome
+
+    def _status(self, error: str | None) -> None:
+        """Tell the daemon the panel failed (or works again): a fault in its status."""
+        if self._emit is not None and self._clock is not None:
+            self._emit(DriverStatus("keys", error, self._clock.monotonic()))
 
     def _dispatch(self, actions: list[TouchAction]) -> None:
         if not actions:

@@ -8,11 +8,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from gpiozero import Button, Device
+from gpiozero.exc import GPIOZeroError
 from gpiozero.pins.mock import MockFactory
 
 from device.clock import FakeClock, SystemClock
 from device.core.model import Event, KeyDown, KeyUp
-from device.ports import HardwareNotFound
+from device.ports import DriverStatus, HardwareNotFound
 from drivers.buttons import DebouncedKey, GpioButtons
 
 PINS = {5: 17, 4: 27, 3: 22, 2: 23, 1: 24}
@@ -37,7 +38,7 @@ class Keys:
                  bounce_ms: int = 20, pull_up: bool = True) -> None:
         self.factory = factory
         self.clock = clock
-        self.events: list[Event] = []
+        self.events: list[Event | DriverStatus] = []
         self.driver = GpioButtons(PINS, pull_up=pull_up, bounce_ms=bounce_ms,
                                   pin_factory=factory)
         self.driver.start(self.events.append, clock)
@@ -45,7 +46,8 @@ class Keys:
     def pin(self, level: int):  # type: ignore[no-untyped-def]
         return self.factory.pin(PINS[level])
 
-    def wait_for(self, pred: Callable[[list[Event]], bool], timeout: float = 2.0) -> None:
+    def wait_for(self, pred: Callable[[list[Event | DriverStatus]], bool],
+                 timeout: float = 2.0) -> None:
         deadline = time.monotonic() + timeout
         while not pred(self.events):
             if time.monotonic() > deadline:
@@ -53,7 +55,7 @@ class Keys:
             time.sleep(0.002)
 
 
-def summary(events: list[Event]) -> list[tuple[str, int, float, str]]:
+def summary(events: list[Event | DriverStatus]) -> list[tuple[str, int, float, str]]:
     """What the core would see: kind, level, time (rounded: the fake clock adds floats)."""
     return [(type(e).__name__, e.level, round(e.t, 6),  # type: ignore[union-attr]
              getattr(e, "input", "")) for e in events]
@@ -116,7 +118,7 @@ def test_a_press_gives_one_keydown_and_one_keyup(keys: Keys) -> None:
 
 def test_keydown_is_emitted_at_the_edge_without_waiting_for_the_debounce(
         factory: MockFactory) -> None:
-    events: list[Event] = []
+    events: list[Event | DriverStatus] = []
     driver = GpioButtons(PINS, bounce_ms=200, pin_factory=factory)
     driver.start(events.append, SystemClock())
     try:
@@ -217,7 +219,7 @@ def test_key_held_at_start_counts_only_after_release(factory: MockFactory,
     pin = factory.pin(PINS[1])
     driver = GpioButtons(PINS, pin_factory=factory)
     pin.drive_low()  # held (or stuck) before the daemon starts listening
-    events: list[Event] = []
+    events: list[Event | DriverStatus] = []
     driver.start(events.append, clock)
     try:
         clock.advance(1)
@@ -261,3 +263,28 @@ def test_no_gpio_on_this_machine_is_a_clear_hardware_error(
         warnings.simplefilter("ignore")  # gpiozero warns once per factory it tries
         with pytest.raises(HardwareNotFound, match="no GPIO here"):
             GpioButtons(PINS)
+
+
+def test_a_key_that_cannot_be_read_is_a_fault_until_it_reads_again(
+        keys: Keys, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-check after the bounce window reads the pin: when that read fails (a GPIO
+    chip gone away) the daemon hears of it as a `keys` fault, and of the recovery."""
+    button = keys.driver._buttons[3]
+    broken = True
+    real = type(button).is_active
+
+    def is_active(self: object) -> bool:
+        if broken and self is button:
+            raise GPIOZeroError("pin 13 read failed")
+        return bool(real.fget(self))
+
+    monkeypatch.setattr(type(button), "is_active", property(is_active))
+    keys.pin(3).drive_low()
+    clock.advance(0.030)              # the bounce window is over: the pin is read again
+    keys.wait_for(lambda ev: any(isinstance(e, DriverStatus) for e in ev))
+    (fault,) = [e for e in keys.events if isinstance(e, DriverStatus)]
+    assert fault.part == "keys" and fault.error is not None and "key 3" in fault.error
+    broken = False
+    keys.pin(3).drive_high()
+    clock.advance(0.030)
+    keys.wait_for(lambda ev: [e.error for e in ev if isinstance(e, DriverStatus)][-1:] == [None])

@@ -131,3 +131,19 @@ def test_both_implement_the_interface(factory: MockFactory) -> None:
     null.close()
     real: Indicators = GpioIndicators(LEDS, None, pin_factory=factory)
     real.close()
+
+
+def test_failing_pins_raise_driver_error_for_the_daemon_to_report(
+        indicators: GpioIndicators, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pattern that cannot start is the daemon's to report as a fault (it goes on
+    rating): the driver says so with DriverError, not a log line only it can see."""
+    from gpiozero.exc import GPIOZeroError
+
+    from device.ports import DriverError
+
+    def broken(*_: object, **__: object) -> None:
+        raise GPIOZeroError("pin 12 stopped responding")
+    monkeypatch.setattr(indicators, "_beep", broken)
+    with pytest.raises(DriverError, match="thanks pattern failed: pin 12"):
+        indicators.feedback(Feedback("thanks", 5))
+    indicators.feedback(Feedback("press", 5))   # a pattern without the buzzer still works

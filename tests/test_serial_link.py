@@ -17,7 +17,7 @@ import pytest
 
 from common.serial_codec import MAX_LINE, Frame, decode_line, encode_frame
 from device.ports import DriverError
-from drivers.serial_link import LineSplitter, PySerialLink
+from drivers.serial_link import WRITE_TIMEOUT_S, LineSplitter, PySerialLink
 from tests.serial_helpers import Recorder, WindowServer, wait_until
 
 CASE = {"type": "case_completed", "seq": 1, "case_id": "HB-2026-000123",
@@ -218,11 +218,21 @@ def test_send_gives_up_instead_of_hanging_when_the_window_stops_reading() -> Non
         frame = encode_frame({"type": "rated", "seq": 1, "pad": "x" * 4000})
         for _ in range(200):  # nobody reads the master: the pty buffer fills up
             started = time.monotonic()
-            if not link.send(frame):
+            try:
+                assert link.send(frame) is True
+            except DriverError as e:
+                assert "write failed" in str(e)
                 break
         else:
             pytest.fail("200 frames of 4 KB went into a pty nobody reads")
         assert time.monotonic() - started < 1.5
+        # Within STALL_S of a failed write, writes fail at once: a flood of frames to
+        # answer cannot hold the daemon's loop a write timeout each.
+        started = time.monotonic()
+        for _ in range(50):
+            with pytest.raises(DriverError):
+                link.send(frame)
+        assert time.monotonic() - started < WRITE_TIMEOUT_S
     finally:
         link.close()
         os.close(master)

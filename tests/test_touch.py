@@ -11,11 +11,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from device.clock import FakeClock
 from device.core.model import Event, KeyDown, KeyUp
+from device.ports import DriverStatus
 from drivers.touch import (
     ABS_MT_POSITION_X,
     ABS_MT_POSITION_Y,
@@ -219,16 +221,22 @@ def test_partial_event_at_the_end_of_the_stream_is_held_then_dropped() -> None:
 
 # The reader thread ---------------------------------------------------------------
 
-def presses(events: list[Event]) -> list[tuple[str, int]]:
-    return [(type(e).__name__, getattr(e, "level", 0)) for e in events]
+def presses(events: list[Any]) -> list[tuple[str, int]]:
+    return [(type(e).__name__, e.level) for e in events if isinstance(e, KeyDown | KeyUp)]
+
+
+def statuses(events: list[Any]) -> list[str | None]:
+    """The driver's DriverStatus news: an error, or None when the panel is back."""
+    return [e.error for e in events if isinstance(e, DriverStatus)]
 
 
 class Collected:
     def __init__(self) -> None:
-        self.events: list[Event] = []
+        self.events: list[Event | DriverStatus] = []
         self.clock = FakeClock()
 
-    def wait_for(self, pred: Callable[[list[Event]], bool], timeout: float = 3.0) -> None:
+    def wait_for(self, pred: Callable[[list[Event | DriverStatus]], bool],
+                 timeout: float = 3.0) -> None:
         deadline = time.monotonic() + timeout
         while not pred(self.events):
             if time.monotonic() > deadline:
@@ -236,7 +244,8 @@ class Collected:
             time.sleep(0.005)
 
     def count(self, n: int) -> None:
-        self.wait_for(lambda ev: len(ev) >= n)
+        """Wait for `n` key events."""
+        self.wait_for(lambda ev: len(presses(ev)) >= n)
 
 
 @pytest.fixture
@@ -327,8 +336,9 @@ def test_waits_for_a_missing_device_and_reopens_it_after_it_goes(
     touch = TouchInput(node, ZONES, retry_s=0.05)
     touch.start(got.events.append, got.clock)
     try:
-        time.sleep(0.2)  # missing at start: no crash, no event, one error logged
-        assert got.events == []
+        time.sleep(0.2)  # missing at start: no crash, no key, one error logged
+        assert presses(got.events) == []
+        assert statuses(got.events) == [f"touch device {node} not available"]
         errors = [r for r in caplog.records
                   if r.levelno >= logging.ERROR and "not available" in r.getMessage()]
         assert len(errors) == 1  # said once, not once per retry
@@ -344,8 +354,14 @@ def test_waits_for_a_missing_device_and_reopens_it_after_it_goes(
         os.write(w, tap(*CENTRE[5]))
         got.count(4)
         os.close(w)
-        assert presses(got.events[2:]) == [
+        assert presses(got.events)[2:] == [
             ("KeyDown", 5), ("KeyUp", 5)]
+        # A fault while missing, cleared when it opened, raised when lost, cleared again
+        # (and lost again once this writer closed).
+        got.wait_for(lambda ev: len(statuses(ev)) >= 4)
+        assert statuses(got.events)[:4] == [
+            f"touch device {node} not available", None,
+            f"touch device {node} lost (end of stream)", None]
     finally:
         touch.close()
 
@@ -388,14 +404,16 @@ def test_unplug_releases_the_key_and_the_device_is_reopened(
         assert presses(got.events) == [
             ("KeyDown", 2), ("KeyUp", 2)]
         assert "lost: unplugged" in caplog.text
+        got.wait_for(lambda ev: statuses(ev) == [f"touch device {node} lost (unplugged)"])
         os.close(w)
         unplugged.clear()
         w = _open_writer(node)  # plugged in again: reopened after retry_s
         os.write(w, tap(*CENTRE[4]))
         got.count(4)
         os.close(w)
-        assert presses(got.events[2:]) == [
+        assert presses(got.events)[2:] == [
             ("KeyDown", 4), ("KeyUp", 4)]
+        assert statuses(got.events)[:2] == [f"touch device {node} lost (unplugged)", None]
     finally:
         touch.close()
 
