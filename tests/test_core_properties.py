@@ -1,8 +1,8 @@
 """Property-based tests of the core state machine: random sequences of key presses, held
 keys, frames from the window, timer ticks, link changes, new settings and a disk that
-fills up and empties, driven in virtual time through the same executor rules as the
-daemon (actions in order; a failed Persist stops the list and is fed back as
-PersistFailed). After every step, what a citizen, the window system and the platform
+fills up and empties, driven in virtual time through the daemon's own executor
+(device/executor.py: actions in order; a failed Persist stops the list and is fed back
+as PersistFailed). After every step, what a citizen, the window system and the platform
 would observe must be sane:
 
 - a case is stored at most once; every stored rating comes from a key press of its
@@ -43,6 +43,9 @@ from device.core.model import (
     Tick,
 )
 from device.core.settings import DEFAULT_REASONS, UiSettings
+from device.executor import ActionExecutor
+from device.faults import DriverHealth
+from drivers.indicators import NullIndicators
 
 IDENTITY = Identity("421100-HG01-W03", "421100", "HG01", "W03")
 CASE_IDS = [f"C{i}" for i in range(10)]   # more than the queue holds
@@ -97,6 +100,19 @@ class KeyPress:
     stale: bool           # a deadline had passed unticked: the screen was out of date
 
 
+class Panel:
+    """The display the executor drives: remembers what is on it."""
+
+    def __init__(self) -> None:
+        self.screen: Screen | None = None
+
+    def show(self, screen: Screen) -> None:
+        self.screen = screen
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class World:
     """The evaluator plus what a daemon running it would have done and shown."""
@@ -106,35 +122,43 @@ class World:
     disk_full: bool = False
     stored: list[Persist] = field(default_factory=list)
     presses: list[KeyPress] = field(default_factory=list)
-    displayed: Screen | None = None
+    panel: Panel = field(default_factory=Panel)
     frames_out: list[dict[str, Any]] = field(default_factory=list)
     seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
         ids = (f"{n:032x}" for n in itertools.count(1))
         self.core = Evaluator(IDENTITY, self.ui, self.clock, new_rating_id=lambda: next(ids))
-        self.execute(self.core.start(self.clock.now))
+        self.executor = ActionExecutor(
+            self.handle, self.store, self.frames_out.append, lambda name, details: None,
+            self.panel, NullIndicators(), DriverHealth(lambda name, details: None),
+            self.clock.monotonic)
+        self.executor.run(self.checked(self.core.start(self.clock.now)))
+
+    @property
+    def displayed(self) -> Screen | None:
+        return self.panel.screen
 
     # The daemon's executor, observed ---------------------------------------------------
 
     def send(self, event: Event) -> list[Action]:
-        actions = self.core.handle(event)
-        self.execute(actions)
+        actions = self.handle(event)
+        self.executor.run(actions)
         return actions
 
-    def execute(self, actions: list[Action]) -> None:
+    def handle(self, event: Event) -> list[Action]:
+        """The core, as the executor calls it (also for PersistFailed)."""
+        return self.checked(self.core.handle(event))
+
+    def checked(self, actions: list[Action]) -> list[Action]:
         check_action_list(actions, self.displayed)
-        for action in actions:
-            if isinstance(action, Persist):
-                if self.disk_full:
-                    self.send(PersistFailed(action.rating["rating_id"], "No space left",
-                                            self.clock.now))
-                    return   # nothing after a failed Persist runs
-                self.stored.append(action)
-            elif isinstance(action, Show):
-                self.displayed = action.screen
-            elif isinstance(action, SendFrame):
-                self.frames_out.append(action.frame)
+        return actions
+
+    def store(self, action: Persist) -> str | None:
+        if self.disk_full:
+            return "No space left"
+        self.stored.append(action)
+        return None
 
     # Steps ------------------------------------------------------------------------------
 
