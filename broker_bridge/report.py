@@ -1,5 +1,7 @@
-"""`hcp-bridge report`: ratings per hall and per window for a date range, read from the
-reference platform's store (its SQLite file): count per level, satisfaction rate,
+"""`hcp-bridge report` — DEPRECATED, use `hcp-platform report --store URL` (SQL
+aggregation, window names, follow-up rates, HTML charts; docs/report.md). Kept so that
+scripts calling it keep working: ratings per hall and per window for a date range, read
+from the platform's SQLite file: count per level, satisfaction rate,
 bad-rating reasons, spontaneous share, expired prompts and a ranking of the windows in
 each hall; as a table in the terminal or as CSV.
 
@@ -328,8 +330,8 @@ def _day(text: str) -> date:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="hcp-bridge report",
-        description="Ratings per hall and window for a date range, from the reference "
-                    "platform's SQLite store.")
+        description="DEPRECATED: use hcp-platform report. Ratings per hall and window "
+                    "for a date range, from the platform's SQLite store.")
     parser.add_argument("--db", required=True, metavar="FILE",
                         help="the platform's SQLite file (hcp-sim platform --db)")
     parser.add_argument("--from", dest="first", type=_day, metavar="YYYY-MM-DD",
@@ -344,6 +346,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.first and args.last and args.first > args.last:
         parser.error("--from is after --to")
+    print("hcp-bridge report is deprecated: use hcp-platform report --store "
+          f"sqlite:///{Path(args.db).resolve()} (docs/report.md)", file=sys.stderr)
     try:
         tz = load_timezone(args.timezone)
         store = read_store(Path(args.db), tz, args.first, args.last)

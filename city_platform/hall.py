@@ -175,7 +175,7 @@ class Hall:
             version = self._version
         rows = []
         for device_id in sorted(set(devices) | set(live) | set(due)):
-            hall_id, window_id, _ = devices.get(device_id, ("", "", None))
+            hall_id, window_id = devices.get(device_id, ("", ""))
             if not hall_id:
                 parts = device_id.split("-")
                 hall_id, window_id = (parts[1], parts[2]) if len(parts) == 3 else ("?", device_id)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from city_platform import __version__
@@ -86,7 +86,7 @@ class PlatformServer:
     def serve_forever(self) -> None:
         self._server.serve_forever(poll_interval=0.2)
 
-    def start(self) -> PlatformServer:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self.serve_forever, name="platform-http",
                                         daemon=True)
         self._thread.start()

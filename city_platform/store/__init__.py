@@ -181,6 +181,7 @@ class Store:
             self._ensure_months([(r.rated_at.year, r.rated_at.month) for r in valid
                                  if r.kind != EXPIRED_PROMPT])
         with self.db.transaction():
+            valid = self._place(valid, now)
             new = (self._insert_postgres(valid, now) if self.db.dialect == POSTGRESQL
                    else self._insert_sqlite(valid, now))
             fresh = [r for r in valid if r.rating_id in new]
@@ -205,6 +206,30 @@ class Store:
                 results.append({"rating_id": r.rating_id, "status": "duplicate",
                                 "error": None})
         return results
+
+    def _place(self, valid: list[Incoming], now: datetime) -> list[Incoming]:
+        """Remember each rating device's hall and window; give an expired prompt that
+        does not name them (the gov profile's default expired record) its device's."""
+        latest: dict[str, Incoming] = {}
+        for r in valid:
+            if r.kind != EXPIRED_PROMPT:
+                latest[r.device_id] = r
+        self.db.executemany(
+            "INSERT INTO devices (device_id, region_code, hall_id, window_id, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
+            "region_code = excluded.region_code, hall_id = excluded.hall_id, "
+            "window_id = excluded.window_id, updated_at = excluded.updated_at",
+            [(r.device_id, r.region_code, r.hall_id, r.window_id, self.db.ts(now))
+             for _, r in sorted(latest.items())])
+        placed = []
+        for r in valid:
+            if r.kind == EXPIRED_PROMPT and r.hall_id == "?":
+                row = self.db.execute("SELECT hall_id, window_id FROM devices "
+                                      "WHERE device_id = ?", (r.device_id,)).fetchone()
+                if row is not None:
+                    r = r._replace(hall_id=row[0], window_id=row[1])
+            placed.append(r)
+        return placed
 
     def _insert_sqlite(self, valid: list[Incoming], now: datetime) -> set[str]:
         new: set[str] = set()
@@ -521,13 +546,10 @@ class Store:
                 out[row[0]] = str(name)
         return out
 
-    def devices(self) -> dict[str, tuple[str, str, str | None]]:
-        """Every device that sent a rating: device_id → (hall, window, staff of the
-        latest rating)."""
-        rows = self.db.execute(
-            "SELECT device_id, hall_id, window_id, MAX(rated_at) FROM ratings "
-            "GROUP BY device_id, hall_id, window_id").fetchall()
-        return {r[0]: (r[1], r[2], None) for r in rows}
+    def devices(self) -> dict[str, tuple[str, str]]:
+        """Every device that sent a rating: device_id → (hall, window) of its latest."""
+        rows = self.db.execute("SELECT device_id, hall_id, window_id FROM devices").fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
 
 
 def _index(state: str) -> int:

@@ -107,6 +107,12 @@ _SQLITE_V1 = [
         error       TEXT,
         answered_at TEXT)""",
     "CREATE INDEX upstream_pending ON upstream (queued_at) WHERE status IS NULL",
+    """CREATE TABLE devices (
+        device_id   TEXT PRIMARY KEY,
+        region_code TEXT NOT NULL,
+        hall_id     TEXT NOT NULL,
+        window_id   TEXT NOT NULL,
+        updated_at  TEXT NOT NULL)""",
     """CREATE TABLE windows (
         hall_id     TEXT NOT NULL,
         window_id   TEXT NOT NULL,
@@ -204,6 +210,12 @@ _PG_V1 = [
         error       text,
         answered_at timestamptz)""",
     "CREATE INDEX upstream_pending ON upstream (queued_at) WHERE status IS NULL",
+    """CREATE TABLE devices (
+        device_id   text PRIMARY KEY,
+        region_code text NOT NULL,
+        hall_id     text NOT NULL,
+        window_id   text NOT NULL,
+        updated_at  timestamptz NOT NULL)""",
     """CREATE TABLE windows (
         hall_id     text NOT NULL,
         window_id   text NOT NULL,
