@@ -61,6 +61,17 @@ class Placed:
     runs: tuple[Run, ...]
     x0: int   # horizontal extent the row occupies, end exclusive
     x1: int
+    # The row's band: its ink plus one pixel above and below (accents, descenders, the
+    # boxes of badges and key caps), within the panel, end exclusive. Ink is clipped to
+    # it, so a glyph taller than the font's Chinese (stacked combining marks, say) never
+    # reaches the next row or leaves the panel.
+    y0: int = 0
+    y1: int = HEIGHT
+
+    @property
+    def clip(self) -> tuple[int, int, int, int]:
+        """The box (x0, y0, x1, y1, ends exclusive) the row may ink."""
+        return self.x0, self.y0, self.x1, self.y1
 
 
 # Measuring is most of a frame's cost; the same strings come back on every frame.
@@ -187,7 +198,8 @@ def _place(row: Row, fonts: Fonts, left: int, right: int) -> Placed:
     for dx, chunk in positions:
         runs.append(Run(text_x + dx, text_top - text_face.ink_top, chunk, text_face,
                         lit=not row.invert))
-    return Placed(row, tuple(boxes), tuple(runs), x, x + width)
+    return Placed(row, tuple(boxes), tuple(runs), x, x + width,
+                  max(0, top - 1), min(HEIGHT, bottom + 2))
 
 
 def _place_line(rows: list[Row], fonts: Fonts) -> list[Placed]:
@@ -237,26 +249,37 @@ def place(screen: Screen, fonts: Fonts) -> list[Placed]:
     return place_rows(layout(screen), fonts)
 
 
-def draw_placed(draw: ImageDraw.ImageDraw, placed: Iterable[Placed],
+def draw_placed(image: Image.Image, placed: Iterable[Placed],
                 offset: tuple[int, int] = (0, 0)) -> None:
-    """Draw resolved rows; `offset` lets tests draw on a larger canvas to see overflow."""
+    """Draw resolved rows onto `image`, each clipped to its own box; `offset` lets tests
+    draw on a larger canvas to see overflow."""
     ox, oy = offset
-    draw.fontmode = "1"  # no antialiasing: the panel has no grey
     for p in placed:
-        for x0, y0, x1, y1 in p.boxes:
-            draw.rectangle((x0 + ox, y0 + oy, x1 + ox, y1 + oy), fill=LIT)
+        x0, y0, x1, y1 = p.clip
+        box = (max(0, x0 + ox), max(0, y0 + oy),
+               min(image.width, x1 + ox), min(image.height, y1 + oy))
+        if box[0] >= box[2] or box[1] >= box[3]:
+            continue
+        # Draw on a copy of the row's box and paste it back: Pillow has no clip region.
+        layer = image.crop(box)
+        dx, dy = ox - box[0], oy - box[1]
+        draw = ImageDraw.Draw(layer)
+        draw.fontmode = "1"  # no antialiasing: the panel has no grey
+        for bx0, by0, bx1, by1 in p.boxes:
+            draw.rectangle((bx0 + dx, by0 + dy, bx1 + dx, by1 + dy), fill=LIT)
         for run in p.runs:
             try:
-                draw.text((run.x + ox, run.y + oy), run.text, font=run.face.font,
+                draw.text((run.x + dx, run.y + dy), run.text, font=run.face.font,
                           fill=LIT if run.lit else DARK)
             except _DRAW_ERRORS as e:
                 log.warning("text %s left out of the frame: %s", log_text(run.text), e)
+        image.paste(layer, box[:2])
 
 
 def render(screen: Screen, fonts: Fonts) -> Image.Image:
     """The 128×64 mode "1" image of `screen` (white ink on black, as the OLED lights)."""
     image = Image.new("1", (WIDTH, HEIGHT), 0)
-    draw_placed(ImageDraw.Draw(image), place(screen, fonts))
+    draw_placed(image, place(screen, fonts))
     return image
 
 
@@ -277,7 +300,7 @@ def render_with_text(screen: Screen, fonts: Fonts) -> tuple[bytes, str]:
     from one layout pass."""
     placed = place(screen, fonts)
     image = Image.new("1", (WIDTH, HEIGHT), 0)
-    draw_placed(ImageDraw.Draw(image), placed)
+    draw_placed(image, placed)
     return frame_bytes(image), placed_text(placed)
 
 

@@ -126,7 +126,7 @@ def _ink_masks(placed: list[Placed]) -> list[Image.Image]:
     masks = []
     for p in placed:
         canvas = Image.new("1", (3 * W, 3 * H), 0)
-        draw_placed(ImageDraw.Draw(canvas), [p], offset=(W, H))
+        draw_placed(canvas, [p], offset=(W, H))
         # Inverted text draws black on its box: count the box as ink too.
         for x0, y0, x1, y1 in p.boxes:
             ImageDraw.Draw(canvas).rectangle((x0 + W, y0 + H, x1 + W, y1 + H), fill=255)
@@ -134,7 +134,7 @@ def _ink_masks(placed: list[Placed]) -> list[Image.Image]:
     return masks
 
 
-def _assert_rows_fit(screen: Screen, fonts: Fonts) -> None:
+def assert_rows_fit(screen: Screen, fonts: Fonts) -> None:
     placed = place(screen, fonts)
     masks = _ink_masks(placed)
     for p, mask in zip(placed, masks, strict=True):
@@ -152,7 +152,7 @@ def _assert_rows_fit(screen: Screen, fonts: Fonts) -> None:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_golden_screens_fit(name: str, system_fonts: Fonts) -> None:
-    _assert_rows_fit(CASES[name], system_fonts)
+    assert_rows_fit(CASES[name], system_fonts)
 
 
 CJK = st.characters(min_codepoint=0x4E00, max_codepoint=0x9FA5)
@@ -197,7 +197,7 @@ def test_any_text_stays_on_the_panel(screen: Screen) -> None:
         fonts = load_fonts()
     except HardwareNotFound as e:
         pytest.fail(f"{e} (./hcp test installs the fonts the tests need)", pytrace=False)
-    _assert_rows_fit(screen, fonts)
+    assert_rows_fit(screen, fonts)
 
 
 def _row_text(placed: list[Placed], y: int) -> str:

@@ -14,6 +14,7 @@ import itertools
 import time
 import unicodedata
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +41,7 @@ from device.ports import HardwareNotFound
 from drivers.fonts import SIZES, Fonts, load_fonts
 from drivers.layout_oled import Row, layout
 from drivers.render import place_rows, render, render_with_text
+from tests.test_render import assert_rows_fit
 
 W, H = 128, 64
 UNSHOWABLE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
@@ -133,6 +135,32 @@ def test_any_text_in_any_field_renders(screen: Screen, engines: list[Fonts]) -> 
     for field in (screen.heading, *screen.lines, screen.window_name, *staff,
                   *(o.label for o in screen.options)):
         assert field == display_text(field)  # the view model holds display text only
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(screen=any_screen())
+def test_any_text_stays_on_its_row(screen: Screen, engines: list[Fonts]) -> None:
+    """Nothing inks off the panel or over another row, whatever the glyphs."""
+    assert_rows_fit(screen, engines[0])
+
+
+def test_stacked_combining_marks_stay_on_their_row(engines: list[Fonts]) -> None:
+    """A font that stacks combining marks (DejaVu Sans laid out by raqm, as a configured
+    `[display] font` might) draws "Zalgo" text 80 px tall: each row is clipped to its
+    own band, so it never reaches the window name or leaves the panel."""
+    dejavu = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+    if not features.check("raqm") or not dejavu.is_file():
+        pytest.skip("needs raqm and fonts-dejavu-core to stack combining marks")
+    base = engines[0]
+    stacking = Fonts({**base.faces, 12: replace(base[12], font=ImageFont.truetype(
+        str(dejavu), 12, layout_engine=ImageFont.Layout.RAQM))})
+    zalgo = "Li" + "\u0301\u030b\u0308" * 8 + "Na" + "\u0323\u0324" * 8
+    staff = screens.staff_of({"staff_id": "S007", "staff_name": zalgo})
+    for screen in (screens.idle("03号窗口", staff, offline=True, spontaneous=True),
+                   screens.paused("03号窗口", None, reason=zalgo),
+                   screens.prompt("W", None, case_id="C1", service_name=zalgo,
+                                  remaining_s=9)):
+        assert_rows_fit(screen, stacking)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
