@@ -35,6 +35,7 @@ from device.core.model import (
     SettingsChanged,
     Show,
     Staff,
+    Tick,
 )
 from device.core.settings import UiSettings
 from device.ports import HardwareNotFound
@@ -221,6 +222,32 @@ class Device:
     def press(self, level: int) -> None:
         self._take(self.core.handle(KeyDown(level, self.clock.now)))
         self._take(self.core.handle(KeyUp(level, self.clock.now)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(window=ANY_TEXT, labels=st.lists(ANY_TEXT, min_size=1, max_size=4),
+       clerk=ANY_TEXT, staff_id=ANY_TEXT, service=ANY_TEXT, reason=ANY_TEXT,
+       level=st.integers(1, 5))
+def test_every_screen_the_core_shows_renders_whatever_the_texts(
+        window: str, labels: list[str], clerk: str, staff_id: str, service: str,
+        reason: str, level: int, engines: list[Fonts]) -> None:
+    """Texts from every source at once, through the real core: each screen it asks the
+    display to show renders."""
+    device = Device(window_name=window,
+                    reasons=tuple((f"X{i}", label) for i, label in enumerate(labels)))
+    device.frame("staff_login", staff_id=staff_id, staff_name=clerk)
+    device.frame("case_completed", case_id="C1", service_name=service)
+    device.press(level)
+    if level <= 2:
+        device.press(1)  # skip the reasons
+    device.clock.advance(10)
+    device._take(device.core.handle(Tick(device.clock.now)))
+    device.frame("pause", reason=reason)
+    names = {screen.name for screen in device.shown}
+    assert {"idle", "prompt", "thanks", "paused"} <= names
+    assert ("reasons" in names) == (level <= 2)
+    for screen in device.shown:
+        _assert_shown(screen, engines)
 
 
 def test_service_name_with_a_line_break_renders(engines: list[Fonts]) -> None:
