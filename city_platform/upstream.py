@@ -1,0 +1,123 @@
+"""Store-and-forward to the province (SPEC §11 `[upstream]`): every record the platform
+stored is queued in the same transaction (table `upstream`), posted from the store in
+batches with the bridge's platform client and field profile, and the province's answer
+per record is kept. §9's retry rules: 5xx, 408, 429 (Retry-After honoured), timeouts and
+connection errors are retried with exponential backoff and full jitter from 0.2 s up to
+`retry_cap_s`, indefinitely; a batch refused with another 4xx is a configuration problem,
+logged loudly and retried every `client_error_retry_s`. Nothing leaves the queue without
+an answer, so days of provincial downtime lose nothing; a restart resumes from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from broker_bridge.platform_client import PlatformClient, PlatformError
+from broker_bridge.profile import GovProfile
+from city_platform.store import Store, StoreError
+from common.backoff import full_jitter
+
+log = logging.getLogger("hcp.platform.upstream")
+
+IDLE_POLL_S = 5.0
+QUIET_LOG_S = 30.0
+
+
+class Upstream:
+    def __init__(self, store: Store, settings: dict[str, Any]) -> None:
+        self.store = store
+        self.batch_max = int(settings.get("batch_max", 100))
+        self.retry_cap_s = float(settings.get("retry_cap_s", 60.0))
+        self.client_error_retry_s = float(settings.get("client_error_retry_s", 300.0))
+        timeout = float(settings.get("timeout_s", 10.0))
+        url = str(settings["url"])
+        token, ca = str(settings.get("token_file", "")), str(settings.get("ca_file", ""))
+        profile = GovProfile() if settings.get("profile", "gov") == "gov" else None
+        # Our records go out through the profile; records that came in already in the
+        # gov names go out as they came.
+        self._ours = PlatformClient(url, timeout, token, ca, profile)
+        self._as_is = PlatformClient(url, timeout, token, ca, None)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="upstream", daemon=True)
+        self.url = url
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self._ours.close()
+        self._as_is.close()
+
+    def _run(self) -> None:
+        attempt = 0
+        last_log = 0.0
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                pending = self.store.pending_upstream(self.batch_max)
+            except StoreError as e:
+                log.warning("reading the upstream queue: %s", e)
+                self._stop.wait(IDLE_POLL_S)
+                continue
+            if not pending:
+                self._wake.wait(IDLE_POLL_S)
+                continue
+            try:
+                answered = self._post(pending)
+            except PlatformError as e:
+                if e.retryable:
+                    delay = full_jitter(attempt, cap=self.retry_cap_s)
+                    if e.retry_after is not None:
+                        delay = max(delay, e.retry_after)
+                    now = time.monotonic()
+                    if attempt == 0 or now - last_log >= QUIET_LOG_S:
+                        log.warning("province failed (%s) for %d records; retry %d in %.1f s",
+                                    e.detail, len(pending), attempt + 1, delay)
+                        last_log = now
+                else:
+                    delay = self.client_error_retry_s
+                    log.error("province REFUSED a batch of %d records: %s — check [upstream] "
+                              "url and token_file; nothing is lost, retrying in %.0f s",
+                              len(pending), e.detail, delay)
+                attempt += 1
+                self._stop.wait(delay)
+                continue
+            if attempt:
+                log.info("province answered again after %d retries", attempt)
+            attempt = 0
+            try:
+                self.store.record_upstream(answered)
+            except StoreError as e:
+                log.warning("keeping the province's answers: %s (they will be asked again)",
+                            e)
+                self._stop.wait(1.0)
+                continue
+            rejected = [a for a in answered if a[1] == "rejected"]
+            for rating_id, _, error in rejected[:5]:
+                log.error("province rejected %s: %s", rating_id, error)
+            if len(answered) < len(pending):
+                # An answer that skips records: those stay queued and go again.
+                log.warning("province answered %d of %d records", len(answered), len(pending))
+                self._stop.wait(full_jitter(0, cap=self.retry_cap_s))
+
+    def _post(self, pending: list[tuple[str, bool, str]]
+              ) -> list[tuple[str, str, str | None]]:
+        answers: list[tuple[str, str, str | None]] = []
+        for client, gov in ((self._ours, False), (self._as_is, True)):
+            part = [(rid, record) for rid, is_gov, record in pending if is_gov == gov]
+            if not part:
+                continue
+            results = client.post_ratings([record.encode("utf-8") for _, record in part])
+            answers += [(rid, results[rid].status, results[rid].error)
+                        for rid, _ in part if rid in results]
+        return answers
