@@ -7,6 +7,7 @@ any device re-sending (the publishers here never re-send)."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -42,8 +43,8 @@ def city_and_halls(tmp_path: Path, mosquitto_factory: Callable[..., Mosquitto]
     with ExitStack() as stack:
         for hall in halls:
             stack.enter_context(hall)
-        for hall, hall_id in zip(halls, HALLS, strict=True):
-            wait_for(lambda h=hall, i=hall_id: bridge_connected(h, city, i), 20,
+        for hall_id in HALLS:
+            wait_for(functools.partial(bridge_connected, city, hall_id), 20,
                      f"hall {hall_id} bridged to the city")
         yield city, halls
 

@@ -4,7 +4,7 @@ temp folders, the halls configured from the sample systemd/examples/hall-bridge.
 tested).
 
     city = mosquitto_factory()
-    hall = start_hall(tmp_path / "hall-1", city, "421100-HG01", device_ids)
+    hall = hall_broker(tmp_path / "hall-1", city, "421100-HG01", device_ids).start()
     # devices publish to hall.port; the bridge subscribes at city.port
 """
 
@@ -46,7 +46,7 @@ def hall_broker(workdir: Path, city: Mosquitto, hall: str, device_ids: Sequence[
     return Mosquitto(workdir, extra_conf=hall_bridge_lines(city, hall, device_ids))
 
 
-def bridge_connected(hall: Mosquitto, city: Mosquitto, hall_id: str) -> bool:
+def bridge_connected(city: Mosquitto, hall_id: str) -> bool:
     """True once the city's log shows this hall's bridge connected after its last start."""
     log = city.log_text()
     starts = log.rfind("mosquitto version")
