@@ -1,0 +1,156 @@
+"""The hall dashboard (GET /): `hcp-platform run` as a subprocess following a real
+mosquitto, a bridge and a sim device; a rating pressed on the device appears on the page
+in a real headless Chromium (server-sent events), on a hall screen and on a phone; a
+token beyond loopback."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from city_platform.config import PlatformConfig, load
+from city_platform.hall import Hall
+from city_platform.server import PlatformServer
+from city_platform.store import Store
+from common.configschema import ConfigError
+from tests.support import browser
+from tests.support.bridge import REPO, BridgeProcess
+from tests.support.device import DeviceProcess
+from tests.support.mosquitto import Mosquitto, free_port
+
+browser_page = browser.browser_page
+DEVICE = "421100-HG01-W03"
+
+
+class PlatformProcess:
+    def __init__(self, workdir: Path, broker: Mosquitto) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.config = workdir / "platform.toml"
+        self.config.write_text(
+            f'[store]\nurl = "sqlite:///{workdir / "ratings.db"}"\n'
+            f'[http]\nlisten = "127.0.0.1:{self.port}"\n'
+            f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+            f'[followups]\ncheck_s = 0.5\n', encoding="utf-8")
+        self.log = workdir / "platform.log"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "city_platform", "run", "--config", str(self.config)],
+                cwd=REPO, env=env, stdout=out, stderr=out)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("hcp-platform exited:\n" + self.log.read_text())
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/healthz", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError("hcp-platform did not answer:\n" + self.log.read_text())
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(10)
+
+
+@pytest.fixture
+def chain(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[tuple[PlatformProcess,
+                                                                   DeviceProcess]]:
+    platform = PlatformProcess(tmp_path / "platform", mosquitto)
+    bridge = BridgeProcess(tmp_path / "bridge", mosquitto,
+                           f"{platform.base_url}/api/ratings").start()
+    device = DeviceProcess(tmp_path / "device", mqtt_port=mosquitto.port).start()
+    try:
+        yield platform, device
+    finally:
+        device.close()
+        bridge.terminate()
+        assert platform.stop() == 0, platform.log.read_text()[-2000:]
+
+
+def cell(page: Any, name: str) -> Any:
+    return page.locator(f'tr[data-device="{DEVICE}"] td[data-label="{name}"]')
+
+
+def test_a_rating_pressed_on_a_device_appears_on_the_page(
+        chain: tuple[PlatformProcess, DeviceProcess], browser_page: Any) -> None:
+    platform, device = chain
+    page = browser_page
+    page.goto(platform.base_url + "/")
+    assert "好差评实时看板" in page.title()
+    # The device's retained status, followed over MQTT: online.
+    page.wait_for_function(
+        f'() => {{ const c = document.querySelector(\'tr[data-device="{DEVICE}"] '
+        f'td[data-label="在线"]\'); return c && c.textContent === "在线"; }}', timeout=15000)
+    assert cell(page, "今日评价").text_content() == "0"
+    page.wait_for_function('() => document.getElementById("link").textContent === "实时"',
+                           timeout=10000)
+    w, sim = device.window, device.sim
+    assert w is not None and sim is not None
+    w.send("case_completed", case_id="C-DASH-1", staff_id="S0042", staff_name="王晓红")
+    assert sim.wait_screen("prompt", 5)
+    sim.press(2)
+    assert sim.wait_screen("reasons", 5)
+    sim.press(5)  # a reason (or skip): either way the rating is stored
+    assert w.wait_for(lambda f: f.get("type") == "rated", 5) is not None
+    # No reload: the event stream redraws the row.
+    page.wait_for_function(
+        f'() => document.querySelector(\'tr[data-device="{DEVICE}"] '
+        f'td[data-label="今日评价"]\').textContent === "1"', timeout=15000)
+    assert cell(page, "今日满意率").text_content() == "0.0%"
+    assert cell(page, "差评待办").text_content() == "1"
+    assert cell(page, "当班人员").text_content() == "王晓红"
+    assert page.evaluate("document.scrollingElement.scrollWidth") <= 1920
+    # A phone: the same rows as cards, no sideways scrolling.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    page.wait_for_function(
+        f'() => document.querySelector(\'tr[data-device="{DEVICE}"]\') !== null',
+        timeout=10000)
+    assert page.evaluate("document.scrollingElement.scrollWidth") <= 390
+    assert cell(page, "今日评价").is_visible()
+
+
+def test_beyond_loopback_a_token_is_required(tmp_path: Path) -> None:
+    config = tmp_path / "platform.toml"
+    config.write_text('[http]\nlisten = "0.0.0.0:8080"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="token_file: required"):
+        load(str(config))
+    store = Store.open(f"sqlite:///{tmp_path / 'ratings.db'}")
+    hall = Hall(store, PlatformConfig())
+    server = PlatformServer("127.0.0.1", 0, store, token="s3cret", hall=hall).start()
+    try:
+        def get(path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            conn.request("GET", path, headers=headers or {})
+            response = conn.getresponse()
+            status, cookie = response.status, response.getheader("Set-Cookie") or ""
+            response.read()
+            conn.close()
+            return status, cookie
+
+        assert get("/")[0] == 401
+        assert get("/api/hall")[0] == 401
+        status, cookie = get("/?token=s3cret")
+        assert status == 200 and cookie.startswith("hcp_token=s3cret")
+        assert get("/api/hall", {"Cookie": "hcp_token=s3cret"})[0] == 200
+        assert get("/api/hall", {"Authorization": "Bearer s3cret"})[0] == 200
+        assert get("/healthz")[0] == 200
+    finally:
+        server.shutdown()
+        server.close()
+        store.close()
