@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, NoReturn
 
-from common.serial_codec import KEPT_FIELDS, WINDOW_TYPES, Rejected, crc16, decode_line
+from common.serial_codec import (
+    EVALUATOR_TYPES,
+    KEPT_FIELDS,
+    WINDOW_TYPES,
+    Rejected,
+    decode_line,
+    frame_line,
+)
 from device.core.model import LEVEL_LABELS
 from simulator.windowlink import (
     CrcMode,
@@ -42,11 +49,11 @@ DEFAULT_RATED_WAIT_S = 120.0
 # In the order of SPEC §4, for help texts and suggestions.
 FRAME_TYPES = ("case_completed", "cancel", "staff_login", "staff_logout", "pause", "resume",
                "ping", "raw")
-EVALUATOR_TYPES = frozenset({"ack", "nak", "hello", "rated", "expired"})
 NAK_MEANING = {
     "bad_frame": "帧格式错误: a CRC-valid line that is not a JSON object with type and seq",
-    "bad_field": "字段错误: a field is missing, too long, not a string, or completed_at is "
-                 "not ISO-8601",
+    "bad_field": "字段错误: a field is missing, too long, not a string or given twice, an "
+                 "id holds a control character, or completed_at is not an ISO-8601 time "
+                 "in 2000..2099",
     "duplicate_case": "案件重复: this case was rated in the last 24 h or is pending",
     "queue_full": "队列已满: 8 cases are already waiting for a rating",
     "unknown_type": "未知类型: the evaluator does not know this frame type",
@@ -135,9 +142,7 @@ def build_request(frame_type: str, tokens: list[str], seq: int | None = None,
         if not tokens:
             raise UsageError("raw needs the line to send")
         body = " ".join(tokens).encode("utf-8")
-        if add_crc:
-            body += b"*" + f"{crc16(body):04X}".encode()
-        return Request(None, body + b"\n")
+        return Request(None, frame_line(body).line if add_crc else body + b"\n")
     if add_crc:
         raise UsageError("--add-crc only applies to raw")
     if frame_type not in WINDOW_TYPES:
@@ -216,28 +221,26 @@ class Verdict:
     detail: str = ""
     answer: str | None = None          # "ack", "nak <code>", "no answer"; None for replies
     ignored: tuple[str, ...] = ()      # fields the evaluator drops unread
+    normalised: tuple[str, ...] = ()   # texts the evaluator shows and stores changed
 
 
 def judge(item: Received, require_crc: bool) -> Verdict:
-    if not item.ok:
-        seq = item.frame.get("seq") if item.frame else None
-        answers = item.error == "bad_frame" and isinstance(seq, int)
-        return Verdict(False, item.error, _crc_detail(item),
-                       "nak bad_frame" if answers else "no answer")
+    """The evaluator's own decision (common.serial_codec.decode_line) for a window frame;
+    SPEC §4's promises for one of the evaluator's frames."""
     ftype = item.type
-    if ftype in EVALUATOR_TYPES:
-        return Verdict(True)
-    if ftype not in WINDOW_TYPES:
-        return Verdict(False, "unknown_type", f"unknown type {show_value(ftype)}",
-                       "nak unknown_type")
+    if ftype in EVALUATOR_TYPES and item.error in (None, "bad_field"):
+        return Verdict(item.ok, item.error, item.detail)
     result = decode_line(item.line, require_crc)
     if isinstance(result, Rejected):
-        return Verdict(False, result.error, result.detail,
+        detail = _crc_detail(item) if result.error == "crc" else result.detail
+        return Verdict(False, result.error, detail,
                        f"nak {result.nak}" if result.nak else "no answer")
-    assert item.frame is not None and ftype is not None
-    kept = set(KEPT_FIELDS[ftype]) | {"type", "seq"}
+    frame = item.frame or {}
+    kept = set(KEPT_FIELDS[result.type]) | {"type", "seq"}
     return Verdict(True, answer="ack",
-                   ignored=tuple(name for name in item.frame if name not in kept))
+                   ignored=tuple(name for name in frame if name not in kept),
+                   normalised=tuple(name for name, value in result.fields.items()
+                                    if frame.get(name) != value))
 
 
 def _crc_detail(item: Received) -> str:
@@ -335,7 +338,8 @@ class Output:
             record = self._in_record(item)
             record.update(ok=verdict.ok, error=verdict.kind,
                           detail=verdict.detail or None, answer=verdict.answer,
-                          ignored_fields=list(verdict.ignored))
+                          ignored_fields=list(verdict.ignored),
+                          normalised_fields=list(verdict.normalised))
             self._record(record)
             return
         clock = self.style.dim(datetime.fromtimestamp(item.at).strftime("%H:%M:%S.%f")[:-3])
@@ -348,6 +352,10 @@ class Output:
             if verdict.ignored:
                 text += " " + self.style.warn(
                     f"⚠ ignored fields (never stored): {', '.join(verdict.ignored)}")
+            if verdict.normalised:
+                text += " " + self.style.warn(
+                    "⚠ shown and stored with line breaks and control characters as spaces: "
+                    + ", ".join(verdict.normalised))
             self._emit(text)
             return
         marker = self.style.bad(f"✗ {_marker(verdict.kind)}")

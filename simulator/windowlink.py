@@ -8,7 +8,6 @@ the device simulator, the chaos runner and tests.
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import threading
@@ -17,14 +16,23 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import serial
 
-from common.serial_codec import MAX_LINE, crc16
+from common.serial_codec import (
+    EVALUATOR_TYPES,
+    CrcMode,
+    Encoded,
+    encode,
+    reply_problem,
+)
+from common.serial_codec import inspect_line as codec_inspect_line
 from drivers.serial_link import LineSplitter
 
-CrcMode = Literal["ok", "bad", "none"]
+__all__ = ["CrcMode", "LinkError", "Received", "Sent", "WindowLink", "WindowServer",
+           "answer_to", "encode", "inspect_line", "outcome_of", "time_seq"]
+
 FramePredicate = Callable[[dict[str, Any]], bool]
 
 # Frames kept for wait_for()/next_received() before the oldest unread ones are dropped:
@@ -33,7 +41,9 @@ INBOX_MAX = 10_000
 POLL_S = 0.1
 WRITE_TIMEOUT_S = 2.0
 READ_CHUNK = 65536
-_CRC_RE = re.compile(rb"[0-9A-Fa-f]{4}")
+# What went on the wire: the line (with its '\n'), the frame (None for a raw line), the
+# CRC sent (None when there was none) and the correct CRC.
+Sent = Encoded
 
 
 class LinkError(Exception):
@@ -50,12 +60,13 @@ def time_seq() -> int:
 
 @dataclass(frozen=True)
 class Received:
-    """One line that arrived, decoded as far as it goes.
+    """One line that arrived, decoded as far as it goes (common.serial_codec.inspect_line).
 
     `error` is None for a usable frame (valid CRC, a JSON object with a string `type` and
-    an integer `seq`); otherwise the reject kind (crc, no_crc, utf8, json, too_long,
-    bad_frame) and `detail` says why. `frame` is the JSON object whenever the line parses,
-    even with a bad CRC, so that a monitor can still show what it claimed to be.
+    an integer `seq`, and for the evaluator's own types the fields SPEC §4 promises);
+    otherwise the reject kind (crc, no_crc, utf8, json, too_long, bad_frame, bad_field) and
+    `detail` says why. `frame` is the JSON object whenever the line parses, even with a bad
+    CRC, so that a monitor can still show what it claimed to be.
     """
 
     line: bytes
@@ -79,78 +90,23 @@ class Received:
 
 def inspect_line(line: bytes, require_crc: bool = True, t: float | None = None,
                  at: float | None = None) -> Received:
-    """Decode any protocol line (either direction), never raising.
-
-    Unlike `common.serial_codec.decode_line` this knows nothing of frame types or fields: it
-    checks the framing only, so it serves for the evaluator's replies and for a monitor.
-    """
+    """Decode any protocol line (either direction), never raising, stamped with when it
+    arrived. A frame of a type the evaluator sends is also checked against SPEC §4 (a
+    `rated` without its level is a `bad_field`); a window frame only for its framing, since
+    judging it is the evaluator's job (`common.serial_codec.decode_line`)."""
     t = time.monotonic() if t is None else t
     at = time.time() if at is None else at
-    body = line[:-1] if line.endswith(b"\r") else line
-    if len(body) > MAX_LINE:
-        return Received(line, t, at, None, "too_long", f"{len(body)} bytes > {MAX_LINE}")
-    want: int | None = None
-    got: int | None = None
-    star = body.rfind(b"*")
-    if star >= 0 and _CRC_RE.fullmatch(body[star + 1:]) is not None:
-        want = int(body[star + 1:], 16)
-        body = body[:star]
-        got = crc16(body)
-    else:
-        got = crc16(body)
-    frame, parse_error, parse_detail = _parse(body)
-    if want is not None and want != got:
-        return Received(line, t, at, frame, "crc",
-                        f"CRC {want:04X} in frame, {got:04X} computed", want, got)
-    if want is None and require_crc:
-        return Received(line, t, at, frame, "no_crc", "frame has no *CRC suffix", None, got)
-    if parse_error is not None:
-        return Received(line, t, at, frame, parse_error, parse_detail, want, got)
-    return Received(line, t, at, frame, None, "", want, got)
-
-
-def _parse(body: bytes) -> tuple[dict[str, Any] | None, str | None, str]:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return None, "utf8", f"bad UTF-8 at byte {e.start}"
-    try:
-        obj = json.loads(text)
-    except RecursionError:
-        return None, "json", "bad JSON: too deeply nested"
-    except ValueError as e:
-        return None, "json", f"bad JSON: {getattr(e, 'msg', 'invalid value')}"
-    if not isinstance(obj, dict):
-        return None, "bad_frame", "not a JSON object"
-    seq = obj.get("seq")
-    if (not isinstance(obj.get("type"), str) or not isinstance(seq, int)
-            or isinstance(seq, bool)):
-        return obj, "bad_frame", "not a JSON object with string type and integer seq"
-    return obj, None, ""
+    seen = codec_inspect_line(line, require_crc)
+    error, detail = seen.error, seen.detail
+    if error is None and seen.frame is not None and seen.frame["type"] in EVALUATOR_TYPES:
+        problem = reply_problem(seen.frame)
+        if problem is not None:
+            error, detail = "bad_field", problem
+    return Received(line, t, at, seen.frame, error, detail, seen.crc_in_frame,
+                    seen.crc_computed)
 
 
 # --- sending ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Sent:
-    """What went on the wire: the line (with its '\\n'), the frame (None for a raw line),
-    the CRC sent (None when there was none) and the correct CRC."""
-
-    line: bytes
-    frame: dict[str, Any] | None
-    crc_sent: int | None
-    crc_correct: int | None
-
-
-def encode(frame: dict[str, Any], crc: CrcMode = "ok") -> Sent:
-    """One wire line for `frame`: correct CRC, a deliberately wrong one, or bare JSON."""
-    body = json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    correct = crc16(body)
-    if crc == "none":
-        return Sent(body + b"\n", frame, None, correct)
-    sent = correct if crc == "ok" else correct ^ 0x5A5A
-    return Sent(body + b"*" + f"{sent:04X}".encode() + b"\n", frame, sent, correct)
-
 
 class _FrameExchange(ABC):
     """The send/wait API shared by WindowLink and WindowServer; subclasses move bytes."""

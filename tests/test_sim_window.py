@@ -700,3 +700,50 @@ def test_interactive_sends_several_frames_on_one_port(tcp_evaluator: TcpEvaluato
         assert f"← ack seq={seq}" in out
     assert any(line.startswith("← rated seq=901 case_id=RATE-I level=4 (满意)") for line in out)
     assert "unknown frame type 'refund'" in proc.stderr
+
+
+# --- one codec: what the tool reads and judges is what the daemon decides ------------------
+
+def test_inspect_line_checks_what_spec_promises_in_the_evaluators_frames() -> None:
+    good = [{"type": "rated", "seq": 3, "case_id": "C1", "level": 4,
+             "rating_id": "5f0c1d2e8a9b4c7d9e1f2a3b4c5d6e7f"},
+            {"type": "expired", "seq": 4, "case_id": "C1"},
+            {"type": "nak", "seq": 5, "error": "queue_full"},
+            {"type": "hello", "seq": 6, "device_id": "421100-HG01-W03", "version": "0.1.0"}]
+    for frame in good:
+        assert inspect_line(encode_frame(frame).rstrip(b"\n")).ok, frame
+    bad = [({"type": "rated", "seq": 3, "case_id": "C1", "level": 7, "rating_id": "x"},
+            "level must be an integer 1..5"),
+           ({"type": "rated", "seq": 3, "case_id": "C1", "level": 4}, "rating_id missing"),
+           ({"type": "expired", "seq": 4, "case_id": "C\n1"}, "case_id must be text"),
+           ({"type": "nak", "seq": 5, "error": "gone_fishing"}, "error is not one of")]
+    for frame, why in bad:
+        item = inspect_line(encode_frame(frame).rstrip(b"\n"))
+        assert (item.error, item.detail.startswith(why)) == ("bad_field", True), item
+        assert window.judge(item, True) == window.Verdict(False, "bad_field", item.detail)
+
+
+def test_listen_judges_text_and_numbers_as_the_evaluator_does() -> None:
+    def verdict(frame: dict[str, Any]) -> window.Verdict:
+        return window.judge(inspect_line(encode_frame(frame).rstrip(b"\n")), True)
+
+    shown = verdict({"type": "case_completed", "seq": 1, "case_id": "A1",
+                     "service_name": "不动产登记\r\n", "staff_name": "王晓梅"})
+    assert shown.ok and shown.answer == "ack" and shown.normalised == ("service_name",)
+    refused = verdict({"type": "case_completed", "seq": 2, "case_id": "A\n1"})
+    assert (refused.ok, refused.answer) == (False, "nak bad_field")
+    assert refused.detail.startswith("case_id contains a control")
+    too_big = verdict({"type": "ping", "seq": 2**63})
+    assert (too_big.ok, too_big.kind, too_big.answer) == (False, "bad_frame", "no answer")
+    twice = window.judge(inspect_line(b'{"type":"cancel","seq":9,"case_id":"A","case_id":"B"}',
+                                      False), False)
+    assert (twice.answer, twice.detail) == ("nak bad_field", "case_id given twice")
+
+
+def test_a_deliberately_wrong_crc_is_the_one_the_daemon_refuses() -> None:
+    sent = window.build_request("ping", [], seq=5, crc="bad").encoded()
+    assert sent.crc_sent is not None and sent.crc_sent != sent.crc_correct
+    rejected = decode_line(sent.line.rstrip(b"\n"))
+    assert not isinstance(rejected, Frame) and (rejected.error, rejected.nak) == ("crc", None)
+    raw = window.build_request("raw", ['{"type":"ping","seq":6}'], add_crc=True).encoded()
+    assert decode_line(raw.line.rstrip(b"\n")) == Frame("ping", 6, {})
