@@ -28,10 +28,10 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
 
 
 @contextlib.contextmanager
-def publisher(broker: Any, protocol: str = "5", host: str | None = None,
-              port: int | None = None) -> Iterator[FleetPublisher]:
+def publisher(broker: Any, protocol: str = "5", prefix: str = "hcp/v1"
+              ) -> Iterator[FleetPublisher]:
     """A device-like publisher connected to `broker` (anything with host and port)."""
-    fleet = FleetPublisher(host or broker.host, port or broker.port, protocol=protocol)
+    fleet = FleetPublisher(broker.host, broker.port, prefix=prefix, protocol=protocol)
     try:
         yield fleet
     finally:

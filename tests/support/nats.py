@@ -89,6 +89,9 @@ mqtt {{
   listen: "{HOST}:{self.mqtt_port}"
   # Un-acknowledged messages are redelivered after this long (not on reconnect).
   ack_wait: "{self.ack_wait_s:g}s"
+  # Sessions, subscriptions and retained messages on all three nodes (NATS would pick
+  # fewer if it created the streams while a node was still joining).
+  stream_replicas: 3
 }}
 """)
 
