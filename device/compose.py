@@ -24,6 +24,14 @@ class NullDisplay:
         pass
 
 
+def display_fonts(config: DeviceConfig) -> str:
+    """Which font files the renderer would draw this config's screens with (for
+    `hcp-device doctor`); HardwareNotFound saying what to install when none can draw
+    Chinese."""
+    from drivers.fonts import load_fonts
+    return load_fonts(config.display.font).describe()
+
+
 def build_drivers(config: DeviceConfig) -> Drivers:
     """The drivers this config asks for (imports only what is used)."""
     from drivers.sim import SimDisplay, SimInput, SimServer
