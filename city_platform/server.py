@@ -34,6 +34,7 @@ log = logging.getLogger("hcp.platform.http")
 DEFAULT_PATH = "/api/ratings"
 MAX_BODY_BYTES = 16 * 1024 * 1024
 TOKEN_COOKIE = "hcp_token"
+SSE_MIN_INTERVAL_S = 0.5
 
 
 class PlatformServer:
@@ -193,6 +194,9 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
                     data = json.dumps(hall.snapshot(), ensure_ascii=False)
                     self.wfile.write(f"event: hall\ndata: {data}\n\n".encode())
                     self.wfile.flush()
+                    # At most two redraws a second per browser: under a burst of batches
+                    # the page stays within the 2 s promise without a snapshot per batch.
+                    platform.stopping.wait(SSE_MIN_INTERVAL_S)
             except (OSError, ValueError):
                 return  # the browser went away
 

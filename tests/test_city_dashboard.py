@@ -154,3 +154,57 @@ def test_beyond_loopback_a_token_is_required(tmp_path: Path) -> None:
         server.shutdown()
         server.close()
         store.close()
+
+
+def test_an_overdue_follow_up_is_raised_once_on_the_broker(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """hcp-platform run with a real mosquitto: a 差评 of 2025-09-26 is long overdue; the
+    alert arrives on hcp/v1/alerts once, though the check runs every half second."""
+    import json
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from tests.support.ratings import make_rating
+
+    received: list[dict[str, Any]] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="alert-reader",
+                         protocol=mqtt.MQTTv5)
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.on_message = lambda c, u, m: received.append(json.loads(m.payload))
+    client.on_connect = lambda c, u, f, r, p=None: c.subscribe("hcp/v1/alerts", qos=1)
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+    platform = None
+    try:
+        assert subscribed.wait(10)
+        platform = PlatformProcess(tmp_path / "platform", mosquitto)
+        def post_and_wait(record: dict[str, Any]) -> None:
+            request = urllib.request.Request(
+                f"{platform.base_url}/api/ratings",
+                data=json.dumps({"ratings": [record]}).encode(), method="POST",
+                headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert json.loads(response.read())["results"][0]["status"] == "accepted"
+            deadline = time.monotonic() + 20
+            while not any(a["evidence"]["rating_id"] == record["rating_id"] for a in received):
+                assert time.monotonic() < deadline, platform.log.read_text()[-2000:]
+                time.sleep(0.05)
+
+        # Each later 差评's alert comes from a later check: by the third, the first has
+        # been checked again at least twice, and must not have been raised again.
+        bad = [make_rating(level=1, rated_at=f"2025-09-2{day}T02:00:00.000Z")
+               for day in (6, 5, 4)]
+        for record in bad:
+            post_and_wait(record)
+        assert [(a["alert"], a["evidence"]["rating_id"]) for a in received] == [
+            ("followup_overdue", r["rating_id"]) for r in bad]
+        assert received[0]["evidence"]["due"] == "2025-09-30"
+        assert received[0]["watcher"] == "hcp-platform" and received[0]["severity"] == "critical"
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        if platform is not None:
+            assert platform.stop() == 0

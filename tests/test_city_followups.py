@@ -24,15 +24,20 @@ from city_platform.followups import FollowupError, Policy, deadlines
 from city_platform.server import PlatformServer
 from city_platform.store import Store
 from city_platform.workdays import CalendarGap, WorkCalendar
+from tests.support import postgres as pg
 from tests.support.bridge import REPO
 from tests.support.ratings import make_rating
 
 FRIDAY_10_SHANGHAI = "2025-09-26T02:00:00.000Z"  # Fri 2025-09-26 10:00 in Asia/Shanghai
+postgres_server, postgres_url = pg.postgres_server, pg.postgres_url  # fixtures
 
 
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'ratings.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ratings.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 @pytest.fixture
