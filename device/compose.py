@@ -5,6 +5,7 @@ production never falls back to a fake: a missing part raises HardwareNotFound.""
 from __future__ import annotations
 
 import logging
+import os
 from typing import Literal
 
 from device.config import DeviceConfig
@@ -12,6 +13,8 @@ from device.core.model import Screen
 from device.ports import Display, Drivers, Indicators, KeyInput
 
 log = logging.getLogger("hcp.drivers")
+
+SIM_CLOCK_OP_ENV = "HCP_SIM_CLOCK_OP"
 
 
 class NullDisplay:
@@ -38,7 +41,10 @@ def build_drivers(config: DeviceConfig) -> Drivers:
 
     sim: SimServer | None = None
     if "sim" in (config.input.kind, config.display.kind):
-        sim = SimServer(config.device.data_dir / "sim.sock")
+        # The socket's `clock` op (stepping the wall clock ratings carry) is a test seam:
+        # served only when the environment asks for it (tests, the chaos runner).
+        sim = SimServer(config.device.data_dir / "sim.sock",
+                        clock_op=os.environ.get(SIM_CLOCK_OP_ENV) == "1")
 
     display: Display
     keys: KeyInput

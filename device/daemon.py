@@ -102,6 +102,7 @@ class Daemon:
                                        self.health, self.clock.monotonic)
         self._watchdog_s: float | None = None
         self._next_watchdog = 0.0
+        self._stopping: str | None = None
 
     # --- thread-safe door ---------------------------------------------------
 
@@ -109,6 +110,9 @@ class Daemon:
         self.queue.put(event)
 
     def request_stop(self, reason: str = "requested") -> None:
+        # The flag lets the loop stop before whatever is queued ahead of the Stop (a
+        # window system flooding lines), the event wakes it if it is waiting.
+        self._stopping = reason
         self.queue.put(Stop(reason))
 
     def install_signal_handlers(self) -> None:
@@ -154,6 +158,9 @@ class Daemon:
         """Handle events until a Stop (returns False) or, with `until`, until the clock
         has reached it with nothing left to do (returns True)."""
         while True:
+            if self._stopping is not None:
+                log.info("stopping (%s)", self._stopping)
+                return False
             now = self.clock.monotonic()
             if self._watchdog_s is not None and now >= self._next_watchdog:
                 notify("WATCHDOG=1")
@@ -234,7 +241,11 @@ class Daemon:
         notify("STOPPING=1")
         self.drivers.close_input()
         if self.core is not None:
-            for ev in drain(self.queue):
+            queued, unanswered = drain(self.queue, skip=(SerialLine,))
+            if unanswered:
+                log.info("stopping: %d line(s) from the window system left unanswered "
+                         "(it sends them again)", unanswered)
+            for ev in queued:
                 self._dispatch(ev)
             self.executor.run(self.core.flush(self.clock.monotonic()))
         self.uplink.stop(self.clock.monotonic())

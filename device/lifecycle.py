@@ -43,13 +43,21 @@ def install_signal_handlers(request_stop: Callable[[str], None]) -> None:
         signal.signal(signum, lambda *_: None)  # the relay thread does the work
 
 
-def drain(events: queue.Queue[Any]) -> list[Any]:
-    """Everything queued now, in order, without the Stop events."""
+def drain(events: queue.Queue[Any], skip: tuple[type, ...] = ()) -> tuple[list[Any], int]:
+    """What the stop must still handle (everything queued now, in order, without Stop
+    events and without events of the `skip` types), and how many were skipped.
+
+    The stop skips the window system's lines: each may need an answer written to a port
+    the window system may not be reading, and one that gets none is sent again to the
+    next run (SPEC §4). Key presses, broker news and driver news are handled."""
     out: list[Any] = []
+    skipped = 0
     while True:
         try:
             ev = events.get_nowait()
         except queue.Empty:
-            return out
-        if not isinstance(ev, Stop):
+            return out, skipped
+        if isinstance(ev, skip):
+            skipped += 1
+        elif not isinstance(ev, Stop):
             out.append(ev)

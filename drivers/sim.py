@@ -100,10 +100,21 @@ class _Client:
 
 
 class SimServer:
-    """The socket itself: accepts clients, parses their ops, broadcasts screen events."""
+    """The socket itself: accepts clients, parses their ops, broadcasts screen events.
 
-    def __init__(self, path: Path) -> None:
+    Shared by the sim input and the sim display: each `acquire()`s it and `release()`s it
+    when closed, and the socket closes with the last of them (a stop closes the keys
+    first, then shows the last screens: the display must still have its socket).
+
+    `clock_op`: serve `{"op": "clock"}`, which steps the daemon's wall clock (a test seam
+    for chaos runs and clock-jump tests). Off unless asked for: a sim display on a
+    technician's bench must not let any local user move the time ratings carry.
+    """
+
+    def __init__(self, path: Path, clock_op: bool = False) -> None:
         self.path = Path(path)
+        self.clock_op = clock_op
+        self._users = 0
         self._clients: list[_Client] = []
         self._lock = threading.Lock()
         self._emit: Emit | None = None
@@ -113,8 +124,8 @@ class SimServer:
         self._sock: socket.socket | None = None
         self.status_provider: StatusProvider | None = None
         # Test seam: `{"op": "clock", "offset_s": X}` steps the daemon's wall clock by X
-        # seconds from the host's (chaos runs, clock-jump tests). Only a daemon with sim
-        # drivers has this socket, and the host clock is never touched.
+        # seconds from the host's (chaos runs, clock-jump tests), when `clock_op` is on.
+        # The host clock is never touched.
         self.clock_stepper: ClockStepper | None = None
 
     # --- lifecycle
@@ -136,6 +147,18 @@ class SimServer:
         self._sock = sock
         threading.Thread(target=self._accept_loop, name="sim-accept", daemon=True).start()
 
+    def acquire(self) -> None:
+        with self._lock:
+            self._users += 1
+
+    def release(self) -> None:
+        """One user is done with the socket; the last one closes it."""
+        with self._lock:
+            self._users -= 1
+            last = self._users <= 0
+        if last:
+            self.close()
+
     def close(self) -> None:
         self._stop.set()
         if self._sock is not None:
@@ -155,6 +178,10 @@ class SimServer:
     def attach_input(self, emit: Emit, clock: MonotonicClock) -> None:
         self._emit = emit
         self._clock = clock
+
+    def detach_input(self) -> None:
+        """Presses from now on are ignored (the daemon is stopping)."""
+        self._emit = None
 
     # --- out
 
@@ -237,7 +264,7 @@ class SimServer:
             level = zone_for(DEFAULT_SIM_ZONES, x, y)
             if level is not None:
                 self._press(level, 0.0)
-        elif op == "clock":
+        elif op == "clock" and self.clock_op:
             offset = req.get("offset_s")
             if (not isinstance(offset, int | float) or isinstance(offset, bool)
                     or not math.isfinite(offset) or abs(offset) > MAX_CLOCK_OFFSET_S):
@@ -278,13 +305,15 @@ class SimInput:
 
     def __init__(self, server: SimServer) -> None:
         self.server = server
+        server.acquire()
 
     def start(self, emit: Emit, clock: MonotonicClock) -> None:
         self.server.attach_input(emit, clock)
         self.server.open()
 
     def close(self) -> None:
-        self.server.close()
+        self.server.detach_input()
+        self.server.release()
 
 
 class SimDisplay:
@@ -294,6 +323,7 @@ class SimDisplay:
         self.server = server
         self.renderer = renderer
         self.last: Screen | None = None
+        server.acquire()
 
     def show(self, screen: Screen) -> None:
         self.server.open()
@@ -314,7 +344,7 @@ class SimDisplay:
         self.server.broadcast(event, remember=True)
 
     def close(self) -> None:
-        self.server.close()
+        self.server.release()
 
 
 def _option(o: Any, with_code: bool) -> dict[str, Any]:

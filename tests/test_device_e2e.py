@@ -26,6 +26,14 @@ def device(tmp_path: Path) -> Iterator[DeviceProcess]:
     d.close()
 
 
+@pytest.fixture
+def clock_device(tmp_path: Path) -> Iterator[DeviceProcess]:
+    """A daemon whose sim socket serves the `clock` op (the chaos runner's seam)."""
+    d = DeviceProcess(tmp_path, env={"HCP_SIM_CLOCK_OP": "1"})
+    yield d
+    d.close()
+
+
 def rated(case_id: str):  # type: ignore[no-untyped-def]
     return lambda f: f.get("type") == "rated" and f.get("case_id") == case_id
 
@@ -110,10 +118,11 @@ def test_duplicate_case_refused_after_restart(device: DeviceProcess) -> None:
 
 
 def test_duplicate_memory_survives_a_restart_and_a_forward_clock_step(
-        device: DeviceProcess) -> None:
+        clock_device: DeviceProcess) -> None:
     """Rated, the daemon restarted, then the wall clock jumps 60 h forward (NTP syncing a
     Pi that booted with a stale clock): the same boot's monotonic clock still knows the
     rating is minutes old."""
+    device = clock_device
     device.start()
     rate_case(device, "C-JUMP", 5)
     device.stop()
@@ -211,9 +220,20 @@ def test_a_second_daemon_on_the_same_data_dir_is_refused(device: DeviceProcess) 
     assert device.sim.wait_for(lambda e: e.get("ev") == "status") is not None
 
 
-def test_sim_clock_op_steps_the_wall_clock_of_ratings_only(device: DeviceProcess) -> None:
+def test_sim_clock_op_is_off_unless_asked_for(device: DeviceProcess) -> None:
+    """A sim display on a bench must not let any local user move the time ratings carry."""
+    device.start()
+    assert device.sim is not None
+    device.sim.send({"op": "clock", "offset_s": 3600})
+    err = device.sim.wait_for(lambda e: e.get("ev") in ("error", "clock"), 5)
+    assert err is not None and err["ev"] == "error" and "unknown op" in err["error"]
+
+
+def test_sim_clock_op_steps_the_wall_clock_of_ratings_only(
+        clock_device: DeviceProcess) -> None:
     """The chaos runner's clock seam: `{"op": "clock"}` moves the daemon's wall clock (the
     `rated_at` of the next rating), refuses nonsense, and never touches the host clock."""
+    device = clock_device
     device.start()
     w, sim = device.window, device.sim
     assert w is not None and sim is not None

@@ -106,3 +106,32 @@ def test_replies_reach_the_client_that_asked(server: SimServer) -> None:
     assert bad_level["ev"] == "error" and "1..5" in str(bad_level["error"])
     assert bad_json["ev"] == "error" and "bad request" in str(bad_json["error"])
     c.close()
+
+
+def test_keys_closed_first_leave_the_display_its_socket(tmp_path: Path) -> None:
+    """A stop closes the keys, then shows the last screens: the shared socket stays open
+    for the display (closing the keys used to close it, and the next show re-bound it)
+    and closes with the last of its users."""
+    from device.clock import FakeClock
+    from device.core.model import Screen
+    from drivers.sim import SimDisplay, SimInput
+
+    server = SimServer(tmp_path / "sim.sock")
+    keys = SimInput(server)
+    display = SimDisplay(server, lambda screen: (b"\0" * 1024, screen.name))
+    pressed: list[object] = []
+    keys.start(pressed.append, FakeClock())
+    display.show(Screen("idle"))
+    c = _connect(server)
+    try:
+        assert _read_events(c, 1)[0]["screen"] == "idle"
+        keys.close()
+        c.sendall(b'{"op": "press", "level": 5}\n')
+        display.show(Screen("thanks", level=5))
+        assert _read_events(c, 1)[0]["screen"] == "thanks"   # same connection
+        assert pressed == []                                  # input is closed
+        assert server.path.exists()
+        display.close()
+        assert not server.path.exists()
+    finally:
+        c.close()

@@ -133,6 +133,7 @@ class Chain:
             self.disk_skip_reason = "small disks turned off (--no-disk)"
         process = DeviceProcess(
             workdir, window=WindowServer(), mqtt_port=self.broker.port, device_id=name,
+            env={"HCP_SIM_CLOCK_OP": "1"},   # the clock_step fault's seam
             sections={
                 "device": {"window_name": f"{i:02d}号窗口 综合受理"},
                 "mqtt": {"keepalive_s": 5, "resend_after_s": self.resend_after_s,
