@@ -263,7 +263,8 @@ def _parse_results(data: bytes, status: int) -> dict[str, Result]:
         if not isinstance(item, dict):
             continue
         rating_id, verdict, error = item.get("rating_id"), item.get("status"), item.get("error")
-        if isinstance(rating_id, str) and verdict in STATUSES:
+        # isinstance first: `[] in STATUSES` raises TypeError (unhashable).
+        if isinstance(rating_id, str) and isinstance(verdict, str) and verdict in STATUSES:
             out[rating_id] = Result(rating_id, str(verdict),
                                     None if error is None else str(error)[:500])
     return out

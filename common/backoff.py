@@ -31,7 +31,8 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # isascii() too: "²".isdigit() is true, and float("²") raises.
+    if value.isascii() and value.isdigit():
         return min(float(value), RETRY_AFTER_CAP_S)
     try:
         when = parsedate_to_datetime(value)
