@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from common.backoff import full_jitter
 from device.clock import iso_utc
 from device.config import MqttSection
 from device.mqtt_events import MqttDown, MqttMessage, MqttPubAck, MqttUp
@@ -68,12 +69,12 @@ class Backoff:
         self.attempt = 0
 
     def next(self) -> float:
-        ceiling = min(self.cap_s, self.first_s * 2 ** self.attempt)
-        self.attempt += 1
-        # The first retry is never immediate (a broker restarting needs a moment); later
-        # ones spread over the whole interval.
-        return random.uniform(ceiling / 2, ceiling) if self.attempt == 1 else \
-            random.uniform(0, ceiling)
+        attempt, self.attempt = self.attempt, self.attempt + 1
+        if attempt == 0:
+            # The first retry is never immediate (a broker restarting needs a moment).
+            first = min(self.cap_s, self.first_s)
+            return random.uniform(first / 2, first)
+        return full_jitter(attempt, self.first_s, self.cap_s)   # the bridge's formula
 
     def reset(self) -> None:
         self.attempt = 0
