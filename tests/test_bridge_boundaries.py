@@ -33,6 +33,7 @@ from broker_bridge.platform_client import (
 from broker_bridge.profile import GovProfile
 from broker_bridge.watch.config import load_watch_config
 from broker_bridge.watch.model import Tick
+from broker_bridge.watch.rules import STATE_VERSION
 from broker_bridge.watch.service import WatchService
 from broker_bridge.watch.state import load_state
 from common.backoff import RETRY_AFTER_CAP_S, parse_retry_after
@@ -383,3 +384,63 @@ def test_any_platform_answer(scripted: ScriptedPlatform, status: int, body: byte
 def test_retry_after_of_any_text(text: str) -> None:
     delay = parse_retry_after(text, now=lambda: 1_795_000_000.0)
     assert delay is None or 0 <= delay <= RETRY_AFTER_CAP_S
+
+
+# hcp-bridge expired's events, and the watcher's own state file ----------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.fixed_dictionaries({"event": st.just("prompt_expired") | any_json}, optional={
+    "case_id": any_json | st.text(max_size=70), "at": date_texts | any_json}).map(dumps)
+    | st.binary(max_size=100))
+def test_any_event_into_hcp_bridge_expired(payload: bytes) -> None:
+    from broker_bridge.expired import ExpiredForwarder
+
+    config = parse_bridge_config(Path("test.toml"), {
+        "mqtt": {"client_id": "expired-prop"},
+        "platform": {"url": "http://127.0.0.1:9/api", "profile": "gov"}})
+    links: list[FakeLink] = []
+
+    def factory(settings: Any, subscriptions: Any, sink: Callable[[LinkEvent], None],
+                holds: Any) -> FakeLink:
+        links.append(FakeLink(sink))
+        return links[0]
+
+    forwarder = ExpiredForwarder(config, link_factory=factory)
+    forwarder._handle_event(Incoming(1, f"{PREFIX}/{DEVICE}/event", payload, 5, 1, False))
+    assert forwarder.metrics.registry.get_sample_value(
+        "hcp_bridge_internal_errors_total", {"where": "message"}) == 0
+    held = list(forwarder._held.values())
+    event = None
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        pass
+    valid = (isinstance(event, dict) and event.get("event") == "prompt_expired"
+             and isinstance(event.get("case_id"), str) and 0 < len(event["case_id"]) <= 64
+             and aware_time(event.get("at")) is not None)
+    if held:
+        assert valid and links[0].acks == []
+        assert held[0].message.record["assessTime"] is not None
+    else:
+        assert links[0].acks == [(1, 5)]
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(["devices", "open", "last_raised", "pending_since",
+                                        "x"]), any_json, max_size=4)
+       | st.fixed_dictionaries({"version": st.just(STATE_VERSION), "devices": st.dictionaries(
+           st.sampled_from(["dev-1", "dev-2"]), st.fixed_dictionaries(
+               {"first_heard": any_numbers}, optional={
+                   key: any_numbers | any_json for key in (
+                       "offline_since", "last_telemetry", "oldest_pending_s",
+                       "unsynced_since", "backlog", "online", "ratings", "seen")}))},
+           optional={"last_raised": st.dictionaries(st.just("backlog|dev-1|"), any_numbers),
+                     "pending_since": st.dictionaries(st.just("device_silent|dev-2|"),
+                                                      any_numbers)}))
+def test_any_watch_state_file_starts_the_watcher(tmp_path: Path, state: dict[str, Any]
+                                                 ) -> None:
+    (tmp_path / "state.json").write_bytes(dumps(state))
+    service = watch_service(tmp_path)   # used, or set aside and started afresh
+    service._apply(Tick(1_795_000_600.0))
+    json.dumps(service.watcher.snapshot())

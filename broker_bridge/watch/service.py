@@ -80,7 +80,7 @@ class WatchService:
                 log.info("state loaded from %s: %d devices, %d open alerts", w.state_file,
                          len(core.devices), len(core.open))
                 return core
-            except (ValueError, KeyError, TypeError, AttributeError) as e:
+            except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
                 log.error("state file %s cannot be used (%s); starting afresh", w.state_file,
                           str(e)[:200])
         return Watcher(c.rules, c.calendar, w.dedupe_per_device)
