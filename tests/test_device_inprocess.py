@@ -243,3 +243,38 @@ def test_event_and_telemetry_times_come_from_the_clock_seam(device: Device) -> N
     assert expired["at"].startswith("2001-09-09T01:4")
     (telemetry, *_) = device.link.of("telemetry")
     assert telemetry["at"] == "2001-09-09T01:46:40.000Z"
+
+
+def test_rated_not_known_to_have_arrived_is_told_again_after_a_restart(tmp_path: Path) -> None:
+    """Stopped (or killed) while the link was down: the next run holds the case's
+    `rated` frame and tells it after its first hello; one that arrived is not repeated."""
+    device = Device(tmp_path).start()
+    device.rate("C-SEEN", 5)
+    device.run(3)                          # carried for 2 s: known to have arrived
+    device.serial.send_frame("case_completed", case_id="C-UNSEEN")
+    device.run(0.1)
+    device.serial.plug(False)
+    device.run(0)
+    device.keys.press(4)
+    device.run(1)
+    device.stop()
+    again = Device(tmp_path, clock=device.clock).start(plug=False)
+    again.serial.plug(True)
+    again.run(0)
+    assert [(f["type"], f.get("case_id")) for f in again.serial.written] == \
+        [("hello", None), ("rated", "C-UNSEEN")]
+
+
+def test_events_while_offline_are_published_after_connect(device: Device) -> None:
+    device.start()
+    device.serial.send_frame("case_completed", case_id="C-OFF")
+    device.run(device.config.ui.prompt_timeout_s + 1)   # expires while offline
+    assert device.link.published == []
+    device.broker_up()
+    (expired,) = device.link.events("prompt_expired")
+    assert expired["case_id"] == "C-OFF"
+    assert device.link.of("telemetry"), "telemetry right after the connect"
+    kinds = [k for k, *_ in device.link.published]
+    assert kinds.index("event") < kinds.index("telemetry")
+    device.run(device.config.mqtt.telemetry_s)
+    assert len(device.link.of("telemetry")) == 2
