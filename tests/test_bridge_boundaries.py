@@ -444,3 +444,29 @@ def test_any_watch_state_file_starts_the_watcher(tmp_path: Path, state: dict[str
     service = watch_service(tmp_path)   # used, or set aside and started afresh
     service._apply(Tick(1_795_000_600.0))
     json.dumps(service.watcher.snapshot())
+
+
+# The answer cache never answers one device with another's answer -----------------------
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from(["dev-1", "dev-2", "dev-3"]),
+                          st.sampled_from([RID, "f" * 32]),
+                          st.sampled_from(["accepted", "duplicate", "rejected"]),
+                          st.floats(0, 5)), max_size=30))
+def test_the_answer_cache_is_keyed_by_device_and_rating_id(
+        steps: list[tuple[bool, str, str, str, float]]) -> None:
+    from broker_bridge.cache import Answer, RecentAnswers
+
+    cache = RecentAnswers(ttl_s=3, max_entries=4)
+    now = 0.0
+    put: dict[tuple[str, str], str] = {}
+    for is_put, device_id, rating_id, status, dt in steps:
+        now += dt
+        if is_put:
+            cache.put(rating_id, device_id, Answer(status, device_id), now)
+            put[(device_id, rating_id)] = status
+        else:
+            answer = cache.get(rating_id, device_id, now)
+            if answer is not None:
+                assert answer.error == device_id          # stored for this very device
+                assert answer.status == put[(device_id, rating_id)]
