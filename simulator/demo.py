@@ -153,8 +153,11 @@ def main(argv: list[str]) -> int:
             say("a process of the chain exited; stopping")
         else:
             time.sleep(1.5)  # let the instructions be read before the screen takes over
+            # The URLs stay on screen under the device's view (they used to scroll away).
             sim_args = ["--broker", f"127.0.0.1:{chain.broker.port}", "--platform",
-                        chain.platform_url, "--data-dir", str(workdir / "device")]
+                        chain.platform_url, "--data-dir", str(workdir / "device"),
+                        "--info", f"platform {chain.platform_url}",
+                        "--info", f"bridge metrics {chain.metrics_url}"]
             device_sim.main(sim_args)
     except KeyboardInterrupt:
         pass
@@ -169,5 +172,5 @@ def main(argv: list[str]) -> int:
                 f"好评 {counts.get('good', 0)}, 差评 {counts.get('bad', 0)}")
         if killed:
             say("had to SIGKILL: " + ", ".join(killed))
-        say("everything stopped")
+        say(f"everything stopped; logs and data in {workdir}")
     return code

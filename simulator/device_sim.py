@@ -1,9 +1,11 @@
 """`hcp-sim device`: one evaluator in the terminal, for technicians and integrators.
 
 It runs the real `hcp-device` daemon with the sim drivers, plays the window system over
-a local `socket://` serial link, and draws the OLED at full resolution with half-block
-characters (128×64 pixels in 128×32 cells). Plain text and ANSI cursor movement only:
-it works in an SSH session with no mouse and no colours.
+a local `socket://` serial link, and draws the OLED with half-block characters: 128×64
+pixels in 128×32 cells, or merged to 64×16 so that the whole view fits 80×24. With
+`--attach DATA_DIR` it drives a sim daemon that already runs instead (its sim.sock) and
+leaves it running. Plain text and ANSI cursor movement only: it works in an SSH session
+with no mouse and no colours.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import threading
 import time
 import tomllib
 import tty
+import unicodedata
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime
@@ -48,8 +51,13 @@ LEVELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: 
 
 HELP = ("1-5 评价键  c 办结一件  x 撤销  p 暂停/恢复  l 登录/退出  "
         "s 卡键10秒  q 退出")
-
-
+# Attached to a daemon started elsewhere: its serial peer is not ours to play.
+HELP_ATTACHED = "1-5 评价键  s 卡键10秒  q 离开（评价器继续运行）"
+# Lines around the OLED: keys, two box edges (the top one holds the title), screen
+# text, status.
+FRAME_LINES = 5
+TITLE = "hcp-sim device 好差评评价器模拟"
+MESSAGE_LINES = 4
 
 
 def write_config(path: Path, base: dict[str, Any]) -> None:
@@ -117,7 +125,9 @@ class Terminal:
         return data.decode("utf-8", "replace")
 
     def draw(self, lines: list[str]) -> None:
-        out = "\x1b[H" + "".join(line + "\x1b[K\n" for line in lines) + "\x1b[J"
+        # No newline after the last line: on the terminal's bottom row it would scroll
+        # the whole view up by one.
+        out = "\x1b[H" + "\x1b[K\n".join(lines) + "\x1b[K\x1b[J"
         sys.stdout.write(out)
         sys.stdout.flush()
 
@@ -125,12 +135,16 @@ class Terminal:
 class DeviceSim:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        if args.data_dir:
+        self.attached = bool(args.attach)
+        if args.attach:
+            self.data_dir = Path(args.attach)
+        elif args.data_dir:
             self.data_dir = Path(args.data_dir)
         else:
             self.data_dir = Path(tempfile.mkdtemp(prefix="hcp-sim-device-"))
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.window = WindowServer()
+        if not self.attached:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.window: WindowServer | None = None if self.attached else WindowServer()
         self.proc: subprocess.Popen[bytes] | None = None
         self.sim: SimClient | None = None
         self.lock = threading.Lock()
@@ -145,6 +159,10 @@ class DeviceSim:
     # --- processes -------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.attached:
+            self.attach()
+            return
+        assert self.window is not None
         conf = build_config(self.args, self.data_dir, self.window.url)
         config_path = self.data_dir / "device-sim.toml"
         write_config(config_path, conf)
@@ -170,6 +188,26 @@ class DeviceSim:
         threading.Thread(target=self._watch_window, daemon=True).start()
         threading.Thread(target=self._poll_status, daemon=True).start()
 
+    def attach(self) -> None:
+        """Connect to the sim socket of a daemon that already runs."""
+        sock = self.data_dir / "sim.sock"
+        if not sock.is_socket():
+            raise SystemExit(
+                f"hcp-sim device: no running sim daemon at {sock} (it is there while "
+                "`hcp-sim device --data-dir DIR` or `hcp-device run` with input.kind or "
+                "display.kind = \"sim\" runs)")
+        try:
+            self.sim = SimClient(sock, timeout=2.0)
+        except ConnectionRefusedError:
+            raise SystemExit(f"hcp-sim device: no running sim daemon at {sock} (the socket "
+                             "is left over from one that stopped)") from None
+        except OSError as e:
+            raise SystemExit(f"hcp-sim device: cannot attach to {sock}: "
+                             f"{e.strerror or e} (is its daemon still running?)") from None
+        self.sim.listeners.append(lambda ev: self.dirty.set())
+        self.note(f"attached to {sock}")
+        threading.Thread(target=self._poll_status, daemon=True).start()
+
     def _log_tail(self) -> str:
         with contextlib.suppress(OSError):
             return (self.data_dir / "device.log").read_text("utf-8", "replace")[-2000:]
@@ -186,7 +224,8 @@ class DeviceSim:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.window.close()
+        if self.window is not None:
+            self.window.close()
 
     # --- the window system side ---------------------------------------------------------
 
@@ -197,6 +236,7 @@ class DeviceSim:
         self.dirty.set()
 
     def _watch_window(self) -> None:
+        assert self.window is not None
         while not self.stopping.is_set():
             item = self.window.next_received(0.5)
             if item is None or item.frame is None:
@@ -218,6 +258,9 @@ class DeviceSim:
                 self.note(f"← hello {f.get('device_id')} v{f.get('version')}")
 
     def send(self, frame_type: str, **fields: Any) -> None:
+        if self.window is None:
+            self.note("attached: the window system is the daemon's own serial peer")
+            return
         try:
             self.window.send(frame_type, **fields)
         except LinkError as e:
@@ -242,6 +285,8 @@ class DeviceSim:
         assert self.sim is not None
         if k in "12345" and k:
             self.sim.press(int(k))
+        elif self.attached and k in ("c", "C", "x", "X", "p", "P", "l", "L"):
+            self.note("c x p l are off: the daemon's serial peer plays the window")
         elif k in ("c", "C"):
             self.new_case()
         elif k in ("x", "X"):
@@ -279,22 +324,28 @@ class DeviceSim:
             self.stopping.wait(1.0)
 
     def lines(self) -> list[str]:
+        """The whole view, never taller or wider than the terminal: the keys, the status
+        and the info lines (the demo's URLs) stay on screen; the OLED is merged to half
+        size and messages are dropped first."""
         sim = self.sim
         screen = sim.screen if sim else None
         status = (sim.status if sim else None) or {}
-        # Full resolution needs 130 columns; a narrower terminal gets every two pixel
-        # columns merged, and a note saying so.
-        step = 1 if shutil.get_terminal_size((130, 50)).columns >= 130 else 2
+        cols, rows = shutil.get_terminal_size((130, 50))
+        info = list(self.args.info or [])
+        # Full resolution needs 130 columns and 32 rows for the OLED; a smaller terminal
+        # gets it merged two by two (64×16 cells), with a note saying so.
+        full = cols >= 130 and rows >= FRAME_LINES + 32 + len(info) + 1
+        step = 1 if full else 2
         width = 128 // step
-        out = ["hcp-sim device — 好差评 评价器模拟  (" + HELP + ")",
-               "┌" + "─" * width + "┐"]
+        title = f"─ {TITLE}{' (attached)' if self.attached else ''} "
+        out = [fit(HELP_ATTACHED if self.attached else HELP, cols),
+               "┌" + title + "─" * max(0, width - width_of(title)) + "┐"]
         if screen and screen.get("frame"):
-            out += ["│" + row + "│" for row in half_blocks(screen["frame"], step)]
+            out += ["│" + row + "│" for row in half_blocks(screen["frame"], step, step)]
         else:
-            out += ["│" + " " * width + "│" for _ in range(32)]
-        out.append("└" + "─" * width + "┘" + (
-            "  (half width: widen the terminal to 130 columns for every pixel)"
-            if step > 1 else ""))
+            out += ["│" + " " * width + "│" for _ in range(64 // (2 * step))]
+        note = "  (merged 2×2: 130×40 shows every pixel)" if step > 1 else ""
+        out.append("└" + "─" * width + "┘" + (note if width + 2 + len(note) <= cols else ""))
         if screen:
             name = screen.get("screen")
             extra = f"  case {screen['case_id']}" if screen.get("case_id") else ""
@@ -307,9 +358,31 @@ class DeviceSim:
         out.append(f"broker {broker} | serial {serial} | backlog {status.get('backlog', '?')}"
                    f" | receipts {status.get('receipts', 0)}{platform}"
                    f" | last frame {status.get('last_frame') or '-'}")
+        out += info
+        room = max(0, rows - len(out))
         with self.lock:
-            out += self.messages[-4:]
-        return out
+            if room:
+                out += self.messages[-min(room, MESSAGE_LINES):]
+        return [fit(line, cols) for line in out[:rows]]
+
+
+def width_of(text: str) -> int:
+    """Terminal columns `text` takes: East Asian wide and fullwidth characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def fit(text: str, cols: int) -> str:
+    """`text` cut to `cols` terminal columns, so that no line wraps and scrolls the view."""
+    if width_of(text) <= cols:
+        return text
+    out, used = [], 0
+    for ch in text:
+        w = 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        if used + w > cols - 1:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + "…"
 
 
 def _platform_total(url: str) -> int | None:
@@ -326,6 +399,10 @@ def run_ui(sim: DeviceSim, term: Terminal, on_tick: Callable[[], None] | None = 
     while True:
         if sim.proc is not None and sim.proc.poll() is not None:
             sim.note(f"the evaluator exited ({sim.proc.returncode}); see device.log")
+            term.draw(sim.lines())
+            return
+        if sim.attached and sim.sim is not None and sim.sim.closed:
+            sim.note("the evaluator closed its sim socket (stopped?)")
             term.draw(sim.lines())
             return
         key = term.read_key(0.1)
@@ -352,6 +429,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--platform", help="platform URL, to show its rating count")
     p.add_argument("--device-id", default="421100-HG01-W03")
     p.add_argument("--window-name", default="03号窗口 不动产登记")
+    p.add_argument("--attach", metavar="DATA_DIR",
+                   help="drive a sim daemon that already runs (its DATA_DIR/sim.sock) "
+                        "instead of starting one; q leaves it running")
+    p.add_argument("--info", action="append", metavar="TEXT",
+                   help="a line kept on screen under the status (repeatable; the demo "
+                        "shows its URLs so)")
     return p.parse_args(argv)
 
 
@@ -374,5 +457,8 @@ def main(argv: list[str]) -> int:
                 pass
     finally:
         sim.stop()
-    print(f"hcp-sim device: stopped; outbox and log in {sim.data_dir}")
+    if sim.attached:
+        print(f"hcp-sim device: detached; the evaluator of {sim.data_dir} keeps running")
+    else:
+        print(f"hcp-sim device: stopped; outbox and log in {sim.data_dir}")
     return 0

@@ -143,12 +143,15 @@ def frame_pixels(frame_b64: str) -> list[list[int]]:
     return rows
 
 
-def half_blocks(frame_b64: str, step: int = 1) -> list[str]:
-    """The frame as 32 lines of half-block characters, two pixel rows per line: 128
-    columns at full resolution, or 128/step columns when every `step` pixels of a row
-    are merged (lit if any is lit) for a terminal too narrow for the full screen."""
+def half_blocks(frame_b64: str, step: int = 1, vstep: int = 1) -> list[str]:
+    """The frame as lines of half-block characters, two pixel rows per line: 128 columns
+    by 32 lines at full resolution; for a smaller terminal every `step` pixels of a row
+    and every `vstep` rows are merged (lit if any is lit): 64×16 cells fit 80×24."""
     px = frame_pixels(frame_b64)
     chars = {(0, 0): " ", (1, 0): "▀", (0, 1): "▄", (1, 1): "█"}
-    return ["".join(chars[(max(px[y][x:x + step]), max(px[y + 1][x:x + step]))]
-                    for x in range(0, WIDTH, step))
-            for y in range(0, HEIGHT, 2)]
+
+    def lit(x: int, y: int) -> int:
+        return max(max(row[x:x + step]) for row in px[y:y + vstep])
+
+    return ["".join(chars[(lit(x, y), lit(x, y + vstep))] for x in range(0, WIDTH, step))
+            for y in range(0, HEIGHT, 2 * vstep)]

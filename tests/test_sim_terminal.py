@@ -13,9 +13,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyte
 import pytest
 
-from tests.support.device import ROOT
+from tests.support.device import ROOT, DeviceProcess
 
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -31,6 +32,7 @@ class Pty:
                        TERM="xterm")
             os.execvpe(argv[0], argv, env)
         self.pid, self.fd = pid, fd
+        self.cols, self.rows = cols, rows
         self.seen = b""
         self.status: int | None = None
 
@@ -57,6 +59,23 @@ class Pty:
             if m:
                 return m
         raise AssertionError(f"{pattern!r} not seen in:\n{self.text()[-3000:]}")
+
+    def display(self) -> str:
+        """What the terminal shows now: everything written, played on a VT100 screen of
+        this size (what scrolled off the top is gone, as for a person)."""
+        screen = pyte.Screen(self.cols, self.rows)
+        pyte.ByteStream(screen).feed(self.seen)
+        return "\n".join(line.rstrip() for line in screen.display)
+
+    def expect_display(self, pattern: str, timeout: float = 15.0) -> str:
+        """Wait until the terminal shows `pattern` (a regex over the display's lines)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._read(0.1)
+            shown = self.display()
+            if re.search(pattern, shown, re.MULTILINE):
+                return shown
+        raise AssertionError(f"{pattern!r} not on the screen:\n{self.display()}")
 
     def wait(self, timeout: float = 15.0) -> int:
         deadline = time.monotonic() + timeout
@@ -132,17 +151,73 @@ def test_device_simulator_in_a_terminal(tmp_path: Path, term_factory: list[Pty])
     assert "stopped" in t.text()
 
 
+def test_device_simulator_fits_an_80x24_terminal(tmp_path: Path,
+                                                  term_factory: list[Pty]) -> None:
+    t = Pty([sys.executable, "-m", "simulator.cli", "device", "--data-dir", str(tmp_path),
+             "--broker", "127.0.0.1:9"], ROOT, cols=80, rows=24)
+    term_factory.append(t)
+    t.expect_display(r"^screen: idle")
+    t.send("c")
+    t.send("4")
+    shown = t.expect_display(r"← rated \d+ 4 满意")
+    lines = shown.splitlines()
+    # The key help on top, the merged OLED in its box, the screen text and the status.
+    assert lines[0].startswith("1-5 评价键") and "q 退出" in lines[0], shown
+    assert lines[1].startswith("┌─ hcp-sim device") and lines[18].startswith("└"), shown
+    assert any(line.startswith("broker ") and "backlog" in line for line in lines), shown
+    assert any(ch in shown for ch in "▀▄█"), "the OLED is drawn"
+    t.send("q")
+    assert t.wait() == 0
+
+
+def test_attach_drives_a_running_sim_daemon_and_leaves_it_running(
+        tmp_path: Path, term_factory: list[Pty]) -> None:
+    device = DeviceProcess(tmp_path / "device").start()
+    try:
+        t = Pty([sys.executable, "-m", "simulator.cli", "device", "--attach",
+                 str(device.data_dir)], ROOT, cols=80, rows=24)
+        term_factory.append(t)
+        t.expect_display(r"^screen: idle")
+        assert "(attached)" in t.display() and "q 离开" in t.display()
+        t.send("4")
+        t.expect_display(r"^screen: thanks")
+        t.expect_display(r"backlog 1")   # the broker is away: the rating waits
+        t.send("c")   # the window system is the daemon's own peer, not ours
+        t.expect_display(r"c x p l are off")
+        t.send("q")
+        assert t.wait() == 0
+        assert "detached; the evaluator of" in t.text()
+        assert device.proc is not None and device.proc.poll() is None, "it keeps running"
+        assert device.sim is not None
+        device.sim.request_status()
+        status = device.sim.wait_for(lambda e: e.get("ev") == "status")
+        assert status is not None and status["backlog"] == 1
+    finally:
+        device.close()
+
+    nobody = Pty([sys.executable, "-m", "simulator.cli", "device", "--attach",
+                  str(device.data_dir)], ROOT)
+    term_factory.append(nobody)
+    assert nobody.wait() == 1
+    assert f"no running sim daemon at {device.data_dir / 'sim.sock'}" in nobody.text()
+
+
 def test_demo_counts_a_rating_and_leaves_nothing_behind(tmp_path: Path,
                                                         term_factory: list[Pty]) -> None:
-    t = Pty([sys.executable, "-m", "simulator.cli", "demo", "--dir", str(tmp_path)], ROOT)
+    t = Pty([sys.executable, "-m", "simulator.cli", "demo", "--dir", str(tmp_path)], ROOT,
+            cols=80, rows=24)
     term_factory.append(t)
-    t.expect(r"screen: idle", timeout=40)
+    shown = t.expect_display(r"^screen: idle", timeout=40)
+    # In an 80×24 terminal the keys and the URLs stay on screen with the device.
+    assert "q 退出" in shown.splitlines()[0], shown
+    assert re.search(r"^platform http://127\.0\.0\.1:\d+/api/ratings$", shown, re.M), shown
+    assert re.search(r"^bridge metrics http://127\.0\.0\.1:\d+/metrics$", shown, re.M), shown
     children = descendants(t.pid)
     assert len(children) >= 4, "broker, platform, bridge and the device daemon"
     t.send("c")
     t.expect(r"screen: prompt")
     t.send("4")
-    t.expect(r"platform 1\b", timeout=20)
+    t.expect_display(r"platform 1\b", timeout=20)
     t.send("\x03")  # Ctrl-C
     assert t.wait(20) == 0
     assert "the platform counted 1 rating" in t.text()
