@@ -45,6 +45,9 @@ REQUIRED_KEYS = frozenset({
 # Absent is read as null: a device may leave out what it does not have.
 NULLABLE_KEYS = frozenset({"reason", "case", "staff"})
 KNOWN_KEYS = REQUIRED_KEYS | NULLABLE_KEYS
+# A device's counter never gets near it; beyond it a platform that reads JSON numbers as
+# doubles (JavaScript, many JSON libraries) would silently round the number.
+MAX_SEQ = 2**53 - 1
 _PROTOCOL_WORDS = frozenset({SCHEMA_ID, *TRIGGERS, *INPUTS, *KNOWN_KEYS, *CASE_FIELDS,
                              *STAFF_FIELDS})
 # The times a record may carry (rated_at; an expired prompt's `at`), as instants: a
@@ -146,8 +149,8 @@ def check_record(record: Any) -> None:
     if rating_id is None:
         raise bad("bad_field", "rating_id must be 32 lowercase hex digits")
     seq = record["seq"]
-    if not _is_int(seq) or seq < 0:
-        raise bad("bad_field", f"seq must be a non-negative integer, got {_show(seq)}")
+    if not _is_int(seq) or not 0 <= seq <= MAX_SEQ:
+        raise bad("bad_field", f"seq must be an integer 0..2^53-1, got {_show(seq)}")
     device_id = record["device_id"]
     if not isinstance(device_id, str) or not _DEVICE_ID_MATCH(device_id):
         raise bad("bad_field", "device_id must match [A-Za-z0-9_-]{1,64}")

@@ -82,6 +82,8 @@ def test_absent_nullable_fields_read_as_null() -> None:
     ({"rated_at": "yesterday"}, "bad_field", "rated_at"),
     ({"rated_at": "2026-11-25T02:31:07"}, "bad_field", "rated_at"),
     ({"rated_at": "0001-01-01T00:00:00+14:00"}, "bad_field", "rated_at is outside"),
+    ({"seq": 2**53}, "bad_field", "seq must be an integer 0..2^53-1"),
+    ({"seq": 10**400}, "bad_field", "got an integer of about 401 digits"),
     ({"rated_at": "9999-12-31T23:59:59-14:00"}, "bad_field", "rated_at is outside"),
     ({"rated_at": "1999-12-31T23:59:59.999999Z"}, "bad_field", "rated_at is outside"),
     ({"rated_at": "2100-01-01T08:00:00+08:00"}, "bad_field", "rated_at is outside"),
