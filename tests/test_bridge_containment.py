@@ -414,3 +414,46 @@ def test_watch_webhook_survives_a_garbled_answer() -> None:
     finally:
         hook.stop()
         server.close()
+
+
+def test_the_bridge_process_exits_70_when_a_worker_dies(
+        tmp_path: Path, mosquitto: Any, platform: RunningPlatform) -> None:
+    """End to end, as systemd sees it: a real `hcp-bridge run` (with a platform client
+    that ends its thread on a marked rating, which no containment may catch) against a
+    real mosquitto stops with EX_SOFTWARE, so Restart=on-failure restarts it."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.bridge import REPO, BridgeProcess
+    from tests.support.ratings import FleetPublisher
+
+    config = BridgeProcess(tmp_path / "b", mosquitto, platform.url).config_file
+    code = (
+        "import sys\n"
+        "from broker_bridge import platform_client, run\n"
+        "real = platform_client.PlatformClient.post_ratings\n"
+        "def post(self, payloads):\n"
+        "    if any(b'dev-fatal' in p for p in payloads):\n"
+        "        raise SystemExit('injected')\n"
+        "    return real(self, payloads)\n"
+        "platform_client.PlatformClient.post_ratings = post\n"
+        f"sys.exit(run.main(['--config', {str(config)!r}]))\n")
+    log = tmp_path / "bridge.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=out,
+                                   stderr=out, env={**os.environ, "PYTHONPATH": str(REPO)})
+    fleet = FleetPublisher(mosquitto.host, mosquitto.port)
+    try:
+        wait_for(lambda: b"subscribed" in log.read_bytes())
+        good = make_rating("dev-good")
+        fleet.wait_published([fleet.publish_record(good)])
+        wait_for(lambda: good["rating_id"] in fleet.receipted_ids())
+        fleet.wait_published([fleet.publish_record(make_rating("dev-fatal"))])
+        assert process.wait(15) == 70
+        assert b"a platform worker thread has died" in log.read_bytes()
+    finally:
+        fleet.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
