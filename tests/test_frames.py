@@ -9,6 +9,7 @@ from typing import Any
 from device.clock import FakeClock
 from device.frames import FrameWriter
 from device.outbox import StorageError
+from device.ports import DriverError
 
 
 class RecordingLink:
@@ -100,3 +101,32 @@ def test_numbers_come_from_reserved_blocks_and_go_on_without_one() -> None:
     w.seq = 5001 + FrameWriter.SEQ_BLOCK - 1          # the block is used up
     w.send({"type": "hello"})
     assert link.carried[-1]["seq"] == 5001 + FrameWriter.SEQ_BLOCK
+
+
+class FailingLink(RecordingLink):
+    """Open, but its writes fail while `fail` is set (a window system not reading)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = False
+
+    def send(self, data: bytes) -> bool:
+        if self.fail:
+            raise DriverError("write timeout")
+        return super().send(data)
+
+
+def test_a_failed_write_holds_the_outcome_and_is_reported_not_raised() -> None:
+    link, clock = FailingLink(), FakeClock()
+    outcomes: list[str | None] = []
+    w = FrameWriter(link, None, clock=clock.monotonic,  # type: ignore[arg-type]
+                    report=outcomes.append)
+    link.fail = True
+    assert w.send(rated("A")) is False          # no exception reaches the loop
+    assert w.send({"type": "ack", "seq": 3}) is False
+    assert outcomes == ["write timeout", "write timeout"]
+    assert [f["case_id"] for f in w.held] == ["A"]
+    link.fail = False
+    assert w.send({"type": "ack", "seq": 4}) is True
+    assert outcomes[-1] is None
+    assert w.flush() == 1 and link.carried[-1]["case_id"] == "A"
