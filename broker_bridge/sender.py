@@ -93,9 +93,10 @@ class PlatformWorker(threading.Thread):
                     return
                 try:
                     results = self._deliver(batch)
-                except Exception as e:
-                    # Contained here, at the loop: a worker that died would stop its
-                    # share of forwarding while /healthz still said 200.
+                except BaseException as e:  # noqa: BLE001 - SystemExit too: in a thread
+                    # it would only end this worker, and the batch would come back after
+                    # the restart to end it again. Contained here, at the loop: a worker
+                    # that died would stop its share of forwarding.
                     detail = describe_failure(e)
                     log.error("platform worker %s: delivering a batch of %d ratings failed "
                               "unexpectedly (%s); handing it back", self.name,

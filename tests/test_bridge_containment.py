@@ -249,10 +249,21 @@ def test_a_batch_whose_delivery_raises_is_split_and_the_poison_set_aside(
     assert run.thread.is_alive() and run.bridge.healthy
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def workers_end_with_their_first_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Platform worker threads that end once they have taken a batch: a thread gone,
+    whatever the cause (the workers contain every exception of a batch, so this replaces
+    their loop)."""
+    from broker_bridge.sender import PlatformWorker
+
+    def run(self: PlatformWorker) -> None:
+        self._jobs.get()
+
+    monkeypatch.setattr(PlatformWorker, "run", run)
+
+
 def test_a_worker_thread_that_dies_makes_the_bridge_unhealthy_and_stop(
         start_bridge: Callable[..., Running], monkeypatch: pytest.MonkeyPatch) -> None:
-    poison_client(monkeypatch, b"dev-fatal", SystemExit)  # escapes `except Exception`
+    workers_end_with_their_first_batch(monkeypatch)
     run = start_bridge(concurrency=2)
     wait_for(lambda: run.ticks > 0)
     assert run.bridge.healthy
@@ -263,6 +274,19 @@ def test_a_worker_thread_that_dies_makes_the_bridge_unhealthy_and_stop(
     ticks = run.ticks
     time.sleep(0.2)
     assert run.ticks == ticks  # no watchdog ping after the worker died
+
+
+def test_even_system_exit_in_a_worker_is_contained(
+        start_bridge: Callable[..., Running], monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a thread, SystemExit would only end the worker, and the batch would end it
+    again after every restart: it is contained like any other failure."""
+    poison_client(monkeypatch, b"dev-exit", SystemExit)
+    run = start_bridge(concurrency=1)
+    run.link.deliver(1, 1, make_rating("dev-exit"))
+    wait_for(lambda: len(deadletters(run.link)) == 1)
+    run.link.deliver(1, 2, make_rating("dev-a"))
+    wait_for(lambda: statuses(run.link, "dev-a") == ["accepted"])
+    assert run.thread.is_alive() and run.bridge.healthy
 
 
 def test_a_message_that_makes_the_loop_raise_is_contained(
@@ -376,10 +400,9 @@ def test_expired_contains_a_poison_prompt_and_an_event_that_raises(
     assert thread.is_alive() and forwarder.healthy
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_expired_stops_when_its_worker_dies(start_expired: Callable[[], Any],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    poison_client(monkeypatch, b"dev-fatal", SystemExit)
+    workers_end_with_their_first_batch(monkeypatch)
     forwarder, link, thread = start_expired()
     assert forwarder.healthy
     link.sink(expired_event("dev-fatal", 1))
@@ -418,9 +441,10 @@ def test_watch_webhook_survives_a_garbled_answer() -> None:
 
 def test_the_bridge_process_exits_70_when_a_worker_dies(
         tmp_path: Path, mosquitto: Any, platform: RunningPlatform) -> None:
-    """End to end, as systemd sees it: a real `hcp-bridge run` (with a platform client
-    that ends its thread on a marked rating, which no containment may catch) against a
-    real mosquitto stops with EX_SOFTWARE, so Restart=on-failure restarts it."""
+    """End to end, as systemd sees it: a real `hcp-bridge run` against a real mosquitto,
+    one of whose platform worker threads ends after taking a batch, stops with
+    EX_SOFTWARE, so Restart=on-failure restarts it (and the broker redelivers the
+    batch that thread took)."""
     import os
     import subprocess
     import sys
@@ -431,13 +455,14 @@ def test_the_bridge_process_exits_70_when_a_worker_dies(
     config = BridgeProcess(tmp_path / "b", mosquitto, platform.url).config_file
     code = (
         "import sys\n"
-        "from broker_bridge import platform_client, run\n"
-        "real = platform_client.PlatformClient.post_ratings\n"
-        "def post(self, payloads):\n"
-        "    if any(b'dev-fatal' in p for p in payloads):\n"
-        "        raise SystemExit('injected')\n"
-        "    return real(self, payloads)\n"
-        "platform_client.PlatformClient.post_ratings = post\n"
+        "from broker_bridge import run, sender\n"
+        "real = sender.PlatformWorker.run\n"
+        "def worker(self):\n"
+        "    if self.name == 'platform-2':\n"
+        "        self._jobs.get()  # takes a batch, and the thread ends\n"
+        "    else:\n"
+        "        real(self)\n"
+        "sender.PlatformWorker.run = worker\n"
         f"sys.exit(run.main(['--config', {str(config)!r}]))\n")
     log = tmp_path / "bridge.log"
     with log.open("wb") as out:
@@ -446,10 +471,12 @@ def test_the_bridge_process_exits_70_when_a_worker_dies(
     fleet = FleetPublisher(mosquitto.host, mosquitto.port)
     try:
         wait_for(lambda: b"subscribed" in log.read_bytes())
-        good = make_rating("dev-good")
-        fleet.wait_published([fleet.publish_record(good)])
-        wait_for(lambda: good["rating_id"] in fleet.receipted_ids())
-        fleet.wait_published([fleet.publish_record(make_rating("dev-fatal"))])
+        # Worker 1 forwards ratings until worker 2 takes one and is gone.
+        for _ in range(50):
+            fleet.wait_published([fleet.publish_record(make_rating("dev-a"))])
+            if process.poll() is not None:
+                break
+            time.sleep(0.1)
         assert process.wait(15) == 70
         assert b"a platform worker thread has died" in log.read_bytes()
     finally:
