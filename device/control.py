@@ -278,14 +278,14 @@ class OutboxGlance:
         self._last_rating: dict[str, Any] | None = None
         self._last_rejected: dict[str, Any] | None = None
 
-    def refresh(self) -> None:
-        """Loop thread only."""
+    def refresh(self, rejected_too: bool = True) -> None:
+        """Loop thread only. The rejected list (up to 100 records to decode) is read at
+        start and after a receipt that rejected something, not after every rating."""
         try:
-            oldest = self.outbox.oldest_rated_at()
-            rejected = self.outbox.rejected()
+            self._oldest = _epoch(self.outbox.oldest_rated_at())
+            rejected = self.outbox.rejected() if rejected_too else []
         except StorageError:
             return
-        self._oldest = _epoch(oldest)
         if rejected:
             last = rejected[-1]
             rating = last.get("rating")
@@ -305,11 +305,11 @@ class OutboxGlance:
         # Time and level only: nothing that could name the citizen, the clerk or the case.
         self._last_rating = {"rated_at": str(rating.get("rated_at", ""))[:40],
                              "level": level if isinstance(level, int) else None}
-        self.refresh()
+        self.refresh(rejected_too=False)
 
-    def receipted(self, _done: dict[str, str]) -> None:
+    def receipted(self, done: dict[str, str]) -> None:
         """Loop thread only: receipts removed ratings (the daemon's on_receipted)."""
-        self.refresh()
+        self.refresh(rejected_too="rejected" in done.values())
 
     def status(self, base: dict[str, Any], *, broker_connects: int,
                clock_synced: bool) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,17 @@ from device import __version__
 from device.control import (
     MAX_REQUEST,
     NoDaemon,
+    OutboxGlance,
     StatusServer,
     answer,
     ask_status,
     status_socket_path,
 )
+from device.outbox import Outbox
 from device.status_view import status_lines
 from tests.support.device import ROOT, DeviceProcess
 from tests.support.mosquitto import Mosquitto
+from tests.support.ratings import make_rating
 from tests.test_device_mqtt_support import Watcher, device_factory, press_rating, wait_until
 
 __all__ = ["device_factory"]  # the fixture, used by name
@@ -247,6 +251,43 @@ def test_any_bytes_from_a_client_leave_the_server_answering(
         assert reply.count(b"\n") == 1
         assert isinstance(json.loads(reply)["ok"], bool)
     assert ask_status(server.path) == STATUS
+
+
+def test_the_outbox_glance_says_oldest_last_and_last_rejected_without_personal_data(
+        tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    outbox.open()
+    now = [datetime(2026, 12, 2, 8, 0, tzinfo=UTC).timestamp()]
+    glance = OutboxGlance(outbox, lambda: now[0])
+    try:
+        glance.refresh()
+        empty = glance.status({"broker": "offline"}, broker_connects=0, clock_synced=False)
+        assert empty["oldest_pending_s"] is None and empty["last_rating"] is None
+        assert empty["last_rejected"] is None and empty["backlog"] == 0
+
+        first = make_rating(level=2, rated_at="2026-12-02T15:50:00+08:00")
+        outbox.store(first, case_id="C-1")
+        glance.stored(first)
+        second = make_rating(level=5, rated_at="2026-12-02T15:59:00+08:00")
+        outbox.store(second)
+        glance.stored(second)
+        s = glance.status({"broker": "connected", "backlog": 2}, broker_connects=3,
+                          clock_synced=True)
+        assert s["oldest_pending_s"] == 600 and s["mqtt_connected"] is True
+        assert s["last_rating"] == {"rated_at": "2026-12-02T15:59:00+08:00", "level": 5}
+
+        outbox.record_rejected(first, "level out of range\nforged line")
+        outbox.remove([first["rating_id"]])
+        glance.receipted({first["rating_id"]: "rejected"})
+        s = glance.status({}, broker_connects=3, clock_synced=True)
+        assert s["oldest_pending_s"] == 60
+        assert s["last_rejected"]["rating_id"] == first["rating_id"]
+        assert s["last_rejected"]["reason"] == "level out of range forged line"
+        text = json.dumps(s, ensure_ascii=False)
+        for personal in ("staff", "case_id", "C-1", "service_name"):
+            assert personal not in text
+    finally:
+        outbox.close()
 
 
 def test_status_lines_read_any_answer() -> None:
