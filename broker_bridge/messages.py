@@ -31,7 +31,8 @@ def receipts(entries: list[bytes]) -> bytes:
 
 
 def _json_string(text: str) -> bytes:
-    return _encode_str(text).encode("utf-8")
+    # "replace": a lone surrogate from outside must not make a receipt raise.
+    return _encode_str(text).encode("utf-8", "replace")
 
 
 def dead_letter(topic: str, device_id: str, payload: bytes, error: InvalidRecord,

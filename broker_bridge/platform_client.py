@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import socket
 import ssl
 import threading
@@ -266,5 +267,14 @@ def _parse_results(data: bytes, status: int) -> dict[str, Result]:
         # isinstance first: `[] in STATUSES` raises TypeError (unhashable).
         if isinstance(rating_id, str) and isinstance(verdict, str) and verdict in STATUSES:
             out[rating_id] = Result(rating_id, str(verdict),
-                                    None if error is None else str(error)[:500])
+                                    None if error is None else _text(error))
     return out
+
+
+def _text(error: object) -> str:
+    """The platform's error as text we can pass on in a receipt: at most 500 characters,
+    and no lone surrogate ("\\ud800" is valid JSON, but not UTF-8: encoding the receipt
+    raised in the bridge's loop, and the platform gave the same answer after each
+    restart)."""
+    text = error if isinstance(error, str) else json.dumps(error, ensure_ascii=False)
+    return text[:500].encode("utf-8", "replace").decode("utf-8")

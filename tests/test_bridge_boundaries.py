@@ -22,6 +22,7 @@ from broker_bridge import device_numbers
 from broker_bridge.bridge import Bridge
 from broker_bridge.config import MqttSettings, parse_bridge_config
 from broker_bridge.device_numbers import MAX_BACKLOG, MAX_SECONDS
+from broker_bridge.messages import receipt, receipts
 from broker_bridge.metrics import DEADLETTER_REASONS, BridgeMetrics
 from broker_bridge.mqtt_link import Incoming, LinkEvent
 from broker_bridge.platform_client import (
@@ -61,6 +62,16 @@ def test_a_platform_answer_with_a_repeated_key_is_garbled_and_retried(body: byte
 def test_a_platform_answer_with_a_byte_order_mark_is_read() -> None:
     body = b'\xef\xbb\xbf{"results": [{"rating_id": "%s", "status": "accepted"}]}' % RID.encode()
     assert _parse_results(body, 200)[RID].status == "accepted"
+
+
+def test_a_platform_error_with_a_lone_surrogate_still_makes_a_receipt() -> None:
+    """"\\ud800" is valid JSON but not UTF-8: encoding the receipt raised in the bridge's
+    loop, and the platform gave the same answer again after the restart."""
+    body = b'{"results": [{"rating_id": "%s", "status": "rejected", "error": "\\ud800x"}]}'
+    result = _parse_results(body % RID.encode(), 200)[RID]
+    assert json.loads(receipts([receipt(RID, result.status, result.error)])) == {
+        "receipts": [{"rating_id": RID, "status": "rejected", "error": "?x"}]}
+    assert json.loads(receipt(RID, "rejected", "\ud800"))["error"] == "?"
 
 
 def test_a_watch_state_file_with_a_repeated_key_is_set_aside(tmp_path: Path) -> None:
@@ -344,12 +355,14 @@ header_text = st.text(st.characters(min_codepoint=32, max_codepoint=255,
                                     blacklist_characters="\x7f"), max_size=40)
 answer_bodies = (st.binary(max_size=200)
                  | any_json.map(dumps)
+                 | any_json.map(lambda v: json.dumps(v).encode())   # "\\ud800" escapes
                  | st.builds(lambda items: dumps({"results": items}), st.lists(
                      st.fixed_dictionaries({}, optional={
                          "rating_id": st.just(RID) | any_json,
                          "status": st.sampled_from(["accepted", "duplicate", "rejected"])
                          | any_json,
-                         "error": any_json}), max_size=3)))
+                         "error": any_json | st.just("\ud800 lone")}), max_size=3))
+                 .map(lambda body: body.replace(b"\xed\xa0\x80", b"\\ud800")))
 
 
 @settings(max_examples=200, deadline=None,
@@ -376,6 +389,8 @@ def test_any_platform_answer(scripted: ScriptedPlatform, status: int, body: byte
         assert isinstance(rating_id, str) and result.status in STATUSES
         assert result.error is None or (isinstance(result.error, str)
                                         and len(result.error) <= 500)
+        # What the bridge does with an answer: a receipt to the device.
+        json.loads(receipts([receipt(RID, result.status, result.error)]))
 
 
 @settings(max_examples=500, deadline=None)
