@@ -276,5 +276,11 @@ def _text(error: object) -> str:
     and no lone surrogate ("\\ud800" is valid JSON, but not UTF-8: encoding the receipt
     raised in the bridge's loop, and the platform gave the same answer after each
     restart)."""
-    text = error if isinstance(error, str) else json.dumps(error, ensure_ascii=False)
+    if isinstance(error, str):
+        text = error
+    else:
+        try:
+            text = json.dumps(error, ensure_ascii=False)
+        except (ValueError, RecursionError):  # as deep as the decoder would go
+            text = type(error).__name__
     return text[:500].encode("utf-8", "replace").decode("utf-8")
