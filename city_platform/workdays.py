@@ -50,6 +50,11 @@ class WorkCalendar:
             if not self.knows(day.year):
                 raise ValueError(f"[calendar] {day.isoformat()}: its year is neither in "
                                  "extra_years nor known to chinese-calendar")
+        # chinese-calendar scans its whole table on every call (~80 µs): a deadline of 15
+        # working days asks about 21 days, so remember the answers (a few thousand days
+        # at most: the years a platform sees).
+        self._known: dict[date, bool] = {}
+        self._after: dict[tuple[date, int], date] = {}
 
     def knows(self, year: int) -> bool:
         return self._first <= year <= self._last or year in self._extra_years
@@ -60,6 +65,12 @@ class WorkCalendar:
             "".join(f", {y}" for y in extra) + " (from the config)" if extra else "")
 
     def is_workday(self, day: date) -> bool:
+        known = self._known.get(day)
+        if known is None:
+            known = self._known[day] = self._is_workday(day)
+        return known
+
+    def _is_workday(self, day: date) -> bool:
         if not self.knows(day.year):
             raise CalendarGap(day, self.describe())
         if day in self._workdays:
@@ -75,6 +86,12 @@ class WorkCalendar:
         "within n working days" ends at 24:00 local time of this date."""
         if n < 1:
             raise ValueError("n must be at least 1")
+        due = self._after.get((day, n))
+        if due is None:
+            due = self._after[(day, n)] = self._add_workdays(day, n)
+        return due
+
+    def _add_workdays(self, day: date, n: int) -> date:
         current, left = day, n
         while left:
             current += timedelta(days=1)

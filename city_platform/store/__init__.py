@@ -28,6 +28,7 @@ from city_platform.store.db import (
     POSTGRESQL,
     SQLITE,
     Database,
+    PostgresDatabase,
     StoreError,
     as_day,
     as_time,
@@ -86,6 +87,9 @@ def _iso(day: date | None) -> str | None:
     return None if day is None else day.isoformat()
 
 
+RATING_COLUMNS = ("rating_id", "device_id", "region_code", "hall_id", "window_id", "level",
+                  "reason", "spontaneous", "case_id", "staff_id", "rated_at", "local_day",
+                  "gov", "received_at", "record")
 FOLLOWUP_COLUMNS = ("rating_id, device_id, hall_id, window_id, case_id, spontaneous, level, "
                     "reason, rated_at, local_day, complex, state, contact_due, rectify_due, "
                     "complex_due, deadline_error, note, updated_by, alerted")
@@ -274,15 +278,16 @@ class Store:
                 "SELECT * FROM unnest(?::text[], ?::timestamptz[]) "
                 "ON CONFLICT (rating_id) DO NOTHING RETURNING rating_id",
                 ([r.rating_id for r in first.values()],
-                 [r.rated_at for r in first.values()])).fetchall()
+                 [r.rated_at for r in first.values()]), binary=True).fetchall()
             new.update(row[0] for row in rows)
-            self.db.executemany(
-                "INSERT INTO ratings (rating_id, device_id, region_code, hall_id, window_id, "
-                "level, reason, spontaneous, case_id, staff_id, rated_at, local_day, gov, "
-                "received_at, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.rating_id, r.device_id, r.region_code, r.hall_id, r.window_id, r.level,
-                  r.reason, r.spontaneous, r.case_id, r.staff_id, r.rated_at, r.local_day,
-                  r.gov, now, r.record) for r in first.values() if r.rating_id in new])
+            fresh = [r for r in first.values() if r.rating_id in new]
+            if fresh:
+                # COPY, not INSERT: a batch of 100 is one round trip, written in C.
+                assert isinstance(self.db, PostgresDatabase)
+                self.db.copy("ratings", RATING_COLUMNS,
+                             [(r.rating_id, r.device_id, r.region_code, r.hall_id, r.window_id,
+                               r.level, r.reason, r.spontaneous, r.case_id, r.staff_id,
+                               r.rated_at, r.local_day, r.gov, now, r.record) for r in fresh])
             again = Counter(r.rating_id for r in ratings)
             for rating_id in new:
                 again[rating_id] -= 1
@@ -315,6 +320,16 @@ class Store:
         if not counts:
             return
         rows = sorted(counts.items())  # a fixed order: concurrent batches cannot deadlock
+        if self.db.dialect == POSTGRESQL:
+            self.db.execute(
+                "INSERT INTO daily_tally (local_day, hall_id, window_id, level, reason, "
+                "spontaneous, n) SELECT * FROM unnest(?::date[], ?::text[], ?::text[], "
+                "?::smallint[], ?::text[], ?::boolean[], ?::bigint[]) ON CONFLICT (local_day, "
+                "hall_id, window_id, level, reason, spontaneous) DO UPDATE SET n = "
+                "daily_tally.n + excluded.n",
+                tuple([k[i] for k, _ in rows] for i in range(6)) + ([n for _, n in rows],),
+                binary=True)
+            return
         self.db.executemany(
             "INSERT INTO daily_tally (local_day, hall_id, window_id, level, reason, "
             "spontaneous, n) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (local_day, hall_id, "

@@ -54,10 +54,15 @@ class Database:
         return value
 
     # statements ------------------------------------------------------------------------
-    def execute(self, text: str, params: Sequence[Any] = ()) -> Cursor:
+    def execute(self, text: str, params: Sequence[Any] = (), binary: bool = False) -> Cursor:
+        """`binary`: PostgreSQL parameters in binary form (arrays of thousands of values
+        dump several times faster than as text literals)."""
         try:
             with self.lock:
-                cursor: Cursor = self._conn.execute(self.sql(text), params)
+                if binary and self.dialect == POSTGRESQL:
+                    cursor: Cursor = self._conn.execute(self.sql(text), params, binary=True)
+                else:
+                    cursor = self._conn.execute(self.sql(text), params)
                 return cursor
         except self.errors() as e:
             raise StoreError(f"{self.describe()}: {e}") from None
@@ -165,6 +170,17 @@ class PostgresDatabase(Database):
 
     def errors(self) -> tuple[type[BaseException], ...]:
         return (self._psycopg.Error,)
+
+    def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """COPY rows in (inside the caller's transaction): psycopg writes them in C, many
+        times faster than INSERT statements or array parameters for a batch."""
+        try:
+            with self.lock, self._conn.cursor() as cursor:
+                with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+        except self._psycopg.Error as e:
+            raise StoreError(f"{self.describe()}: {str(e).strip()}") from None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
