@@ -92,7 +92,6 @@ class StatusServer:
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.served = 0   # answers sent (status or error), for tests and curiosity
 
     def open(self) -> None:
         """Bind and listen; OSError if the socket cannot be made (the caller decides
@@ -161,7 +160,6 @@ class StatusServer:
             with contextlib.suppress(OSError):
                 conn.settimeout(max(0.1, deadline - time.monotonic()))
                 conn.sendall(_encode(reply))
-                self.served += 1
         finally:
             with contextlib.suppress(OSError):
                 conn.close()

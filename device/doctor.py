@@ -177,7 +177,7 @@ def check_display(config: DeviceConfig, daemon: dict[str, Any] | None) -> Iterab
 def check_fonts(config: DeviceConfig) -> Finding:
     from device.compose import display_fonts  # the composition root owns the drivers
     try:
-        return ok("fonts", f"Chinese glyphs from {display_fonts(config)}")
+        return ok("fonts", f"Chinese glyphs from {_by_file(display_fonts(config))}")
     except DriverError as e:
         return fail("fonts", str(e), "sudo apt install fonts-wqy-zenhei, or set [display] "
                                      "font to a file with Chinese glyphs")
@@ -489,6 +489,15 @@ def _running_fault(daemon: dict[str, Any] | None, part: str) -> Finding | None:
         return fail(part, f"the running daemon reports: {faults[part]}",
                     "check the part's wiring; `journalctl -u hcp-device` has the detail")
     return ok(part, "working in the running daemon")
+
+
+def _by_file(described: str) -> str:
+    """"11px=a, 12px=a, 16px=b" as "a (11, 12 px), b (16 px)": one file named once."""
+    sizes: dict[str, list[str]] = {}
+    for part in described.split(", "):
+        size, _, path = part.partition("=")
+        sizes.setdefault(path, []).append(size.removesuffix("px"))
+    return ", ".join(f"{path} ({', '.join(s)} px)" for path, s in sizes.items())
 
 
 def _pins(pins: list[int]) -> str:

@@ -240,3 +240,21 @@ def test_a_fault_the_running_daemon_reports_fails_its_line(
     # Parts the daemon holds are not opened again: no GPIO probe on a machine without it.
     assert findings["keys"].level == "ok" and findings["broker"].level == "ok"
     assert findings["clock"].level == "ok"
+
+
+def test_a_missing_touch_panel_and_a_missing_font_are_named(tmp_path: Path) -> None:
+    font = tmp_path / "latin-only.ttf"
+    font.write_bytes(b"not a font")
+    config = load_device_config(pi_config(
+        tmp_path, input={"kind": "touch", "touch_device": str(tmp_path / "event7"),
+                         "pins": {},
+                         "zones": {str(n): [n * 100, 0, n * 100 + 99, 99]
+                                   for n in range(1, 6)}},
+        display={"kind": "sim", "font": str(font)}, indicators={"kind": "none"}))
+    findings = {f.part.split(" (")[0]: f for f in run_checks(config)}
+    touch = findings["keys"]
+    assert touch.level == "FAIL" and "event7 does not exist" in touch.detail
+    assert "input group" in touch.fix
+    fonts = findings["fonts"]
+    assert fonts.level == "FAIL" and "cannot be used" in fonts.detail
+    assert "fonts-wqy-zenhei" in fonts.fix
