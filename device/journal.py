@@ -1,16 +1,8 @@
 """A crash-safe TinyDB storage: an append-only journal of checksummed records, replayed into
 memory on open and compacted now and then, so that one write costs one append and one fsync.
 
-File format (``outbox.journal``: UTF-8, normally one record per line)::
-
-    <crc> <length> <json>\\n
-
-- ``json`` is a compact JSON object of ``length`` bytes (decimal); ``crc`` is the CRC-32
-  (zlib) of exactly those bytes, as 8 lowercase hex digits. The newline ends the record.
-- The first record of a file is a header, ``{"journal": "hcp-outbox", "version": 1}``.
-- Every other record is one atomic batch, ``{"ops": [op, ...]}``, with each op either
-  ``["put", table, doc_id, doc]`` (insert or replace a document) or
-  ``["del", table, [doc_id, ...]]``. Replay applies a record whole or not at all.
+File format: see device/journal_records.py (``<crc> <length> <json>\\n`` records, a header
+first, then atomic batches of put and del ops).
 
 Writing: a batch is one ``pwrite`` at the known end of the file followed by one ``fsync``;
 memory changes only after both succeed. If either fails (ENOSPC, EIO) the file is truncated
@@ -56,266 +48,48 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import mmap
 import os
 import pwd
-import re
 import shutil
 import stat
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
-from tinydb import TinyDB
 from tinydb.storages import Storage
-from tinydb.table import Document, Table
+
+from device.journal_records import (
+    FORMAT,
+    VERSION,
+    Damage,
+    JournalFormatError,
+    Op,
+    Record,
+    Tables,
+    TableView,
+    del_op,
+    dumps,
+    frame,
+    header,
+    live_size,
+    loads,
+    put_bytes,
+    put_op,
+    put_size,
+    records,
+    scan,
+)
+
+# Re-exported: the outbox and the tests name them through this module.
+__all__ = ["FILE_MODE", "FORMAT", "VERSION", "Damage", "JournalFormatError", "JournalStorage",
+           "Op", "Record", "TableView", "del_op", "frame", "probe", "put_op", "records", "scan"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "hcp-outbox"
-VERSION = 1
 FILE_MODE = 0o600  # owner only: nothing else reads these files (see docs/outbox.md)
-_PREFIX = re.compile(rb"([0-9a-f]{8}) ([0-9]{1,9}) ")
-
-Tables = dict[str, dict[str, bytes]]  # table name -> doc_id -> the document as written (JSON)
-Op = list[Any]  # ["put", table, doc_id, doc] | ["del", table, [doc_id, ...]]
-
-
-class JournalFormatError(Exception):
-    """The journal was written by a newer format version that this code cannot read."""
-
-
-@dataclass(frozen=True)
-class Damage:
-    """A byte range of the journal that held no intact record."""
-
-    start: int
-    end: int
-    reason: str
-    records: int  # how many records were lost there (an estimate: lines or prefixes seen)
-
-
-def put_op(table: str, doc_id: str, doc: Mapping[str, Any]) -> Op:
-    return ["put", table, doc_id, doc]
-
-
-def del_op(table: str, doc_ids: Iterable[str]) -> Op:
-    return ["del", table, list(doc_ids)]
-
-
-# One encoder and decoder for the module: `json.dumps` with options builds a new encoder per
-# call, and `json.loads` of bytes sniffs their encoding; both cost more than the work itself on
-# small documents.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_DECODER = json.JSONDecoder()
-
-
-def _dumps(value: Any) -> bytes:
-    return _ENCODER.encode(value).encode()
-
-
-def _loads(raw: bytes) -> Any:
-    """Decode JSON bytes as the journal writes them (UTF-8). ValueError if they are not."""
-    return _DECODER.decode(raw.decode())
-
-
-def _put_bytes(table: str, doc_id: str, raw: bytes) -> bytes:
-    """`_dumps(put_op(table, doc_id, doc))` from the document's own dump `raw`, byte for byte."""
-    return b'["put",%s,%s,%s]' % (_dumps(table), _dumps(doc_id), raw)
-
-
-def _put_size(table: str, doc_id: str, raw: bytes) -> int:
-    """Bytes of this document's put op: what a compaction writes for it."""
-    return len(raw) + len(_dumps(doc_id)) + len(_dumps(table)) + 10
-
-
-def frame(body: bytes) -> bytes:
-    """Wrap one JSON body into a journal record."""
-    return b"%08x %d " % (zlib.crc32(body), len(body)) + body + b"\n"
-
-
-def _header() -> bytes:
-    return frame(_dumps({"journal": FORMAT, "version": VERSION}))
-
-
-def _well_formed(record: Any) -> bool:
-    if not isinstance(record, dict):
-        return False
-    if "journal" in record:
-        return record.get("journal") == FORMAT and isinstance(record.get("version"), int)
-    ops = record.get("ops")
-    return isinstance(ops, list) and all(_well_formed_op(op) for op in ops)
-
-
-def _well_formed_op(op: Any) -> bool:
-    if not isinstance(op, list) or len(op) < 3 or not isinstance(op[1], str):
-        return False
-    if op[0] == "put":
-        return len(op) == 4 and isinstance(op[2], str) and isinstance(op[3], dict)
-    if op[0] == "del":
-        return len(op) == 3 and isinstance(op[2], list) and all(isinstance(i, str) for i in op[2])
-    return False
-
-
-_BATCH_OPEN, _BATCH_CLOSE = '{"ops":[', "]}"
-
-
-def _decode_body(body: bytes) -> tuple[Any, list[bytes | None]]:
-    """A record's JSON value and, for each op of a batch laid out as `JournalStorage` writes
-    it, the bytes of its put document sliced out of `body` (so that replay need not encode
-    every document again): None for an op that is not a put or is laid out otherwise, and no
-    list at all for other records. ValueError if `body` is not UTF-8 JSON."""
-    text = body.decode()
-    if text.startswith(_BATCH_OPEN) and text.endswith(_BATCH_CLOSE):
-        with contextlib.suppress(ValueError):  # e.g. blanks: the general decode decides
-            split = _split_batch(text)
-            if split is not None:
-                return split
-    return _DECODER.decode(text), []
-
-
-def _split_batch(text: str) -> tuple[dict[str, Any], list[bytes | None]] | None:
-    """`text` decoded as `{"ops":[op,op,...]}` exactly, op by op (`raw_decode` tells where
-    each op's text ends), with the documents `_put_doc` finds; None if it is laid out in any
-    other way, ValueError if an op is not JSON."""
-    ops: list[Any] = []
-    docs: list[bytes | None] = []
-    pos, stop = len(_BATCH_OPEN), len(text) - len(_BATCH_CLOSE)
-    if pos == stop:
-        return {"ops": ops}, docs
-    while True:
-        op, end = _DECODER.raw_decode(text, pos)
-        ops.append(op)
-        docs.append(_put_doc(text, pos, end, op))
-        if end == stop:
-            return {"ops": ops}, docs
-        if end > stop or text[end] != ",":
-            return None
-        pos = end + 1
-
-
-def _put_doc(text: str, start: int, end: int, op: Any) -> bytes | None:
-    """The document of the put op whose JSON text is `text[start:end]`, as the bytes
-    `_put_bytes` wrote for it, or None if the op is not a put or not laid out that way."""
-    if type(op) is not list or len(op) != 4 or op[0] != "put":
-        return None  # not a put; any other flaw rejects the whole record afterwards
-    head = f'["put",{_ENCODER.encode(op[1])},{_ENCODER.encode(op[2])},'
-    doc_start = start + len(head)
-    # The op is one JSON array: after its first three elements, written exactly as `head`,
-    # comes the document; if it starts with `{` and `}]` ends the op, nothing else is there.
-    if text.startswith(head, start) and text[doc_start] == "{" and text[end - 2:end] == "}]":
-        return text[doc_start:end - 1].encode()
-    return None
-
-
-def _read_record(buf: bytes | mmap.mmap,
-                 pos: int) -> tuple[dict[str, Any] | None, list[bytes | None], int, str]:
-    """The record starting at `pos`, its put documents as sliced by `_decode_body` and where
-    its body ends; or None and why not."""
-    m = _PREFIX.match(buf, pos)
-    if m is None:
-        return None, [], pos, "not a record"
-    end = m.end() + int(m[2])
-    if end > len(buf):
-        return None, [], pos, "torn record (the file ends inside it)"
-    body = buf[m.end():end]
-    if zlib.crc32(body) != int(m[1], 16):
-        return None, [], pos, "bad checksum"
-    try:
-        record, docs = _decode_body(body)
-    except ValueError:  # includes UnicodeDecodeError
-        return None, [], pos, "bad JSON"
-    if not _well_formed(record):
-        return None, [], pos, "not a journal record"
-    return record, docs, end, ""
-
-
-Record = tuple[dict[str, Any], list[bytes | None]]  # a record and its put documents, as bytes
-
-
-def records(buf: bytes | mmap.mmap, damage: list[Damage]) -> Iterator[Record]:
-    """The intact records of a journal, one at a time, each with the bytes of its put
-    documents where they could be sliced out (see `_decode_body`); the damaged byte ranges
-    between them are appended to `damage` as the scan passes them."""
-    bad_start, bad_reason = -1, ""
-
-    def close_damage(end: int) -> None:
-        nonlocal bad_start
-        if bad_start >= 0:
-            span = buf[bad_start:end]
-            lost = max(1, span.count(b"\n"), len(_PREFIX.findall(span)))
-            damage.append(Damage(bad_start, end, bad_reason, lost))
-            bad_start = -1
-
-    pos = 0
-    while pos < len(buf):
-        record, docs, end, reason = _read_record(buf, pos)
-        if record is None:
-            if bad_start < 0:
-                bad_start, bad_reason = pos, reason
-            m = _PREFIX.search(buf, pos + 1)
-            pos = m.start() if m else len(buf)
-            continue
-        close_damage(pos)
-        if buf[end:end + 1] == b"\n":
-            pos = end + 1
-        else:  # the record is intact but its terminator is not: lose nothing, report it
-            nxt = _PREFIX.search(buf, end)
-            pos = nxt.start() if nxt else len(buf)
-            damage.append(Damage(end, min(end + 1, pos), "damaged end of record", 0))
-            if pos > end + 1:
-                # The damage goes on past the terminator, and may have taken the start of
-                # the records after it: judged like any other damage (close_damage).
-                bad_start, bad_reason = end + 1, "not a record"
-        yield record, docs
-    close_damage(len(buf))
-
-
-def scan(buf: bytes) -> tuple[list[dict[str, Any]], list[Damage]]:
-    """Split a journal into its intact records and the damaged byte ranges between them."""
-    damage: list[Damage] = []
-    return [record for record, _ in records(buf, damage)], damage
-
-
-def _live_size(tables: Tables) -> int:
-    """The sum of `_put_size` over every document, with one dump of the ids per table instead of
-    one per document (this runs on open): the dump of a list of n ids is the sum of their JSON
-    lengths plus n + 1 bytes of brackets and commas."""
-    total = 0
-    for name, docs in tables.items():
-        if docs:
-            ids = len(_dumps(list(docs))) - len(docs) - 1
-            total += sum(map(len, docs.values())) + ids + len(docs) * (len(_dumps(name)) + 10)
-    return total
-
-
-class TableView(Mapping[str, dict[str, Any]]):
-    """One table's live documents by id, in insertion order, read-only: keys, `len` and `in`
-    are O(1) and decode nothing; each document read is decoded afresh from its JSON, so the
-    caller owns what it gets (and reading every document is O(n) decoding)."""
-
-    __slots__ = ("raw",)
-
-    def __init__(self, raw: Mapping[str, bytes]) -> None:
-        self.raw = raw
-
-    def __getitem__(self, doc_id: str) -> dict[str, Any]:
-        # Our own dump: one whole JSON value without surrounding blanks, hence raw_decode.
-        return cast(dict[str, Any], _DECODER.raw_decode(self.raw[doc_id].decode())[0])
-
-    def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self.raw
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.raw)
-
-    def __len__(self) -> int:
-        return len(self.raw)
 
 
 class JournalStorage(Storage):
@@ -365,8 +139,8 @@ class JournalStorage(Storage):
             if isinstance(docs, TableView):   # unchanged since read(): keep the bytes
                 tables[name] = dict(docs.raw)
             else:  # through JSON, ids included, to hold exactly what a replay would
-                tables[name] = {doc_id: _dumps(doc)
-                                for doc_id, doc in _loads(_dumps(docs)).items()}
+                tables[name] = {doc_id: dumps(doc)
+                                for doc_id, doc in loads(dumps(docs)).items()}
         self._rewrite(tables)
 
     def close(self) -> None:
@@ -383,12 +157,12 @@ class JournalStorage(Storage):
         With `lazy`, memory changes now and the ops ride along with the next commit (or the
         next compaction): for changes whose loss in a crash is harmless."""
         # Each document is dumped once: those bytes are both written and kept in memory.
-        raws = [_dumps(op[3]) if op[0] == "put" else b"" for op in ops]
-        parts = [_put_bytes(op[1], op[2], raw) if op[0] == "put" else _dumps(op)
+        raws = [dumps(op[3]) if op[0] == "put" else b"" for op in ops]
+        parts = [put_bytes(op[1], op[2], raw) if op[0] == "put" else dumps(op)
                  for op, raw in zip(ops, raws, strict=True)]
         if not lazy:
             record = frame(b'{"ops":[' + b",".join(self._lazy + parts) + b"]}")
-            self._append(_header() + record if self._size == 0 else record)
+            self._append(header() + record if self._size == 0 else record)
             self._lazy.clear()
         for op, raw in zip(ops, raws, strict=True):
             if op[0] == "put":
@@ -420,8 +194,8 @@ class JournalStorage(Storage):
         docs = self._tables.setdefault(table, {})
         old = docs.get(doc_id)
         if old is not None:
-            self._live -= _put_size(table, doc_id, old)
-        self._live += _put_size(table, doc_id, raw)
+            self._live -= put_size(table, doc_id, old)
+        self._live += put_size(table, doc_id, raw)
         docs[doc_id] = raw
 
     def _delete(self, table: str, doc_ids: Iterable[str]) -> None:
@@ -429,7 +203,7 @@ class JournalStorage(Storage):
         for doc_id in doc_ids:
             old = docs.pop(doc_id, None)
             if old is not None:
-                self._live -= _put_size(table, doc_id, old)
+                self._live -= put_size(table, doc_id, old)
 
     def _append(self, record: bytes) -> None:
         self._check_open()
@@ -469,7 +243,7 @@ class JournalStorage(Storage):
         if self._size:
             with self._contents() as buf:
                 self._replay(buf)
-        self._live = _live_size(self._tables)
+        self._live = live_size(self._tables)
         self._compact_at = self._size + self.compact_min_bytes
         if self.damage:
             self._recover()
@@ -520,7 +294,7 @@ class JournalStorage(Storage):
                     if on_put is not None:
                         on_put(op[1], op[2], op[3])
                     raw = raws[i] if i < len(raws) else None
-                    tables.setdefault(op[1], {})[op[2]] = _dumps(op[3]) if raw is None else raw
+                    tables.setdefault(op[1], {})[op[2]] = dumps(op[3]) if raw is None else raw
                 else:
                     docs = tables.get(op[1], {})
                     for doc_id in op[2]:
@@ -549,10 +323,10 @@ class JournalStorage(Storage):
         live = 0
         try:
             with _create_private(tmp) as f:
-                f.write(_header())
+                f.write(header())
                 for name, docs in tables.items():
                     for doc_id, raw in docs.items():
-                        put = _put_bytes(name, doc_id, raw)
+                        put = put_bytes(name, doc_id, raw)
                         live += len(put)
                         f.write(frame(b'{"ops":[' + put + b"]}"))
                 f.flush()
@@ -667,100 +441,3 @@ def _user() -> str:
         return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
     except KeyError:  # a uid without a passwd entry (a container)
         return f"uid {os.geteuid()}"
-
-
-class JournalTable(Table):
-    """A TinyDB table whose documents have string ids chosen by the caller (a rating_id, a
-    case_id, a setting name) and whose writes are journal records.
-
-    `insert`, `upsert` of a `Document` and `remove(doc_ids=...)` cost O(1) per document: one
-    record, one fsync. Everything else (update, remove by query, truncate, ...) goes through
-    `_update_table`, which stays correct but is O(size of this table), like TinyDB's own.
-    """
-
-    document_id_class = str  # type: ignore[assignment]  # TinyDB assumes int ids; ours are keys
-
-    @property
-    def journal(self) -> JournalStorage:
-        return cast(JournalStorage, self.storage)
-
-    def view(self) -> TableView:
-        """The live documents by id, in insertion order, in O(1) (see `TableView`)."""
-        return self.journal.view(self.name)
-
-    def get_doc(self, doc_id: str) -> Document | None:
-        """The document with this id, decoded afresh, in O(1) (TinyDB's `get` is typed for
-        int ids)."""
-        doc = self.view().get(doc_id)
-        return None if doc is None else keyed(doc_id, doc)
-
-    def insert(self, document: Mapping[str, Any]) -> str:  # type: ignore[override]
-        doc_id = _doc_id(document)
-        if doc_id in self.view():
-            raise ValueError(f"document {doc_id!r} already exists in table {self.name!r}")
-        self.journal.commit([put_op(self.name, doc_id, document)])
-        self.clear_cache()
-        return doc_id
-
-    def upsert(self, document: Mapping[str, Any], cond: Any = None) -> list[str]:  # type: ignore[override]
-        if cond is not None or not isinstance(document, Document):
-            return cast(list[str], super().upsert(document, cond))
-        doc_id = _doc_id(document)
-        merged = {**self.view().get(doc_id, {}), **document}
-        self.journal.commit([put_op(self.name, doc_id, merged)])
-        self.clear_cache()
-        return [doc_id]
-
-    def remove(self, cond: Any = None, doc_ids: Iterable[Any] | None = None) -> list[str]:  # type: ignore[override]
-        if cond is not None or doc_ids is None:
-            return cast(list[str], super().remove(cond, doc_ids))
-        table = self.view()
-        present = list(dict.fromkeys(str(i) for i in doc_ids if str(i) in table))
-        if present:
-            self.journal.commit([del_op(self.name, present)])
-            self.clear_cache()
-        return present
-
-    def _read_table(self) -> TableView:  # type: ignore[override]
-        # TinyDB's own reads (all, search, get, count, ...) come here: one table, in O(1).
-        return self.view()
-
-    def _update_table(self, updater: Callable[[dict[Any, Any]], None]) -> None:
-        current = self.view().raw
-        table: dict[Any, Any] = dict(self.view().items())  # fresh copies: updaters mutate them
-        updater(table)
-        gone = [doc_id for doc_id in current if doc_id not in table]
-        ops = [del_op(self.name, gone)] if gone else []
-        ops += [put_op(self.name, str(doc_id), doc) for doc_id, doc in table.items()
-                if current.get(str(doc_id)) != _dumps(doc)]
-        if ops:
-            self.journal.commit(ops)
-        self.clear_cache()
-
-    def _get_next_id(self) -> Any:
-        raise ValueError("journal tables need explicit ids: insert Document(doc, doc_id=...)")
-
-
-def keyed(doc_id: str, fields: Mapping[str, Any]) -> Document:
-    """A document with a string id, for `JournalTable.insert`/`upsert` (TinyDB types ids as int)."""
-    return Document(fields, doc_id)  # type: ignore[arg-type]
-
-
-def _doc_id(document: Mapping[str, Any]) -> str:
-    if not isinstance(document, Document) or not isinstance(document.doc_id, str):
-        raise ValueError("journal tables need explicit string ids: Document(doc, doc_id=...)")
-    return document.doc_id
-
-
-class JournalDB(TinyDB):
-    """TinyDB over a `JournalStorage`, with `JournalTable` tables."""
-
-    table_class = JournalTable
-    default_storage_class = JournalStorage  # type: ignore[assignment]
-
-    @property
-    def journal(self) -> JournalStorage:
-        return cast(JournalStorage, self.storage)
-
-    def journal_table(self, name: str) -> JournalTable:
-        return cast(JournalTable, self.table(name))

@@ -15,16 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.journal import (
-    JournalDB,
-    JournalFormatError,
-    JournalStorage,
-    JournalTable,
-    Op,
-    del_op,
-    probe,
-    put_op,
-)
+from device.journal import JournalFormatError, JournalStorage, Op, del_op, probe, put_op
+from device.journal_db import JournalDB, JournalTable
 
 JOURNAL_NAME = "outbox.journal"
 RATINGS, CASES, META, REJECTED, SETTINGS = "ratings", "cases", "meta", "rejected", "settings"

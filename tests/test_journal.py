@@ -13,16 +13,9 @@ from typing import Any
 import pytest
 from tinydb import Query
 
-from device.journal import (
-    JournalDB,
-    JournalFormatError,
-    JournalStorage,
-    _dumps,
-    frame,
-    keyed,
-    put_op,
-    scan,
-)
+from device.journal import JournalFormatError, JournalStorage, frame, put_op, scan
+from device.journal_db import JournalDB, keyed
+from device.journal_records import dumps
 
 
 def open_db(path: Path, **kwargs: Any) -> JournalDB:
@@ -151,8 +144,8 @@ def test_damage_from_a_terminator_into_the_next_record_counts_that_record(
 
 
 def test_merged_records_after_a_lost_newline_are_both_recovered() -> None:
-    a = frame(_dumps({"ops": [put_op("t", "a", {})]}))
-    b = frame(_dumps({"ops": [put_op("t", "b", {})]}))
+    a = frame(dumps({"ops": [put_op("t", "a", {})]}))
+    b = frame(dumps({"ops": [put_op("t", "b", {})]}))
     records, damage = scan(b"garbage" + a[:-1] + b)
     assert [r["ops"][0][2] for r in records] == ["a", "b"]
     assert [(d.start, d.end, d.records) for d in damage] == [(0, 7, 1),
@@ -160,8 +153,8 @@ def test_merged_records_after_a_lost_newline_are_both_recovered() -> None:
 
 
 def test_records_with_valid_checksum_but_unknown_shape_are_dropped() -> None:
-    good = frame(_dumps({"ops": [put_op("t", "a", {})]}))
-    odd = frame(_dumps({"ops": [["rename", "t", "a", "b"]]}))
+    good = frame(dumps({"ops": [put_op("t", "a", {})]}))
+    odd = frame(dumps({"ops": [["rename", "t", "a", "b"]]}))
     records, damage = scan(odd + good)
     assert len(records) == 1
     assert [(d.start, d.end, d.reason) for d in damage] == [(0, len(odd), "not a journal record")]
@@ -169,7 +162,7 @@ def test_records_with_valid_checksum_but_unknown_shape_are_dropped() -> None:
 
 def test_newer_format_version_is_refused_not_misread(tmp_path: Path) -> None:
     path = tmp_path / "j"
-    path.write_bytes(frame(_dumps({"journal": "hcp-outbox", "version": 99})))
+    path.write_bytes(frame(dumps({"journal": "hcp-outbox", "version": 99})))
     with pytest.raises(JournalFormatError, match="version 99"):
         open_db(path)
 
@@ -322,7 +315,7 @@ def test_a_record_is_the_compact_dump_of_its_batch_and_reads_are_fresh_copies(
         t = db.journal_table("t")
         t.insert(keyed("a", doc))
         last = path.read_bytes().splitlines(keepends=True)[-1]
-        assert last == frame(_dumps({"ops": [put_op("t", "a", doc)]}))
+        assert last == frame(dumps({"ops": [put_op("t", "a", doc)]}))
         got = t.get_doc("a")
         assert got == doc
         assert got is not None
@@ -358,7 +351,7 @@ def test_records_laid_out_by_another_writer_are_read_the_same(tmp_path: Path) ->
                      ["put", "t", "b", {"k": [1, 2]}], ["put", "u", "c", {}]]}
     spaced = json.dumps(batch).encode()                      # ", " and ": ", \u escapes
     assert b" " in spaced and b"\\u" in spaced
-    path.write_bytes(frame(_dumps({"journal": "hcp-outbox", "version": 1})) + frame(spaced)
+    path.write_bytes(frame(dumps({"journal": "hcp-outbox", "version": 1})) + frame(spaced)
                      + frame(b'{"ops": [ ["put","t","d",{"z": 0} ] ]}')
                      + frame(b'{"ops":[["put", "t","e",{"q":1}],["put","t","f",{"r":2} ]]}')
                      + frame(b'{"ops":[["put","t","g",{}], ["put","t","h",{}]]}'))
@@ -373,7 +366,7 @@ def test_records_laid_out_by_another_writer_are_read_the_same(tmp_path: Path) ->
         assert contents(db) == expected
         for line in path.read_bytes().splitlines()[1:]:
             body = line.split(b" ", 2)[2]
-            assert body == _dumps(json.loads(body))          # compact again
+            assert body == dumps(json.loads(body))          # compact again
 
 
 def test_replay_shows_every_put_in_file_order(tmp_path: Path) -> None:

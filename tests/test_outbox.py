@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from device.journal import JournalDB, JournalStorage, JournalTable
+from device.journal import JournalStorage
+from device.journal_db import JournalDB, JournalTable
 from device.outbox import JOURNAL_NAME, Outbox, StorageError
 from tests.test_outbox_support import make_rating
 
