@@ -111,7 +111,8 @@ def _read_token(path: str | None) -> str | None:
 def _serve(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="hcp-sim platform",
-        description="Reference aggregation platform (development aid, not the real one). "
+        description="The city platform (hcp-platform) on one SQLite file with its chaos "
+                    "controls on, for development and tests; a city runs 'hcp-platform run'. "
                     "Also: 'hcp-sim platform counts --help', 'hcp-sim platform chaos --help'.")
     parser.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
     parser.add_argument("--db", required=True, metavar="FILE", help="SQLite file (created)")
@@ -143,7 +144,7 @@ def _serve(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"reference platform (DEVELOPMENT AID) on {server.url}, db {args.db}"
+    print(f"hcp-platform (development mode, chaos controls on) on {server.url}, db {args.db}"
           + (", bearer token required" if token else ""), file=sys.stderr, flush=True)
     server.serve_forever()
     server.close()

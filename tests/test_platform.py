@@ -1,4 +1,4 @@
-"""The reference platform (development aid): SPEC §9 answers, de-duplication by
+"""`hcp-sim platform` (hcp-platform on SQLite, chaos on): SPEC §9 answers, de-duplication by
 rating_id, SQLite storage, counts, bearer token and the chaos controls."""
 
 from __future__ import annotations
@@ -177,4 +177,15 @@ def test_cli_serves_counts_and_chaos(tmp_path: Path, capsys: pytest.CaptureFixtu
         server.terminate()
         assert server.wait(5) == 0
         assert server.stderr is not None
-        assert b"DEVELOPMENT AID" in server.stderr.read()
+        assert b"development mode, chaos controls on" in server.stderr.read()
+
+
+def test_it_is_the_city_platform_bad_ratings_open_follow_ups(
+        platform: RunningPlatform) -> None:
+    bad, good = make_rating("dev-1", level=1), make_rating("dev-1", level=4)
+    assert post(platform, {"ratings": [bad, good]})[0] == 200
+    conn = http.client.HTTPConnection("127.0.0.1", platform.server.port, timeout=10)
+    conn.request("GET", "/api/followups")
+    followups = json.loads(conn.getresponse().read())["followups"]
+    conn.close()
+    assert [(f["rating_id"], f["state"]) for f in followups] == [(bad["rating_id"], "open")]
