@@ -108,11 +108,19 @@ class Staff:
 
 @dataclass(frozen=True)
 class Screen:
-    """What one screen shows, as plain data (built by device.core.screens)."""
+    """What one screen shows, as plain data (built by device.core.screens).
+
+    `heading` is what the screen is about and `lines` what follows it, in reading order:
+    idle 欢迎您 (+ the invitation when a press would rate the window); prompt the service
+    name (+ 请您对本次服务进行评价); reasons 请选择不满意的原因; thanks 感谢您的评价 (+ the
+    chosen level's label); paused 暂停服务 (+ the reason); error 暂时无法评价 (+ what
+    failed, + whom to ask). A layout picks sizes and places; it adds no words of its own
+    beyond the vocabulary of device.core.screens (a badge, a shorter title).
+    """
 
     name: ScreenName
-    heading: str = ""                  # the screen's main words (big on every panel)
-    lines: tuple[str, ...] = ()        # what follows the heading, in reading order
+    heading: str = ""
+    lines: tuple[str, ...] = ()
     window_name: str = ""
     staff: Staff | None = None
     service_name: str | None = None
@@ -128,6 +136,7 @@ class Screen:
 
     @property
     def staff_name(self) -> str | None:
+        """The clerk's name, or None when nobody (or only a 工号) is signed in."""
         return self.staff.staff_name or None if self.staff else None
 
     def text(self) -> str:
