@@ -104,6 +104,8 @@ class StatusServer:
             self.path.unlink()   # a stale socket of a daemon that died
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            # The umask is the process's: held only around bind(), which the daemon calls
+            # from its loop at ready, when no other thread of it creates files.
             with _umask(_BIND_UMASK):
                 sock.bind(str(self.path))
             os.chmod(self.path, SOCKET_MODE)   # also when the umask was already stricter

@@ -30,7 +30,7 @@ from typing import Any, Literal, TextIO
 from device.config import DeviceConfig, MqttSection
 from device.control import NoDaemon, ask_status, status_socket_path
 from device.ports import DriverError
-from device.status_view import duration
+from device.status_view import duration, t
 
 Level = Literal["ok", "warn", "FAIL"]
 
@@ -48,8 +48,10 @@ class Finding:
     fix: str = ""
 
     def line(self) -> str:
-        text = f"{self.level:<4} {self.part}: {self.detail}"
-        return text + (f" — fix: {self.fix}" if self.fix and self.level != "ok" else "")
+        """One line, whatever the texts hold (a driver's error, a daemon's answer)."""
+        text = f"{self.level:<4} {t(self.part)}: {t(self.detail, 400)}"
+        return text + (f" — fix: {t(self.fix, 400)}" if self.fix and self.level != "ok"
+                       else "")
 
 
 def ok(part: str, detail: str) -> Finding:

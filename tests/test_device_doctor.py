@@ -228,13 +228,16 @@ def test_a_fault_the_running_daemon_reports_fails_its_line(
     config = load_device_config(pi_config(tmp_path))
     daemon = {"version": "x", "uptime_s": 5, "serial_open": False, "mqtt_connected": True,
               "broker_connects": 1, "clock_synced": True,
-              "faults": {"display": "I2C write failed: [Errno 121] Remote I/O error",
+              "faults": {"display": "I2C write failed:\n[Errno 121] Remote I/O error",
                          "serial": "[Errno 2] could not open port"}}
     import device.doctor as doctor_module
     monkeypatch.setattr(doctor_module, "_ask_daemon",
                         lambda _c: (daemon, doctor_module.ok("daemon", "fake")))
     findings = {f.part.split(" (")[0]: f for f in run_checks(config)}
     assert findings["display"].level == "FAIL" and "Remote I/O" in findings["display"].detail
+    # What the daemon says is printed as one line: a newline cannot forge another check.
+    assert "\n" not in findings["display"].line()
+    assert "failed: [Errno 121]" in findings["display"].line()
     assert findings["serial"].level == "FAIL" and "could not open" in \
         findings["serial"].detail
     # Parts the daemon holds are not opened again: no GPIO probe on a machine without it.

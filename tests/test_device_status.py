@@ -290,6 +290,23 @@ def test_the_outbox_glance_says_oldest_last_and_last_rejected_without_personal_d
         outbox.close()
 
 
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=12), inner, max_size=3), max_leaves=8)
+KEYS = st.sampled_from(["device_id", "version", "uptime_s", "broker", "broker_connects",
+                        "serial_open", "serial_errors", "last_frame", "backlog",
+                        "oldest_pending_s", "last_rating", "last_rejected", "receipts",
+                        "rejected", "pending_cases", "clock_synced", "faults",
+                        "mqtt_connected"])
+
+
+@given(st.dictionaries(KEYS, JSON))
+def test_status_lines_never_fail_on_an_answer_of_another_version(
+        answer_: dict[str, Any]) -> None:
+    lines = status_lines(answer_)
+    assert all(isinstance(line, str) and "\n" not in line for line in lines)
+
+
 def test_status_lines_read_any_answer() -> None:
     lines = status_lines({"device_id": "D1", "version": "1.0", "uptime_s": 4000,
                           "broker": "offline", "broker_connects": 2, "serial_open": False,
