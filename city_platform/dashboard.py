@@ -1,6 +1,7 @@
 """The hall dashboard's page (GET /): one self-contained HTML file, Chinese, that fits a
 1920×1080 hall screen and a phone. It draws /api/hall's snapshot and redraws it at every
-server-sent event from /api/events (within 2 s of a change: the server pushes at once)."""
+server-sent event from /api/events (within 2 s of a change: the server pushes at once).
+`/?hall=HG01` shows one hall's windows."""
 
 PAGE = """<!doctype html>
 <html lang="zh-CN">
@@ -70,7 +71,8 @@ function cell(label, text, cls) {
   return td;
 }
 function draw(hall) {
-  document.getElementById("day").textContent = "日期 " + hall.today;
+  document.getElementById("day").textContent =
+    (hall.hall ? "大厅 " + hall.hall + " · " : "") + "日期 " + hall.today;
   document.getElementById("updated").textContent =
     "更新于 " + new Date(hall.at).toLocaleTimeString("zh-CN", {hour12:false});
   const rows = document.getElementById("rows");
@@ -101,16 +103,19 @@ function draw(hall) {
   }
   document.getElementById("empty").hidden = hall.windows.length > 0;
 }
+// /?hall=HG01 shows one hall's windows (a hall's own screen); / shows every hall.
+const HALL = new URLSearchParams(location.search).get("hall");
+const QUERY = HALL ? "?hall=" + encodeURIComponent(HALL) : "";
 function connect() {
   const link = document.getElementById("link");
-  const events = new EventSource("api/events");
+  const events = new EventSource("api/events" + QUERY);
   events.addEventListener("hall", (e) => {
     link.textContent = "实时"; link.className = "on";
     draw(JSON.parse(e.data));
   });
   events.onerror = () => { link.textContent = "重新连接中…"; link.className = "off"; };
 }
-fetch("api/hall").then((r) => r.json()).then(draw).finally(connect);
+fetch("api/hall" + QUERY).then((r) => r.json()).then(draw).finally(connect);
 </script>
 </body>
 </html>

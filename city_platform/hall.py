@@ -153,7 +153,8 @@ class Hall:
 
     # What the page shows ---------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, hall: str | None = None) -> dict[str, Any]:
+        """Every window, or only those of `hall` (a hall screen shows its own)."""
         now = datetime.now(UTC)
         today = now.astimezone(self.store.tz).date()
         today_counts = self.store.today_by_device(today)
@@ -179,6 +180,8 @@ class Hall:
             if not hall_id:
                 parts = device_id.split("-")
                 hall_id, window_id = (parts[1], parts[2]) if len(parts) == 3 else ("?", device_id)
+            if hall is not None and hall_id != hall:
+                continue
             w = live.get(device_id, WindowLive(device_id))
             total, good = today_counts.get(device_id, (0, 0))
             followups = due.get(device_id, [0, 0, 0])
@@ -197,6 +200,7 @@ class Hall:
         return {"version": version, "at": now.isoformat(timespec="seconds"),
                 "today": today.isoformat(), "timezone": self.store.timezone,
                 "broker": self._broker is not None and self._broker.connected,
+                "hall": hall,
                 "windows": rows}
 
     def page(self) -> str:

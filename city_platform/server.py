@@ -171,13 +171,14 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
                 if path == "/":
                     return self._send(200, hall.page().encode("utf-8"),
                                       "text/html; charset=utf-8", self._cookie_headers(query))
+                hall_id = query.get("hall", [None])[0]
                 if path == "/api/hall":
-                    return self._json(200, hall.snapshot())
+                    return self._json(200, hall.snapshot(hall_id))
                 if path == "/api/events":
-                    return self._events()
+                    return self._events(hall_id)
             return self._json(404, {"error": "not found"})
 
-        def _events(self) -> None:
+        def _events(self, hall_id: str | None) -> None:
             """Server-sent events: the hall's snapshot now and at every change."""
             assert platform.hall is not None
             hall = platform.hall
@@ -191,7 +192,7 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
             try:
                 while not platform.stopping.is_set():
                     version = hall.wait_change(version, timeout=15.0)
-                    data = json.dumps(hall.snapshot(), ensure_ascii=False)
+                    data = json.dumps(hall.snapshot(hall_id), ensure_ascii=False)
                     self.wfile.write(f"event: hall\ndata: {data}\n\n".encode())
                     self.wfile.flush()
                     # At most two redraws a second per browser: under a burst of batches

@@ -208,3 +208,28 @@ def test_an_overdue_follow_up_is_raised_once_on_the_broker(
         client.disconnect()
         if platform is not None:
             assert platform.stop() == 0
+
+
+def test_a_hall_screen_shows_its_own_windows(tmp_path: Path) -> None:
+    import json
+
+    from tests.support.ratings import make_rating
+
+    store = Store.open(f"sqlite:///{tmp_path / 'ratings.db'}")
+    hall = Hall(store, PlatformConfig())
+    store.submit([make_rating("421100-HG01-W01", level=5),
+                  make_rating("421100-HG02-W07", level=1)])
+    everything = hall.snapshot()
+    assert [w["device_id"] for w in everything["windows"]] == ["421100-HG01-W01",
+                                                               "421100-HG02-W07"]
+    server = PlatformServer("127.0.0.1", 0, store, hall=hall).start()
+    try:
+        with urllib.request.urlopen(f"{server.base_url}/api/hall?hall=HG02",
+                                    timeout=5) as response:
+            only = json.loads(response.read())
+        assert only["hall"] == "HG02"
+        assert [(w["window_id"], w["followups_open"]) for w in only["windows"]] == [("W07", 1)]
+    finally:
+        server.shutdown()
+        server.close()
+        store.close()
