@@ -216,7 +216,17 @@ def wheelhouse(package: Package, arch: Arch, into: Path, work: Path) -> list[str
         download(ARCHES[arch.resolve_as], reference, *reqs)
         pins = sorted(wheel_pin(w) for w in reference.glob("*.whl"))
         system = [n for n, _ in pins if n in arch.from_system]
-        download(arch, into, *(f"{n}=={v}" for n, v in pins if n not in system), deps=False)
+        for name, version in pins:
+            if name in system:
+                continue
+            try:
+                download(arch, into, f"{name}=={version}", deps=False)
+            except BuildError:
+                # That version has only binary wheels for other machines (cbor2 6.x):
+                # the newest release with a wheel for this one. pip checks the
+                # dependents' version ranges when it installs, on the device.
+                say(f"{name} {version}: no {arch.machine} wheel; taking the newest that has one")
+                download(arch, into, name, deps=False)
     download(arch, into, "pip", deps=False)  # runs the install, from its own wheel
     return system
 

@@ -1,0 +1,98 @@
+"""The sample broker's service users, against a real mosquitto running
+systemd/examples/mosquitto.conf and mosquitto.acl (tests/test_acl.py's SampleBroker),
+with the two password files kept apart as the sample has them: the devices' on the
+TLS listener, the services' on the loopback one.
+
+- A device's login is refused on the loopback listener, where client ids are the
+  services' own: there it could have taken over another device's session.
+- The watcher has a user of its own: it reads every device and writes alerts only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.mosquitto import MOSQUITTO_PASSWD, TestCA
+from tests.test_acl import PASSWORDS, A, B, Client, SampleBroker, marker
+
+SERVICES_FILE = "/etc/mosquitto/hcp-services.passwd"
+SERVICES = {"hcp-bridge": PASSWORDS["hcp-bridge"], "hcp-watch": "pw-watch-5Tn",
+            "hcp-monitor": PASSWORDS["hcp-monitor"]}
+
+
+class SplitPasswordBroker(SampleBroker):
+    """SampleBroker maps every password_file to one file with every user; here the
+    sample's services file gets the services only."""
+
+    def adapt(self, text: str) -> str:
+        services = self.workdir / "hcp-services.passwd"
+        services.write_text("".join(f"{u}:{p}\n" for u, p in SERVICES.items()))
+        subprocess.run([MOSQUITTO_PASSWD, "-U", str(services)], check=True,
+                       capture_output=True)
+        hidden = "#services-password-file"
+        adapted = super().adapt(text.replace(f"password_file {SERVICES_FILE}", hidden))
+        return adapted.replace(hidden, f"password_file {services}")
+
+
+@pytest.fixture
+def split_broker(tmp_path: Path, test_ca: TestCA) -> Iterator[SplitPasswordBroker]:
+    sample = SplitPasswordBroker(tmp_path / "sample-broker", test_ca)
+    sample.start()
+    yield sample
+    sample.stop()
+
+
+@pytest.fixture
+def connect(split_broker: SplitPasswordBroker) -> Iterator[Callable[..., Client]]:
+    made: list[Client] = []
+
+    def _connect(user: str, *, device_listener: bool = True, client_id: str = "",
+                 password: str | None = None) -> Client:
+        client = Client(split_broker, user, password=password, client_id=client_id,
+                        device_listener=device_listener)
+        made.append(client)
+        return client
+
+    yield _connect
+    for client in made:
+        client.close()
+
+
+def test_the_sample_keeps_a_services_password_file_on_loopback() -> None:
+    conf = (Path(__file__).resolve().parents[1] / "systemd/examples/mosquitto.conf").read_text()
+    listeners = conf.split("\nlistener ")[1:]
+    files = {block.split()[0]: [line.split()[1] for line in block.splitlines()
+                                if line.startswith("password_file ")] for block in listeners}
+    assert files == {"8883": ["/etc/mosquitto/hcp.passwd"], "1883": [SERVICES_FILE]}
+
+
+def test_a_device_login_is_refused_on_loopback(connect: Callable[..., Client]) -> None:
+    """With one password file for both listeners, A logged in on loopback with B's
+    client id and took B's session there."""
+    rc = connect(A, device_listener=False, client_id=B).connect()
+    assert rc is not None and rc.is_failure, rc
+    # The same login over TLS is fine.
+    connect(A, client_id=A).connected()
+
+
+def test_the_watcher_reads_devices_and_writes_only_alerts(
+        connect: Callable[..., Client]) -> None:
+    watch = connect("hcp-watch", device_listener=False, client_id="hcp-watch-1",
+                    password=SERVICES["hcp-watch"]).connected()
+    for kind in ("rating", "event", "status", "telemetry"):
+        assert not watch.subscribe(f"hcp/v1/+/{kind}").is_failure
+    a = connect(A, client_id=A).connected()
+    sent = marker()
+    a.publish(f"hcp/v1/{A}/rating", sent)
+    assert watch.next_message() == (f"hcp/v1/{A}/rating", sent)
+
+    monitor = connect("hcp-monitor", device_listener=False).connected()
+    monitor.subscribe("hcp/v1/#")
+    assert not watch.publish("hcp/v1/alerts", {"alert": "test"}).is_failure
+    assert watch.publish(f"hcp/v1/{A}/receipt", {"receipts": []}).is_failure
+    assert watch.publish(f"hcp/v1/{A}/config", {}).is_failure
+    assert monitor.next_message() == ("hcp/v1/alerts", {"alert": "test"})
