@@ -4,13 +4,13 @@ It checks that the benchmarks work, never the numbers (those are for docs/benchm
 
 from __future__ import annotations
 
-import pytest
-
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from bench.chain import Arrivals
 from bench.measure import Latency, percentile
