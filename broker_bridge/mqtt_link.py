@@ -292,11 +292,11 @@ class MqttLink:
                       self._settings.port, figure, "" if figure == 1 else "s", batch_max,
                       figure, "" if figure == 1 else "s")
 
-    def _refused(self, why: str, shared: bool = False) -> None:
+    def _refused(self, why: str, shared: bool = False) -> int:
         """The broker answered and said no: unhealthy, one ERROR for the first refusal in
         a row (INFO after), and the next connection attempt only a backoff step later."""
         first, cap = REFUSED_S
-        delay = min(cap, first * 2 ** min(self._refusals, 16))
+        delay: int = min(cap, first << min(self._refusals, 16))
         self._refusals += 1
         with self._lock:
             self._subscribed = False
@@ -315,6 +315,23 @@ class MqttLink:
         else:
             log.info("%s (again, %d times in a row); next attempt in %d s at the earliest",
                      what, self._refusals, delay)
+        return delay
+
+    def _subscribe_later(self, delay: float) -> None:
+        """Ask for the subscriptions again in `delay` seconds if this connection is still
+        up: a refusal may be passing (NATS answers 0x80 when creating its JetStream
+        consumer timed out under load) and the connection itself is fine."""
+        generation = self._generation
+        timer = threading.Timer(delay, self._subscribe_again, args=(generation,))
+        timer.daemon = True
+        timer.start()
+
+    def _subscribe_again(self, generation: int) -> None:
+        with self._lock:  # the SUBACK may be handled before subscribe() returns
+            if self._stopping or not self._connected or generation != self._generation:
+                return
+            result, mid = self._client.subscribe(self._subscriptions)
+            self._subscribe_mid = mid if result == mqtt.MQTT_ERR_SUCCESS else None
 
     def _healthy_again(self) -> None:
         if self._refusals:
@@ -353,10 +370,11 @@ class MqttLink:
                       reason_codes: list[Any], properties: Any) -> None:
         with self._lock:
             barrier = self._barrier_done if mid == self._barrier_mid else None
+            ours = mid == self._subscribe_mid
         if barrier is not None:
             barrier.set()
             return
-        if mid != self._subscribe_mid:
+        if not ours:
             return
         granted = list(zip(self._subscriptions, reason_codes, strict=False))
         shared_refused = [f"{topic} ({rc}, SUBACK {rc.value:#04x})"
@@ -372,7 +390,9 @@ class MqttLink:
         if shared_refused:
             self._refused("refused the shared subscriptions: " + ", ".join(shared_refused),
                           shared=True)
-        if refused:
+        if refused and not shared_refused:
+            self._subscribe_later(self._refused("refused subscriptions: " + ", ".join(refused)))
+        elif refused:
             log.error("broker refused subscriptions: %s", ", ".join(refused))
         if downgraded:
             log.error("broker granted a lower QoS than asked: %s; not healthy until it grants "

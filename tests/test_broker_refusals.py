@@ -139,3 +139,30 @@ def test_a_broker_refusing_our_credentials_is_retried_at_backoff_steps(
     assert attempts == 2, bridge.log_text()[-2000:]
     errors = error_lines(bridge)
     assert len(errors) == 1 and "0x86" in errors[0], errors
+
+
+def test_a_passing_refusal_is_asked_again_on_the_same_connection(
+        tmp_path: Path, platform: RunningPlatform) -> None:
+    """NATS answers SUBACK 0x80 when creating the JetStream consumer behind a subscription
+    timed out (seen under load): the bridge asks again a backoff step later, on the same
+    connection, and is healthy once granted."""
+    answers = iter([[0x80, 0x80, 0x80, 0x80]])
+
+    def first_refused_then_granted(filters: list[tuple[str, int]]) -> list[int]:
+        return next(answers, [qos for _, qos in filters])
+
+    with ScriptedBroker(suback=first_refused_then_granted) as broker:
+        bridge = bridge_for(tmp_path, broker, platform, protocol="3.1.1",
+                            shared_group="").start(
+            wait_healthy=False)
+        try:
+            wait_for(lambda: bool(error_lines(bridge)), 10, "the error")
+            assert bridge.healthz() == 503
+            refused_at = time.monotonic()
+            bridge.wait_healthy(REFUSED_S[0] + 5)
+            assert time.monotonic() - refused_at >= REFUSED_S[0] * 0.8
+            assert len(broker.connects) == 1 and len(broker.subscribes) == 2
+        finally:
+            bridge.kill()
+    assert len(error_lines(bridge)) == 1
+    assert broker.protocols == [4]
