@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import select
 import signal
 import socket
@@ -20,17 +19,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from common.backoff import full_jitter
 from device.clock import iso_utc
 from device.config import MqttSection
+from device.mqtt_client import Backoff, Credentials, new_client, refusal_hint
 from device.mqtt_events import MqttDown, MqttMessage, MqttPubAck, MqttUp
 
 __all__ = ["Backoff", "MqttDown", "MqttLink", "MqttMessage", "MqttPubAck", "MqttUp"]
@@ -47,8 +45,6 @@ STABLE_AFTER_S = 10.0
 REMIND_EVERY_S = 600.0
 # On a clean stop, wait this long for the broker to take the offline status.
 OFFLINE_STATUS_WAIT_S = 1.0
-# Room in paho's own in-flight limit above the ratings window, for status and events.
-EXTRA_INFLIGHT = 8
 TOPICS = ("rating", "event", "status", "telemetry", "receipt", "config")
 
 
@@ -59,34 +55,6 @@ class _Request:
     qos: int
     retain: bool
     ticket: int | None
-
-
-class Backoff:
-    """Exponential backoff with full jitter: a hall's devices don't reconnect in step."""
-
-    def __init__(self, first_s: float = 0.5, cap_s: float = 60.0) -> None:
-        self.first_s, self.cap_s = first_s, cap_s
-        self.attempt = 0
-
-    def next(self) -> float:
-        attempt, self.attempt = self.attempt, self.attempt + 1
-        if attempt == 0:
-            # The first retry is never immediate (a broker restarting needs a moment).
-            first = min(self.cap_s, self.first_s)
-            return random.uniform(first / 2, first)
-        return full_jitter(attempt, self.first_s, self.cap_s)   # the bridge's formula
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-def _refusal_hint(reason: str) -> str:
-    low = reason.lower()
-    if "user name or password" in low or "not authori" in low or "bad credentials" in low:
-        return " — check [mqtt] username and password_file, and the broker's ACL"
-    if "identifier" in low:
-        return " — check [device] id (the MQTT client id)"
-    return ""
 
 
 class MqttLink:
@@ -120,24 +88,13 @@ class MqttLink:
         self._tickets: dict[int, int] = {}  # paho mid -> the daemon's ticket
         self._offline_mid: int | None = None
         self._offline_acked = False
-        self._tls_ready = False
+        self._credentials = Credentials(cfg)
         self.client = self._make_client()
 
     # --- setup (link thread, except _make_client) ------------------------------------
 
     def _make_client(self) -> mqtt.Client:
-        v5 = self.cfg.protocol == "5"
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.device_id,
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            clean_session=None if v5 else False,
-            reconnect_on_failure=False,
-        )
-        # The daemon's window bounds ratings; paho's limit only has to leave them room.
-        client.max_inflight_messages_set(self.cfg.max_inflight + EXTRA_INFLIGHT)
-        client.will_set(self.topics["status"], json.dumps({"online": False}), qos=1,
-                        retain=True)
+        client = new_client(self.cfg, self.device_id, self.topics["status"])
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -145,29 +102,7 @@ class MqttLink:
         return client
 
     def _prepare(self) -> str | None:
-        """Credentials and TLS, read again before every attempt so that a technician's
-        fix (a new password file, a readable CA) works without a restart. Returns why
-        it cannot connect, or None."""
-        cfg = self.cfg
-        if cfg.username:
-            password = None
-            if cfg.password_file:
-                try:
-                    password = Path(cfg.password_file).read_text(encoding="utf-8").rstrip("\r\n")
-                except (OSError, UnicodeDecodeError) as e:
-                    return f"cannot read [mqtt] password_file {cfg.password_file}: {e}"
-            self.client.username_pw_set(cfg.username, password)
-        if cfg.tls and not self._tls_ready:
-            try:
-                context = ssl.create_default_context(cafile=cfg.ca_file or None)
-                if cfg.client_cert:
-                    context.load_cert_chain(cfg.client_cert, cfg.client_key or None)
-            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-                return (f"TLS setup failed ([mqtt] ca_file {cfg.ca_file or '(system)'}, "
-                        f"client_cert {cfg.client_cert or '(none)'}): {e}")
-            self.client.tls_set_context(context)
-            self._tls_ready = True
-        return None
+        return self._credentials.apply(self.client)
 
     # --- called from the daemon's thread -------------------------------------------------
 
@@ -371,7 +306,7 @@ class MqttLink:
     def _on_connect(self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any,
                     _props: Any) -> None:
         if reason.is_failure:
-            self.last_error = f"broker refused the connection: {reason}{_refusal_hint(str(reason))}"
+            self.last_error = f"broker refused the connection: {reason}{refusal_hint(str(reason))}"
             return
         self.connected = True
         self.connects += 1
