@@ -225,6 +225,9 @@ def ask_status(path: Path, timeout_s: float = 3.0) -> dict[str, Any]:
             raise NoDaemon(f"{where}: the socket does not exist (is hcp-device running "
                            "with this config?)") from None
         except ConnectionRefusedError:
+            if not path.is_socket():
+                raise NoDaemon(f"{where}: it is not a socket but another file, in the "
+                               "daemon's way (its log says so); move it aside") from None
             raise NoDaemon(f"{where}: the socket is left over from a daemon that is not "
                            "running any more") from None
         except PermissionError:

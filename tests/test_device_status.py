@@ -353,6 +353,8 @@ def test_status_json_shows_the_backlog_grow_while_the_broker_is_down_and_drain(
         first = wait_until(lambda: (s := status_json(device))["mqtt_connected"] and s, 15,
                            0.2)
         assert first, device.log()
+        sock_mode = os.stat(status_socket_path(device.data_dir)).st_mode
+        assert stat.S_ISSOCK(sock_mode) and stat.S_IMODE(sock_mode) == 0o660
         assert first["backlog"] == 0 and first["oldest_pending_s"] is None
         assert first["serial_open"] is True and first["version"] == __version__
         assert first["last_rating"] is None and first["broker_connects"] == 1
@@ -395,3 +397,18 @@ def test_status_after_a_sigkill_says_the_daemon_is_gone(
     device.kill()
     gone = hcp_device("status", "--config", str(device.config_path))
     assert gone.returncode == 3 and "not running any more" in gone.stderr, gone.stderr
+
+
+def test_a_status_socket_that_cannot_be_made_never_stops_rating(
+        device_factory: DeviceFactory) -> None:
+    device = device_factory(1)
+    device.data_dir.mkdir(parents=True)
+    in_the_way = status_socket_path(device.data_dir)
+    in_the_way.write_text("someone's notes")
+    device.start()
+    press_rating(device, 5)   # the device rates on
+    assert "status socket" in device.log() and "not a socket" in device.log()
+    assert in_the_way.read_text() == "someone's notes"
+    done = hcp_device("status", "--config", str(device.config_path))
+    assert done.returncode == 3, done.stdout
+    assert "not a socket but another file" in done.stderr
