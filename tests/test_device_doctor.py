@@ -261,3 +261,21 @@ def test_a_missing_touch_panel_and_a_missing_font_are_named(tmp_path: Path) -> N
     fonts = findings["fonts"]
     assert fonts.level == "FAIL" and "cannot be used" in fonts.detail
     assert "fonts-wqy-zenhei" in fonts.fix
+
+
+def test_free_gpio_pins_pass_and_a_claimed_one_is_named(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpiozero import Button, Device
+    from gpiozero.pins.mock import MockFactory
+
+    from device.doctor import check_gpio
+    monkeypatch.setattr(Device, "pin_factory", MockFactory())
+    assert check_gpio("keys (GPIO 5, 6)", [5, 6]).level == "ok"
+    held = Button(6)   # something else holds GPIO6
+    try:
+        finding = check_gpio("keys (GPIO 5, 6)", [5, 6])
+    finally:
+        held.close()
+    assert finding.level == "FAIL" and "GPIO6" in finding.detail and "GPIO5" not in \
+        finding.detail
+    assert "gpioinfo" in finding.fix
