@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from broker_bridge.cache import Answer, RecentAnswers
 from broker_bridge.config import BridgeConfig
+from broker_bridge.device_numbers import QuietWarnings
 from broker_bridge.fleet import FleetView
 from broker_bridge.messages import dead_letter, platform_refuses_alert, receipt, receipts
 from broker_bridge.metrics import BridgeMetrics
@@ -124,6 +125,7 @@ class Bridge:
         self._inflight_shown = -1
         self._deadletter_log_window = (0.0, 0)
         self._fleet = FleetView(metrics, clock)
+        self._failure_log = QuietWarnings(log, clock, level=logging.ERROR)
         self.link = link_factory(m, self.subscriptions(), self._events.put, self._holds)
         self._workers = [
             PlatformWorker(f"platform-{i + 1}",
@@ -293,8 +295,8 @@ class Bridge:
             self._on_message(msg)
         except Exception as e:
             detail = describe_failure(e)
-            log.error("handling a message on %s failed unexpectedly (%s)",
-                      self._shown_topic(msg.topic), detail)
+            self._failure_log.warn(f"handling a message on {self._shown_topic(msg.topic)} "
+                                   f"failed unexpectedly ({detail})")
             log.debug("the failure in full", exc_info=True)
             self.metrics.internal_errors.labels("message").inc()
             device_id = msg.topic[self._prefix_len:].partition("/")[0]

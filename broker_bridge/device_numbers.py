@@ -81,10 +81,12 @@ class QuietWarnings:
     more were left out): a device that floods bad telemetry must not flood the journal."""
 
     def __init__(self, log: logging.Logger, clock: Callable[[], float],
-                 per_min: int = REFUSALS_LOGGED_PER_MIN) -> None:
+                 per_min: int = REFUSALS_LOGGED_PER_MIN, level: int = logging.WARNING
+                 ) -> None:
         self._log = log
         self._clock = clock
         self._per_min = per_min
+        self._level = level
         self._window = (-60.0, 0)
 
     def warn(self, text: str) -> None:
@@ -93,7 +95,7 @@ class QuietWarnings:
         if now - start >= 60:
             start, n = now, 0
         if n < self._per_min:
-            self._log.warning("%s", text)
+            self._log.log(self._level, "%s", text)
         elif n == self._per_min:
-            self._log.warning("more refused device messages this minute; not logging them")
+            self._log.log(self._level, "more like this this minute; not logging them")
         self._window = (start, n + 1)

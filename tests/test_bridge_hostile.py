@@ -83,3 +83,21 @@ def test_retained_absurd_numbers_do_not_stop_the_bridge(
         assert f"backlog from {POISONER} is an integer of about 401 digits" in log
         assert "421100-HG01-W67 refused: bad_json: repeated key 'backlog'" in log
         assert "Traceback" not in log
+
+
+def test_refusals_are_logged_at_most_20_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    from broker_bridge.fleet import FleetView
+    from broker_bridge.metrics import BridgeMetrics
+
+    now = [1000.0]
+    fleet = FleetView(BridgeMetrics(), clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="hcp.bridge.fleet"):
+        for n in range(100):
+            fleet.telemetry(f"dev-{n}", b'{"backlog": -1}')
+        assert len(caplog.records) == 21   # 20, then one line saying more were left out
+        assert "backlog from dev-0 is -1, outside 0..10000000" in caplog.records[0].message
+        now[0] += 60
+        fleet.telemetry("dev-x", b'{"backlog": "many"}')
+    assert len(caplog.records) == 22
+    assert "backlog from dev-x must be an integer 0..10000000, got a string of 4 " \
+           "characters" in caplog.records[-1].message
