@@ -86,6 +86,19 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """A value from a config file as a problem line shows it: quoted, escaped (a newline
+    in a key must not split the line) and cut."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _name(name: Any) -> str:
+    """A section or key name as written, or quoted when it is not a plain word."""
+    text = str(name)
+    return text if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text) else shown(text)
+
+
 def validate(
     path: Path | str, data: Mapping[str, Any], schema: Mapping[str, Section]
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -95,7 +108,7 @@ def validate(
     for name in data:
         if name not in schema:
             known = ", ".join(f"[{s}]" for s in schema)
-            problems.append(f"{path}: [{name}]: unknown section (known: {known})")
+            problems.append(f"{path}: [{_name(name)}]: unknown section (known: {known})")
     for name, section in schema.items():
         raw = data.get(name, _MISSING)
         if raw is _MISSING:
@@ -109,7 +122,7 @@ def validate(
         for key in raw:
             if key not in section.keys:
                 known = ", ".join(section.keys)
-                problems.append(f"{path}: [{name}] {key}: unknown key (known: {known})")
+                problems.append(f"{path}: [{name}] {_name(key)}: unknown key (known: {known})")
         for key, spec in section.keys.items():
             if key not in raw:
                 if spec.required:
@@ -120,15 +133,20 @@ def validate(
             value = raw[key]
             if not _type_ok(value, spec.kind):
                 problems.append(
-                    f"{path}: [{name}] {key}: must be {_type_name(spec.kind)}, got {value!r}"
+                    f"{path}: [{name}] {key}: must be {_type_name(spec.kind)}, got {shown(value)}"
                 )
                 continue
             if isinstance(value, int) and not isinstance(value, bool) and spec.kind is float:
-                value = float(value)
+                try:
+                    value = float(value)
+                except OverflowError:
+                    problems.append(f"{path}: [{name}] {key}: a number of {len(str(value))} "
+                                    "digits is out of any sensible range")
+                    continue
             if spec.check is not None:
                 why = spec.check(value)
                 if why:
-                    problems.append(f"{path}: [{name}] {key}: {why} (got {value!r})")
+                    problems.append(f"{path}: [{name}] {key}: {why} (got {shown(value)})")
                     continue
             out[key] = value
         values[name] = out
@@ -164,12 +182,13 @@ def host_port(v: Any) -> str | None:
     return None
 
 
-_TOPIC_PREFIX_RE = re.compile(r"^[^#+\x00]{1,64}$")
+# fullmatch: "$" would also match before a final newline.
+_TOPIC_PREFIX_RE = re.compile(r"[^#+\x00-\x1f\x7f]{1,64}")
 
 
 def topic_prefix(v: Any) -> str | None:
     """An MQTT topic prefix such as "hcp/v1" (devices, bridge and watcher share it)."""
-    if not _TOPIC_PREFIX_RE.match(v) or v.startswith(("/", "$")) or v.endswith("/"):
+    if not _TOPIC_PREFIX_RE.fullmatch(v) or v.startswith(("/", "$")) or v.endswith("/"):
         return "must be a topic prefix without wildcards, leading '$' or '/' or trailing '/'"
     return None
 
