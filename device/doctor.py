@@ -29,6 +29,7 @@ from typing import Any, Literal, TextIO
 
 from device.config import DeviceConfig, MqttSection
 from device.control import NoDaemon, ask_status, status_socket_path
+from device.mqtt_client import Credentials
 from device.ports import DriverError
 from device.status_view import duration, t
 
@@ -407,25 +408,13 @@ def probe_broker(cfg: MqttSection, client_id: str,
                          protocol=MQTTProtocolVersion.MQTTv5 if v5
                          else MQTTProtocolVersion.MQTTv311,
                          clean_session=None if v5 else False, manual_ack=True)
-    if cfg.username:
-        password = None
-        if cfg.password_file:
-            try:
-                password = Path(cfg.password_file).read_text(encoding="utf-8").rstrip("\r\n")
-            except (OSError, UnicodeDecodeError) as e:
-                return (f"cannot read [mqtt] password_file {cfg.password_file}: {e}",
-                        "make it readable by the daemon's user (root:hcp-device 0640)")
-        client.username_pw_set(cfg.username, password)
-    if cfg.tls:
-        try:
-            context = ssl.create_default_context(cafile=cfg.ca_file or None)
-            if cfg.client_cert:
-                context.load_cert_chain(cfg.client_cert, cfg.client_key or None)
-        except (OSError, ValueError) as e:
-            return (f"TLS setup failed: {e}",
-                    "check [mqtt] ca_file, client_cert and client_key exist and are "
-                    "readable PEM files")
-        client.tls_set_context(context)
+    # The daemon's own credentials and TLS code: the check is what the daemon will do.
+    why = Credentials(cfg).apply(client)
+    if why is not None:
+        if why.startswith("TLS"):
+            return why, ("check [mqtt] ca_file, client_cert and client_key exist and are "
+                         "readable PEM files")
+        return why, "make it readable by the daemon's user (root:hcp-device 0640)"
     answered = threading.Event()
     result: list[str] = []
 
