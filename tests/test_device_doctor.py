@@ -23,7 +23,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device.config import load_device_config
-from device.doctor import check_serial, probe_broker, run_checks
+from device.doctor import check_serial, run_checks
+from device.doctor_broker import probe_broker
 from simulator.tomlfile import toml_text
 from tests.support.device import DEVICE_ID, ROOT, DeviceProcess
 from tests.support.mosquitto import Mosquitto, TestCA, free_port
