@@ -17,6 +17,7 @@ from common.configschema import (
     ConfigError,
     Key,
     Section,
+    broker_auth_problems,
     host_port,
     in_range,
     load_toml,
@@ -200,22 +201,11 @@ def parse_bridge_config(path: Path, data: dict[str, Any]) -> BridgeConfig:
     m, p, h, lg, pr = v["mqtt"], v["platform"], v["http"], v["log"], v["profile"]
 
     # Cross-checks ------------------------------------------------------------
-    if m.get("tls") is False and (m.get("ca_file") or m.get("client_cert")):
-        problems.append(f"{path}: [mqtt] ca_file/client_cert: set only with tls = true")
-    if bool(m.get("client_cert")) != bool(m.get("client_key")):
-        problems.append(f"{path}: [mqtt] client_cert/client_key: give both or neither")
-    if m.get("password_file") and not m.get("username"):
-        problems.append(f"{path}: [mqtt] password_file: needs username")
-    if m.get("username") and not m.get("password_file"):
-        problems.append(f"{path}: [mqtt] username: needs password_file (the password is "
-                        "never written in this file)")
-    for section, values, keys in (("mqtt", m, ("ca_file", "client_cert", "client_key",
-                                               "password_file")),
-                                  ("platform", p, ("token_file", "ca_file"))):
-        for key in keys:
-            f = values.get(key)
-            if f and not Path(f).is_file():
-                problems.append(f"{path}: [{section}] {key}: no such file {f!r}")
+    problems += broker_auth_problems(path, m)
+    for key in ("token_file", "ca_file"):
+        f = p.get(key)
+        if f and not Path(f).is_file():
+            problems.append(f"{path}: [platform] {key}: no such file {f!r}")
     url = p.get("url")
     if url and not _url(url):
         parts = urlsplit(url)

@@ -203,3 +203,25 @@ BROKER_AUTH_KEYS: dict[str, Key] = {
     "username": Key(str, ""),
     "password_file": Key(str, ""),
 }
+
+
+def broker_auth_problems(path: Path | str, mqtt: Mapping[str, Any],
+                         password_required: bool = True) -> list[str]:
+    """The cross-checks of BROKER_AUTH_KEYS, the same in every config with an [mqtt]
+    section: TLS files only with TLS, a client certificate with its key, a password file
+    with a user (and, for service users, a user with a password file), every file there."""
+    problems: list[str] = []
+    if mqtt.get("tls") is False and (mqtt.get("ca_file") or mqtt.get("client_cert")):
+        problems.append(f"{path}: [mqtt] ca_file/client_cert: set only with tls = true")
+    if bool(mqtt.get("client_cert")) != bool(mqtt.get("client_key")):
+        problems.append(f"{path}: [mqtt] client_cert/client_key: give both or neither")
+    if mqtt.get("password_file") and not mqtt.get("username"):
+        problems.append(f"{path}: [mqtt] password_file: needs username")
+    if password_required and mqtt.get("username") and not mqtt.get("password_file"):
+        problems.append(f"{path}: [mqtt] username: needs password_file (the password is "
+                        "never written in this file)")
+    for key in ("ca_file", "client_cert", "client_key", "password_file"):
+        f = mqtt.get(key)
+        if f and not Path(f).is_file():
+            problems.append(f"{path}: [mqtt] {key}: no such file {shown(f)}")
+    return problems

@@ -22,6 +22,7 @@ from common.configschema import (
     ConfigError,
     Key,
     Section,
+    broker_auth_problems,
     in_range,
     load_toml,
     one_of,
@@ -29,6 +30,7 @@ from common.configschema import (
     validate,
 )
 from common.text import has_unshowable
+from device.core.qr_url import template_problem
 from device.core.settings import DEFAULT_REASONS, UiSettings
 
 # fullmatch, never match with "$": "$" also matches before a final newline.
@@ -224,6 +226,8 @@ SCHEMA: dict[str, Section] = {
         "allow_spontaneous": Key(bool, True),
         "spontaneous_min_interval_s": Key(float, 60.0, in_range(0, 86400)),
         "reasons": Key(list, None, _reasons),
+        # 扫码评价 (SPEC §10): placeholders {case_id}, {device_id}, … URL-encoded.
+        "qr_url": Key(str, "", template_problem),
     }, required=False),
     "clock": Section({
         # The device trusts its clock once this file exists (systemd-timesyncd).
@@ -411,16 +415,8 @@ def parse_device_config(path: Path, data: dict[str, Any]) -> DeviceConfig:
         dupes = sorted({p for p in used if used.count(p) > 1})
         if dupes:
             problems.append(f"{path}: [input]/[indicators]: BCM pins used twice: {dupes}")
-    if m.get("tls") is False and (m.get("ca_file") or m.get("client_cert")):
-        problems.append(f"{path}: [mqtt] ca_file/client_cert: set only with tls = true")
-    if bool(m.get("client_cert")) != bool(m.get("client_key")):
-        problems.append(f"{path}: [mqtt] client_cert/client_key: give both or neither")
-    if m.get("password_file") and not m.get("username"):
-        problems.append(f"{path}: [mqtt] password_file: needs username")
-    for key in ("ca_file", "client_cert", "client_key", "password_file"):
-        f = m.get(key)
-        if f and not Path(f).is_file():
-            problems.append(f"{path}: [mqtt] {key}: no such file {f!r}")
+    # A device may authenticate by its client certificate alone, with a user name only.
+    problems += broker_auth_problems(path, m, password_required=False)
     font_path = str(disp.get("font") or "").rsplit("#", 1)[0]  # "file.ttc#2" picks a face
     if font_path and not Path(font_path).is_file():
         problems.append(f"{path}: [display] font: no such file {disp['font']!r}")
@@ -449,6 +445,7 @@ def parse_device_config(path: Path, data: dict[str, Any]) -> DeviceConfig:
             allow_spontaneous=u["allow_spontaneous"],
             spontaneous_min_interval_s=u["spontaneous_min_interval_s"],
             reasons=reasons,
+            qr_url=u["qr_url"],
         ),
         clock=ClockSection(c["sync_file"], c["assume_synced"]),
     )

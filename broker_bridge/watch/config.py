@@ -38,6 +38,7 @@ from common.configschema import (
     ConfigError,
     Key,
     Section,
+    broker_auth_problems,
     in_range,
     load_toml,
     non_empty,
@@ -261,22 +262,10 @@ def _hours(path: Path, section: str, values: Mapping[str, Any], tz_name: str,
 
 def _cross_checks(path: Path, m: Mapping[str, Any], w: Mapping[str, Any],
                   problems: list[str]) -> None:
-    if m.get("tls") is False and (m.get("ca_file") or m.get("client_cert")):
-        problems.append(f"{path}: [mqtt] ca_file/client_cert: set only with tls = true")
-    if bool(m.get("client_cert")) != bool(m.get("client_key")):
-        problems.append(f"{path}: [mqtt] client_cert/client_key: give both or neither")
-    if m.get("password_file") and not m.get("username"):
-        problems.append(f"{path}: [mqtt] password_file: needs username")
-    if m.get("username") and not m.get("password_file"):
-        problems.append(f"{path}: [mqtt] username: needs password_file (the password is "
-                        "never written in this file)")
-    for section, values, keys in (("mqtt", m, ("ca_file", "client_cert", "client_key",
-                                               "password_file")),
-                                  ("watch", w, ("webhook_token_file",))):
-        for key in keys:
-            f = values.get(key)
-            if f and not Path(f).is_file():
-                problems.append(f"{path}: [{section}] {key}: no such file {f!r}")
+    problems += broker_auth_problems(path, m)
+    f = w.get("webhook_token_file")
+    if f and not Path(f).is_file():
+        problems.append(f"{path}: [watch] webhook_token_file: no such file {f!r}")
     if w.get("webhook_token_file") and not w.get("webhook_url"):
         problems.append(f"{path}: [watch] webhook_token_file: needs webhook_url")
     state = w.get("state_file")
