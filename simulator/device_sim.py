@@ -15,18 +15,14 @@ import contextlib
 import json
 import os
 import random
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import termios
 import threading
 import time
 import tomllib
-import tty
-import unicodedata
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime
@@ -35,6 +31,7 @@ from typing import Any
 
 from simulator.children import die_with_parent
 from simulator.simclient import SimClient, half_blocks
+from simulator.terminal import Terminal, fit, width_of
 from simulator.tomlfile import toml_text
 from simulator.windowlink import LinkError, WindowServer
 
@@ -92,44 +89,6 @@ def build_config(args: argparse.Namespace, data_dir: Path, serial_url: str) -> d
     mqtt.setdefault("telemetry_s", 10)
     conf.setdefault("clock", {}).setdefault("assume_synced", True)
     return conf
-
-
-class Terminal:
-    """Raw keys in, whole-screen redraws out; restores the terminal however we leave."""
-
-    def __init__(self) -> None:
-        self.fd = sys.stdin.fileno()
-        self.tty = os.isatty(self.fd)
-        self.saved: list[Any] | None = None
-
-    def __enter__(self) -> Terminal:
-        if self.tty:
-            self.saved = termios.tcgetattr(self.fd)
-            tty.setcbreak(self.fd)
-            sys.stdout.write("\x1b[?25l\x1b[2J")  # hide cursor, clear
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.saved is not None:
-            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
-            sys.stdout.write("\x1b[?25h\n")
-            sys.stdout.flush()
-
-    def read_key(self, timeout: float) -> str | None:
-        ready, _, _ = select.select([self.fd], [], [], timeout)
-        if not ready:
-            return None
-        data = os.read(self.fd, 1)
-        if not data:
-            return "EOF"
-        return data.decode("utf-8", "replace")
-
-    def draw(self, lines: list[str]) -> None:
-        # No newline after the last line: on the terminal's bottom row it would scroll
-        # the whole view up by one.
-        out = "\x1b[H" + "\x1b[K\n".join(lines) + "\x1b[K\x1b[J"
-        sys.stdout.write(out)
-        sys.stdout.flush()
 
 
 class DeviceSim:
@@ -364,25 +323,6 @@ class DeviceSim:
             if room:
                 out += self.messages[-min(room, MESSAGE_LINES):]
         return [fit(line, cols) for line in out[:rows]]
-
-
-def width_of(text: str) -> int:
-    """Terminal columns `text` takes: East Asian wide and fullwidth characters take two."""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
-
-
-def fit(text: str, cols: int) -> str:
-    """`text` cut to `cols` terminal columns, so that no line wraps and scrolls the view."""
-    if width_of(text) <= cols:
-        return text
-    out, used = [], 0
-    for ch in text:
-        w = 2 if unicodedata.east_asian_width(ch) in "WF" else 1
-        if used + w > cols - 1:
-            break
-        out.append(ch)
-        used += w
-    return "".join(out) + "…"
 
 
 def _platform_total(url: str) -> int | None:
