@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# docs/install.md section 1 (the hall's broker), followed as written by a technician with
+# sudo on a fresh Debian bookworm — the commands are read from the document itself:
+#
+#   ../shared/tools/fresh-debian bash packaging/check-install-doc.sh
+#
+# Only what a chroot cannot do is changed: the broker's address is 127.0.0.1 (not the
+# example 192.168.10.2), mosquitto is started by hand instead of by systemctl, and the
+# USB stick is a folder. Then a device's login over TLS with the CA carried over, the
+# ACL refusing a device posing as another, and the loopback listener refusing devices.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+step() { printf '\n### %s\n' "$*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+DOC=$PWD/docs/install.md
+
+# block SECTION N: the N-th ```sh block (from 1) under the heading SECTION.
+block() {
+    python3 - "$DOC" "$1" "$2" <<'EOF'
+import sys
+lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
+heading, n = sys.argv[2], int(sys.argv[3])
+blocks, inside, fence, current = [], False, False, []
+for line in lines:
+    if line.startswith("```"):
+        if fence and current is not None:
+            blocks.append("\n".join(current) + "\n")
+        fence, current = not fence, ([] if line == "```sh" and inside else None)
+    elif fence:
+        if current is not None:
+            current.append(line)
+    elif line.startswith("#"):
+        inside = line == heading
+print(blocks[n - 1].replace("192.168.10.2", "127.0.0.1"), end="")
+EOF
+}
+as_tech() { (cd /home/tech && runuser -u tech -- bash -euo pipefail -c "$1"); }
+
+step "build the server package; a technician with sudo"
+./hcp package --arch amd64 --only hcp-server
+server=$(ls "$PWD"/dist/hcp-server_*_amd64.deb)
+apt-get install -y -qq sudo >/dev/null
+useradd --create-home --shell /bin/bash tech
+echo 'tech ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/tech
+mkdir -p /media/usb && chown tech: /media/usb
+
+step "1.1 the packages"
+as_tech "$(block '### 1.1 The packages' 1 | sed "s#./hcp-server_0.1.0_arm64.deb#$server#")"
+
+SECTION='### mosquitto with per-device users and a topic ACL'
+step "the sample config"
+as_tech "$(block "$SECTION" 1)"
+step "certificates"
+as_tech "$(block "$SECTION" 2)"
+sudo test -f /etc/mosquitto/certs/broker.key || fail "broker.key not in /etc/mosquitto/certs"
+step "ca.key off the broker, ca.crt to the stick"
+as_tech "$(block "$SECTION" 3)"
+[ -f /media/usb/ca.crt ] && [ -f /media/usb/hall-HG01-ca.key ] || fail "stick"
+step "users"
+printf '421100-HG01-W03\n421100-HG01-W04\n' > /home/tech/devices.txt
+as_tech "$(block "$SECTION" 4)"
+grep -q '^hcp-config:' /etc/mosquitto/hcp-services.passwd || fail "hcp-config not created"
+grep -q '^421100-HG01-W03:' /etc/mosquitto/hcp-services.passwd && fail "a device on loopback"
+
+step "mosquitto with the sample config (systemctl restart mosquitto, by hand)"
+install -d -o mosquitto -g mosquitto /run/mosquitto
+mosquitto -c /etc/mosquitto/mosquitto.conf -d
+for _ in $(seq 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/8883) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null \
+        && break
+    sleep 0.2
+done
+
+step "the services' login on loopback"
+monitor=$(sed -n 's/^hcp-monitor://p' /home/tech/services.plain)
+as_tech "$(block "$SECTION" 6 | sed "s#<its password>#$monitor#")" > /tmp/sub.log 2>&1 || true
+cat /tmp/sub.log
+grep -q 'received CONNACK (0)' /tmp/sub.log || fail "hcp-monitor refused on loopback"
+
+step "a device: the CA from the stick, its password, the broker's checks"
+install -d /etc/hcp
+install -m 0644 /media/usb/ca.crt /etc/hcp/ca.crt
+sed -n 's/^421100-HG01-W03://p' /home/tech/devices.plain > /etc/hcp/mqtt.password
+out=$(as_tech "$(block '### 2.6 Check, then start' 3 | sed 's/mosquitto_sub /mosquitto_sub -W 3 /')" 2>&1) || true
+echo "$out"
+grep -q 'received CONNACK (0)' <<<"$out" || fail "device refused over TLS"
+grep -q 'received SUBACK' <<<"$out" || fail "device could not subscribe"
+out=$(as_tech "$(block '### 2.6 Check, then start' 4)" 2>&1) || true
+echo "$out"
+grep -q 'Not authorized' <<<"$out" || fail "posing as another device was not refused"
+device_pw=$(cat /etc/hcp/mqtt.password)
+out=$(mosquitto_sub -h 127.0.0.1 -p 1883 -V mqttv5 -d -W 3 -u 421100-HG01-W03 -P "$device_pw" \
+      -i 421100-HG01-W04 -t x 2>&1) || true
+echo "$out"
+grep -q 'received CONNACK (0)' <<<"$out" && fail "a device logged in on loopback"
+
+echo
+echo "check-install-doc: all steps passed"
