@@ -41,6 +41,7 @@ class NatsNode:
     http_port: int
     routes: list[int] = field(default_factory=list)   # the other nodes' cluster ports
     ack_wait_s: float = 10.0
+    mqtt_extra: str = ""    # more lines for the mqtt { } block
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -89,9 +90,16 @@ mqtt {{
   listen: "{HOST}:{self.mqtt_port}"
   # Un-acknowledged messages are redelivered after this long (not on reconnect).
   ack_wait: "{self.ack_wait_s:g}s"
-  # Sessions, subscriptions and retained messages on all three nodes (NATS would pick
-  # fewer if it created the streams while a node was still joining).
+  # Sessions, subscriptions, messages and retained messages on all three nodes (NATS
+  # would pick fewer if it created the streams while a node was still joining).
   stream_replicas: 3
+  # Each QoS 1 subscription (every device's receipts and config) is a JetStream consumer.
+  # Replicated three times, creating one needs a RAFT group, and under a burst of
+  # connections that timed out: SUBACK 0x80, and a device that ignores it never gets its
+  # receipts (measured: 1-2 devices of 100, docs/brokers.md). One replica is cheap; the
+  # messages themselves stay replicated.
+  consumer_replicas: 1
+{self.mqtt_extra}
 }}
 """)
 
@@ -138,13 +146,15 @@ mqtt {{
 class NatsCluster:
     """Three nodes routed to each other, each with JetStream and an MQTT listener."""
 
-    def __init__(self, workdir: Path, size: int = 3, ack_wait_s: float = 10.0) -> None:
+    def __init__(self, workdir: Path, size: int = 3, ack_wait_s: float = 10.0,
+                 mqtt_extra: str = "") -> None:
         self.workdir = workdir
         cluster_ports = [free_port() for _ in range(size)]
         self.nodes = [
             NatsNode(f"n{i + 1}", workdir / f"n{i + 1}", free_port(), cluster_ports[i],
                      free_port(), free_port(),
-                     [p for j, p in enumerate(cluster_ports) if j != i], ack_wait_s)
+                     [p for j, p in enumerate(cluster_ports) if j != i], ack_wait_s,
+                     mqtt_extra)
             for i in range(size)
         ]
 
