@@ -12,6 +12,7 @@ exactly as shipped, and nothing is written outside the test's temporary director
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -123,6 +124,36 @@ def test_units_pass_systemd_analyze_verify_without_a_word(scratch_root: Path) ->
 
 
 @needs_analyze
+def test_units_as_packaged_pass_verify_too(scratch_root: Path, tmp_path: Path) -> None:
+    """The .debs ship the units with ExecStart= in the package's own venv
+    (packaging/build.py): the same check on those, with stubs at those paths."""
+    spec = importlib.util.spec_from_file_location("hcp_deb_build_units",
+                                                  ROOT / "packaging/build.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = build
+    spec.loader.exec_module(build)
+    root = tmp_path / "root"
+    shutil.copytree(scratch_root, root, symlinks=True)
+    etc = root / "etc/systemd/system"
+    names = []
+    for package in build.PACKAGES:
+        for name in package.units:
+            packaged = etc / f"pkg-{name}"
+            packaged.write_text(build.unit_for_package(SYSTEMD / name, package))
+            program = one(read_unit(packaged), "Service", "ExecStart").split()[0]
+            assert program.startswith(f"/opt/hcp/{package.component}/venv/bin/")
+            stub = root / program.lstrip("/")
+            stub.parent.mkdir(parents=True, exist_ok=True)
+            stub.write_text("#!/bin/sh\nexit 0\n")
+            stub.chmod(0o755)
+            names.append(packaged.name)
+    assert len(names) == len(UNITS)
+    done = analyze("verify", f"--root={root}", *names)
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+@needs_analyze
 def test_verify_in_the_scratch_root_does_report_mistakes(scratch_root: Path) -> None:
     """The harness itself: a typo'd key, a bad value and a missing program are reported
     (else the test above would pass on anything)."""
@@ -140,13 +171,14 @@ def test_verify_in_the_scratch_root_does_report_mistakes(scratch_root: Path) -> 
 
 
 @needs_analyze
-@pytest.mark.parametrize("name, ceiling", [("hcp-device.service", 2.0),
-                                           ("hcp-bridge.service", 1.5),
-                                           ("hcp-bridge-watch.service", 1.5),
-                                           ("hcp-bridge-expired.service", 1.5)])
+@pytest.mark.parametrize("name, ceiling", [("hcp-device.service", 1.5),
+                                           ("hcp-bridge.service", 1.1),
+                                           ("hcp-bridge-watch.service", 1.1),
+                                           ("hcp-bridge-expired.service", 1.1)])
 def test_units_are_hardened(scratch_root: Path, name: str, ceiling: float) -> None:
-    """systemd's own exposure score (0 = locked down, 10 = none at all). The device
-    needs the network and its hardware, the bridge only the network."""
+    """systemd's own exposure score (0 = locked down, 10 = none at all), no worse than
+    it is. The device needs the network and its hardware, the bridge only the network.
+    What is left open and why: docs/packaging.md, "Hardening"."""
     done = analyze("security", "--offline=yes", f"--root={scratch_root}", "--no-pager", name)
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
     assert match, done.stdout + done.stderr
