@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from broker_bridge.config import parse_bridge_config
-from broker_bridge.watch.config import parse_watch_config
+from broker_bridge.watch.config import load_watch_config, parse_watch_config
+from broker_bridge.watch.service import WatchService
 from common.configschema import ConfigError, load_toml
 from simulator.fleet_run import Fleet, FleetOptions
 from simulator.fleet_stats import FleetStats
@@ -136,3 +138,28 @@ def test_leave_ends_a_311_session(tmp_path: Path, mosquitto: Mosquitto,
         later = publish_ratings(fleet, 1)
         wait_for(lambda: platform.control.counts()["total"] >= 1, 10, "the later rating")
     assert_exactly_once(platform, later)
+
+
+def test_the_watcher_follows_ratings_over_311(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    path = tmp_path / "watch.toml"
+    path.write_text(toml_text({
+        "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "protocol": "3.1.1",
+                 "client_id": "watch-311"},
+        "watch": {"state_file": str(tmp_path / "state.json")}}))
+    service = WatchService(load_watch_config(path), tick_s=0.05)
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: service.healthy, 10, "the watcher subscribed")
+        with publisher(mosquitto, "3.1.1") as fleet:
+            sent = publish_ratings(fleet, 3, ["421100-HG01-W07"])
+
+        def counted() -> bool:
+            track = service.watcher.devices.get("421100-HG01-W07")
+            return track is not None and all(track.counted(r) for r in sent)
+
+        wait_for(counted, 10, "the watcher to count the ratings")
+    finally:
+        service.request_stop()
+        thread.join(5)
+    assert "as watch-311 (p2, c0" in mosquitto.log_text()
