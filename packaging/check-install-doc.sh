@@ -43,6 +43,8 @@ apt-get install -y -qq sudo >/dev/null
 useradd --create-home --shell /bin/bash tech
 echo 'tech ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/tech
 mkdir -p /media/usb && chown tech: /media/usb
+# The technician answers apt's "Do you want to continue? [Y/n]" with Y.
+echo 'APT::Get::Assume-Yes "true";' > /etc/apt/apt.conf.d/90technician-says-yes
 
 step "1.1 the packages"
 as_tech "$(block '### 1.1 The packages' 1 | sed "s#./hcp-server_0.1.0_arm64.deb#$server#")"
