@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from common.text import display_text, has_unshowable
+from common.urls import url_problem
 
 MAX_LINE = 4096
 # A window system's seq is echoed in our ack/nak: any integer type a window PC keeps a
@@ -42,10 +43,11 @@ CASE_FIELDS = ("case_id", "service_code", "service_name", "dept_code", "staff_id
                "staff_name", "completed_at")
 FIELD_LIMITS = {
     "case_id": 64, "service_code": 64, "service_name": 128, "dept_code": 64,
-    "staff_id": 64, "staff_name": 32, "completed_at": 40, "reason": 64,
+    "staff_id": 64, "staff_name": 32, "completed_at": 40, "reason": 64, "eval_url": 512,
 }
 KEPT_FIELDS: dict[str, tuple[str, ...]] = {
-    "case_completed": CASE_FIELDS,
+    # eval_url (SPEC §10): the case's own rating link, shown as a QR code, never stored.
+    "case_completed": (*CASE_FIELDS, "eval_url"),
     "cancel": ("case_id",),
     "staff_login": ("staff_id", "staff_name"),
     "staff_logout": (),
@@ -311,6 +313,8 @@ def _field_problem(name: str, value: Any, repeated: frozenset[str]) -> str | Non
         return "contains a control, format or line-separator character"
     if name == "completed_at":
         return time_problem(value)
+    if name == "eval_url":
+        return url_problem(value)
     return None
 
 

@@ -54,12 +54,13 @@ def build_drivers(config: DeviceConfig) -> Drivers:
         display = NullDisplay()
     else:
         from drivers.fonts import load_fonts
-        from drivers.render import render_with_text
+        from drivers.render import render_frame
+        from drivers.sim import SimFrame
         fonts = load_fonts(disp_cfg.font)
         log.info("display font: %s", fonts.describe())
         if disp_cfg.kind == "sim":
             assert sim is not None
-            display = SimDisplay(sim, lambda screen: render_with_text(screen, fonts))
+            display = SimDisplay(sim, lambda screen: SimFrame(*render_frame(screen, fonts)))
         else:
             from drivers.oled import OledDisplay
             kind: Literal["ssd1306", "sh1106"] = (

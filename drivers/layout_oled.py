@@ -14,12 +14,15 @@ from typing import Literal
 
 from device.core.model import Option, Screen, Staff
 from device.core.screens import (
+    IDLE_INVITE_SHORT,
     OFFLINE_BADGE,
+    QR_HINT,
     REASONS_TITLE_SHORT,
     STAFF_ID_PREFIX,
     STAFF_PREFIX,
     countdown_text,
 )
+from drivers import qr
 
 Size = Literal[11, 12, 16]
 Align = Literal["left", "center", "right"]
@@ -32,6 +35,12 @@ OPTION_COLUMN_PX = 50  # label room in a column: 65 px minus key cap and gaps
 STAFF_ROW_Y = 16
 STAFF_ID_MAX_X = 64    # the 工号 starts by mid-panel: a long name is cut before it
 STAFF_ID_GAP_PX = 4    # about one space between the name and its 工号
+# Idle with a QR code (SPEC §10: on this panel only on idle): the code sits at the right
+# edge in the smallest square that holds it at the most pixels a module the panel's
+# height allows (two up to version 3, a URL of ~50 characters; one above) with its quiet
+# zone; the text keeps the column left of it, one 12 px row every 13 px.
+QR_MAX_SIDE = HEIGHT
+QR_TEXT_GAP = 2
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class Row:
     x: int = 0            # left edge of a left-aligned row (the second column of options)
     key: int | None = None  # drawn before the text as an inverted key cap with this number
     shrink: bool = False  # may drop to the 11 px font before being cut with "…"
+    right: int = WIDTH    # the row's room ends here (the QR code takes the rest)
 
     @property
     def shown(self) -> str:
@@ -102,9 +112,53 @@ def _line(screen: Screen, index: int) -> str:
     return screen.lines[index] if index < len(screen.lines) else ""
 
 
+def qr_box(screen: Screen) -> tuple[int, int, int] | None:
+    """Where the QR code goes, (x, y, side), or None: only idle shows one, and only when
+    its URL makes a code of at least one pixel a module with a quiet zone."""
+    if screen.name != "idle" or not screen.qr_url:
+        return None
+    try:
+        modules = len(qr.matrix(screen.qr_url))
+    except ValueError:
+        return None
+    placed = qr.fit(modules, QR_MAX_SIDE, qr.MIN_QUIET)
+    if placed is None:
+        return None
+    quiet = min(qr.QUIET * placed.scale, (QR_MAX_SIDE - modules * placed.scale) // 2)
+    side = modules * placed.scale + 2 * quiet
+    return WIDTH - side, (HEIGHT - side) // 2, side
+
+
+def _idle_with_qr(screen: Screen) -> list[Row]:
+    """Idle beside a QR code: window, clerk (name and 工号 on rows of their own), the
+    welcome and 扫码评价, each in the left column."""
+    box = qr_box(screen)
+    r = (box[0] if box else WIDTH) - QR_TEXT_GAP
+    rows = [Row(1, screen.window_name, shrink=True, right=r)]
+    if screen.offline:
+        rows.append(Row(1, OFFLINE_BADGE, align="right", invert=True, right=r))
+    staff = screen.staff
+    if staff is not None:
+        if staff.staff_name:
+            rows.append(Row(13, staff.staff_name, shrink=True, right=r))
+        if staff.staff_id:
+            rows.append(Row(26 if staff.staff_name else 13,
+                            f"{STAFF_ID_PREFIX}{staff.staff_id}", shrink=True, right=r))
+        rows.append(Row(39, IDLE_INVITE_SHORT if screen.lines else screen.heading,
+                        align="center", right=r))
+    else:
+        rows.append(Row(20, screen.heading, size=16, align="center", right=r))
+        if screen.lines:
+            rows.append(Row(39, IDLE_INVITE_SHORT, align="center", right=r))
+    rows.append(Row(52, QR_HINT, align="center", right=r))
+    return rows
+
+
 def layout(screen: Screen) -> list[Row]:
     """The rows of `screen`, top to bottom."""
     rows: list[Row] = []
+    if qr_box(screen) is not None:
+        return _idle_with_qr(screen)
     if screen.name == "idle":
         rows.append(Row(1, screen.window_name, shrink=True))
         if screen.offline:

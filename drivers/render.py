@@ -22,8 +22,9 @@ from PIL import Image, ImageDraw
 
 from common.text import display_text, log_text
 from device.core.model import Screen
+from drivers import qr
 from drivers.fonts import Face, Fonts
-from drivers.layout_oled import HEIGHT, WIDTH, Row, layout
+from drivers.layout_oled import HEIGHT, WIDTH, Row, layout, qr_box
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ def _place_line(rows: list[Row], fonts: Fonts) -> list[Placed]:
     """Rows sharing a y: right-aligned ones take their room first, left ones share the
     rest in order of x (each stops GAP px before the next), centred ones get the line."""
     placed: list[Placed] = []
-    right_edge = WIDTH
+    right_edge = min(row.right for row in rows)  # a QR code beside the text
     for row in rows:
         if row.align == "right":
             p = _place(row, fonts, row.x, right_edge)
@@ -218,7 +219,7 @@ def _place_line(rows: list[Row], fonts: Fonts) -> list[Placed]:
         placed.append(_place(row, fonts, row.x, max(row.x, limit)))
     for row in rows:
         if row.align == "center":
-            placed.append(_place(row, fonts, 0, WIDTH))
+            placed.append(_place(row, fonts, 0, row.right))
     return placed
 
 
@@ -276,10 +277,20 @@ def draw_placed(image: Image.Image, placed: Iterable[Placed],
         image.paste(layer, box[:2])
 
 
+def _draw_qr(image: Image.Image, screen: Screen) -> str | None:
+    """The screen's QR code, where the layout puts one: its URL, or None."""
+    box = qr_box(screen)
+    if box is None or screen.qr_url is None:
+        return None
+    return screen.qr_url if qr.draw(image, screen.qr_url, box, light=LIT, dark=DARK,
+                                     quiet=qr.MIN_QUIET) else None
+
+
 def render(screen: Screen, fonts: Fonts) -> Image.Image:
     """The 128×64 mode "1" image of `screen` (white ink on black, as the OLED lights)."""
     image = Image.new("1", (WIDTH, HEIGHT), 0)
     draw_placed(image, place(screen, fonts))
+    _draw_qr(image, screen)
     return image
 
 
@@ -298,10 +309,18 @@ def placed_text(placed: Iterable[Placed]) -> str:
 def render_with_text(screen: Screen, fonts: Fonts) -> tuple[bytes, str]:
     """The frame as `frame_bytes` packs it and the text it shows (SPEC §8 `frame`, `text`),
     from one layout pass."""
+    frame, text, _ = render_frame(screen, fonts)
+    return frame, text
+
+
+def render_frame(screen: Screen, fonts: Fonts) -> tuple[bytes, str, str | None]:
+    """The packed frame, the text it shows and the URL of the QR code drawn on it (or
+    None): SPEC §8 `frame`, `text` and §10 `qr`, from one layout pass."""
     placed = place(screen, fonts)
     image = Image.new("1", (WIDTH, HEIGHT), 0)
     draw_placed(image, placed)
-    return frame_bytes(image), placed_text(placed)
+    shown_qr = _draw_qr(image, screen)
+    return frame_bytes(image), placed_text(placed), shown_qr
 
 
 def frame_bytes(image: Image.Image) -> bytes:

@@ -16,7 +16,8 @@ import os
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -33,8 +34,27 @@ MAX_CLOCK_OFFSET_S = 10 * 366 * 86400   # a step of up to ten years either way
 # eight minutes of a prompt's once-a-second countdown.
 MAX_CLIENT_BACKLOG = 1 << 20
 
-# screen -> (1024-byte 1-bit frame, the text as drawn: long names cut to their "…")
-Renderer = Callable[[Screen], tuple[bytes, str]]
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class SimFrame:
+    """A screen as the sim socket reports it (SPEC §8, §10): the frame (1024 bytes of
+    1-bit pixels, or a PNG for a colour display), the text as drawn (long names cut to
+    their "…"), the URL of the QR code drawn (or None), and on a colour display each
+    option's touch target by level (x0, y0, x1, y1 half-open, screen pixels)."""
+
+    frame: bytes
+    text: str
+    qr: str | None = None
+    format: str = "mono1"
+    width: int = 128
+    height: int = 64
+    boxes: Mapping[int, Box] = field(default_factory=dict)
+
+
+# screen -> SimFrame, or (1024-byte 1-bit frame, the text as drawn) for a bare renderer
+Renderer = Callable[[Screen], "SimFrame | tuple[bytes, str]"]
 StatusProvider = Callable[[], dict[str, Any]]
 ClockStepper = Callable[[float], None]        # wall-clock offset in seconds
 
@@ -323,19 +343,31 @@ class SimDisplay:
         self.server = server
         self.renderer = renderer
         self.last: Screen | None = None
+        self.last_frame: SimFrame | None = None
         server.acquire()
 
     def show(self, screen: Screen) -> None:
         self.server.open()
         self.last = screen
-        frame, text = self.renderer(screen)
+        drawn = self.renderer(screen)
+        if not isinstance(drawn, SimFrame):
+            drawn = SimFrame(*drawn)
+        self.last_frame = drawn
+        options = [_option(o, with_code=screen.name == "reasons") for o in screen.options]
+        for option in options:
+            box = drawn.boxes.get(option["level"])
+            if box is not None:
+                option["box"] = list(box)
         event: dict[str, Any] = {
             "ev": "screen",
             "screen": screen.name,
-            "text": text,
-            "options": [_option(o, with_code=screen.name == "reasons")
-                        for o in screen.options],
-            "frame": base64.b64encode(frame).decode("ascii"),
+            "text": drawn.text,
+            "options": options,
+            "format": drawn.format,
+            "width": drawn.width,
+            "height": drawn.height,
+            "frame": base64.b64encode(drawn.frame).decode("ascii"),
+            "qr": drawn.qr,
         }
         if screen.name in ("prompt", "reasons"):
             event["case_id"] = screen.case_id

@@ -145,6 +145,13 @@ SHOTS: tuple[Shot, ...] = (
          "A long name is cut with … before mid-panel so the 工号 always shows; a login "
          "with a name only reads 工作人员：李娜.",
          lambda: Scene().frame("staff_login", staff_id="S007", staff_name=CLERK)),
+    Shot("idle_qr", "idle", "idle with a QR code (扫码评价)",
+         "`ui.qr_url = \"https://pj.example.gov.cn/h5?deviceCode={device_id}\"` (SPEC §10): "
+         "a link that needs no case shows on idle, at the right edge, dark modules on a lit "
+         "square as phones read them; clerk and welcome keep the left column. On this "
+         "panel the prompt never shows a code (a colour screen does).",
+         lambda: Scene(qr_url="https://pj.example.gov.cn/h5?deviceCode={device_id}")
+         .frame("staff_login", staff_id="S007", staff_name=CLERK)),
     Shot("idle_offline", "idle", "idle, offline",
          "The device cannot reach the broker: the 离线 badge. Ratings are still taken "
          "and kept in the outbox; the badge is shown on idle only, never to a citizen "

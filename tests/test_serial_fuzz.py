@@ -183,6 +183,11 @@ def window_frames(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, str]]:
                                       max_value=datetime(2099, 12, 31),
                                       timezones=st.timezones())).isoformat()
             kept[name] = value
+        elif name == "eval_url":  # SPEC §10: an http(s) URL of at most 512 characters
+            value = draw(st.sampled_from(["http://", "https://", "HTTPS://"])) + draw(
+                st.from_regex(r"[a-z0-9.-]{1,60}(/[A-Za-z0-9%?&=._~-]{0,400})?",
+                              fullmatch=True))
+            kept[name] = value
         elif name in DISPLAY_FIELDS:
             value = draw(storable_text(FIELD_LIMITS[name]))
             kept[name] = display_text(value)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from common.rating import SCHEMA_ID
 from common.serial_codec import ack, nak
-from device.core import screens
+from device.core import qr_url, screens
 from device.core.model import (
     LEVEL_LABELS,
     Action,
@@ -421,17 +421,26 @@ class Evaluator:
         act = self.active
         if act is None:
             return screens.idle(s.window_name, staff, offline=self.offline,
-                                spontaneous=s.allow_spontaneous)
+                                spontaneous=s.allow_spontaneous,
+                                qr_url=qr_url.fill(s.qr_url, self._ids(), None))
         case = act.case
         case_id = case.case_id if case else None
         service_name = case.fields.get("service_name") if case else None
         remaining_s = max(0, math.ceil(act.deadline - t))
         if act.stage == "prompt":
             return screens.prompt(s.window_name, staff, case_id=case_id,
-                                  service_name=service_name, remaining_s=remaining_s)
+                                  service_name=service_name, remaining_s=remaining_s,
+                                  qr_url=qr_url.fill(s.qr_url, self._ids(),
+                                                     case.fields if case else None))
         return screens.reasons(s.window_name, staff, case_id=case_id,
                                service_name=service_name, remaining_s=remaining_s,
                                level=act.level, choices=self._reason_options())
+
+    def _ids(self) -> dict[str, str]:
+        """What a qr_url template may name of the device itself."""
+        i = self.identity
+        return {"device_id": i.device_id, "region_code": i.region_code,
+                "hall_id": i.hall_id, "window_id": i.window_id}
 
     def _reason_options(self) -> tuple[Option, ...]:
         reasons = self.settings.reasons[:len(REASON_KEYS)]

@@ -132,7 +132,9 @@ class Screen:
     # prompt/reasons: rating the window without a case; idle: such a rating is open now
     spontaneous: bool = False
     offline: bool = False              # badge: the device cannot reach the broker
-    qr_url: str | None = None          # a URL to show as a QR code (none yet: SPEC §10)
+    # A URL to show as a QR code (SPEC §10, device/core/qr_url.py): idle when the
+    # template needs no case, prompt the case's link; never on other screens.
+    qr_url: str | None = None
 
     @property
     def staff_name(self) -> str | None:

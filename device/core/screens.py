@@ -24,6 +24,8 @@ PROMPT_SERVICE = "本次服务"          # a case without a service name
 PROMPT_WINDOW = "本窗口服务"         # a spontaneous rating of the window
 IDLE_INVITE = "欢迎评价本窗口服务"
 IDLE_WELCOME = "欢迎您"
+IDLE_INVITE_SHORT = "欢迎评价"    # the invitation beside a QR code on a small panel
+QR_HINT = "扫码评价"             # under or beside the QR code (SPEC §10)
 THANKS_BIG = "感谢您的评价"
 PAUSED_BIG = "暂停服务"
 ERROR_BIG = "暂时无法评价"
@@ -73,23 +75,25 @@ def _option(level: int, label: object, code: str | None) -> Option:
 # Builders: one per screen name. Facts the core knows go in; the view model comes out.
 
 def idle(window_name: str, staff: Staff | None, *, offline: bool,
-         spontaneous: bool) -> Screen:
-    """Waiting for a case; `spontaneous`: a press now rates the window itself."""
+         spontaneous: bool, qr_url: str | None = None) -> Screen:
+    """Waiting for a case; `spontaneous`: a press now rates the window itself; `qr_url`:
+    the window's rating link (扫码评价), when there is one that needs no case."""
     return Screen("idle", heading=IDLE_WELCOME, lines=(IDLE_INVITE,) if spontaneous else (),
                   window_name=shown(window_name), staff=staff, spontaneous=spontaneous,
-                  offline=offline)
+                  offline=offline, qr_url=qr_url or None)
 
 
 def prompt(window_name: str, staff: Staff | None, *, case_id: str | None,
-           service_name: object, remaining_s: int) -> Screen:
-    """The five levels for a case, or for the window itself when `case_id` is None."""
+           service_name: object, remaining_s: int, qr_url: str | None = None) -> Screen:
+    """The five levels for a case, or for the window itself when `case_id` is None;
+    `qr_url`: the case's rating link (its eval_url or the filled-in template)."""
     service = shown(service_name)
     heading = service or (PROMPT_WINDOW if case_id is None else PROMPT_SERVICE)
     options = tuple(Option(level, LEVEL_LABELS[level]) for level in (5, 4, 3, 2, 1))
     return Screen("prompt", heading=heading, lines=(PROMPT_LINE,),
                   window_name=shown(window_name), staff=staff,
                   service_name=service or None, case_id=case_id, remaining_s=remaining_s,
-                  options=options, spontaneous=case_id is None)
+                  options=options, spontaneous=case_id is None, qr_url=qr_url or None)
 
 
 def reasons(window_name: str, staff: Staff | None, *, case_id: str | None,

@@ -26,3 +26,5 @@ class UiSettings:
     allow_spontaneous: bool = True
     spontaneous_min_interval_s: float = 60.0
     reasons: tuple[tuple[str, str], ...] = DEFAULT_REASONS
+    # 扫码评价 (SPEC §10): a URL template (device/core/qr_url.py); "" shows no QR code.
+    qr_url: str = ""

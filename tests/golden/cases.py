@@ -61,6 +61,10 @@ def golden_font_problem(regenerate: str = REGENERATE) -> str | None:
     return None
 
 
+# A window's rating link (no case in it), the length a province's H5 page has.
+QR_WINDOW = "https://pj.example.gov.cn/h5?deviceCode=421100-HG01-W03"
+QR_CASE = "https://pj.example.gov.cn/h5?projectNo=2026112500017&deviceCode=421100-HG01-W03"
+
 ZHANG = Staff("S0231", "张晓明")
 LI = Staff("S0107", "李娜")
 
@@ -110,4 +114,10 @@ CASES: dict[str, Screen] = {
     "paused": screens.paused(WINDOW, None, reason=None),
     "paused_reason": screens.paused(WINDOW, None, reason="系统维护中"),
     "error": screens.error(WINDOW, None, message="存储故障"),
+    # 扫码评价 (SPEC §10): on this panel the QR code shows on idle only.
+    "idle_qr": screens.idle(WINDOW, None, offline=False, spontaneous=False, qr_url=QR_WINDOW),
+    "idle_qr_staff": screens.idle(WINDOW, ZHANG, offline=False, spontaneous=True,
+                                  qr_url=QR_WINDOW),
+    "idle_qr_offline_long": screens.idle(WINDOW, LI, offline=True, spontaneous=False,
+                                         qr_url=QR_WINDOW + "&from=evaluator&lang=zh-CN"),
 }
