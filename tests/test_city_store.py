@@ -176,3 +176,40 @@ def test_the_same_rating_twice_and_through_two_bridges_is_stored_once_in_its_mon
         server.shutdown()
         server.close()
         store.close()
+
+
+def test_concurrent_batches_with_the_same_ratings_store_each_once(store: Store) -> None:
+    """Eight threads post overlapping batches at once (bridges redelivering): every
+    rating is answered accepted exactly once, stored once, and counted once in the
+    report's roll-up."""
+    import threading
+
+    ratings = [make_rating(f"421100-HG01-W{i % 7:02d}", level=1 + i % 5) for i in range(400)]
+    answers: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def post(offset: int) -> None:
+        try:
+            for start in range(offset * 20, 400, 100):
+                batch = ratings[start:start + 100]
+                if offset % 2:
+                    batch = batch[::-1]  # another bridge, another order
+                got = store.submit(batch)
+                with lock:
+                    answers.extend(got)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=post, args=(i % 4,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    accepted = [a["rating_id"] for a in answers if a["status"] == "accepted"]
+    assert sorted(accepted) == sorted(r["rating_id"] for r in ratings)
+    assert store.counts()["total"] == 400
+    tallied = store.db.execute("SELECT SUM(n) FROM daily_tally").fetchone()[0]
+    assert int(tallied) == 400
+    assert len(store.followups()) == sum(1 for r in ratings if r["level"] <= 2)

@@ -271,7 +271,9 @@ class Store:
         new: set[str] = set()
         if ratings:
             first: dict[str, Incoming] = {}
-            for r in ratings:
+            # In rating_id order: two batches holding the same ratings in another order
+            # (two bridges) would otherwise wait for each other's unique-key locks.
+            for r in sorted(ratings, key=lambda r: r.rating_id):
                 first.setdefault(r.rating_id, r)
             rows = self.db.execute(
                 "INSERT INTO rating_ids (rating_id, rated_at) "
@@ -297,7 +299,7 @@ class Store:
                     "UPDATE rating_ids AS i SET times_seen = i.times_seen + d.n FROM "
                     "(SELECT unnest(?::text[]) AS id, unnest(?::int[]) AS n) AS d "
                     "WHERE i.rating_id = d.id", (list(copies), list(copies.values())))
-        for r in expired:
+        for r in sorted(expired, key=lambda r: r.rating_id):
             inserted = self.db.execute(
                 "INSERT INTO expired_prompts (prompt_id, device_id, hall_id, window_id, "
                 "case_id, expired_at, local_day, received_at, gov, record) "

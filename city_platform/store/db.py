@@ -9,6 +9,7 @@ StoreError.
 from __future__ import annotations
 
 import contextlib
+import queue
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -149,21 +150,76 @@ class SqliteDatabase(Database):
 
 
 class PostgresDatabase(Database):
-    """psycopg 3 in autocommit mode; every write is an explicit transaction."""
+    """psycopg 3 in autocommit mode; every write is an explicit transaction.
+
+    A small pool of connections: each transaction (and each statement outside one) takes
+    a connection of its own, so concurrent batches overlap their round trips and commits
+    (PostgreSQL groups the commits' WAL flushes) instead of queueing behind one
+    connection. A thread inside a transaction keeps its connection for every statement
+    of it. The transactions stay correct side by side: a rating_id inserted by two at
+    once makes the second wait for the first and then find it (ON CONFLICT DO NOTHING),
+    and the roll-up rows are updated in a fixed order, so they cannot deadlock."""
 
     dialect = POSTGRESQL
+    POOL_SIZE = 8
 
     def __init__(self, url: str, read_only: bool = False) -> None:
         super().__init__(url)
         import psycopg  # only a PostgreSQL store needs it
 
         self._psycopg = psycopg
+        self._read_only = read_only
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._all: list[Any] = []
+        self._pool_lock = threading.Lock()
+        self._local = threading.local()
+        self._release(self._connect())  # fail now, with the reason, if we cannot
+
+    def _connect(self) -> Any:
         try:
-            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        except psycopg.Error as e:
+            conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            if self._read_only:
+                conn.execute("SET default_transaction_read_only = on")
+        except self._psycopg.Error as e:
             raise StoreError(f"{self.describe()}: {str(e).strip()}") from None
-        if read_only:
-            self._conn.execute("SET default_transaction_read_only = on")
+        with self._pool_lock:
+            self._all.append(conn)
+        return conn
+
+    def _acquire(self) -> Any:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._pool_lock:
+            grow = len(self._all) < self.POOL_SIZE
+        if grow:
+            return self._connect()
+        return self._idle.get()
+
+    def _release(self, conn: Any) -> None:
+        if conn.closed or conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
+            # A connection that broke (server restarted) is dropped; the next caller
+            # opens a fresh one.
+            with self._pool_lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            with contextlib.suppress(Exception):
+                conn.close()
+            return
+        self._idle.put(conn)
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        current = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current
+            return
+        conn = self._acquire()
+        try:
+            yield conn
+        finally:
+            self._release(conn)
 
     def sql(self, text: str) -> str:
         return text.replace("?", "%s")
@@ -171,11 +227,30 @@ class PostgresDatabase(Database):
     def errors(self) -> tuple[type[BaseException], ...]:
         return (self._psycopg.Error,)
 
+    def execute(self, text: str, params: Sequence[Any] = (), binary: bool = False) -> Cursor:
+        # The rows are in the cursor once execute returns (a client-side cursor): the
+        # connection can go back to the pool before the caller fetches them.
+        try:
+            with self._connection() as conn:
+                cursor: Cursor = conn.execute(self.sql(text), params, binary=binary or None)
+                return cursor
+        except self._psycopg.Error as e:
+            raise StoreError(f"{self.describe()}: {str(e).strip()}") from None
+
+    def executemany(self, text: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        try:
+            with self._connection() as conn, conn.cursor() as cursor:
+                cursor.executemany(self.sql(text), rows)
+        except self._psycopg.Error as e:
+            raise StoreError(f"{self.describe()}: {str(e).strip()}") from None
+
     def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """COPY rows in (inside the caller's transaction): psycopg writes them in C, many
         times faster than INSERT statements or array parameters for a batch."""
         try:
-            with self.lock, self._conn.cursor() as cursor:
+            with self._connection() as conn, conn.cursor() as cursor:
                 with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
@@ -184,12 +259,26 @@ class PostgresDatabase(Database):
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        with self.lock:
-            try:
-                with self._conn.transaction():
-                    yield
-            except self._psycopg.Error as e:
-                raise StoreError(f"{self.describe()}: {str(e).strip()}") from None
+        if getattr(self._local, "conn", None) is not None:
+            yield  # already in one: its statements are ours
+            return
+        conn = self._acquire()
+        self._local.conn = conn
+        try:
+            with conn.transaction():
+                yield
+        except self._psycopg.Error as e:
+            raise StoreError(f"{self.describe()}: {str(e).strip()}") from None
+        finally:
+            self._local.conn = None
+            self._release(conn)
+
+    def close(self) -> None:
+        with self._pool_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
 
 
 def sqlite_path(url: str) -> Path:
