@@ -158,3 +158,21 @@ def test_on_a_fresh_debian(script: str, last_line: str) -> None:
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-6000:]
     assert last_line in output, output[-6000:]
+
+
+def test_our_wheel_carries_every_data_file(dist: Path, tmp_path: Path) -> None:
+    """A package installs our wheel, not the work tree: a data file the code reads
+    (an example config, a font table, a sound clip) must be in it, or pyproject.toml's
+    package-data misses it and only the packaged install breaks."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "ls-files", "common", "device", "drivers",
+                              "broker_bridge", "simulator", "city_platform"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+    data = {f for f in tracked if not f.endswith(".py")}
+    subprocess.run(["dpkg-deb", "-x", str(deb(dist, "hcp-device", "amd64")), str(tmp_path)],
+                   check=True)
+    wheel = next((tmp_path / "opt/hcp/device/wheels").glob("hcp_evaluator-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        inside = set(z.namelist())
+    assert data and not data - inside, sorted(data - inside)
