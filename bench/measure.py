@@ -102,10 +102,6 @@ def sample_process(pid: int) -> ProcSample:
     return ProcSample(at, cpu_s, rss, wakeups)
 
 
-def cpu_seconds(pid: int) -> float:
-    return sample_process(pid).cpu_s
-
-
 @dataclass(frozen=True)
 class MachineSample:
     """Busy and total CPU time of the whole machine so far (all cores, `/proc/stat`)."""

@@ -61,8 +61,6 @@ class GovField:
 # 39046's own code table runs the other way; a province that follows it overrides this
 # map ([profile.values.satisfaction] 5 = "1", … 1 = "5"). The direction is never implied.
 SATISFACTION = {"5": "5", "4": "4", "3": "3", "2": "2", "1": "1"}
-SATISFACTION_LABELS = {"5": "非常满意", "4": "满意", "3": "基本满意", "2": "不满意",
-                       "1": "非常不满意"}
 # 评价渠道: 4 = 政务大厅平板电脑 (a touch panel), 5 = 政务大厅其他终端 (a key pad evaluator).
 PF = {"button": "5", "touch": "4", "sim": "5"}
 

@@ -61,13 +61,13 @@ class WatchService:
         self.link = link_factory(config.mqtt, self.subscriptions(), self._events.put,
                                  lambda topic: False)
         w = config.watch
-        self._webhook = (Webhook(w.webhook_url, w.webhook_timeout_s, w.webhook_token_file)
+        self._webhook = (Webhook(w.webhook_url, w.webhook_timeout_s, w.webhook_token_file,
+                                 w.webhook_format, w.webhook_secret_file, clock)
                          if w.webhook_url else None)
         self._last_save = time.monotonic()
         self._save_failing = False
         self._skip_log = (0.0, 0)
         self.failed = False  # a thread died: exit non-zero
-        self.alerts_sent = 0
         self.failures = 0  # messages whose handling raised unexpectedly (contained)
         self.ticks = 0  # ticks run so far (tests wait for one after moving their clock)
 
@@ -247,11 +247,12 @@ class WatchService:
             self._publish(alert)
 
     def _publish(self, alert: Alert) -> None:
-        payload = alert_payload(alert, self.config.mqtt.client_id, self._clock())
+        hall_tz = self.config.calendar.for_device(alert.device_id, alert.hall_id).tz
+        payload = alert_payload(alert, self.config.mqtt.client_id, self._clock(), hall_tz,
+                                self.config.watch.window_names.get(alert.device_id))
         self.link.publish(f"{self._prefix}/alerts", payload, qos=1)
         if self._webhook is not None:
             self._webhook.send(payload)
-        self.alerts_sent += 1
         if alert.resolved:
             log.info("resolved %s at %s (%s)", alert.kind, alert.device_id, alert.alert_id)
         else:
