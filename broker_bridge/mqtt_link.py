@@ -120,6 +120,10 @@ class MqttLink:
         self._stopping = False
         self._unreachable_logged = False
         self._refusals = 0           # refused attempts in a row (reset once healthy)
+        # Sessions taken from us by another client with our client id, since start: never
+        # reset, so that two live bridges sharing an id (a misconfigured standby) settle
+        # into taking turns for minutes, not seconds, however healthy each turn is.
+        self._takeovers = 0
         self._receive_maximum_logged: int | None = None
         self._client = self._make_client(settings)
 
@@ -292,12 +296,14 @@ class MqttLink:
                       self._settings.port, figure, "" if figure == 1 else "s", batch_max,
                       figure, "" if figure == 1 else "s")
 
-    def _refused(self, why: str, shared: bool = False) -> int:
+    def _refused(self, why: str, shared: bool = False, count: int | None = None) -> int:
         """The broker answered and said no: unhealthy, one ERROR for the first refusal in
-        a row (INFO after), and the next connection attempt only a backoff step later."""
+        a row (INFO after), and the next connection attempt only a backoff step later.
+        `count` replaces the refusals in a row as the step's number and the ERROR's test."""
         first, cap = REFUSED_S
-        delay: int = min(cap, first << min(self._refusals, 16))
         self._refusals += 1
+        n = self._refusals if count is None else count
+        delay: int = min(cap, first << min(n - 1, 16))
         with self._lock:
             self._subscribed = False
         # paho waits this long before its next attempt (its delay starts again from the
@@ -310,11 +316,11 @@ class MqttLink:
                     "subscriptions (docs/brokers.md)")
         else:
             what = f"{where} {why}"
-        if self._refusals == 1:
+        if n == 1:
             log.error("%s; not healthy; next attempt in %d s at the earliest", what, delay)
         else:
-            log.info("%s (again, %d times in a row); next attempt in %d s at the earliest",
-                     what, self._refusals, delay)
+            log.info("%s (again, %d times); next attempt in %d s at the earliest", what, n,
+                     delay)
         return delay
 
     def _subscribe_later(self, delay: float) -> None:
@@ -358,10 +364,12 @@ class MqttLink:
         if not stopping and code == SHARED_NOT_SUPPORTED:
             self._refused(f"disconnected us: {reason} (DISCONNECT 0x9e)", shared=True)
         elif not stopping and code == SESSION_TAKEN_OVER:
+            self._takeovers += 1
             self._refused(f"disconnected us: another client connected with client_id "
                           f"{self._settings.client_id!r} and took over the session "
                           "(DISCONNECT 0x8e). Two live bridges must not share a client_id: "
-                          "start a standby only once the active bridge is stopped")
+                          "start a standby only once the active bridge is stopped",
+                          count=self._takeovers)
         elif not stopping and was_connected:
             log.warning("lost the broker connection: %s; reconnecting", reason)
         self._sink(LinkDown(generation, str(reason)))

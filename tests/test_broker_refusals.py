@@ -166,3 +166,21 @@ def test_a_passing_refusal_is_asked_again_on_the_same_connection(
             bridge.kill()
     assert len(error_lines(bridge)) == 1
     assert broker.protocols == [4]
+
+
+def test_a_session_taken_over_again_and_again_is_retaken_ever_more_slowly(
+        tmp_path: Path, platform: RunningPlatform) -> None:
+    """Two live bridges with one client_id (a standby started too early) take the session
+    from each other: each turn is healthy, yet the steps keep growing, with one ERROR."""
+    with ScriptedBroker(disconnect_after_grant=0x8E) as broker:
+        bridge = bridge_for(tmp_path, broker, platform).start(wait_healthy=False)
+        try:
+            wait_for(lambda: len(broker.connects) >= 1, 10, "the first attempt")
+            time.sleep(REFUSED_S[0] * 2 + 2)   # steps of 5 s, then 10 s
+            attempts = list(broker.connects)
+        finally:
+            bridge.kill()
+    assert len(attempts) == 2, (attempts, bridge.log_text()[-3000:])
+    errors = error_lines(bridge)
+    assert len(errors) == 1 and "took over the session (DISCONNECT 0x8e)" in errors[0], errors
+    assert "(again, 2 times); next attempt in 10 s" in bridge.log_text()

@@ -67,6 +67,9 @@ class ScriptedBroker:
     connack_properties: bytes = b""
     suback: Callable[[list[tuple[str, int]]], list[int]] = grant_all
     disconnect_after_suback: int | None = None
+    # A DISCONNECT reason sent (MQTT 5) right after a SUBACK that granted everything, then
+    # the socket closed: 0x8E, another client took the session over.
+    disconnect_after_grant: int | None = None
     host: str = HOST
     connects: list[float] = field(default_factory=list)
     subscribes: list[list[tuple[str, int]]] = field(default_factory=list)
@@ -130,10 +133,12 @@ class ScriptedBroker:
                     props = b"\x00" if version == 5 else b""
                     conn.sendall(packet(SUBACK, 0, mid.to_bytes(2, "big") + props
                                         + bytes(codes)))
-                    if any(c >= 0x80 for c in codes) and self.disconnect_after_suback:
+                    refused = any(c >= 0x80 for c in codes)
+                    reason = (self.disconnect_after_suback if refused
+                              else self.disconnect_after_grant)
+                    if reason:
                         if version == 5:
-                            conn.sendall(packet(DISCONNECT, 0,
-                                                bytes([self.disconnect_after_suback, 0])))
+                            conn.sendall(packet(DISCONNECT, 0, bytes([reason, 0])))
                         return
                 elif command == PINGREQ:
                     conn.sendall(packet(PINGRESP, 0, b""))
