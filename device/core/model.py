@@ -20,6 +20,15 @@ LEVEL_LABELS: dict[int, str] = {
     1: "非常不满意",
 }
 
+# The voice clips the core asks for (SPEC §10); drivers/clips holds what each one says.
+VOICE_CLIPS: tuple[str, ...] = ("prompt", "reasons", "thanks", "error",
+                                "level5", "level4", "level3", "level2", "level1")
+
+
+def level_clip(level: int) -> str:
+    """The clip that reads key `level`'s level aloud (`read_levels`)."""
+    return f"level{level}"
+
 
 # Events ---------------------------------------------------------------------
 # `t` is the monotonic time (seconds) at which the event happened, stamped by the
@@ -191,4 +200,13 @@ class Feedback:
     level: int | None = None
 
 
-Action = Show | Persist | SendFrame | EmitEvent | Feedback
+@dataclass(frozen=True)
+class Speak:
+    """Play these clips one after another at `volume` (0..100), cutting whatever is
+    playing: the voice of the screen just shown (SPEC §10)."""
+
+    clips: tuple[str, ...]
+    volume: int = 80
+
+
+Action = Show | Persist | SendFrame | EmitEvent | Feedback | Speak
