@@ -14,7 +14,6 @@ so a redelivered event is de-duplicated by the platform like a re-sent rating.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import queue
 import sys
@@ -59,7 +58,13 @@ from common.rating import (
     aware_time,
     decode_json_object,
 )
-from common.service import EX_CONFIG, EX_SOFTWARE, load_config, run_service, setup_logging
+from common.service import (
+    EX_CONFIG,
+    EX_SOFTWARE,
+    config_from_command_line,
+    run_service,
+    setup_logging,
+)
 
 DRAIN_S = 2.0
 MAX_EVENT_BYTES = 64 * 1024
@@ -309,12 +314,10 @@ class ExpiredForwarder:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="hcp-bridge expired",
-        description="Report expired prompts to the platform (platform.profile = \"gov\").")
-    parser.add_argument("--config", required=True, metavar="FILE", help="bridge.toml")
-    args = parser.parse_args(argv)
-    config = load_config(load_bridge_config, args.config)
+    config = config_from_command_line(
+        "hcp-bridge expired",
+        "Report expired prompts to the platform (platform.profile = \"gov\").",
+        "bridge.toml", load_bridge_config, argv)
     if isinstance(config, int):
         return config
     if config.gov_profile is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
@@ -12,19 +11,21 @@ from broker_bridge.http_endpoint import EndpointError, StatusEndpoint
 from broker_bridge.metrics import BridgeMetrics
 from broker_bridge.mqtt_link import LinkError
 from broker_bridge.platform_client import PlatformError
-from common.service import EX_CONFIG, EX_SOFTWARE, load_config, run_service, setup_logging
+from common.service import (
+    EX_CONFIG,
+    EX_SOFTWARE,
+    config_from_command_line,
+    run_service,
+    setup_logging,
+)
 
 log = logging.getLogger("hcp.bridge")
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="hcp-bridge run",
-        description="Forward ratings from the MQTT broker to the aggregation platform.")
-    parser.add_argument("--config", required=True, metavar="FILE", help="bridge.toml")
-    args = parser.parse_args(argv)
-
-    config = load_config(load_bridge_config, args.config)
+    config = config_from_command_line(
+        "hcp-bridge run", "Forward ratings from the MQTT broker to the aggregation platform.",
+        "bridge.toml", load_bridge_config, argv)
     if isinstance(config, int):
         return config
     setup_logging(config.log_level)

@@ -3,6 +3,7 @@ with every problem on its own line, and the systemd notify dance around a servic
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 import os
@@ -54,6 +55,16 @@ def load_config(loader: Callable[[str], T], path: str, prog: str = "") -> T | in
         for problem in e.problems:
             print(f"{prefix}{problem}", file=sys.stderr)
         return EX_CONFIG
+
+
+def config_from_command_line(prog: str, description: str, file_help: str,
+                             loader: Callable[[str], T], argv: list[str]) -> T | int:
+    """A service's command line (`--config FILE`), its config loaded, or EX_CONFIG after
+    one line per problem (argparse itself exits 2 on a bad command line)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", required=True, metavar="FILE", help=file_help)
+    args = parser.parse_args(argv)
+    return load_config(loader, args.config)
 
 
 class Service(Protocol):

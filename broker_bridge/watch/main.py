@@ -3,7 +3,6 @@ systemd or a shell (exit 78 on a bad config, SIGTERM/SIGINT stop it within 5 s).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
@@ -11,19 +10,22 @@ from broker_bridge.mqtt_link import LinkError
 from broker_bridge.watch.config import load_watch_config
 from broker_bridge.watch.service import WatchService
 from broker_bridge.watch.state import StateError
-from common.service import EX_CONFIG, EX_SOFTWARE, load_config, run_service, setup_logging
+from common.service import (
+    EX_CONFIG,
+    EX_SOFTWARE,
+    config_from_command_line,
+    run_service,
+    setup_logging,
+)
 
 log = logging.getLogger("hcp.watch")
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="hcp-bridge watch",
-        description="Raise early-warning alerts on {prefix}/alerts from the devices' "
-                    "ratings, status, telemetry and events.")
-    parser.add_argument("--config", required=True, metavar="FILE", help="watch.toml")
-    args = parser.parse_args(argv)
-    config = load_config(load_watch_config, args.config)
+    config = config_from_command_line(
+        "hcp-bridge watch", "Raise early-warning alerts on {prefix}/alerts from the devices' "
+                    "ratings, status, telemetry and events.",
+        "watch.toml", load_watch_config, argv)
     if isinstance(config, int):
         return config
     setup_logging(config.log_level)
