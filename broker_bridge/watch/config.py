@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from broker_bridge.config import CLIENT_ID_RE, MqttSettings
 from broker_bridge.timezones import DEFAULT_TIMEZONE, load_timezone, timezone_problem
+from broker_bridge.watch.channels import DINGTALK, FORMATS, JSON
 from broker_bridge.watch.hours import (
     DEFAULT_OPEN,
     HallCalendar,
@@ -46,6 +47,7 @@ from common.configschema import (
     topic_prefix,
     validate,
 )
+from common.rating import DEVICE_ID_RE
 
 HALL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 RULE_CLASSES: dict[str, type] = {
@@ -89,6 +91,23 @@ def _timezone(v: Any) -> str | None:
     return timezone_problem(v)
 
 
+WINDOW_NAME_MAX = 40
+_NAME_REFUSED = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029<>*\[\]`#]")
+
+
+def _window_names(v: Any) -> str | None:
+    """device id -> the window's name as the hall says it ("03号窗口 不动产登记")."""
+    for device_id, name in v.items():
+        if not DEVICE_ID_RE.fullmatch(device_id):
+            return f"{device_id[:70]!r}: not a device id ([A-Za-z0-9_-]{{1,64}})"
+        if not isinstance(name, str) or not name.strip():
+            return f"{device_id}: the name must be a non-empty string"
+        if len(name) > WINDOW_NAME_MAX or _NAME_REFUSED.search(name):
+            return (f"{device_id}: the name must be one line of at most {WINDOW_NAME_MAX} "
+                    "characters without < > * [ ] ` #")
+    return None
+
+
 SCHEMA: dict[str, Section] = {
     "mqtt": Section({
         "host": Key(str, "127.0.0.1", non_empty),
@@ -109,6 +128,9 @@ SCHEMA: dict[str, Section] = {
         "webhook_url": Key(str, "", _webhook),
         "webhook_token_file": Key(str, ""),
         "webhook_timeout_s": Key(float, 5.0, in_range(0.1, 120)),
+        "webhook_format": Key(str, JSON, one_of(*FORMATS)),
+        "webhook_secret_file": Key(str, ""),
+        "window_names": Key(dict, {}, _window_names),
         "save_every_s": Key(float, 10.0, in_range(0.1, 3600)),
         "dedupe_per_device": Key(int, 500, in_range(10, 100_000)),
     }),
@@ -139,6 +161,9 @@ class WatchSettings:
     webhook_timeout_s: float
     save_every_s: float
     dedupe_per_device: int
+    webhook_format: str = JSON
+    webhook_secret_file: str = ""
+    window_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -236,7 +261,9 @@ def parse_watch_config(path: Path, data: Mapping[str, Any]) -> WatchConfig:
             state_file=Path(w["state_file"]), timezone=w["timezone"],
             webhook_url=w["webhook_url"], webhook_token_file=w["webhook_token_file"],
             webhook_timeout_s=w["webhook_timeout_s"], save_every_s=w["save_every_s"],
-            dedupe_per_device=w["dedupe_per_device"]),
+            dedupe_per_device=w["dedupe_per_device"], webhook_format=w["webhook_format"],
+            webhook_secret_file=w["webhook_secret_file"],
+            window_names={k: v.strip() for k, v in w["window_names"].items()}),
         rules=rules,
         calendar=HallCalendar(halls, default),
         log_level=values["log"]["level"],
@@ -268,6 +295,16 @@ def _cross_checks(path: Path, m: Mapping[str, Any], w: Mapping[str, Any],
         problems.append(f"{path}: [watch] webhook_token_file: no such file {f!r}")
     if w.get("webhook_token_file") and not w.get("webhook_url"):
         problems.append(f"{path}: [watch] webhook_token_file: needs webhook_url")
+    fmt = w.get("webhook_format", JSON)
+    if w.get("webhook_token_file") and fmt != JSON:
+        problems.append(f"{path}: [watch] webhook_token_file: only for webhook_format = "
+                        f"\"json\" (a {fmt} robot's key is in its webhook_url)")
+    secret = w.get("webhook_secret_file")
+    if secret and fmt != DINGTALK:
+        problems.append(f"{path}: [watch] webhook_secret_file: only for webhook_format = "
+                        "\"dingtalk\" (钉钉's 加签)")
+    elif secret and not Path(secret).is_file():
+        problems.append(f"{path}: [watch] webhook_secret_file: no such file {secret!r}")
     state = w.get("state_file")
     if state and not Path(state).parent.is_dir():
         problems.append(f"{path}: [watch] state_file: directory {str(Path(state).parent)!r} "

@@ -1,31 +1,51 @@
 """Alerts to an HTTP webhook as well as MQTT: one POST per alert message, from its own
 thread so a slow or dead webhook never delays the watcher. Best effort: a few retries,
-then the message is dropped with a log line (MQTT carries every alert regardless)."""
+then the message is dropped with a log line (MQTT carries every alert regardless).
+
+The body is the alert message itself or a 企业微信 / 钉钉 group robot's markdown
+message (broker_bridge/watch/channels.py). A robot's refusal (`errcode` ≠ 0 in a 200
+answer) is a failure like an HTTP error, and posts to a robot are paced to its limit of
+20 messages a minute: DingTalk blocks a robot for 10 minutes beyond it."""
 
 from __future__ import annotations
 
+import collections
 import http.client
+import json
 import logging
 import queue
 import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+
+from broker_bridge.watch.channels import DINGTALK, JSON, ROBOTS, render, robot_refusal, signed_url
 
 log = logging.getLogger("hcp.watch.webhook")
 
 QUEUE_MAX = 1000
 RETRY_DELAYS_S = (1.0, 4.0, 15.0)
+ROBOT_POSTS_PER_MINUTE = 20  # both robots' documented limit
+PACE_WINDOW_S = 60.0
 
 
 class Webhook(threading.Thread):
-    def __init__(self, url: str, timeout_s: float, token_file: str = "") -> None:
+    def __init__(self, url: str, timeout_s: float, token_file: str = "",
+                 fmt: str = JSON, secret_file: str = "",
+                 wall_clock: Callable[[], float] = time.time) -> None:
         super().__init__(name="webhook", daemon=True)
         self.url = url
+        self._shown_url = _without_query(url)  # a robot's key is in its query: not in logs
         self._timeout = timeout_s
         self._token_file = token_file
+        self._format = fmt
+        self._secret_file = secret_file
+        self._wall = wall_clock
         self._queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_MAX)
         self._stopping = threading.Event()
+        self._recent_posts: collections.deque[float] = collections.deque()
         self.delivered = 0
         self.dropped = 0
 
@@ -36,7 +56,7 @@ class Webhook(threading.Thread):
         except queue.Full:
             self.dropped += 1
             log.error("webhook queue full (%d): an alert was not posted to %s", QUEUE_MAX,
-                      self.url)
+                      self._shown_url)
 
     def stop(self, timeout: float = 1.0) -> None:
         """Give queued messages `timeout` seconds, then stop (retries are abandoned)."""
@@ -60,38 +80,79 @@ class Webhook(threading.Thread):
                 # alert while the watcher looked healthy.
                 self.dropped += 1
                 log.error("webhook %s: an alert could not be sent (%s: unexpected)",
-                          self.url, type(e).__name__)
+                          self._shown_url, type(e).__name__)
                 log.debug("the failure in full", exc_info=True)
 
     def _deliver(self, payload: bytes) -> None:
+        body = payload
+        if self._format in ROBOTS:
+            body = render(self._format, json.loads(payload), payload)
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS_S)):
             if delay and self._stopping.wait(delay):
                 break
-            error = self._post(payload)
+            if not self._pace():
+                break
+            error = self._post(body)
             if error is None:
                 self.delivered += 1
                 return
             if attempt == 0:
-                log.warning("webhook %s: %s; retrying", self.url, error)
+                log.warning("webhook %s: %s; retrying", self._shown_url, error)
+            else:
+                log.debug("webhook %s: %s", self._shown_url, error)
         self.dropped += 1
-        log.error("webhook %s: giving up on an alert after %d attempts", self.url,
+        log.error("webhook %s: giving up on an alert after %d attempts", self._shown_url,
                   len(RETRY_DELAYS_S) + 1)
 
-    def _post(self, payload: bytes) -> str | None:
-        request = urllib.request.Request(self.url, data=payload, method="POST")
-        request.add_header("Content-Type", "application/json")
+    def _pace(self) -> bool:
+        """Wait until a robot may take one more post this minute; False when stopping."""
+        if self._format not in ROBOTS:
+            return True
+        while len(self._recent_posts) >= ROBOT_POSTS_PER_MINUTE:
+            wait = self._recent_posts[0] + PACE_WINDOW_S - time.monotonic()
+            if wait <= 0:
+                self._recent_posts.popleft()
+            elif self._stopping.wait(wait):
+                return False
+        self._recent_posts.append(time.monotonic())
+        return True
+
+    def _post(self, body: bytes) -> str | None:
+        url = self.url
+        if self._format == DINGTALK and self._secret_file:
+            secret, error = _read_secret(self._secret_file, "webhook_secret_file")
+            if error:
+                return error
+            url = signed_url(url, secret, round(self._wall() * 1000))
+        request = urllib.request.Request(url, data=body, method="POST")
+        request.add_header("Content-Type", "application/json; charset=utf-8")
         if self._token_file:
-            try:
-                token = Path(self._token_file).read_text(encoding="utf-8").strip()
-            except OSError as e:
-                return f"cannot read webhook_token_file: {e.strerror}"
+            token, error = _read_secret(self._token_file, "webhook_token_file")
+            if error:
+                return error
             request.add_header("Authorization", f"Bearer {token}")
         try:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                response.read(64 * 1024)
-                return None
+                answer = response.read(64 * 1024)
+                return robot_refusal(self._format, response.status, answer)
         except urllib.error.HTTPError as e:
             return f"HTTP {e.code}"
         except (OSError, urllib.error.URLError, ValueError, http.client.HTTPException) as e:
             # HTTPException: a garbled answer (bad status line, a header too long).
             return str(getattr(e, "reason", e))[:200]
+
+
+def _read_secret(path: str, key: str) -> tuple[str, str | None]:
+    """A one-line secret file's text (read at each post: rotating it needs no restart),
+    and why it could not be read."""
+    try:
+        secret = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        return "", f"cannot read {key}: {getattr(e, 'strerror', None) or e}"
+    return secret, None if secret else f"{key} is empty"
+
+
+def _without_query(url: str) -> str:
+    """The URL for a log line: WeCom's `key` and DingTalk's `access_token` are the
+    robot's password and live in the query."""
+    return url.split("?", 1)[0]
