@@ -22,7 +22,7 @@ from device.clock import FakeClock
 from device.config import parse_device_config
 from device.core import qr_url, screens
 from device.core.machine import Evaluator, Identity
-from device.core.model import FrameReceived, KeyDown, Persist, Screen, Tick
+from device.core.model import FrameReceived, KeyDown, Persist, Screen, Staff, Tick
 from device.core.settings import UiSettings
 from device.remote_config import parse_remote_config
 from drivers import qr
@@ -39,8 +39,7 @@ TEMPLATE = "https://pj.example.gov.cn/h5?projectNo={case_id}&deviceCode={device_
 
 def decode(image: Image.Image) -> list[str]:
     """The texts of every QR code a scanner finds in `image`."""
-    return [r.text for r in zxingcpp.read_barcodes(image.convert("L"),
-                                                   formats=zxingcpp.BarcodeFormat.QRCode)]
+    return [r.text for r in zxingcpp.read_barcodes(image.convert("L"))]
 
 
 # --- the template -------------------------------------------------------------------
@@ -247,9 +246,9 @@ def _mono_image(frame_b64: str) -> Image.Image:
     return Image.frombytes("1", (128, 64), base64.b64decode(frame_b64))
 
 
-@pytest.mark.parametrize("staff", [None, screens.Staff("S0231", "张晓明")])
+@pytest.mark.parametrize("staff", [None, Staff("S0231", "张晓明")])
 def test_the_oled_idle_frame_in_the_screen_event_decodes_to_the_url_it_names(
-        tmp_path: Path, fonts: Any, staff: screens.Staff | None) -> None:
+        tmp_path: Path, fonts: Any, staff: Staff | None) -> None:
     server = SimServer(tmp_path / "sim.sock")
     events: list[dict[str, Any]] = []
     server.broadcast = lambda event, remember=False: events.append(event)  # type: ignore
