@@ -110,3 +110,34 @@ def all_receipted(publishers: list[FleetPublisher], sent: Sent) -> bool:
     for pub in publishers:
         receipted |= set(pub.receipted_ids())
     return set(sent) <= receipted
+
+
+@pytest.mark.parametrize("how", ["restart", "kill"])
+def test_a_hall_broker_restarting_while_cut_off_keeps_what_it_held(
+        tmp_path: Path, city_and_halls: tuple[Mosquitto, list[Mosquitto]],
+        platform: RunningPlatform, how: str) -> None:
+    """The hall's queue for the city is in its persistence file: a hall restarted (or
+    killed after an autosave) while its link is down still forwards every rating once the
+    city is back — and nobody re-sends anything."""
+    city, halls = city_and_halls
+    hall = halls[0]
+    bridge = BridgeProcess(tmp_path / "bridge", city, platform.url, client_id="city-bridge",
+                           overrides={"mqtt": {"shared_group": ""}}).start()
+    with bridge, publisher(hall) as pub:
+        city.stop()
+        held = publish_ratings(pub, 100, devices_of(HALLS[0]))
+        if how == "kill":
+            saved = saves(hall)
+            wait_for(lambda: saves(hall) > saved, 10, "the hall's autosave")
+            hall.kill()
+        else:
+            hall.stop()
+        hall.start()
+        city.start()
+        returned = time.monotonic()
+        wait_for(lambda: platform.control.counts()["total"] >= len(held), RETURN_WITHIN_S,
+                 "the hall's held ratings at the platform", every=0.2)
+        took = time.monotonic() - returned
+    assert_exactly_once(platform, held)
+    print(f"hall {how} during a city outage: 100 held ratings at the platform {took:.1f} s "
+          "after the city's return")
