@@ -66,12 +66,15 @@ grep -q '^421100-HG01-W03:' /etc/mosquitto/hcp-services.passwd && fail "a device
 
 step "mosquitto with the sample config (systemctl restart mosquitto, by hand)"
 install -d -o mosquitto -g mosquitto /run/mosquitto
-mosquitto -c /etc/mosquitto/mosquitto.conf -d
-for _ in $(seq 50); do
-    (exec 3<>/dev/tcp/127.0.0.1/8883) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null \
-        && break
-    sleep 0.2
+mosquitto -c /etc/mosquitto/mosquitto.conf > /tmp/mosquitto.log 2>&1 &
+for port in 8883 1883; do
+    for _ in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.2
+    done
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { cat /tmp/mosquitto.log; fail "nothing on $port"; }
 done
+cat /tmp/mosquitto.log
 
 step "the services' login on loopback"
 monitor=$(sed -n 's/^hcp-monitor://p' /home/tech/services.plain)
