@@ -21,7 +21,7 @@ from broker_bridge.cache import Answer, RecentAnswers
 from broker_bridge.config import BridgeConfig
 from broker_bridge.device_numbers import QuietWarnings
 from broker_bridge.fleet import FleetView
-from broker_bridge.messages import dead_letter, platform_refuses_alert, receipt, receipts
+from broker_bridge.messages import receipt
 from broker_bridge.metrics import BridgeMetrics
 from broker_bridge.mqtt_link import (
     Incoming,
@@ -31,6 +31,7 @@ from broker_bridge.mqtt_link import (
     LinkUp,
     MqttLink,
 )
+from broker_bridge.outgoing import Outgoing
 from broker_bridge.platform_client import STATUSES, PlatformClient, Result
 from broker_bridge.sender import (
     Batch,
@@ -53,8 +54,6 @@ from common.rating import (
 log = logging.getLogger("hcp.bridge")
 
 DRAIN_S = 2.0             # on stop, wait this long for batches the platform is answering
-ALERT_EVERY_S = 300.0     # repeat the "platform refuses" alert at most this often
-DEADLETTER_LOGS_PER_MIN = 20
 # A rating whose delivery raised unexpectedly is tried again alone; failing alone this
 # many times, it is set aside (dead letter, no receipt: the device keeps it).
 POISON_FAILURES = 2
@@ -118,15 +117,14 @@ class Bridge:
         self._idle_workers = p.concurrency
         self._batches_out = 0
         self._batch_number = 0
-        self._last_alert = -ALERT_EVERY_S
         # Ratings received and the in-flight gauge reach Prometheus once per loop step
         # (answers once per batch): each inc() or set() takes a lock, too much per rating.
         self._received = 0
         self._inflight_shown = -1
-        self._deadletter_log_window = (0.0, 0)
         self._fleet = FleetView(metrics, clock)
         self._failure_log = QuietWarnings(log, clock, level=logging.ERROR)
         self.link = link_factory(m, self.subscriptions(), self._events.put, self._holds)
+        self.out = Outgoing(self.link, metrics, m.prefix, m.client_id, clock)
         self._workers = [
             PlatformWorker(f"platform-{i + 1}",
                            PlatformClient(p.url, p.timeout_s, p.token_file, p.ca_file,
@@ -268,7 +266,7 @@ class Bridge:
         elif isinstance(event, LinkDown):
             self.metrics.broker_connected.set(0)
         elif isinstance(event, PlatformRefuses):
-            self._alert_refused(event)
+            self.out.alert_refused(event)
 
     def _on_link_up(self, event: LinkUp) -> None:
         """Every delivery so far came on an earlier connection and must not be
@@ -295,7 +293,7 @@ class Bridge:
             self._on_message(msg)
         except Exception as e:
             detail = describe_failure(e)
-            self._failure_log.warn(f"handling a message on {self._shown_topic(msg.topic)} "
+            self._failure_log.warn(f"handling a message on {self.out.shown_topic(msg.topic)} "
                                    f"failed unexpectedly ({detail})")
             log.debug("the failure in full", exc_info=True)
             self.metrics.internal_errors.labels("message").inc()
@@ -303,18 +301,10 @@ class Bridge:
             if msg.topic.endswith("/rating"):
                 # Set aside without a receipt: the device keeps the rating and re-sends
                 # it; if the fault is ours, a fixed bridge forwards it then.
-                self._publish_dead_letter(msg.topic, device_id, msg.payload, InvalidRecord(
+                self.out.publish_dead_letter(msg.topic, device_id, msg.payload, InvalidRecord(
                     "unprocessable", f"the bridge failed on this message ({detail})",
                     scan_rating_id(msg.payload)))
                 self.link.ack(msg.generation, msg.mid, msg.qos)
-
-    def _shown_topic(self, topic: str) -> str:
-        """A topic for the log: as it is when it names a device, else without the
-        device part (which could be any text)."""
-        device_id = topic[self._prefix_len:].partition("/")[0]
-        if topic.startswith(self._prefix + "/") and DEVICE_ID_RE.fullmatch(device_id):
-            return topic[:200]
-        return f"{self._prefix}/?/{topic.rpartition('/')[2][:20]}"
 
     def _on_message(self, msg: Incoming) -> None:
         rest = msg.topic[self._prefix_len:]
@@ -335,20 +325,20 @@ class Bridge:
             self._received += 1
         delivery = Delivery(msg.generation, msg.mid, msg.qos)
         if not DEVICE_ID_RE.fullmatch(device_id):
-            self._dead_letter(msg, device_id, None, InvalidRecord(
+            self.out.dead_letter(msg, device_id, None, InvalidRecord(
                 "bad_topic", f"the topic's device id ({len(device_id)} characters) is not "
                 "a device id ([A-Za-z0-9_-]{1,64})", scan_rating_id(msg.payload)))
             return
         try:
             rating = parse_rating(msg.payload, device_id)
         except InvalidRecord as e:
-            self._dead_letter(msg, device_id, delivery, e)
+            self.out.dead_letter(msg, device_id, delivery, e)
             return
         now = self._clock()
         answer = self._cache.get(rating.rating_id, device_id, now)
         if answer is not None:
             self.metrics.duplicate.inc()
-            self._send_receipts({device_id: [receipt(rating.rating_id, answer.status,
+            self.out.send_receipts({device_id: [receipt(rating.rating_id, answer.status,
                                                       answer.error)]})
             self.link.ack(delivery.generation, delivery.mid, delivery.qos)
             return
@@ -417,7 +407,7 @@ class Bridge:
         and re-sends it after resend_after_s, so nothing is lost to a bridge bug."""
         rating = entry.rating
         del self._pending[rating.rating_id]
-        self._publish_dead_letter(
+        self.out.publish_dead_letter(
             f"{self._prefix}/{rating.device_id}/rating", rating.device_id, rating.payload,
             InvalidRecord("unprocessable", f"delivering it failed {entry.failures} times "
                           f"({detail}); the device keeps it", rating.rating_id))
@@ -460,7 +450,7 @@ class Bridge:
         # Receipts are queued before the acknowledgements, on the same connection: if we
         # die in between, the broker redelivers and the device gets a second receipt
         # (duplicate) instead of waiting resend_after_s for its first.
-        self._send_receipts(by_device)
+        self.out.send_receipts(by_device)
         ack = self.link.ack
         acked = 0
         for d in deliveries:
@@ -471,49 +461,3 @@ class Bridge:
             for rating in batch.ratings:
                 for device_id, msg in self._deferred.pop(rating.rating_id, ()):
                     self._on_rating(device_id, msg, counted=True)
-
-    # Outgoing messages ------------------------------------------------------------
-
-    def _send_receipts(self, by_device: dict[str, list[bytes]]) -> None:
-        for device_id, entries in by_device.items():
-            self.link.publish(f"{self._prefix}/{device_id}/receipt", receipts(entries), qos=1)
-
-    def _dead_letter(self, msg: Incoming, device_id: str, delivery: Delivery | None,
-                     error: InvalidRecord) -> None:
-        """Publish the dead letter and (when possible) a rejected receipt, then ack."""
-        self._publish_dead_letter(msg.topic, device_id, msg.payload, error)
-        # The receipt goes to the device named by the topic, never by the payload: a
-        # spoofed record must not make another device drop a genuine rating.
-        if error.rating_id and delivery is not None:
-            self._send_receipts({device_id: [receipt(error.rating_id, "rejected",
-                                                     f"{error.reason}: {error.detail}")]})
-        self.link.ack(msg.generation, msg.mid, msg.qos)
-
-    def _publish_dead_letter(self, topic: str, device_id: str, payload: bytes,
-                             error: InvalidRecord) -> None:
-        self.metrics.deadletter.labels(error.reason).inc()
-        self.link.publish(f"{self._prefix}/deadletter",
-                          dead_letter(topic, device_id, payload, error,
-                                      self.config.mqtt.client_id), qos=1)
-        self._log_dead_letter(self._shown_topic(topic), error)
-
-    def _log_dead_letter(self, topic: str, error: InvalidRecord) -> None:
-        start, count = self._deadletter_log_window
-        now = self._clock()
-        if now - start >= 60:
-            start, count = now, 0
-        if count < DEADLETTER_LOGS_PER_MIN:
-            log.warning("dead letter from %s: %s: %s", topic[:120], error.reason,
-                        error.detail)
-        elif count == DEADLETTER_LOGS_PER_MIN:
-            log.warning("more dead letters this minute; see %s/deadletter and "
-                        "hcp_bridge_deadletter_total", self._prefix)
-        self._deadletter_log_window = (start, count + 1)
-
-    def _alert_refused(self, event: PlatformRefuses) -> None:
-        now = self._clock()
-        if now - self._last_alert < ALERT_EVERY_S:
-            return
-        self._last_alert = now
-        self.link.publish(f"{self._prefix}/alerts", platform_refuses_alert(
-            self.config.mqtt.client_id, event.status, event.detail), qos=1)
