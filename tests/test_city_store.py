@@ -53,6 +53,9 @@ def test_accepted_then_duplicate_in_a_batch_and_across_batches(store: Store) -> 
     counts = store.counts()
     assert (counts["total"], counts["duplicates"], counts["good"], counts["bad"]) == (2, 3, 1, 1)
     assert store.times_seen() == {a["rating_id"]: 3, b["rating_id"]: 2}
+    # The report's roll-up and the follow-ups count each rating once too.
+    assert int(store.db.execute("SELECT SUM(n) FROM daily_tally").fetchone()[0]) == 2
+    assert [f.rating_id for f in store.followups()] == [b["rating_id"]]
 
 
 def test_a_copy_claiming_another_month_is_still_a_duplicate(store: Store) -> None:

@@ -116,6 +116,7 @@ class Store:
         self.policy = policy or Policy()
         self.upstream = upstream   # queue every new record for the province
         self._months: set[tuple[int, int]] = set()
+        self._places: dict[str, tuple[str, str, str]] = {}   # device -> stored place
         self._partition_lock = threading.Lock()
         self.requests = 0          # answered POSTs since this process started
         self.rejected = 0          # rejected records since this process started
@@ -185,10 +186,12 @@ class Store:
             self._ensure_months([(r.rated_at.year, r.rated_at.month) for r in valid
                                  if r.kind != EXPIRED_PROMPT])
         with self.db.transaction():
-            valid = self._place(valid, now)
+            valid, places = self._place(valid, now)
             new = (self._insert_postgres(valid, now) if self.db.dialect == POSTGRESQL
                    else self._insert_sqlite(valid, now))
-            fresh = [r for r in valid if r.rating_id in new]
+            # Each new record once, though a batch may carry it twice.
+            fresh = list({r.rating_id: r for r in reversed(valid) if r.rating_id in new}
+                         .values())[::-1]
             self._tally(fresh)
             self._open_followups(fresh, now)
             if self.upstream:
@@ -196,6 +199,7 @@ class Store:
                     "INSERT INTO upstream (rating_id, queued_at) VALUES (?, ?) "
                     "ON CONFLICT (rating_id) DO NOTHING",
                     [(r.rating_id, self.db.ts(now)) for r in fresh])
+        self._places.update(places)  # committed: known from now on
         results: list[dict[str, Any]] = []
         answered: set[str] = set()
         for r in read:
@@ -211,13 +215,18 @@ class Store:
                                 "error": None})
         return results
 
-    def _place(self, valid: list[Incoming], now: datetime) -> list[Incoming]:
+    def _place(self, valid: list[Incoming], now: datetime
+               ) -> tuple[list[Incoming], dict[str, tuple[str, str, str]]]:
         """Remember each rating device's hall and window; give an expired prompt that
         does not name them (the gov profile's default expired record) its device's."""
         latest: dict[str, Incoming] = {}
         for r in valid:
             if r.kind != EXPIRED_PROMPT:
-                latest[r.device_id] = r
+                place = (r.region_code, r.hall_id, r.window_id)
+                # A device's place rarely changes: write it when it is new to this
+                # process or different (a redundant write is harmless, a missed one not).
+                if self._places.get(r.device_id) != place:
+                    latest[r.device_id] = r
         self.db.executemany(
             "INSERT INTO devices (device_id, region_code, hall_id, window_id, updated_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
@@ -233,7 +242,7 @@ class Store:
                 if row is not None:
                     r = r._replace(hall_id=row[0], window_id=row[1])
             placed.append(r)
-        return placed
+        return placed, {d: (r.region_code, r.hall_id, r.window_id) for d, r in latest.items()}
 
     def _insert_sqlite(self, valid: list[Incoming], now: datetime) -> set[str]:
         new: set[str] = set()
@@ -356,6 +365,14 @@ class Store:
             rows.append((r.rating_id, r.device_id, r.hall_id, r.window_id, r.case_id,
                          self._bool(r.spontaneous), r.level, r.reason, self.db.ts(r.rated_at),
                          self.db.day(r.local_day), OPEN, *dates, error, self.db.ts(now)))
+        if isinstance(self.db, PostgresDatabase):
+            # Only ratings this transaction inserted get here: no conflict is possible.
+            self.db.copy("followups", ("rating_id", "device_id", "hall_id", "window_id",
+                                       "case_id", "spontaneous", "level", "reason",
+                                       "rated_at", "local_day", "state", "contact_due",
+                                       "rectify_due", "complex_due", "deadline_error",
+                                       "updated_at"), rows)
+            return
         self.db.executemany(
             "INSERT INTO followups (rating_id, device_id, hall_id, window_id, case_id, "
             "spontaneous, level, reason, rated_at, local_day, state, contact_due, "
