@@ -1,7 +1,10 @@
 """The sample broker config really keeps devices apart: a real mosquitto started with
 systemd/examples/mosquitto.conf and mosquitto.acl as shipped — only its ports (free
 loopback ones), file paths (a temporary directory) and certificates (a test CA) are
-replaced — and paho clients logging in as two devices, the bridge and the monitor.
+replaced — its dynamic-security plugin set up as docs/install.md does (mosquitto_ctrl
+dynsec init, then mosquitto-dynsec.json and one mosquitto-dynsec-device.json per device
+sent with mosquitto_rr), and paho clients logging in as two devices, the bridge and the
+monitor.
 
 Device A may publish its own ratings and read its own receipts, and nothing of B's;
 the bridge reads every device and writes every receipt. "Not delivered" is checked at
@@ -43,6 +46,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "systemd" / "examples"
 A, B = "421100-HG01-W03", "421100-HG01-W04"
 PASSWORDS = {A: "pw-a-7Qx", B: "pw-b-3Lm", "hcp-bridge": "pw-bridge-9Kc",
              "hcp-monitor": "pw-monitor-2Vd"}
+ADMIN, ADMIN_PASSWORD = "hcp-admin", "pw-admin-4Hs"  # the dynamic-security plugin's
+SERVICES_FILE = "/etc/mosquitto/hcp-services.passwd"
+DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1"
+
+
+def is_device(username: str) -> bool:
+    return not username.startswith("hcp-")
 NOT_AUTHORIZED = 0x87
 TIMEOUT = 5.0
 
@@ -50,13 +60,23 @@ TIMEOUT = 5.0
 @dataclass
 class SampleBroker:
     """mosquitto running the shipped config; `device_port` is the TLS listener for
-    devices (8883 in the sample), `local_port` the loopback one (1883)."""
+    devices (8883 in the sample), `local_port` the loopback one (1883). `services`
+    go into the loopback listener's password file, `devices` into the
+    dynamic-security plugin as docs/install.md adds them."""
 
     workdir: Path
     ca: TestCA
+    services: dict[str, str] = field(default_factory=lambda: {
+        u: p for u, p in PASSWORDS.items() if not is_device(u)})
+    devices: dict[str, str] = field(default_factory=lambda: {
+        u: p for u, p in PASSWORDS.items() if is_device(u)})
     device_port: int = 0
     local_port: int = 0
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dynsec_file(self) -> Path:
+        return self.workdir / "dynamic-security.json"
 
     def start(self) -> SampleBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -65,9 +85,11 @@ class SampleBroker:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self.adapt((EXAMPLES / "mosquitto.conf").read_text()))
         (self.workdir / "hcp.acl").write_text((EXAMPLES / "mosquitto.acl").read_text())
-        passwd = self.workdir / "hcp.passwd"
-        passwd.write_text("".join(f"{u}:{p}\n" for u, p in PASSWORDS.items()))
+        passwd = self.workdir / "hcp-services.passwd"
+        passwd.write_text("".join(f"{u}:{p}\n" for u, p in self.services.items()))
         subprocess.run([MOSQUITTO_PASSWD, "-U", str(passwd)], check=True, capture_output=True)
+        subprocess.run(["mosquitto_ctrl", "dynsec", "init", str(self.dynsec_file), ADMIN,
+                        ADMIN_PASSWORD], check=True, capture_output=True)
         self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
@@ -75,15 +97,40 @@ class SampleBroker:
             if not wait_for_port(HOST, port, 10):
                 self.stop()
                 raise RuntimeError(f"sample mosquitto did not listen on {port}:\n{self.log()}")
+        self.dynsec((EXAMPLES / "mosquitto-dynsec.json").read_text())
+        for device, password in self.devices.items():
+            self.add_device(device, password)
         return self
+
+    def add_device(self, device_id: str, password: str) -> None:
+        """As docs/install.md adds a device: the sample's per-device template."""
+        template = (EXAMPLES / "mosquitto-dynsec-device.json").read_text()
+        self.dynsec(template.replace("DEVICE_ID", device_id)
+                    .replace("DEVICE_PASSWORD", password))
+
+    def dynsec(self, commands: str) -> list[dict[str, Any]]:
+        """Send dynamic-security commands as the technician does (mosquitto_rr, as the
+        plugin's admin, over TLS); fail on any error in the plugin's answer."""
+        done = subprocess.run(
+            ["mosquitto_rr", "-h", HOST, "-p", str(self.device_port),
+             "--cafile", str(self.ca.ca_file), "-u", ADMIN, "-P", ADMIN_PASSWORD,
+             "-t", DYNSEC_TOPIC, "-e", f"{DYNSEC_TOPIC}/response", "-W", "10",
+             "-m", commands],  # not -s: mosquitto_rr 2.0.11 sends an empty message then
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, f"mosquitto_rr: {done.stderr}\n{self.log()}"
+        responses: list[dict[str, Any]] = json.loads(done.stdout)["responses"]
+        errors = [r for r in responses if "error" in r]
+        assert not errors, errors
+        return responses
 
     def adapt(self, text: str) -> str:
         """Replace only what differs on a test machine; fail if the sample changed so
         that a replacement no longer applies (the test would test something else)."""
         cert, key = self.ca.issue("mosquitto")
         files = {"cafile": self.ca.ca_file, "certfile": cert, "keyfile": key,
-                 "password_file": self.workdir / "hcp.passwd",
+                 "password_file": self.workdir / "hcp-services.passwd",
                  "acl_file": self.workdir / "hcp.acl",
+                 "plugin_opt_config_file": self.dynsec_file,
                  "persistence_location": f"{self.workdir / 'persistence'}/"}
         ports = {"8883": self.device_port, "1883": self.local_port}
         seen: set[str] = set()
@@ -96,13 +143,15 @@ class SampleBroker:
                 port = value.split()[0]
                 line = f"listener {ports[port]} {HOST}"
                 option = f"listener {port}"
+            elif option == "plugin":
+                assert Path(value).is_file(), f"no dynamic-security plugin at {value}"
             elif option == "pid_file":
                 line = ""
             elif option == "log_dest":
                 line = f"log_dest file {self.workdir / 'mosquitto.log'}"
             seen.add(option)
             out.append(line)  # in the sample's order: listener options follow their listener
-        missing = {*files, "listener 8883", "listener 1883", "log_dest"} - seen
+        missing = {*files, "plugin", "listener 8883", "listener 1883", "log_dest"} - seen
         assert not missing, f"sample mosquitto.conf no longer has {sorted(missing)}"
         return "\n".join(out) + "\n"
 

@@ -1,7 +1,8 @@
 """The sample broker's service users, against a real mosquitto running
 systemd/examples/mosquitto.conf and mosquitto.acl (tests/test_acl.py's SampleBroker),
-with the two password files kept apart as the sample has them: the devices' on the
-TLS listener, the services' on the loopback one.
+with the devices and the services kept apart as the sample has them: the devices in
+the dynamic-security plugin on the TLS listener, the services in their password file on
+the loopback one.
 
 - A device's login is refused on the loopback listener, where client ids are the
   services' own: there it could have taken over another device's session.
@@ -10,32 +11,23 @@ TLS listener, the services' on the loopback one.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.mosquitto import MOSQUITTO_PASSWD, TestCA
-from tests.test_acl import PASSWORDS, A, B, Client, SampleBroker, marker
+from tests.support.mosquitto import TestCA
+from tests.test_acl import PASSWORDS, SERVICES_FILE, A, B, Client, SampleBroker, marker
 
-SERVICES_FILE = "/etc/mosquitto/hcp-services.passwd"
 SERVICES = {"hcp-bridge": PASSWORDS["hcp-bridge"], "hcp-watch": "pw-watch-5Tn",
             "hcp-monitor": PASSWORDS["hcp-monitor"]}
 
 
 class SplitPasswordBroker(SampleBroker):
-    """SampleBroker maps every password_file to one file with every user; here the
-    sample's services file gets the services only."""
+    """SampleBroker with the watcher among the services."""
 
-    def adapt(self, text: str) -> str:
-        services = self.workdir / "hcp-services.passwd"
-        services.write_text("".join(f"{u}:{p}\n" for u, p in SERVICES.items()))
-        subprocess.run([MOSQUITTO_PASSWD, "-U", str(services)], check=True,
-                       capture_output=True)
-        hidden = "#services-password-file"
-        adapted = super().adapt(text.replace(f"password_file {SERVICES_FILE}", hidden))
-        return adapted.replace(hidden, f"password_file {services}")
+    def __init__(self, workdir: Path, ca: TestCA) -> None:
+        super().__init__(workdir, ca, services=dict(SERVICES))
 
 
 @pytest.fixture
@@ -66,8 +58,10 @@ def test_the_sample_keeps_a_services_password_file_on_loopback() -> None:
     conf = (Path(__file__).resolve().parents[1] / "systemd/examples/mosquitto.conf").read_text()
     listeners = conf.split("\nlistener ")[1:]
     files = {block.split()[0]: [line.split()[1] for line in block.splitlines()
-                                if line.startswith("password_file ")] for block in listeners}
-    assert files == {"8883": ["/etc/mosquitto/hcp.passwd"], "1883": [SERVICES_FILE]}
+                                if line.startswith(("password_file ", "plugin "))]
+             for block in listeners}
+    assert files == {"8883": ["/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"],
+                     "1883": [SERVICES_FILE]}
 
 
 def test_a_device_login_is_refused_on_loopback(connect: Callable[..., Client]) -> None:
