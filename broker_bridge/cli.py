@@ -11,6 +11,7 @@ COMMANDS = {
     "run": ("broker_bridge.run", "forward ratings from the broker to the platform"),
     "leave": ("broker_bridge.leave", "end this bridge's broker session (leaving a group)"),
     "watch": ("broker_bridge.watch.main", "raise early-warning alerts on {prefix}/alerts"),
+    "forget": ("broker_bridge.forget", "forget decommissioned devices (retained topics, watcher)"),
     "report": ("broker_bridge.report", "deprecated: use hcp-platform report"),
     "expired": ("broker_bridge.expired", "report expired prompts to the platform (gov profile)"),
 }
