@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from device.core.model import KeyDown, KeyUp, Screen
-from device.ports import DriverError, Emit, MonotonicClock
+from device.ports import DriverError, DriverStatus, Emit, MonotonicClock
+from drivers.targets import ScreenTargets
 from drivers.touch import DEFAULT_SIM_ZONES, zone_for
 
 log = logging.getLogger("hcp.sim")
@@ -30,6 +31,12 @@ log = logging.getLogger("hcp.sim")
 MAX_REQUEST = 4096
 MAX_HOLD_MS = 60_000
 MAX_CLOCK_OFFSET_S = 10 * 366 * 86400   # a step of up to ten years either way
+# The `fail` op (a test seam, like `clock`): served only when the daemon's environment
+# has HCP_SIM_FAULT_OP=1 (the chaos runner's devices). Read here rather than in the
+# composition root so the seam stays inside the sim driver it belongs to.
+SIM_FAULT_OP_ENV = "HCP_SIM_FAULT_OP"
+FAULT_PARTS = ("display", "indicators")
+MAX_FAULT_TEXT = 200
 # Unread screen events one client may have queued before it is dropped: about 500 screens,
 # eight minutes of a prompt's once-a-second countdown.
 MAX_CLIENT_BACKLOG = 1 << 20
@@ -129,11 +136,28 @@ class SimServer:
     `clock_op`: serve `{"op": "clock"}`, which steps the daemon's wall clock (a test seam
     for chaos runs and clock-jump tests). Off unless asked for: a sim display on a
     technician's bench must not let any local user move the time ratings carry.
+
+    `fault_op` (default: HCP_SIM_FAULT_OP=1 in the environment): serve
+    `{"op": "fail", "part": "display"|"indicators", "error": TEXT|null}`, a driver that
+    fails on demand (chaos runs). `display`: every show() raises DriverError(TEXT) until
+    the op comes again with `error: null`, as a panel that stopped answering does (the
+    daemon's own retry brings the screen back). `indicators`: the sim device has no LEDs,
+    so the op reports the part failing through the input's emit, as a driver reports a
+    lost part (DriverStatus), and `null` reports it working again; a feedback that works
+    meanwhile clears it too, as on a real device.
     """
 
-    def __init__(self, path: Path, clock_op: bool = False) -> None:
+    def __init__(self, path: Path, clock_op: bool = False,
+                 fault_op: bool | None = None) -> None:
         self.path = Path(path)
         self.clock_op = clock_op
+        # A colour display's buttons (SPEC §10): the `touch` op hits them, in screen
+        # pixels; None on the OLED, whose touch op keeps its five columns.
+        self.targets: ScreenTargets | None = None
+        self.fault_op = (os.environ.get(SIM_FAULT_OP_ENV) == "1" if fault_op is None
+                         else fault_op)
+        # part -> the error it fails with (the `fail` op); read by SimDisplay.show
+        self.failing: dict[str, str] = {}
         self._users = 0
         self._clients: list[_Client] = []
         self._lock = threading.Lock()
@@ -281,8 +305,10 @@ class SimServer:
             if not _is_int(x) or not _is_int(y):
                 self._reply(client, {"ev": "error", "op": op, "error": "x and y must be integers"})
                 return
-            level = zone_for(DEFAULT_SIM_ZONES, x, y)
-            if level is not None:
+            targets = self.targets
+            level = (targets.hit(x, y) if targets is not None
+                     else zone_for(DEFAULT_SIM_ZONES, x, y))
+            if level is not None:  # a touch outside every button does nothing
                 self._press(level, 0.0)
         elif op == "clock" and self.clock_op:
             offset = req.get("offset_s")
@@ -297,11 +323,35 @@ class SimServer:
                 return
             self.clock_stepper(float(offset))
             self._reply(client, {"ev": "clock", "offset_s": float(offset)})
+        elif op == "fail" and self.fault_op:
+            self._fail(client, req)
         elif op == "status":
             status = self.status_provider() if self.status_provider else {}
             self._reply(client, {"ev": "status", **status})
         else:
             self._reply(client, {"ev": "error", "error": f"unknown op {str(op)[:40]!r}"})
+
+    def _fail(self, client: _Client, req: dict[str, Any]) -> None:
+        part, error = req.get("part"), req.get("error")
+        if part not in FAULT_PARTS:
+            self._reply(client, {"ev": "error", "op": "fail",
+                                 "error": f"part must be one of {', '.join(FAULT_PARTS)}"})
+            return
+        if error is not None and (not isinstance(error, str) or not error.strip()
+                                  or len(error) > MAX_FAULT_TEXT):
+            self._reply(client, {"ev": "error", "op": "fail",
+                                 "error": f"error must be null or 1..{MAX_FAULT_TEXT} "
+                                          "characters of text"})
+            return
+        if error is None:
+            self.failing.pop(part, None)
+        else:
+            self.failing[part] = error
+        if part == "indicators":
+            emit, clock = self._emit, self._clock
+            if emit is not None and clock is not None:
+                emit(DriverStatus("indicators", error, clock.monotonic()))
+        self._reply(client, {"ev": "fail", "part": part, "error": error})
 
     def _press(self, level: int, hold_s: float) -> None:
         emit, clock = self._emit, self._clock
@@ -348,6 +398,9 @@ class SimDisplay:
 
     def show(self, screen: Screen) -> None:
         self.server.open()
+        failing = self.server.failing.get("display")
+        if failing is not None:
+            raise DriverError(failing)    # the `fail` test seam: a panel that stopped answering
         self.last = screen
         drawn = self.renderer(screen)
         if not isinstance(drawn, SimFrame):

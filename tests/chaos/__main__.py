@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drain-timeout", type=float, default=90.0, metavar="S")
     p.add_argument("--only", default="", help=f"comma-separated fault kinds ({', '.join(KINDS)})")
     p.add_argument("--no-disk", action="store_true", help="no tmpfs data dirs, no disk_full")
+    p.add_argument("--no-netns", action="store_true",
+                   help="devices on loopback, not in network namespaces: no net_* faults")
     p.add_argument("--workdir", type=Path, default=None,
                    help="where the parts keep their files and logs (default: a new temp dir)")
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         minutes=args.minutes, devices=args.devices, seed=args.seed,
         mean_fault_gap_s=args.fault_gap, resend_after_s=args.resend_after,
         drain_timeout_s=args.drain_timeout, workdir=args.workdir, disks=not args.no_disk,
+        netns=not args.no_netns,
         kinds=kinds, progress=not args.quiet)).run()
     print(report.text())
     if args.json is not None:

@@ -2,6 +2,10 @@
 reference platform, two bridges in one shared group, and several `hcp-device` daemons
 with sim keys and screen whose serial port is a `socket://` the runner listens on.
 
+With a `NetLab` (tests/chaos/netns.py) each device runs in a network namespace of its
+own and reaches the broker over a veth pair, on a listener of the broker's bound to the
+host end's address only; its serial port stays on the namespace's loopback.
+
 `Chain` starts and stops the parts, knows which of them the runner took down on purpose
 (so that any other exit counts as a crash), and gives each device a generation number
 that grows with every start, so a window worker can tell its device was restarted.
@@ -19,11 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulator.localbroker import Mosquitto
+from simulator.localbroker import Mosquitto, free_port
 from simulator.platform import PlatformServer
 from simulator.simclient import SimClient
 from simulator.windowlink import WindowServer
 from tests.chaos.disk import DiskUnavailable, SmallDisk
+from tests.chaos.netns import Net, NetLab
 from tests.support.bridge import BridgeProcess
 from tests.support.device import DeviceProcess
 
@@ -60,6 +65,7 @@ class Device:
     listeners: list[Any] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
     needs_start: bool = False           # died by itself and could not be started yet
+    net: Net | None = None              # its namespace, when the chain has a NetLab
 
     @property
     def window(self) -> WindowServer:
@@ -81,8 +87,12 @@ class Bridge:
 
 class Chain:
     def __init__(self, workdir: Path, devices: int = 3, resend_after_s: float = 5.0,
-                 disk_mb: int = 8, use_disks: bool = True) -> None:
+                 disk_mb: int = 8, use_disks: bool = True,
+                 netlab: NetLab | None = None) -> None:
         self.workdir = workdir
+        self.netlab = netlab
+        self.netns_port = 0
+        self.netns_skip_reason: str | None = None   # why devices are not in namespaces
         self.resend_after_s = resend_after_s
         self.broker = Mosquitto(workdir / "broker", autosave_interval=1)
         self.broker_down_on_purpose = False
@@ -100,6 +110,14 @@ class Chain:
 
     def start(self) -> Chain:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.netlab is not None:
+            self.netlab.create()
+            nets = self.netlab.nets
+            # One listener per host-end address (never 0.0.0.0): the namespaces reach
+            # the broker there and nowhere else.
+            self.netns_port = free_port(nets[0].host_ip)
+            self.broker.extra_conf = [f"listener {self.netns_port} {net.host_ip}"
+                                      for net in nets]
         self.broker.start()
         self.platform = PlatformServer("127.0.0.1", 0, self.workdir / "platform.db").start()
         for i in (1, 2):
@@ -123,6 +141,15 @@ class Chain:
     def _make_device(self, i: int) -> Device:
         name = f"421100-HG01-W{i:02d}"
         workdir = self.workdir / name
+        net = self.netlab.nets[i - 1] if self.netlab is not None else None
+        mqtt: dict[str, Any] = {}
+        if net is not None:
+            mqtt = {"host": net.host_ip, "port": self.netns_port}
+            assert self.netlab is not None
+            with self.netlab.inside(net):   # the serial "cable" on the namespace's loopback
+                window = WindowServer()
+        else:
+            window = WindowServer()
         disk: SmallDisk | None = None
         if self._use_disks and self.disk_skip_reason is None:
             try:
@@ -132,23 +159,28 @@ class Chain:
         elif not self._use_disks:
             self.disk_skip_reason = "small disks turned off (--no-disk)"
         process = DeviceProcess(
-            workdir, window=WindowServer(), mqtt_port=self.broker.port, device_id=name,
-            env={"HCP_SIM_CLOCK_OP": "1"},   # the clock_step fault's seam
+            workdir, window=window, mqtt_port=self.broker.port, device_id=name,
+            # The clock_step and display/indicator faults' seams (drivers/sim.py)
+            env={"HCP_SIM_CLOCK_OP": "1", "HCP_SIM_FAULT_OP": "1"},
             sections={
                 "device": {"window_name": f"{i:02d}号窗口 综合受理"},
                 "mqtt": {"keepalive_s": 5, "resend_after_s": self.resend_after_s,
-                         "telemetry_s": 5.0},
+                         "telemetry_s": 5.0, **mqtt},
                 "ui": {"prompt_timeout_s": PROMPT_TIMEOUT_S,
                        "reasons_timeout_s": REASONS_TIMEOUT_S, "thanks_s": 0.3,
                        "lockout_s": 0.3, "allow_spontaneous": False, "reasons": REASONS},
             })
-        return Device(name, process, disk)
+        return Device(name, process, disk, net=net)
 
     def start_device(self, device: Device, timeout: float = 20.0) -> None:
         """Start (or restart) a device and wait until its sim socket answers."""
         with device.lock:
             device.killed_on_purpose = False
-            device.process.start(timeout=timeout, wait_hello=False)
+            if device.net is not None and self.netlab is not None:
+                with self.netlab.inside(device.net):    # the daemon lives in its namespace
+                    device.process.start(timeout=timeout, wait_hello=False)
+            else:
+                device.process.start(timeout=timeout, wait_hello=False)
             device.generation += 1
             sim = device.sim
             assert sim is not None
@@ -231,6 +263,8 @@ class Chain:
         with contextlib.suppress(Exception):
             self.broker.stop()
         self.broker.kill()
+        if self.netlab is not None:
+            self.netlab.close()
 
     # Crash watch -----------------------------------------------------------------------
 

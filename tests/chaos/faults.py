@@ -8,6 +8,7 @@ twice). Kinds are dealt from a shuffled deck, so a short run still meets every o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import itertools
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from simulator.windowlink import LinkError
 from tests.chaos.chain import Chain, Device
 from tests.chaos.ledger import Ledger
+from tests.chaos.netns import Net
 
 log = logging.getLogger("chaos.faults")
 
@@ -39,7 +41,14 @@ KINDS = (
     "serial_garbage",     # junk on the serial line
     "disk_full",          # the device's data directory fills up, then space returns
     "clock_step",         # a device's wall clock steps forward or back
+    "net_loss",           # N % of a device's TCP packets dropped at random (nftables numgen)
+    "net_slow",           # a device's uplink at 64 kbit/s (tc tbf)
+    "net_partition",      # a device's uplink down for a while
+    "net_flap",           # a device's uplink down and up every second or two
+    "display_fault",      # a device's panel stops answering (sim `fail` op), then returns
+    "indicator_fault",    # a device's indicators report a failure, then work again
 )
+NET_KINDS = ("net_loss", "net_slow", "net_partition", "net_flap")
 
 MAX_CLOCK_STEP_S = 6 * 3600   # below the 24 h duplicate-case memory on purpose
 
@@ -71,11 +80,14 @@ class FaultInjector(threading.Thread):
         self.ledger = ledger
         self.rng = rng
         self.mean_gap_s = mean_gap_s
-        self.kinds = tuple(k for k in kinds
-                           if not (k == "disk_full" and chain.disk_skip_reason))
         self.skipped: dict[str, str] = {}
         if "disk_full" in kinds and chain.disk_skip_reason:
             self.skipped["disk_full"] = chain.disk_skip_reason
+        if chain.netlab is None:
+            for kind in NET_KINDS:
+                if kind in kinds:
+                    self.skipped[kind] = chain.netns_skip_reason or "devices not in namespaces"
+        self.kinds = tuple(k for k in kinds if k not in self.skipped)
         self.errors: list[str] = []
         self._repairs: list[_Repair] = []
         self._busy: set[str] = set()
@@ -361,6 +373,119 @@ class FaultInjector(threading.Thread):
             return False
         self.ledger.fault("clock_step", f"{device.name} to host {offset:+.0f} s")
         return True
+
+    # Network faults: the device's uplink (tests/chaos/netns.py), one at a time per device
+
+    def _pick_net(self) -> tuple[Device, Net] | None:
+        device = self._pick_device("net", need_up=False)
+        if device is None:
+            return None
+        if device.net is None:
+            with self._lock:
+                self._busy.discard(f"net:{device.name}")
+            return None
+        return device, device.net
+
+    def _net_loss(self) -> bool:
+        picked = self._pick_net()
+        if picked is None:
+            return False
+        device, net = picked
+        percent = self.rng.randint(5, 30)
+        lasts_s = self.rng.uniform(5.0, 20.0)
+        net.loss(percent)
+        self.ledger.fault("net_loss", f"{device.name}: {percent} % of TCP packets dropped "
+                                      f"for {lasts_s:.1f} s")
+        self._schedule(f"net:{device.name}", lasts_s, f"{device.name}'s loss off", net.no_loss)
+        return True
+
+    def _net_slow(self) -> bool:
+        picked = self._pick_net()
+        if picked is None:
+            return False
+        device, net = picked
+        lasts_s = self.rng.uniform(5.0, 20.0)
+        net.slow("64kbit", "16kbit", "600ms")
+        self.ledger.fault("net_slow", f"{device.name} at 64 kbit/s for {lasts_s:.1f} s")
+        self._schedule(f"net:{device.name}", lasts_s, f"{device.name}'s link fast", net.fast)
+        return True
+
+    def _net_partition(self) -> bool:
+        picked = self._pick_net()
+        if picked is None:
+            return False
+        device, net = picked
+        lasts_s = self.rng.uniform(2.0, 15.0)
+        net.down()
+        self.ledger.fault("net_partition", f"{device.name} cut off for {lasts_s:.1f} s")
+        self._schedule(f"net:{device.name}", lasts_s, f"{device.name}'s link up", net.up)
+        return True
+
+    def _net_flap(self) -> bool:
+        picked = self._pick_net()
+        if picked is None:
+            return False
+        device, net = picked
+        lasts_s = self.rng.uniform(5.0, 15.0)
+        rng = random.Random(self.rng.random())
+        done = threading.Event()
+
+        def flap() -> None:
+            while not done.is_set():
+                net.down()
+                if done.wait(rng.uniform(0.5, 2.0)):
+                    break
+                net.up()
+                done.wait(rng.uniform(0.5, 2.0))
+            net.up()
+
+        thread = threading.Thread(target=flap, name=f"flap-{device.name}", daemon=True)
+        thread.start()
+        self.ledger.fault("net_flap", f"{device.name} flapping for {lasts_s:.1f} s")
+
+        def steady() -> None:
+            done.set()
+            thread.join(10)
+            net.up()
+
+        self._schedule(f"net:{device.name}", lasts_s, f"{device.name}'s link steady", steady)
+        return True
+
+    # Driver faults through the sim socket's `fail` op (drivers/sim.py, HCP_SIM_FAULT_OP)
+
+    def _driver(self, kind: str, part: str, error: str) -> bool:
+        device = self._pick_device(part)
+        if device is None:
+            return False
+        sim = device.sim
+        try:
+            if sim is None:
+                raise OSError("no sim socket")
+            sim.send({"op": "fail", "part": part, "error": error})
+        except OSError:
+            with self._lock:
+                self._busy.discard(f"{part}:{device.name}")
+            return False
+        lasts_s = self.rng.uniform(2.0, 12.0)
+        self.ledger.fault(kind, f"{device.name} for {lasts_s:.1f} s")
+
+        def repair() -> None:
+            # A restarted daemon came back with the part working; nothing to do then.
+            current = device.sim
+            if current is not None:
+                with contextlib.suppress(OSError):
+                    current.send({"op": "fail", "part": part, "error": None})
+
+        self._schedule(f"{part}:{device.name}", lasts_s, f"{device.name}'s {part} back", repair)
+        return True
+
+    def _display_fault(self) -> bool:
+        return self._driver("display_fault", "display",
+                            "sim panel stopped answering (chaos display_fault)")
+
+    def _indicator_fault(self) -> bool:
+        return self._driver("indicator_fault", "indicators",
+                            "sim indicators failed (chaos indicator_fault)")
 
 
 def _discard(_value: object) -> None:

@@ -21,8 +21,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.chaos.chain import PREFIX, Chain, Crash
-from tests.chaos.faults import KINDS, FaultInjector
+from tests.chaos.faults import KINDS, NET_KINDS, FaultInjector
 from tests.chaos.ledger import Ledger, Verdict, read_platform
+from tests.chaos.netns import NetLab, unavailable_reason
 from tests.chaos.report import Report
 from tests.chaos.window import WindowWorker
 
@@ -41,6 +42,7 @@ class ChaosOptions:
     drain_timeout_s: float = 90.0
     workdir: Path | None = None
     disks: bool = True
+    netns: bool = True           # devices in namespaces of their own (network faults)
     kinds: tuple[str, ...] = KINDS
     overtime_s: float = 60.0     # at most this much longer until every kind was injected
     progress: bool = False       # a line every 10 s on stderr
@@ -83,8 +85,17 @@ class ChaosRun:
         seed = o.seed if o.seed is not None else random.randrange(2**31)
         rng = random.Random(seed)
         workdir = o.workdir or Path(tempfile.mkdtemp(prefix="hcp-chaos-"))
+        netns_skip: str | None = None
+        if not o.netns:
+            netns_skip = "devices not in namespaces (--no-netns)"
+        elif any(k in o.kinds for k in NET_KINDS):
+            netns_skip = unavailable_reason()
+        else:
+            netns_skip = "no network fault asked for"
         chain = Chain(workdir, devices=o.devices, resend_after_s=o.resend_after_s,
-                      use_disks=o.disks)
+                      use_disks=o.disks,
+                      netlab=NetLab(o.devices) if netns_skip is None else None)
+        chain.netns_skip_reason = netns_skip
         workers: list[WindowWorker] = []
         faults: FaultInjector | None = None
         events: EventWatch | None = None
