@@ -50,8 +50,26 @@ def build_drivers(config: DeviceConfig) -> Drivers:
     keys: KeyInput
     indicators: Indicators
     disp_cfg = config.display
+    targets = None   # a colour display's buttons: the touch targets (SPEC §10)
     if disp_cfg.kind == "none":
         display = NullDisplay()
+    elif disp_cfg.colour:
+        from drivers.layout_colour import PhotoDir, load_colour_fonts
+        from drivers.targets import ScreenTargets
+        colour_fonts = load_colour_fonts(disp_cfg.font)
+        log.info("colour display font: %s", colour_fonts.describe())
+        photos = PhotoDir(disp_cfg.staff_photos_dir) if disp_cfg.staff_photos_dir else None
+        targets = ScreenTargets()
+        if disp_cfg.kind == "sim":
+            from drivers.colour_sim import colour_renderer, parse_size
+            assert sim is not None
+            sim.targets = targets
+            display = SimDisplay(sim, colour_renderer(parse_size(disp_cfg.size), colour_fonts,
+                                                      photos, targets))
+        else:
+            from drivers.framebuffer import FramebufferDisplay
+            display = FramebufferDisplay(disp_cfg.fb_device, disp_cfg.rotate, colour_fonts,
+                                         photos=photos, targets=targets)
     else:
         from drivers.fonts import load_fonts
         from drivers.render import render_frame
@@ -78,7 +96,12 @@ def build_drivers(config: DeviceConfig) -> Drivers:
         keys = GpioButtons(inp.pins, pull_up=inp.pull_up, bounce_ms=inp.bounce_ms)
     else:
         from drivers.touch import TouchInput
-        keys = TouchInput(inp.touch_device, inp.zones)
+        if targets is not None:
+            from drivers.targets import TouchCalibration
+            keys = TouchInput(inp.touch_device, {}, targets=targets, calibration=TouchCalibration(
+                inp.touch_swap_xy, inp.touch_invert_x, inp.touch_invert_y))
+        else:
+            keys = TouchInput(inp.touch_device, inp.zones)
 
     ind = config.indicators
     if ind.kind == "gpio" and (ind.leds or ind.buzzer is not None):

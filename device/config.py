@@ -139,6 +139,33 @@ def _serial_port(v: Any) -> str | None:
     return None
 
 
+# Panel classes a display may be (SPEC §10): the OLED's 1-bit 128×64, and colour panels.
+MONO_SIZE = "128x64"
+COLOUR_SIZES = ("480x320", "800x480", "1024x600", "320x480", "480x800", "600x1024")
+# [display] rotate: degrees (SPEC §10), or the quarter turns luma.oled counts (1..3).
+ROTATIONS = {0: 0, 1: 1, 2: 2, 3: 3, 90: 1, 180: 2, 270: 3}
+
+
+def _rotate(v: Any) -> str | None:
+    return None if v in ROTATIONS else "must be 0, 90, 180 or 270"
+
+
+def _fb_device(v: Any) -> str | None:
+    if has_unshowable(v) or not v.startswith("/dev/"):
+        return "must be a framebuffer device such as /dev/fb0 (ls /sys/class/graphics)"
+    return None
+
+
+def _photos_dir(v: Any) -> str | None:
+    if not v:
+        return None  # a placeholder instead of photos
+    if has_unshowable(v):
+        return UNSHOWABLE_WHY
+    if not v.startswith("/"):
+        return "must be an absolute path (e.g. /var/lib/hcp-device/staff)"
+    return None
+
+
 def _level_table(v: Any) -> str | None:
     """A table keyed by level ("5" … "1") whose values are checked by the caller."""
     bad = [k for k in v if k not in {"1", "2", "3", "4", "5"}]
@@ -189,15 +216,24 @@ SCHEMA: dict[str, Section] = {
         "pull_up": Key(bool, True),
         "bounce_ms": Key(int, 20, in_range(0, 500)),
         "touch_device": Key(str, "/dev/input/event0"),
+        # A colour display's touch (SPEC §10): the buttons drawn are the targets; the
+        # panel's axes are read from the kernel, these turn them to match the screen.
+        "touch_swap_xy": Key(bool, False),
+        "touch_invert_x": Key(bool, False),
+        "touch_invert_y": Key(bool, False),
         # zones = { 5 = [x0, y0, x1, y1], … } in the panel's raw coordinates.
         "zones": Key(dict, None, _level_table),
     }),
     "display": Section({
-        "kind": Key(str, check=one_of("ssd1306", "sh1106", "sim", "none")),
+        "kind": Key(str, check=one_of("ssd1306", "sh1106", "framebuffer", "sim", "none")),
+        "fb_device": Key(str, "/dev/fb0", _fb_device),
+        # sim: the panel class shown on the socket; "128x64" is the OLED.
+        "size": Key(str, MONO_SIZE, one_of(MONO_SIZE, *COLOUR_SIZES)),
+        "staff_photos_dir": Key(str, "", _photos_dir),
         "font": Key(str, ""),
         "i2c_port": Key(int, 1, in_range(0, 16)),
         "i2c_address": Key(int, 0x3C, in_range(0x03, 0x77)),
-        "rotate": Key(int, 0, in_range(0, 3)),
+        "rotate": Key(int, 0, _rotate),
         "contrast": Key(int, 255, in_range(0, 255)),
     }),
     "indicators": Section({
@@ -264,6 +300,9 @@ class InputSection:
     bounce_ms: int
     touch_device: str
     zones: dict[int, tuple[int, int, int, int]]
+    touch_swap_xy: bool = False
+    touch_invert_x: bool = False
+    touch_invert_y: bool = False
 
 
 @dataclass(frozen=True)
@@ -272,8 +311,16 @@ class DisplaySection:
     font: str
     i2c_port: int
     i2c_address: int
-    rotate: int
+    rotate: int             # quarter turns, 0..3
     contrast: int
+    fb_device: str = "/dev/fb0"
+    size: str = MONO_SIZE   # sim only
+    staff_photos_dir: str = ""
+
+    @property
+    def colour(self) -> bool:
+        """A colour panel: its own layout, and touch targets from the buttons it draws."""
+        return self.kind == "framebuffer" or (self.kind == "sim" and self.size != MONO_SIZE)
 
 
 @dataclass(frozen=True)
@@ -403,7 +450,12 @@ def parse_device_config(path: Path, data: dict[str, Any]) -> DeviceConfig:
             problems.append(f"{path}: [input] pins: needs a BCM pin for each level 1..5")
         if i.get("pins") is None:
             problems.append(f"{path}: [input] pins: required when kind = \"gpio\"")
-    if kind == "touch":
+    colour = disp.get("kind") == "framebuffer" or (
+        disp.get("kind") == "sim" and disp.get("size", MONO_SIZE) != MONO_SIZE)
+    if kind == "touch" and colour and i.get("zones") is not None:
+        problems.append(f"{path}: [input] zones: not used with a colour display (the "
+                        "buttons it draws are the touch targets): remove it")
+    if kind == "touch" and not colour:
         if i.get("zones") is None:
             problems.append(f"{path}: [input] zones: required when kind = \"touch\"")
         elif sorted(zones) != [1, 2, 3, 4, 5] and len(zones) == len(i["zones"]):
@@ -431,9 +483,11 @@ def parse_device_config(path: Path, data: dict[str, Any]) -> DeviceConfig:
         device=DeviceSection(d["id"], d["region_code"], d["hall_id"], d["window_id"],
                              d["window_name"], Path(d["data_dir"])),
         serial=SerialSection(s["port"], s["baudrate"], s["require_crc"], s["reopen_s"]),
-        input=InputSection(str(kind), pins, i["pull_up"], i["bounce_ms"], i["touch_device"], zones),
+        input=InputSection(str(kind), pins, i["pull_up"], i["bounce_ms"], i["touch_device"], zones,
+                           i["touch_swap_xy"], i["touch_invert_x"], i["touch_invert_y"]),
         display=DisplaySection(disp["kind"], disp["font"], disp["i2c_port"],
-                               disp["i2c_address"], disp["rotate"], disp["contrast"]),
+                               disp["i2c_address"], ROTATIONS[disp["rotate"]], disp["contrast"],
+                               disp["fb_device"], disp["size"], disp["staff_photos_dir"]),
         indicators=IndicatorsSection(ind["kind"], leds, ind["buzzer"]),
         mqtt=MqttSection(**m),
         ui=UiSettings(

@@ -1,6 +1,10 @@
 """A touch panel read as a raw Linux input device (/dev/input/eventN), with screen zones
 mapped to the five levels: each touch is one KeyDown at touch-down and one KeyUp at lift.
 
+On a colour display (SPEC §10) there are no zones: the targets are the buttons the screen
+drew (drivers/targets.py), and raw coordinates become screen pixels through the axis
+ranges the kernel reports for the panel (EVIOCGABS), read each time it is opened.
+
 No evdev dependency: the kernel's `struct input_event` is decoded with `struct`, in the
 native layout of this process (see EVENT_FORMAT).
 """
@@ -8,18 +12,20 @@ native layout of this process (see EVENT_FORMAT).
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import select
 import stat
 import struct
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO, Literal, NamedTuple
 
 from device.core.model import KeyDown, KeyUp
 from device.ports import DriverStatus, Emit, MonotonicClock
+from drivers.targets import AxisRange, ScreenTargets, TouchCalibration
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,28 @@ DEFAULT_SIM_ZONES: dict[int, Zone] = {
 
 RETRY_S = 2.0
 _READ_SIZE = EVENT_SIZE * 64
+
+# Which level a raw point picks (None: none): zones, or a colour screen's buttons.
+Locator = Callable[[int, int], "int | None"]
+Axes = tuple[AxisRange, AxisRange]
+NO_CALIBRATION = TouchCalibration()
+# EVIOCGABS(code) = _IOR('E', 0x40 + code, struct input_absinfo): six __s32.
+_ABSINFO = struct.Struct("6i")
+_EVIOCGABS = (2 << 30) | (_ABSINFO.size << 16) | (ord("E") << 8) | 0x40
+
+
+def read_axes(fd: int) -> Axes | None:
+    """The panel's x and y ranges from the kernel: ABS_X/ABS_Y, or the multi-touch
+    positions for a panel that reports only those; None when it reports neither."""
+    for x_code, y_code in ((ABS_X, ABS_Y), (ABS_MT_POSITION_X, ABS_MT_POSITION_Y)):
+        try:
+            x = _ABSINFO.unpack(fcntl.ioctl(fd, _EVIOCGABS + x_code, bytes(_ABSINFO.size)))
+            y = _ABSINFO.unpack(fcntl.ioctl(fd, _EVIOCGABS + y_code, bytes(_ABSINFO.size)))
+        except OSError:
+            continue
+        if x[2] > x[1] and y[2] > y[1]:
+            return AxisRange(x[1], x[2]), AxisRange(y[1], y[2])
+    return None
 
 
 def zone_for(zones: Mapping[int, Zone], x: int, y: int) -> int | None:
@@ -114,8 +142,13 @@ class TouchTracker:
     that lands outside every zone stays ignored until lifted.
     """
 
-    def __init__(self, zones: Mapping[int, Zone]) -> None:
-        self.zones = dict(zones)
+    def __init__(self, zones: Mapping[int, Zone] | Locator) -> None:
+        if callable(zones):
+            self.zones: dict[int, Zone] = {}
+            self._locate: Locator = zones
+        else:
+            self.zones = dict(zones)
+            self._locate = lambda x, y: zone_for(self.zones, x, y)
         # The kernel only reports values that changed, so positions are kept across
         # touches: a second tap on the very same spot carries no coordinates.
         self._x: int | None = None
@@ -201,7 +234,7 @@ class TouchTracker:
         if position is None:
             log.debug("touch without coordinates: ignored")
             return None
-        self._level = zone_for(self.zones, *position)
+        self._level = self._locate(*position)
         if self._level is None:
             log.debug("touch at %s is outside every zone: ignored", position)
             return None
@@ -211,7 +244,7 @@ class TouchTracker:
 class TouchParser:
     """Bytes of an input_event stream in, presses out: the pure half of TouchInput."""
 
-    def __init__(self, zones: Mapping[int, Zone]) -> None:
+    def __init__(self, zones: Mapping[int, Zone] | Locator) -> None:
         self.decoder = EventDecoder()
         self.tracker = TouchTracker(zones)
 
@@ -245,9 +278,16 @@ class TouchInput:
     """
 
     def __init__(self, device: Source, zones: Mapping[int, Zone],
-                 retry_s: float = RETRY_S) -> None:
+                 retry_s: float = RETRY_S, *, targets: ScreenTargets | None = None,
+                 calibration: TouchCalibration = NO_CALIBRATION,
+                 axes: Axes | None = None) -> None:
+        """`targets`: a colour screen's buttons instead of `zones`; `axes` is a test seam
+        (the panel's ranges, for a stand-in that cannot answer EVIOCGABS)."""
         self._device = device
         self._zones = dict(zones)
+        self._targets = targets
+        self._calibration = calibration
+        self._axes = axes
         self._retry_s = retry_s
         self._emit: Emit | None = None
         self._clock: MonotonicClock | None = None
@@ -336,7 +376,7 @@ class TouchInput:
             return None
 
     def _pump(self, fd: int) -> Literal["closed", "eof", "lost"]:
-        parser = TouchParser(self._zones)
+        parser = TouchParser(self._locator(fd))
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLPRI)
         poller.register(self._wake_r, select.POLLIN)
@@ -364,6 +404,22 @@ class TouchInput:
         if outcome != "closed":
             self._dispatch(parser.end())
         return outcome
+
+    def _locator(self, fd: int) -> Mapping[int, Zone] | Locator:
+        """The zones, or for a colour screen its buttons through this panel's axes."""
+        targets = self._targets
+        if targets is None:
+            return self._zones
+        axes = self._axes or read_axes(fd)
+        if axes is None:
+            log.error("touch device %s reports no axis ranges (EVIOCGABS): touches are "
+                      "ignored; is it a touch screen? (evtest %s)", self.name, self.name)
+            return lambda x, y: None
+        x_axis, y_axis = axes
+        log.info("touch device %s: x %d..%d, y %d..%d", self.name, x_axis.minimum,
+                 x_axis.maximum, y_axis.minimum, y_axis.maximum)
+        calibration = self._calibration
+        return lambda x, y: targets.hit_raw(x, y, x_axis, y_axis, calibration)
 
     def _status(self, error: str | None) -> None:
         """Tell the daemon the panel failed (or works again): a fault in its status."""
