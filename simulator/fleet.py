@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from simulator.fleet_cleanup import cleanup
 from simulator.fleet_run import Fleet, FleetOptions, FleetResult
 from simulator.fleet_stats import Progress
 from simulator.fleet_workers import run_worker, run_workers
@@ -97,6 +98,12 @@ def parser() -> argparse.ArgumentParser:
                         "250 ratings/s; see docs/fleet.md; default 1)")
     p.add_argument("--worker", type=_worker, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, help="seed for levels, reasons and arrivals")
+    p.add_argument("--cleanup", action="store_true",
+                   help="after the run, clear the devices' retained status and config at "
+                        "the broker (no device_silent alerts or monitor rows left behind)")
+    p.add_argument("--cleanup-only", action="store_true",
+                   help="run nothing: clear the retained topics of devices 1…N of an earlier "
+                        "run (same --devices, --device-prefix, --prefix, --broker)")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress line")
@@ -207,6 +214,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     options = options_from(args)
     if args.worker is not None:
         return run_worker(options, *args.worker)
+    if args.cleanup_only:
+        only = cleanup(options)
+        print(json.dumps({"cleanup": only.summary(), "ok": only.ok}, ensure_ascii=False)
+              if args.json else only.line())
+        return 0 if only.ok else 1
     progress = None if args.quiet else ProgressLine(sys.stderr)
     try:
         if args.workers > 1:
@@ -216,10 +228,15 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     finally:
         if progress is not None:
             progress.end()
+    # After an interrupted run too: the devices have stopped either way.
+    cleaned = cleanup(options) if args.cleanup else None
     if args.json:
-        print(json.dumps(result.summary(), ensure_ascii=False))
+        summary = result.summary()
+        if cleaned is not None:
+            summary["cleanup"] = cleaned.summary()
+        print(json.dumps(summary, ensure_ascii=False))
     else:
-        print(human_summary(result))
+        print(human_summary(result) + ("" if cleaned is None else "\n" + cleaned.line()))
     if result.interrupted:
         return 130
-    return 0 if result.ok else 1
+    return 0 if result.ok and (cleaned is None or cleaned.ok) else 1
