@@ -60,7 +60,7 @@ def test_the_fixture_uses_the_sample_with_only_addresses_ids_and_devices_replace
         "topic hcp/v1/421100-HG09-W07/receipt in 1", "topic hcp/v1/421100-HG09-W07/config in 1"]
 
 
-@pytest.mark.parametrize("how", ["restart", "kill"])
+@pytest.mark.parametrize("how", ["restart", pytest.param("kill", marks=pytest.mark.slow)])
 def test_ratings_held_by_three_halls_reach_the_platform_within_60_s_of_the_city_return(
         tmp_path: Path, city_and_halls: tuple[Mosquitto, list[Mosquitto]],
         platform: RunningPlatform, how: str) -> None:
@@ -112,7 +112,7 @@ def all_receipted(publishers: list[FleetPublisher], sent: Sent) -> bool:
     return set(sent) <= receipted
 
 
-@pytest.mark.parametrize("how", ["restart", "kill"])
+@pytest.mark.parametrize("how", ["restart", pytest.param("kill", marks=pytest.mark.slow)])
 def test_a_hall_broker_restarting_while_cut_off_keeps_what_it_held(
         tmp_path: Path, city_and_halls: tuple[Mosquitto, list[Mosquitto]],
         platform: RunningPlatform, how: str) -> None:

@@ -35,7 +35,8 @@ def cluster(tmp_path: Path) -> Any:
         yield running
 
 
-@pytest.mark.parametrize("victim", ["devices' node", "bridge's node"])
+@pytest.mark.parametrize("victim", ["devices' node",
+                                    pytest.param("bridge's node", marks=pytest.mark.slow)])
 def test_a_node_killed_and_restarted_during_a_run_loses_and_doubles_nothing(
         tmp_path: Path, cluster: NatsCluster, platform: RunningPlatform, victim: str) -> None:
     devices_node, bridge_node, _third = cluster.nodes
