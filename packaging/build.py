@@ -133,7 +133,10 @@ PACKAGES = [
         docs=["docs/install.md", "docs/packaging.md", "docs/bridge.md", "docs/alerts.md",
               "docs/gov-profile.md", "docs/platform.md", "docs/troubleshooting.md"],
         examples={"mosquitto.conf": "systemd/examples/mosquitto.conf",
-                  "mosquitto.acl": "systemd/examples/mosquitto.acl"},
+                  "mosquitto.acl": "systemd/examples/mosquitto.acl",
+                  "mosquitto-dynsec.json": "systemd/examples/mosquitto-dynsec.json",
+                  "mosquitto-dynsec-device.json":
+                      "systemd/examples/mosquitto-dynsec-device.json"},
         depends=["systemd"],
         recommends=["mosquitto"],
         suggests=["mosquitto-clients", "postgresql"],

@@ -5,14 +5,21 @@
 #   ../shared/tools/fresh-debian bash packaging/check-install-doc.sh
 #
 # Only what a chroot cannot do is changed: the broker's address is 127.0.0.1 (not the
-# example 192.168.10.2), mosquitto is started by hand instead of by systemctl, and the
-# USB stick is a folder. Then a device's login over TLS with the CA carried over, the
+# example 192.168.10.2) and its ports are free ones (the chroot shares the host's
+# network, where 1883 may be taken), mosquitto is started by hand instead of by
+# systemctl, and the USB stick is a folder. Then a device's login over TLS with the CA carried over, the
 # ACL refusing a device posing as another, and the loopback listener refusing devices.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 step() { printf '\n### %s\n' "$*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 DOC=$PWD/docs/install.md
+read -r TLS_PORT LOCAL_PORT < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))')
 
 # block SECTION N: the N-th ```sh block (from 1) under the heading SECTION.
 block() {
@@ -34,6 +41,7 @@ for line in lines:
 print(blocks[n - 1].replace("192.168.10.2", "127.0.0.1"), end="")
 EOF
 }
+ports() { sed -e "s/-p 8883 /-p $TLS_PORT /; s/-p 1883 /-p $LOCAL_PORT /"; }
 as_tech() { (cd /home/tech && runuser -u tech -- bash -euo pipefail -c "$1"); }
 
 step "build the server package; a technician with sudo"
@@ -52,12 +60,16 @@ as_tech "$(block '### 1.1 The packages' 1 | sed "s#./hcp-server_0.1.0_arm64.deb#
 SECTION='### mosquitto with per-device users and a topic ACL'
 step "the sample config"
 as_tech "$(block "$SECTION" 1)"
+sed -i -e "s/^listener 8883\$/listener $TLS_PORT/" -e "s/^listener 1883 /listener $LOCAL_PORT /" \
+    /etc/mosquitto/mosquitto.conf
+grep -q "^listener $TLS_PORT\$" /etc/mosquitto/mosquitto.conf || fail "sample listeners changed"
+grep -q "^listener $LOCAL_PORT 127.0.0.1\$" /etc/mosquitto/mosquitto.conf || fail "sample listeners changed"
 step "certificates"
 as_tech "$(block "$SECTION" 2)"
 sudo test -f /etc/mosquitto/certs/broker.key || fail "broker.key not in /etc/mosquitto/certs"
 step "ca.key off the broker, ca.crt to the stick"
 as_tech "$(block "$SECTION" 3)"
-[ -f /media/usb/ca.crt ] && [ -f /media/usb/hall-HG01-ca.key ] || fail "stick"
+{ [ -f /media/usb/ca.crt ] && [ -f /media/usb/hall-HG01-ca.key ]; } || fail "stick"
 step "users"
 printf '421100-HG01-W03\n421100-HG01-W04\n' > /home/tech/devices.txt
 as_tech "$(block "$SECTION" 4)"
@@ -67,7 +79,7 @@ grep -q '^421100-HG01-W03:' /etc/mosquitto/hcp-services.passwd && fail "a device
 step "mosquitto with the sample config (systemctl restart mosquitto, by hand)"
 install -d -o mosquitto -g mosquitto /run/mosquitto
 mosquitto -c /etc/mosquitto/mosquitto.conf > /tmp/mosquitto.log 2>&1 &
-for port in 8883 1883; do
+for port in "$TLS_PORT" "$LOCAL_PORT"; do
     for _ in $(seq 50); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
         sleep 0.2
@@ -78,23 +90,33 @@ cat /tmp/mosquitto.log
 
 step "the services' login on loopback"
 monitor=$(sed -n 's/^hcp-monitor://p' /home/tech/services.plain)
-as_tech "$(block "$SECTION" 6 | sed "s#<its password>#$monitor#")" > /tmp/sub.log 2>&1 || true
+as_tech "$(block "$SECTION" 6 | ports | sed "s#<its password>#$monitor#")" > /tmp/sub.log 2>&1 || true
 cat /tmp/sub.log
 grep -q 'received CONNACK (0)' /tmp/sub.log || fail "hcp-monitor refused on loopback"
+
+step "the devices into the dynamic-security plugin"
+as_tech "$(block "$SECTION" 7)" > /tmp/dynsec.log 2>&1 || { cat /tmp/dynsec.log; fail "adding the devices"; }
+cat /tmp/dynsec.log
+grep -q '"error"' /tmp/dynsec.log && fail "the plugin refused a command"
+[ "$(grep -c '"createClient"' /tmp/dynsec.log)" = 2 ] || fail "not every device was created"
 
 step "a device: the CA from the stick, its password, the broker's checks"
 install -d /etc/hcp
 install -m 0644 /media/usb/ca.crt /etc/hcp/ca.crt
 sed -n 's/^421100-HG01-W03://p' /home/tech/devices.plain > /etc/hcp/mqtt.password
-out=$(as_tech "$(block '### 2.6 Check, then start' 3 | sed 's/mosquitto_sub /mosquitto_sub -W 3 /')" 2>&1) || true
+out=$(as_tech "$(block '### 2.6 Check, then start' 3 | ports | sed 's/mosquitto_sub /mosquitto_sub -W 3 /')" 2>&1) || true
 echo "$out"
 grep -q 'received CONNACK (0)' <<<"$out" || fail "device refused over TLS"
 grep -q 'received SUBACK' <<<"$out" || fail "device could not subscribe"
-out=$(as_tech "$(block '### 2.6 Check, then start' 4)" 2>&1) || true
+out=$(as_tech "$(block '### 2.6 Check, then start' 4 | ports)" 2>&1) || true
 echo "$out"
 grep -q 'Not authorized' <<<"$out" || fail "posing as another device was not refused"
+out=$(mosquitto_sub -h 127.0.0.1 -p 8883 --cafile /etc/hcp/ca.crt -V mqttv5 -d -W 3 \
+      -u 421100-HG01-W03 -P "$(cat /etc/hcp/mqtt.password)" -t '$share/bridge/hcp/v1/+/rating' 2>&1) || true
+echo "$out"
+grep -q 'Subscribed (mid: 1): 135' <<<"$out" || fail "a device joined the bridges' shared subscription"
 device_pw=$(cat /etc/hcp/mqtt.password)
-out=$(mosquitto_sub -h 127.0.0.1 -p 1883 -V mqttv5 -d -W 3 -u 421100-HG01-W03 -P "$device_pw" \
+out=$(mosquitto_sub -h 127.0.0.1 -p "$LOCAL_PORT" -V mqttv5 -d -W 3 -u 421100-HG01-W03 -P "$device_pw" \
       -i 421100-HG01-W04 -t x 2>&1) || true
 echo "$out"
 grep -q 'received CONNACK (0)' <<<"$out" && fail "a device logged in on loopback"
