@@ -135,7 +135,29 @@ class Hall:
                 window.last_event = data["event"]
             elif kind == "config" and isinstance(data.get("window_name"), str):
                 window.window_name = data["window_name"][:40]
+        if kind == "config" and isinstance(data.get("window_name"), str):
+            self._keep_window_name(device_id, data["window_name"][:40])
+        if kind == "event" and data.get("event") == "prompt_expired":
+            # Outside the lock: a store write must not hold up the page's snapshots.
+            try:
+                self.store.add_expired_event(device_id, data)
+            except (ValueError, StoreError) as e:
+                log.warning("prompt_expired from %s not kept: %s", device_id, e)
         self.changed()
+
+    def _keep_window_name(self, device_id: str, name: str) -> None:
+        """For the report: the name under the device's hall and window (from its
+        ratings; before its first one, from an id of the form region-hall-window)."""
+        try:
+            place = self.store.device_place(device_id)
+            if place is None:
+                parts = device_id.split("-")
+                if len(parts) != 3:
+                    return
+                place = (parts[1], parts[2])
+            self.store.note_window(place[0], place[1], device_id, name)
+        except StoreError as e:
+            log.warning("window name of %s not kept: %s", device_id, e)
 
     def _on_alert(self, data: dict[str, Any]) -> None:
         device_id, alert_id = data.get("device_id"), data.get("alert_id")

@@ -233,3 +233,34 @@ def test_a_hall_screen_shows_its_own_windows(tmp_path: Path) -> None:
         server.shutdown()
         server.close()
         store.close()
+
+
+def test_broker_messages_give_window_names_and_expired_prompts(tmp_path: Path) -> None:
+    """What the platform follows on the broker reaches the report: the window's name from
+    its retained config, and expired prompts whatever the bridges' profile (the same
+    event twice, or also as a gov record, is one expired prompt)."""
+    import json
+    from datetime import date
+
+    from broker_bridge.profile import GovProfile
+    from city_platform.report import build_report
+    from tests.support.ratings import make_rating
+
+    store = Store.open(f"sqlite:///{tmp_path / 'ratings.db'}")
+    hall = Hall(store, PlatformConfig())
+    try:
+        store.submit([make_rating(DEVICE, level=5, rated_at="2026-11-05T02:00:00Z")])
+        hall.on_message(DEVICE, "config", json.dumps({"window_name": "03号窗口 不动产登记"})
+                        .encode())
+        event = {"event": "prompt_expired", "at": "2026-11-05T03:00:00.000Z",
+                 "case_id": "C-EXP"}
+        for _ in range(2):
+            hall.on_message(DEVICE, "event", json.dumps(event).encode())
+        hall.on_message(DEVICE, "event", b'{"event": "prompt_expired", "at": "soon"}')
+        store.submit([GovProfile().expired(DEVICE, event)])   # the gov path: same id
+        report = build_report(store, date(2026, 11, 1), date(2026, 11, 30))
+        (window,) = report.halls[0].windows
+        assert (window.window_id, window.window_name, window.expired, window.total) == (
+            "W03", "03号窗口 不动产登记", 1, 1)
+    finally:
+        store.close()

@@ -5,6 +5,7 @@ methods are the only SQL the rest of the platform runs, besides the report's que
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from broker_bridge.profile import expired_prompt_id
 from city_platform.followups import (
     CLOSED,
     CONTACTED,
@@ -383,6 +385,40 @@ class Store:
     def _bool(self, value: bool) -> Any:
         return int(value) if self.db.dialect == SQLITE else value
 
+    def add_expired_event(self, device_id: str, event: dict[str, Any],
+                          now: datetime | None = None) -> bool:
+        """A device's `prompt_expired` event, seen on the broker: kept as an expired
+        prompt whatever the bridges' profile, under the same id the gov profile gives it
+        (so one that also arrives as a gov record is stored once). Not forwarded
+        upstream: the province gets expired prompts from `hcp-bridge expired`. Returns
+        whether it was new; raises ValueError for an event without a time or case."""
+        at, case_id = event.get("at"), event.get("case_id")
+        if not isinstance(at, str) or not isinstance(case_id, str) or not case_id:
+            raise ValueError("prompt_expired needs at and case_id")
+        try:
+            moment = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"prompt_expired at is not ISO-8601: {at[:40]!r}") from None
+        if moment.tzinfo is None:
+            raise ValueError("prompt_expired at has no UTC offset")
+        local = moment.astimezone(self.tz)
+        prompt_id = expired_prompt_id(device_id, event)
+        record = json.dumps({"device_id": device_id, "event": "prompt_expired", "at": at,
+                             "case_id": case_id}, ensure_ascii=False, separators=(",", ":"))
+        now = now or datetime.now(UTC)
+        with self.db.transaction():
+            row = self.db.execute("SELECT hall_id, window_id FROM devices WHERE device_id = ?",
+                                  (device_id,)).fetchone()
+            hall_id, window_id = (row[0], row[1]) if row else ("?", device_id)
+            inserted = self.db.execute(
+                "INSERT INTO expired_prompts (prompt_id, device_id, hall_id, window_id, "
+                "case_id, expired_at, local_day, received_at, gov, record) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (prompt_id) DO NOTHING",
+                (prompt_id, device_id, hall_id, window_id, case_id,
+                 local.strftime("%Y-%m-%d %H:%M:%S"), self.db.day(local.date()),
+                 self.db.ts(now), self._bool(False), record)).rowcount
+        return bool(inserted)
+
     # What is stored ---------------------------------------------------------------------
 
     def counts(self) -> dict[str, Any]:
@@ -579,6 +615,11 @@ class Store:
             if name:
                 out[row[0]] = str(name)
         return out
+
+    def device_place(self, device_id: str) -> tuple[str, str] | None:
+        row = self.db.execute("SELECT hall_id, window_id FROM devices WHERE device_id = ?",
+                              (device_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
 
     def devices(self) -> dict[str, tuple[str, str]]:
         """Every device that sent a rating: device_id → (hall, window) of its latest."""
