@@ -95,7 +95,7 @@ cat /tmp/sub.log
 grep -q 'received CONNACK (0)' /tmp/sub.log || fail "hcp-monitor refused on loopback"
 
 step "the devices into the dynamic-security plugin"
-as_tech "$(block "$SECTION" 7)" > /tmp/dynsec.log 2>&1 || { cat /tmp/dynsec.log; fail "adding the devices"; }
+as_tech "$(block "$SECTION" 7 | ports)" > /tmp/dynsec.log 2>&1 || { cat /tmp/dynsec.log; fail "adding the devices"; }
 cat /tmp/dynsec.log
 grep -q '"error"' /tmp/dynsec.log && fail "the plugin refused a command"
 [ "$(grep -c '"createClient"' /tmp/dynsec.log)" = 2 ] || fail "not every device was created"
@@ -111,7 +111,7 @@ grep -q 'received SUBACK' <<<"$out" || fail "device could not subscribe"
 out=$(as_tech "$(block '### 2.6 Check, then start' 4 | ports)" 2>&1) || true
 echo "$out"
 grep -q 'Not authorized' <<<"$out" || fail "posing as another device was not refused"
-out=$(mosquitto_sub -h 127.0.0.1 -p 8883 --cafile /etc/hcp/ca.crt -V mqttv5 -d -W 3 \
+out=$(mosquitto_sub -h 127.0.0.1 -p "$TLS_PORT" --cafile /etc/hcp/ca.crt -V mqttv5 -d -W 3 \
       -u 421100-HG01-W03 -P "$(cat /etc/hcp/mqtt.password)" -t '$share/bridge/hcp/v1/+/rating' 2>&1) || true
 echo "$out"
 grep -q 'Subscribed (mid: 1): 135' <<<"$out" || fail "a device joined the bridges' shared subscription"
