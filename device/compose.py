@@ -10,7 +10,7 @@ from typing import Literal
 
 from device.config import DeviceConfig
 from device.core.model import Screen
-from device.ports import Display, Drivers, Indicators, KeyInput
+from device.ports import Display, Drivers, Indicators, KeyInput, Voice
 
 log = logging.getLogger("hcp.drivers")
 
@@ -40,7 +40,7 @@ def build_drivers(config: DeviceConfig) -> Drivers:
     from drivers.sim import SimDisplay, SimInput, SimServer
 
     sim: SimServer | None = None
-    if "sim" in (config.input.kind, config.display.kind):
+    if "sim" in (config.input.kind, config.display.kind, config.voice.kind):
         # The socket's `clock` op (stepping the wall clock ratings carry) is a test seam:
         # served only when the environment asks for it (tests, the chaos runner).
         sim = SimServer(config.device.data_dir / "sim.sock",
@@ -116,4 +116,10 @@ def build_drivers(config: DeviceConfig) -> Drivers:
         from drivers.serial_link import PySerialLink
         serial = PySerialLink(config.serial.port, config.serial.baudrate,
                               reopen_s=config.serial.reopen_s)
-    return Drivers(keys=keys, display=display, indicators=indicators, serial=serial, control=sim)
+    voice: Voice | None = None
+    if config.voice.kind != "none":
+        from drivers.voice import build_voice
+        voice = build_voice(config.voice.kind, config.voice.clips_dir,
+                            config.voice.alsa_device, config.ui.volume, sim)
+    return Drivers(keys=keys, display=display, indicators=indicators, serial=serial,
+                   control=sim, voice=voice)

@@ -139,6 +139,25 @@ def _serial_port(v: Any) -> str | None:
     return None
 
 
+def _alsa_device(v: Any) -> str | None:
+    """An ALSA PCM name as `aplay -L` lists them: default, plughw:CARD=Device,DEV=0, …"""
+    if not v or len(v) > 128:
+        return "must be an ALSA device name of 1..128 characters (see aplay -L)"
+    if has_unshowable(v) or any(c.isspace() for c in v) or v.startswith("-"):
+        return "must be an ALSA device name such as default or plughw:1,0 (see aplay -L)"
+    return None
+
+
+def _clips_dir(v: Any) -> str | None:
+    if not v:
+        return None  # the built-in clips
+    if has_unshowable(v):
+        return UNSHOWABLE_WHY
+    if not v.startswith("/"):
+        return "must be an absolute path (e.g. /etc/hcp/clips)"
+    return None
+
+
 # Panel classes a display may be (SPEC §10): the OLED's 1-bit 128×64, and colour panels.
 MONO_SIZE = "128x64"
 COLOUR_SIZES = ("480x320", "800x480", "1024x600", "320x480", "480x800", "600x1024")
@@ -265,6 +284,14 @@ SCHEMA: dict[str, Section] = {
         # 扫码评价 (SPEC §10): placeholders {case_id}, {device_id}, … URL-encoded.
         "qr_url": Key(str, "", template_problem),
     }, required=False),
+    "voice": Section({
+        # SPEC §10: the clips of the screens through a speaker (ALSA), the sim socket, or not.
+        "kind": Key(str, "none", one_of("alsa", "sim", "none")),
+        "alsa_device": Key(str, "default", _alsa_device),
+        "volume": Key(int, 80, in_range(0, 100)),
+        "clips_dir": Key(str, "", _clips_dir),   # <clip>.wav replaces the built-in clip
+        "read_levels": Key(bool, False),         # 适老化: the levels read aloud after the prompt
+    }, required=False),
     "clock": Section({
         # The device trusts its clock once this file exists (systemd-timesyncd).
         "sync_file": Key(str, "/run/systemd/timesync/synchronized"),
@@ -350,6 +377,16 @@ class MqttSection:
 
 
 @dataclass(frozen=True)
+class VoiceSection:
+    """[voice]; `volume` and `read_levels` go to the core's settings (UiSettings), where
+    the retained config topic may change them."""
+
+    kind: str = "none"
+    alsa_device: str = "default"
+    clips_dir: str = ""
+
+
+@dataclass(frozen=True)
 class ClockSection:
     sync_file: str
     assume_synced: bool
@@ -366,6 +403,7 @@ class DeviceConfig:
     mqtt: MqttSection
     ui: UiSettings
     clock: ClockSection
+    voice: VoiceSection = VoiceSection()
 
 
 def _int_table(path: Path, section: str, key: str, raw: dict[str, Any] | None,
@@ -426,8 +464,8 @@ def parse_device_config(path: Path, data: dict[str, Any]) -> DeviceConfig:
     problems += [p for p in found if not p.startswith(drop)] if drop else found
     if problems and any("section missing" in p or "must be a table" in p for p in problems):
         raise ConfigError([one_line(p) for p in problems])
-    d, s, i, disp, ind, m, u, c = (v[k] for k in (
-        "device", "serial", "input", "display", "indicators", "mqtt", "ui", "clock"))
+    d, s, i, disp, ind, m, u, c, vo = (v[k] for k in (
+        "device", "serial", "input", "display", "indicators", "mqtt", "ui", "clock", "voice"))
 
     pins = _int_table(path, "input", "pins", i.get("pins"), problems, 0, 27)
     zones: dict[int, tuple[int, int, int, int]] = {}
@@ -500,8 +538,11 @@ def parse_device_config(path: Path, data: dict[str, Any]) -> DeviceConfig:
             spontaneous_min_interval_s=u["spontaneous_min_interval_s"],
             reasons=reasons,
             qr_url=u["qr_url"],
+            read_levels=vo["read_levels"],
+            volume=vo["volume"],
         ),
         clock=ClockSection(c["sync_file"], c["assume_synced"]),
+        voice=VoiceSection(vo["kind"], vo["alsa_device"], vo["clips_dir"]),
     )
 
 

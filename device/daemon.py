@@ -99,7 +99,7 @@ class Daemon:
         self.clock_watch = ClockWatch(self.clock, config.clock.sync_file, event)
         self.executor = ActionExecutor(self._handle_core, self.store.store, self.serial.send,
                                        event, drivers.display, drivers.indicators,
-                                       self.health, self.clock.monotonic)
+                                       self.health, self.clock.monotonic, drivers.voice)
         self._watchdog_s: float | None = None
         self._next_watchdog = 0.0
         self._stopping: str | None = None
@@ -145,6 +145,8 @@ class Daemon:
         self.executor.run(self.core.start(now))
         self.clock_watch.check(now)
         self.uplink.start(self.outbox.pending_ids())
+        if self.drivers.voice is not None:
+            self.drivers.voice.start(self.emit, self.clock)
         self.drivers.keys.start(self.emit, self.clock)
         self.serial.start(self.emit)
         notify(f"READY=1\nSTATUS=ready, {len(self.outbox)} rating(s) pending")

@@ -3,8 +3,8 @@
 The rules every action list follows: actions run in the order the core gave them; a
 Persist that fails stops the list (no thanks, no `rated` for a rating not stored) and is
 fed back to the core as PersistFailed. Every other part may fail without stopping
-anything: a display, LED or buzzer that stops answering is a fault (device/faults.py),
-and the rating goes on with what works. A failed display is re-shown the current
+anything: a display, LED, buzzer or speaker that stops answering is a fault
+(device/faults.py), and the rating goes on with what works. A failed display is re-shown the current
 screen every DISPLAY_RETRY_S, which lets its driver open the panel again.
 """
 
@@ -24,9 +24,10 @@ from device.core.model import (
     Screen,
     SendFrame,
     Show,
+    Speak,
 )
 from device.faults import DriverHealth, EventSink
-from device.ports import Display, DriverError, Indicators
+from device.ports import Display, DriverError, Indicators, Voice
 
 log = logging.getLogger("hcp.device")
 
@@ -41,7 +42,8 @@ class ActionExecutor:
                  store: Callable[[Persist], str | None],
                  send_frame: Callable[[dict[str, Any]], object],
                  event: EventSink, display: Display, indicators: Indicators,
-                 health: DriverHealth, monotonic: Callable[[], float]) -> None:
+                 health: DriverHealth, monotonic: Callable[[], float],
+                 voice: Voice | None = None) -> None:
         self.handle = handle
         self.store = store
         self.send_frame = send_frame
@@ -50,6 +52,7 @@ class ActionExecutor:
         self.indicators = indicators
         self.health = health
         self.monotonic = monotonic
+        self.voice = voice
         self.screen: Screen | None = None     # what the core last asked to show
         self._display_retry_at: float | None = None
 
@@ -70,6 +73,8 @@ class ActionExecutor:
                 self._feedback(action)
             elif isinstance(action, EmitEvent):
                 self.event(action.name, action.details)
+            elif isinstance(action, Speak):
+                self._speak(action)
             else:  # pragma: no cover - the Action union is closed
                 raise TypeError(f"unknown action {action!r}")
 
@@ -99,6 +104,18 @@ class ActionExecutor:
             self.health.worked("indicators", self.monotonic())
         else:
             self.health.failed("indicators", error, self.monotonic())
+
+
+    def _speak(self, speak: Speak) -> None:
+        """Start the clips (the core puts them after their screen); a voice that cannot
+        play is a fault, and the rating goes on. That it works again is the driver's
+        to say, when a clip has played to its end."""
+        voice = self.voice
+        if voice is None:
+            return
+        error = _attempt(lambda s: voice.play(s.clips, s.volume), speak, "voice")
+        if error is not None:
+            self.health.failed("voice", error, self.monotonic())
 
 
 def _attempt(call: Callable[[Any], None], arg: Any, part: str) -> str | None:

@@ -1,5 +1,6 @@
-"""Driver health: which part of the device (display, indicators, serial writes, keys) is
-failing, since when, and the `driver_fault` / `driver_recovered` events that say so.
+"""Driver health: which part of the device (display, indicators, serial writes, keys,
+voice) is failing, since when, and the `driver_fault` / `driver_recovered` events (and
+`voice_unavailable`) that say so.
 
 A failing driver never stops the daemon: the rating goes on with what works (SPEC: only
 a failed outbox write stops a rating). One event when a part starts failing and one when
@@ -19,7 +20,9 @@ from common.text import log_text
 log = logging.getLogger("hcp.device")
 
 EventSink = Callable[[str, dict[str, Any]], None]
-PARTS = ("display", "indicators", "serial", "keys")
+PARTS = ("display", "indicators", "serial", "keys", "voice")
+# Parts whose loss also has an event of its own (SPEC §10), raised with its driver_fault.
+UNAVAILABLE_EVENTS = {"voice": "voice_unavailable"}
 ERROR_CHARS = 200
 
 
@@ -53,6 +56,8 @@ class DriverHealth:
         log.error("%s failed: %s; the device goes on without it and tries again",
                   part, log_text(error, ERROR_CHARS))
         self._event("driver_fault", {"part": part, "error": error})
+        if part in UNAVAILABLE_EVENTS:
+            self._event(UNAVAILABLE_EVENTS[part], {"error": error})
 
     def worked(self, part: str, t: float) -> None:
         fault = self._faults.pop(part, None)

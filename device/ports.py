@@ -9,7 +9,7 @@ Driver threads (gpiozero callbacks, the serial reader, the sim socket) only call
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,7 +22,7 @@ class DriverStatus:
     panel unplugged, a key that cannot be read), None when it works again. The daemon
     reports it as a fault (device/faults.py); key events keep flowing when they can."""
 
-    part: str        # "keys", "display", "indicators", "serial"
+    part: str        # "keys", "display", "indicators", "serial", "voice"
     error: str | None
     t: float
 
@@ -67,6 +67,21 @@ class Indicators(Protocol):
     hardware failed (reported as a fault; the rating goes on)."""
 
     def feedback(self, feedback: Feedback) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Voice(Protocol):
+    """Plays the voice clips (SPEC §10). `play` returns at once: the clips play one after
+    another on the driver's own thread, and a newer `play` cuts whatever is playing.
+
+    DriverError when no player could be started (no audio device, no player program); a
+    player that fails later is reported through `emit` as DriverStatus("voice", …), and
+    one that plays a clip to its end as DriverStatus("voice", None)."""
+
+    def start(self, emit: Emit, clock: MonotonicClock) -> None: ...
+
+    def play(self, clips: Sequence[str], volume: int) -> None: ...
 
     def close(self) -> None: ...
 
@@ -131,6 +146,7 @@ class Drivers:
     indicators: Indicators
     serial: SerialLink | None
     control: ControlSocket | None = None
+    voice: Voice | None = None
 
     def __post_init__(self) -> None:
         self._closed: list[_Closable] = []
@@ -141,7 +157,7 @@ class Drivers:
 
     def close(self) -> None:
         """Close every part once, whatever one of them does."""
-        for part in (self.keys, self.serial, self.indicators, self.display):
+        for part in (self.keys, self.serial, self.voice, self.indicators, self.display):
             if part is not None:
                 self._close(part)
 

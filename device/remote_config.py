@@ -1,11 +1,12 @@
 """The retained `config` topic (SPEC §7): display and UI settings pushed by the platform.
 
-A message is validated as a whole against the same rules as the `[ui]` section and the
-`window_name` of the TOML file (device/config.py: one rule for both) and applied
-atomically, on top of the file's settings; a bad one is refused with the list of
-problems and changes nothing. Whatever the payload, `parse_remote_config` returns either
-the changes or the problems, never raises: a retained message comes back at every start,
-so an exception here would be a crash loop.
+A message is validated as a whole against the same rules as the `[ui]` section, the
+`window_name`, and `read_levels` and `volume` of `[voice]` in the TOML file
+(device/config.py: one rule for both) and applied atomically, on top of the file's
+settings; a bad one is refused with the list of problems and changes nothing. Whatever
+the payload, `parse_remote_config` returns either the changes or the problems, never
+raises: a retained message comes back at every start, so an exception here would be a
+crash loop.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ _WHERE = "config topic"
 _REMOTE = Section({
     "window_name": Key(str, None, window_name),
     **SCHEMA["ui"].keys,
+    # The voice a hall may tune from the platform (SPEC §10); which speaker stays the file's.
+    "read_levels": SCHEMA["voice"].keys["read_levels"],
+    "volume": SCHEMA["voice"].keys["volume"],
 })
 
 

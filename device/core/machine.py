@@ -36,6 +36,8 @@ from device.core.model import (
     SendFrame,
     SettingsChanged,
     Show,
+    Speak,
+    level_clip,
 )
 from device.core.screens import SKIP_LABEL
 from device.core.settings import UiSettings
@@ -46,6 +48,7 @@ STUCK_AFTER_S = 10.0
 ERROR_SCREEN_S = 5.0
 SKIP_KEY = 1                  # on the reasons screen; reasons take keys 5, 4, 3, 2
 REASON_KEYS = (5, 4, 3, 2)
+VOICED_SCREENS = ("prompt", "reasons", "thanks", "error")   # each has its clip
 
 
 class WallClock(Protocol):
@@ -405,9 +408,24 @@ class Evaluator:
                                       deadline=t + self.settings.prompt_timeout_s)
         screen = self._screen(t)
         if screen != self.shown:
-            self.shown = screen
+            before, self.shown = self.shown, screen
             out.append(Show(screen))
+            speak = self._voice(before, screen)
+            if speak is not None:
+                out.append(speak)  # after its screen: the citizen sees what is said
         return out
+
+    def _voice(self, before: Screen | None, now: Screen) -> Speak | None:
+        """What to say as `now` replaces `before` (SPEC §10): each prompt, reasons,
+        thanks and error screen once as it appears, not at each second of its countdown."""
+        if now.name not in VOICED_SCREENS:
+            return None
+        if before is not None and before.name == now.name and before.case_id == now.case_id:
+            return None  # the same screen redrawn (countdown, window name, badge)
+        clips: tuple[str, ...] = (now.name,)
+        if now.name == "prompt" and self.settings.read_levels:
+            clips += tuple(level_clip(o.level) for o in now.options)
+        return Speak(clips, self.settings.volume)
 
     def _screen(self, t: float) -> Screen:
         s = self.settings

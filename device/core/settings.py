@@ -26,5 +26,9 @@ class UiSettings:
     allow_spontaneous: bool = True
     spontaneous_min_interval_s: float = 60.0
     reasons: tuple[tuple[str, str], ...] = DEFAULT_REASONS
+    # Voice (SPEC §10, the [voice] section): read the levels aloud after the prompt clip
+    # (适老化), and how loud every clip plays, 0..100.
+    read_levels: bool = False
+    volume: int = 80
     # 扫码评价 (SPEC §10): a URL template (device/core/qr_url.py); "" shows no QR code.
     qr_url: str = ""

@@ -165,6 +165,7 @@ class Device:
     ui: dict[str, Any] = field(default_factory=dict)
     clock: FakeClock = field(default_factory=FakeClock)
     mqtt: bool = True
+    voice: Any = None                 # a Voice (tests/test_voice_daemon.py's recording one)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +181,7 @@ class Device:
         self.serial = FakeSerial()
         self.link = FakeLink()
         self.daemon = Daemon(self.config, Drivers(self.keys, self.display, self.indicators,
-                                                  self.serial),
+                                                  self.serial, voice=self.voice),
                              clock=self.clock, link=self.link if self.mqtt else None,
                              mqtt=self.mqtt)
         self.stopped = False
