@@ -3,12 +3,15 @@ of the whole chain (tests/chaos, docs/reliability.md) whose ledger must balance.
 
 The chaos run takes about two minutes; `python -m tests.chaos --minutes 10` is the long
 one. Both need root for a size-limited tmpfs; without it the disk tests are skipped and
-the chaos run goes on without its disk-full fault (the report says why).
+the chaos run goes on without its disk-full fault (the report says why). The network
+faults need root and ip, nft and tc (devices in namespaces of their own); without them
+the run goes on without the net_* kinds and the report says which and why.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -22,9 +25,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from device.outbox import Outbox
 from simulator.localbroker import Mosquitto
 from simulator.windowlink import answer_to
+from tests.chaos.chain import Chain
 from tests.chaos.disk import DiskUnavailable, SmallDisk
-from tests.chaos.faults import KINDS
+from tests.chaos.faults import KINDS, NET_KINDS, FaultInjector
 from tests.chaos.ledger import Case, Ledger, PlatformRating
+from tests.chaos.netns import unavailable_reason
 from tests.chaos.runner import ChaosOptions, ChaosRun
 from tests.support.device import DeviceProcess
 
@@ -157,7 +162,9 @@ def test_disk_full_shows_the_error_reports_it_and_recovers_when_space_returns(
 @pytest.mark.slow
 def test_chaos_run_of_the_whole_chain_balances(tmp_path: Path) -> None:
     """About two minutes: three devices, two bridges, mosquitto and the platform under
-    every kind of fault; every confirmed rating at the platform once, no phantom."""
+    every kind of fault (the network ones when this machine allows, else the report
+    says which were skipped and why); every confirmed rating at the platform once, no
+    phantom."""
     report = ChaosRun(ChaosOptions(minutes=1.25, devices=3, mean_fault_gap_s=2.5,
                                    resend_after_s=5.0, drain_timeout_s=90.0,
                                    workdir=tmp_path / "chaos")).run()
@@ -167,7 +174,26 @@ def test_chaos_run_of_the_whole_chain_balances(tmp_path: Path) -> None:
     summary = report.summary()
     injected = set(summary["faults"])
     assert injected | set(report.skipped) == set(KINDS), text
+    if unavailable_reason() is None:
+        assert set(NET_KINDS) <= injected, text
+    else:
+        print(f"network faults skipped: {unavailable_reason()}")
+        assert set(NET_KINDS) <= set(report.skipped), text
+    # The driver faults were seen by the daemons, reported and cleared.
+    assert {"display_fault", "indicator_fault"} <= injected, text
+    assert summary["device_events"].get("driver_fault", 0) >= 1, text
     assert summary["ratings_confirmed"] >= 30, text
+
+
+def test_network_kinds_are_skipped_with_the_reason_when_devices_have_no_namespaces(
+        tmp_path: Path) -> None:
+    chain = Chain(tmp_path, devices=1, use_disks=False)   # not started: nothing runs
+    chain.netns_skip_reason = "not root: network namespaces need root"
+    injector = FaultInjector(chain, Ledger(), random.Random(1))
+    assert {k: injector.skipped[k] for k in NET_KINDS} == dict.fromkeys(
+        NET_KINDS, "not root: network namespaces need root")
+    assert not set(NET_KINDS) & set(injector.kinds)
+    assert {"display_fault", "indicator_fault"} <= set(injector.kinds)
 
 
 # The ledger's rules on synthetic data: the chaos run is only as good as its reckoning.
