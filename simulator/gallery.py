@@ -244,6 +244,10 @@ def markdown(shots: tuple[Shot, ...], screens: dict[str, Screen], image_dir: str
         "clerk); the panel's layout (`drivers/layout_oled.py`) says where. Text from "
         "outside is shown by one rule (docs/behaviour.md, \"Text on the screen\").",
         "",
+        "Colour touch panels (480×320, 800×480, 1024×600, landscape or portrait) draw the "
+        "same view model with their own layout: docs/screens-colour.md, which also says "
+        "why their font is Noto Sans CJK.",
+        "",
         "This page and its images are generated; do not edit them by hand. After "
         "changing a screen, look at the result and commit it:",
         "",
@@ -286,6 +290,9 @@ def write_gallery(out: Path, fonts: Fonts, scale: int = DEFAULT_SCALE,
 
 
 def main(argv: list[str]) -> int:
+    if "--colour" in argv:  # the colour panels' gallery (SPEC §10)
+        from simulator.colour_gallery import main as colour_main
+        return colour_main([a for a in argv if a != "--colour"])
     parser = argparse.ArgumentParser(
         prog="hcp-sim gallery", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)

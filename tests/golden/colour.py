@@ -10,16 +10,16 @@ Shared by tests/test_colour_layout.py (compares) and the colour gallery
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import sys
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from device.core import screens
 from device.core.model import Option, Screen, Staff
 from drivers.layout_colour import ColourFonts, FontFace
+from simulator.colour_gallery import sample_photo
 from tests.golden.cases import DEFAULT_REASON_OPTIONS, QR_CASE, QR_WINDOW, WINDOW
 
 COLOUR_DIR = Path(__file__).resolve().parent / "colour"
@@ -68,18 +68,6 @@ CASES: dict[str, Screen] = {
     "paused": screens.paused(WINDOW, None, reason="午间休息"),
     "error": screens.error(WINDOW, None, message="评价未能保存"),
 }
-
-
-@functools.cache
-def sample_photo() -> Image.Image:
-    """A stand-in portrait for 李娜 (drawn, so no one's photo is in the repository)."""
-    image = Image.new("RGB", (300, 400), (206, 220, 236))
-    d = ImageDraw.Draw(image)
-    d.ellipse((95, 70, 205, 190), fill=(236, 200, 170))          # face
-    d.pieslice((80, 50, 220, 200), 180, 360, fill=(40, 32, 30))  # hair
-    d.rounded_rectangle((50, 220, 250, 420), radius=60, fill=(28, 60, 110))  # jacket
-    d.polygon([(130, 220), (150, 290), (170, 220)], fill=(250, 250, 250))   # collar
-    return image
 
 
 def photos(staff_id: str) -> Image.Image | None:
