@@ -198,7 +198,7 @@ def test_forget_with_the_watchers_config_edits_its_state_and_resolves_alerts(
 
     wait_for(lambda: devices.of("device_silent", GONE, resolved=True), what="resolve")
     [resolve] = devices.of("device_silent", GONE, resolved=True)
-    assert resolve["summary"].startswith("【已移除】03号窗口 不动产登记 的评价器已从设备清单中移除")
+    assert resolve["summary"].startswith("【已移除】03号窗口 不动产登记：评价器已从设备清单中移除")
     assert resolve["watcher"] == "watch-test"
     assert devices.of("device_silent", STAYS) == []
     assert sorted(retained(mosquitto, [GONE, STAYS])) == [
