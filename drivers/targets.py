@@ -88,3 +88,13 @@ class ScreenTargets:
         if w <= 0 or h <= 0:
             return None  # nothing drawn yet
         return self.hit(*self.to_screen(raw_x, raw_y, x_axis, y_axis, calibration))
+
+
+def calibration_for_rotation(quarter_turns: int) -> TouchCalibration:
+    """The touch settings for a panel whose picture is turned by `[display] rotate`
+    (quarter turns clockwise) while its touch layer still reports the panel's own axes:
+    90° swap and mirror y, 180° mirror both, 270° swap and mirror x (docs/hardware-input.md)."""
+    return {0: TouchCalibration(),
+            1: TouchCalibration(swap_xy=True, invert_y=True),
+            2: TouchCalibration(invert_x=True, invert_y=True),
+            3: TouchCalibration(swap_xy=True, invert_x=True)}[quarter_turns % 4]

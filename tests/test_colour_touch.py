@@ -258,3 +258,27 @@ def test_quarter_turns_still_mean_what_they_meant_for_the_oled() -> None:
         config = parse_device_config(Path("/x.toml"), _conf(display={"kind": "ssd1306",
                                                                       "rotate": given_}))
         assert config.display.rotate == turns
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_the_documented_settings_for_each_rotation_hit_the_pixel_under_the_finger(
+        turns: int) -> None:
+    from PIL import Image
+
+    from drivers.framebuffer import _TURN
+    from drivers.targets import calibration_for_rotation
+    panel = (800, 480)
+    logical = (480, 800) if turns in (1, 3) else panel
+    t = ScreenTargets()
+    t.set(logical, {})
+    for lx, ly in ((10, 20), (logical[0] - 30, 40), (200, logical[1] - 7)):
+        marker = Image.new("L", logical, 0)
+        marker.putpixel((lx, ly), 255)
+        on_panel = marker.transpose(_TURN[turns]) if turns else marker
+        box = on_panel.getbbox()
+        assert box is not None
+        px, py = box[0], box[1]                 # where the panel shows that pixel
+        # The touch layer reports the panel's own pixels (0..799, 0..479).
+        x, y = t.to_screen(px, py, AxisRange(0, panel[0] - 1), AxisRange(0, panel[1] - 1),
+                           calibration_for_rotation(turns))
+        assert abs(x - lx) <= 1 and abs(y - ly) <= 1, (turns, (lx, ly), (x, y))
