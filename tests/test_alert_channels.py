@@ -422,3 +422,31 @@ def test_watcher_posts_signed_dingtalk_alerts_with_window_names(
         assert robot.refused == []
     finally:
         watcher.stop()
+
+
+def test_json_format_posts_the_alert_message_itself(tmp_path: Path) -> None:
+    seen: list[tuple[str, str, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.headers["Content-Type"], self.headers["Authorization"], body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    try:
+        hook = Webhook(f"http://127.0.0.1:{server.server_address[1]}/hook", 2.0,
+                       token_file=str(token))
+        run_webhook(hook, [alert_bytes()], lambda: hook.delivered == 1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [("application/json", "Bearer s3cret", alert_bytes())]
+    assert json.loads(seen[0][2])["summary"].startswith("【差评预警】03号窗口 不动产登记：")

@@ -101,8 +101,11 @@ class Webhook(threading.Thread):
             else:
                 log.debug("webhook %s: %s", self._shown_url, error)
         self.dropped += 1
-        log.error("webhook %s: giving up on an alert after %d attempts", self._shown_url,
-                  len(RETRY_DELAYS_S) + 1)
+        if self._stopping.is_set():
+            log.error("webhook %s: stopping; an alert was not posted", self._shown_url)
+        else:
+            log.error("webhook %s: giving up on an alert after %d attempts",
+                      self._shown_url, len(RETRY_DELAYS_S) + 1)
 
     def _pace(self) -> bool:
         """Wait until a robot may take one more post this minute; False when stopping."""
@@ -125,7 +128,9 @@ class Webhook(threading.Thread):
                 return error
             url = signed_url(url, secret, round(self._wall() * 1000))
         request = urllib.request.Request(url, data=body, method="POST")
-        request.add_header("Content-Type", "application/json; charset=utf-8")
+        # 钉钉 asks for the charset to be named; a plain JSON receiver keeps its header.
+        request.add_header("Content-Type", "application/json; charset=utf-8"
+                           if self._format in ROBOTS else "application/json")
         if self._token_file:
             token, error = _read_secret(self._token_file, "webhook_token_file")
             if error:
