@@ -1,5 +1,7 @@
-"""The bridge's MQTT side: one paho-mqtt v5 client with manual acknowledgement and a
-persistent session, behind a small interface that owns every paho detail.
+"""The bridge's MQTT side: one paho-mqtt client (MQTT 5, or 3.1.1 for brokers that speak
+nothing newer) with manual acknowledgement and a persistent session, behind a small
+interface that owns every paho detail. What it does when the broker says no is in
+broker_bridge/refusals.py.
 
 What it guarantees to the bridge loop:
 - messages arrive, in order, as `Incoming` events tagged with the connection
@@ -29,20 +31,15 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from broker_bridge.config import MqttSettings
 from broker_bridge.paho_fast import make_client
+from broker_bridge.refusals import (
+    RECONNECT_S,
+    SESSION_TAKEN_OVER,
+    SHARED_NOT_SUPPORTED,
+    Refusals,
+)
 
 log = logging.getLogger("hcp.bridge.mqtt")
 
-# While the broker cannot be reached (down, restarting), retry often: a refused TCP
-# connection costs nothing, and after a city broker's restart every second without our
-# subscriptions is a second in which ratings published there have no subscriber
-# (docs/hall-broker.md). paho doubles the delay from the first figure to the second.
-RECONNECT_S = (1, 2)
-# When the broker answers and refuses us (shared subscriptions not supported, bad
-# credentials, our session taken over by another bridge), trying again soon cannot help:
-# one attempt per step, doubling from the first figure up to the second.
-REFUSED_S = (5, 300)
-SHARED_NOT_SUPPORTED = 0x9E
-SESSION_TAKEN_OVER = 0x8E
 
 
 class LinkError(Exception):
@@ -119,13 +116,8 @@ class MqttLink:
         self._barrier_done: threading.Event | None = None
         self._stopping = False
         self._unreachable_logged = False
-        self._refusals = 0           # refused attempts in a row (reset once healthy)
-        # Sessions taken from us by another client with our client id, since start: never
-        # reset, so that two live bridges sharing an id (a misconfigured standby) settle
-        # into taking turns for minutes, not seconds, however healthy each turn is.
-        self._takeovers = 0
-        self._receive_maximum_logged: int | None = None
         self._client = self._make_client(settings)
+        self._refusals = Refusals(settings, self._client.reconnect_delay_set)
 
     # paho setup ----------------------------------------------------------------
 
@@ -261,7 +253,7 @@ class MqttLink:
                  self._settings.port, self._settings.client_id, self._settings.protocol,
                  "resumed" if flags.session_present else "new")
         self._sink(LinkUp(generation, flags.session_present))
-        self._check_receive_maximum(properties)
+        self._refusals.check_receive_maximum(properties)
         if self._shared and getattr(properties, "SharedSubscriptionAvailable", 1) == 0:
             # The broker says so before we ask: subscribing anyway would only add a
             # SUBACK of refusals (or a DISCONNECT) to the same answer.
@@ -277,51 +269,11 @@ class MqttLink:
     def _shared(self) -> bool:
         return any(topic.startswith("$share/") for topic, _ in self._subscriptions)
 
-    def _check_receive_maximum(self, properties: Any) -> None:
-        """A broker that lets fewer un-acknowledged messages reach us than a batch holds
-        caps every request to the platform at that figure (ejabberd: 1, which made 18.6
-        ratings/s). MQTT 5 brokers that cap say so in the CONNACK (EMQX sends the lower
-        of ours and its max_inflight)."""
-        batch_max = self._settings.batch_max
-        figure = getattr(properties, "ReceiveMaximum", None)
-        if not batch_max or not isinstance(figure, int) or figure >= batch_max:
-            return
-        if figure != self._receive_maximum_logged:
-            self._receive_maximum_logged = figure
-            log.error("broker %s:%s lets only %d un-acknowledged message%s through at a time "
-                      "(Receive Maximum in its CONNACK), fewer than [platform] batch_max = "
-                      "%d: every request to the platform carries at most %d rating%s. Raise "
-                      "the broker's limit (mosquitto max_inflight_messages, EMQX "
-                      "max_inflight) or see docs/brokers.md", self._settings.host,
-                      self._settings.port, figure, "" if figure == 1 else "s", batch_max,
-                      figure, "" if figure == 1 else "s")
-
-    def _refused(self, why: str, shared: bool = False, count: int | None = None) -> int:
-        """The broker answered and said no: unhealthy, one ERROR for the first refusal in
-        a row (INFO after), and the next connection attempt only a backoff step later.
-        `count` replaces the refusals in a row as the step's number and the ERROR's test."""
-        first, cap = REFUSED_S
-        self._refusals += 1
-        n = self._refusals if count is None else count
-        delay: int = min(cap, first << min(n - 1, 16))
+    def _refused(self, why: str, shared: bool = False, takeover: bool = False) -> int:
+        """Not healthy, and the policy of refusals/`Refusals.refused` for what comes next."""
         with self._lock:
             self._subscribed = False
-        # paho waits this long before its next attempt (its delay starts again from the
-        # first figure after each accepted CONNACK: hence min = max = this step).
-        self._client.reconnect_delay_set(delay, delay)
-        where = f"broker {self._settings.host}:{self._settings.port}"
-        if shared:
-            what = (f"{where} {why}: set [mqtt] shared_group = \"\" and run one bridge "
-                    "(a standby may share its client_id), or use a broker with shared "
-                    "subscriptions (docs/brokers.md)")
-        else:
-            what = f"{where} {why}"
-        if n == 1:
-            log.error("%s; not healthy; next attempt in %d s at the earliest", what, delay)
-        else:
-            log.info("%s (again, %d times); next attempt in %d s at the earliest", what, n,
-                     delay)
-        return delay
+        return self._refusals.refused(why, shared, takeover)
 
     def _subscribe_later(self, delay: float) -> None:
         """Ask for the subscriptions again in `delay` seconds if this connection is still
@@ -338,13 +290,6 @@ class MqttLink:
                 return
             result, mid = self._client.subscribe(self._subscriptions)
             self._subscribe_mid = mid if result == mqtt.MQTT_ERR_SUCCESS else None
-
-    def _healthy_again(self) -> None:
-        if self._refusals:
-            log.info("subscriptions granted again after %d refusal%s", self._refusals,
-                     "" if self._refusals == 1 else "s")
-            self._refusals = 0
-            self._client.reconnect_delay_set(*RECONNECT_S)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if not self._unreachable_logged:
@@ -364,12 +309,11 @@ class MqttLink:
         if not stopping and code == SHARED_NOT_SUPPORTED:
             self._refused(f"disconnected us: {reason} (DISCONNECT 0x9e)", shared=True)
         elif not stopping and code == SESSION_TAKEN_OVER:
-            self._takeovers += 1
             self._refused(f"disconnected us: another client connected with client_id "
                           f"{self._settings.client_id!r} and took over the session "
                           "(DISCONNECT 0x8e). Two live bridges must not share a client_id: "
                           "start a standby only once the active bridge is stopped",
-                          count=self._takeovers)
+                          takeover=True)
         elif not stopping and was_connected:
             log.warning("lost the broker connection: %s; reconnecting", reason)
         self._sink(LinkDown(generation, str(reason)))
@@ -408,7 +352,7 @@ class MqttLink:
         if shared_refused or refused or downgraded:
             return
         self._subscribed = True
-        self._healthy_again()
+        self._refusals.healthy_again()
         log.info("subscribed: %s", ", ".join(t for t, _ in self._subscriptions))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

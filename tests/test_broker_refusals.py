@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import pytest
 
-from broker_bridge.mqtt_link import REFUSED_S
+from broker_bridge.refusals import REFUSED_S
 from tests.support.bridge import BridgeProcess
 from tests.support.brokers import wait_for
 from tests.support.platform import RunningPlatform
