@@ -112,6 +112,8 @@ PACKAGES = [
         more_requirements=["lgpio>=0.2"],
         # The screens need a CJK font; ./hcp package puts its .deb beside ours.
         depends=["systemd", "fonts-wqy-zenhei"],
+        # aplay plays the voice clips ([voice] kind = "alsa"); voice is optional.
+        recommends=["alsa-utils"],
         suggests=["i2c-tools", "mosquitto-clients"],
     ),
     Package(

@@ -14,6 +14,7 @@ COMMANDS = {
     "platform": ("simulator.platform", "reference aggregation platform (development aid)"),
     "demo": ("simulator.demo", "the one-command demo: broker, platform, bridge, device"),
     "gallery": ("simulator.gallery", "render every screen to PNG for the docs"),
+    "clips": ("drivers.clips.__main__", "the voice clips: --write, --check, --list, --play"),
 }
 
 

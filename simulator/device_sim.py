@@ -33,6 +33,7 @@ from simulator.children import die_with_parent
 from simulator.simclient import SimClient, half_blocks
 from simulator.terminal import Terminal, fit, width_of
 from simulator.tomlfile import toml_text
+from simulator.voice_echo import VoiceEcho
 from simulator.windowlink import LinkError, WindowServer
 
 SERVICES = [
@@ -51,8 +52,8 @@ HELP = ("1-5 评价键  c 办结一件  x 撤销  p 暂停/恢复  l 登录/退�
 # Attached to a daemon started elsewhere: its serial peer is not ours to play.
 HELP_ATTACHED = "1-5 评价键  s 卡键10秒  q 离开（评价器继续运行）"
 # Lines around the OLED: keys, two box edges (the top one holds the title), screen
-# text, status.
-FRAME_LINES = 5
+# text, voice, status.
+FRAME_LINES = 6
 TITLE = "hcp-sim device 好差评评价器模拟"
 MESSAGE_LINES = 4
 
@@ -80,6 +81,9 @@ def build_config(args: argparse.Namespace, data_dir: Path, serial_url: str) -> d
     conf["display"] = {**{k: v for k, v in conf.get("display", {}).items() if k == "font"},
                        "kind": "sim"}
     conf.pop("indicators", None)
+    # The voice as sim events (SPEC §10): shown, and played here where there is a card.
+    conf["voice"] = {**{k: v for k, v in conf.get("voice", {}).items()
+                        if k in ("volume", "read_levels", "clips_dir")}, "kind": "sim"}
     mqtt = conf.setdefault("mqtt", {})
     if args.broker:
         host, _, port = args.broker.rpartition(":")
@@ -114,6 +118,7 @@ class DeviceSim:
         self.platform_total: int | None = None
         self.dirty = threading.Event()
         self.stopping = threading.Event()
+        self.voice: VoiceEcho | None = None
 
     # --- processes -------------------------------------------------------------------
 
@@ -144,6 +149,7 @@ class DeviceSim:
             time.sleep(0.05)
         self.sim = SimClient(sock)
         self.sim.listeners.append(lambda ev: self.dirty.set())
+        self._echo_voice(conf["voice"].get("clips_dir"))
         threading.Thread(target=self._watch_window, daemon=True).start()
         threading.Thread(target=self._poll_status, daemon=True).start()
 
@@ -164,8 +170,15 @@ class DeviceSim:
             raise SystemExit(f"hcp-sim device: cannot attach to {sock}: "
                              f"{e.strerror or e} (is its daemon still running?)") from None
         self.sim.listeners.append(lambda ev: self.dirty.set())
+        self._echo_voice(None)
         self.note(f"attached to {sock}")
         threading.Thread(target=self._poll_status, daemon=True).start()
+
+    def _echo_voice(self, clips_dir: str | None) -> None:
+        """Show what the evaluator says, and play it here where there is a sound card."""
+        assert self.sim is not None
+        self.voice = VoiceEcho(play=not self.args.mute, clips_dir=clips_dir or None)
+        self.sim.listeners.append(self.voice.event)
 
     def _log_tail(self) -> str:
         with contextlib.suppress(OSError):
@@ -174,6 +187,8 @@ class DeviceSim:
 
     def stop(self) -> None:
         self.stopping.set()
+        if self.voice is not None:
+            self.voice.close()
         if self.sim is not None:
             self.sim.close()
         if self.proc is not None and self.proc.poll() is None:
@@ -311,6 +326,7 @@ class DeviceSim:
             out.append(f"screen: {name}{extra} | " + screen.get("text", "").replace("\n", " / "))
         else:
             out.append("screen: (waiting for the evaluator)")
+        out.append(self.voice.line() if self.voice else "voice: -")
         broker = status.get("broker", "?")
         serial = "open" if status.get("serial_open") else "closed"
         platform = "" if self.platform_total is None else f" | platform {self.platform_total}"
@@ -372,6 +388,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--attach", metavar="DATA_DIR",
                    help="drive a sim daemon that already runs (its DATA_DIR/sim.sock) "
                         "instead of starting one; q leaves it running")
+    p.add_argument("--mute", action="store_true",
+                   help="show the voice clips without playing them on this computer")
     p.add_argument("--info", action="append", metavar="TEXT",
                    help="a line kept on screen under the status (repeatable; the demo "
                         "shows its URLs so)")

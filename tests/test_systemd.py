@@ -218,6 +218,7 @@ HARDWARE = [
     ("/dev/ttyAMA0", "ttyAMA", "dialout", "rw"),
     ("/dev/ttyS0", "ttyS", "dialout", "rw"),
     ("/dev/input/event0", "input", "input", "r"),           # a touch panel
+    ("/dev/snd/pcmC0D0p", "alsa", "audio", "rw"),           # the speaker (aplay)
 ]
 
 

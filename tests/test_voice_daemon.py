@@ -277,3 +277,24 @@ def test_a_real_daemon_says_prompt_reasons_thanks_on_the_sim_socket(tmp_path: Pa
         assert dev.stop() == 0
     finally:
         dev.close()
+
+
+@pytest.mark.parametrize("voice, why", [
+    ({"kind": "pulse"}, "[voice] kind"),
+    ({"volume": 101}, "[voice] volume"),
+    ({"volume": "80"}, "[voice] volume"),
+    ({"read_levels": "true"}, "[voice] read_levels"),
+    ({"alsa_device": "plughw:1, 0"}, "[voice] alsa_device"),
+    ({"alsa_device": "-v"}, "[voice] alsa_device"),
+    ({"alsa_device": ""}, "[voice] alsa_device"),
+    ({"clips_dir": "clips"}, "[voice] clips_dir: must be an absolute path"),
+    ({"speaker": "usb"}, "[voice] speaker"),                 # unknown keys are errors
+])
+def test_a_bad_voice_section_is_a_config_error_naming_the_key(
+        tmp_path: Path, voice: dict[str, Any], why: str) -> None:
+    from common.configschema import ConfigError
+    path = tmp_path / "device.toml"
+    path.write_text(device_config(tmp_path / "data", "loop://", voice=voice), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_device_config(path)
+    assert any(why in p and str(path) in p for p in caught.value.problems), caught.value
