@@ -180,7 +180,9 @@ def forget_in_state(path: Path, device_ids: Sequence[str], now: float
     changed = False
     for device_id in device_ids:
         devices = state.get("devices")
-        known = isinstance(devices, dict) and devices.pop(device_id, None) is not None
+        known = isinstance(devices, dict) and device_id in devices
+        if isinstance(devices, dict) and known:
+            del devices[device_id]
         open_alerts = []
         for table in ("open", "last_raised", "pending_since"):
             entries = state.get(table)
@@ -303,11 +305,10 @@ def _forget_in_watcher(watch: WatchConfig, settings: MqttSettings, ids: list[str
         for d in ids:
             print(f"{d}: retained status and config cleared; the watcher's state not edited")
         return 1
-    resolves = [(f"{settings.prefix}/alerts", alert_payload(
-        a, watch.mqtt.client_id, now, watch.calendar.for_device(a.device_id, a.hall_id).tz,
-        watch.watch.window_names.get(a.device_id)), False)
-        for f in forgotten for a in f.open_alerts]
+    resolves, undescribed = resolve_messages(watch, settings.prefix, forgotten, now)
     failed: list[str] = []
+    if undescribed:
+        failed.append(f"{undescribed} open alert(s) in the state could not be described")
     if resolves:
         try:
             answers = RetainedEraser(settings).publish(resolves, timeout_s)
@@ -326,3 +327,22 @@ def _forget_in_watcher(watch: WatchConfig, settings: MqttSettings, ids: list[str
               file=sys.stderr)
         return 1
     return 0
+
+
+def resolve_messages(watch: WatchConfig, prefix: str, forgotten: Iterable[Forgotten],
+                     now: float) -> tuple[list[tuple[str, bytes, bool]], int]:
+    """The resolve message of each open alert, as the watcher would have sent it, and
+    how many could not be made (a state file from another version, hand-edited)."""
+    messages: list[tuple[str, bytes, bool]] = []
+    undescribed = 0
+    for f in forgotten:
+        for a in f.open_alerts:
+            try:
+                tz = watch.calendar.for_device(a.device_id, a.hall_id).tz
+                payload = alert_payload(a, watch.mqtt.client_id, now, tz,
+                                        watch.watch.window_names.get(a.device_id))
+            except (TypeError, ValueError, KeyError, OverflowError, OSError):
+                undescribed += 1
+                continue
+            messages.append((f"{prefix}/alerts", payload, False))
+    return messages, undescribed

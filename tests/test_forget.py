@@ -19,9 +19,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker_bridge.forget import forget_in_state
+from broker_bridge.forget import forget_in_state, resolve_messages
+from broker_bridge.watch.config import load_watch_config
 from broker_bridge.watch.state import StateError
 from tests.support.bridge import REPO, toml_text
 from tests.support.mosquitto import Mosquitto
@@ -266,3 +269,57 @@ def test_a_stopped_watcher_forgets_on_return_from_its_session(
     finally:
         watcher.stop()
     assert GONE not in json.loads((tmp_path / "watch-state.json").read_text())["devices"]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats(allow_nan=False,
+                                                                          allow_infinity=False)
+    | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                               max_size=3),
+    max_leaves=10)
+KEYS = st.sampled_from([f"device_silent|{GONE}|", f"backlog|{STAYS}|", GONE, "|", "",
+                        f"x|{GONE}|y|z"])
+ALERT_FIELDS = st.fixed_dictionaries({
+    "alert_id": JSON_VALUES, "kind": st.sampled_from(["device_silent", "nonsense"]) | JSON_VALUES,
+    "condition": JSON_VALUES, "severity": JSON_VALUES, "device_id": st.just(GONE) | JSON_VALUES,
+    "hall_id": JSON_VALUES, "window_id": JSON_VALUES, "region_code": JSON_VALUES,
+    "evidence": JSON_VALUES, "first_seen": JSON_VALUES, "raised_at": JSON_VALUES,
+    "resolved_at": JSON_VALUES})
+STATES = st.fixed_dictionaries({}, optional={
+    "version": JSON_VALUES,
+    "devices": st.dictionaries(st.sampled_from([GONE, STAYS, "x"]), JSON_VALUES) | JSON_VALUES,
+    "open": st.dictionaries(KEYS, ALERT_FIELDS | JSON_VALUES, max_size=4) | JSON_VALUES,
+    "last_raised": st.dictionaries(KEYS, JSON_VALUES) | JSON_VALUES,
+    "pending_since": st.dictionaries(KEYS, JSON_VALUES) | JSON_VALUES})
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(state=STATES)
+def test_any_state_file_is_edited_or_refused_never_broken(
+        tmp_path: Path, state: dict[str, Any]) -> None:
+    """The state file is the watcher's, but forget reads whatever is there: it never
+    raises anything but StateError, never leaves the device behind in what it writes,
+    and every resolve message it makes is the watcher's JSON."""
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(state))
+    watch = load_watch_config(watch_config_for_state(tmp_path))
+    forgotten = forget_in_state(path, [GONE], 1_795_000_000.0)
+    after = json.loads(path.read_text())
+    if isinstance(after.get("devices"), dict):
+        assert GONE not in after["devices"]
+    for table in ("open", "last_raised", "pending_since"):
+        if isinstance(after.get(table), dict):
+            assert not [k for k in after[table] if k.split("|")[1:2] == [GONE]]
+    messages, undescribed = resolve_messages(watch, PREFIX, forgotten, 1_795_000_000.0)
+    assert len(messages) + undescribed == len(forgotten[0].open_alerts)
+    for _, payload, _ in messages:
+        assert json.loads(payload)["resolved"] is True
+
+
+def watch_config_for_state(tmp_path: Path) -> Path:
+    path = tmp_path / "watch.toml"
+    if not path.exists():
+        path.write_text(toml_text({"watch": {"state_file": str(tmp_path / "state.json")}}))
+    return path

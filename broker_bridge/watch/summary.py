@@ -66,7 +66,8 @@ def summary(alert: Alert, tz: tzinfo, now: float, window_name: str | None = None
         if "removed" in str(alert.evidence.get("reason", "")):
             return (f"【已移除】{where}：评价器已从设备清单中移除，"
                     f"相关预警随之解除（{at}），无需处理。")
-        return f"【已恢复】{where}：{KIND_LABELS[alert.kind]}已解除（{at}），无需处理。"
+        label = KIND_LABELS.get(alert.kind, alert.kind)
+        return f"【已恢复】{where}：{label}已解除（{at}），无需处理。"
     e = alert.evidence
     since = local_time(_since(alert), tz, now)
     if alert.kind == BAD_BURST:
