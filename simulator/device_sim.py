@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.children import die_with_parent
+from simulator.colour_view import cells_for, colour_blocks, frame_image
 from simulator.simclient import SimClient, half_blocks
 from simulator.terminal import Terminal, fit, width_of
 from simulator.tomlfile import toml_text
@@ -78,8 +79,10 @@ def build_config(args: argparse.Namespace, data_dir: Path, serial_url: str) -> d
     conf.setdefault("device", {})["data_dir"] = str(data_dir)
     conf["serial"] = {**conf.get("serial", {}), "port": serial_url, "reopen_s": 0.5}
     conf["input"] = {"kind": "sim"}
-    conf["display"] = {**{k: v for k, v in conf.get("display", {}).items() if k == "font"},
-                       "kind": "sim"}
+    conf["display"] = {**{k: v for k, v in conf.get("display", {}).items()
+                          if k in ("font", "size", "staff_photos_dir")}, "kind": "sim"}
+    if args.size:  # a colour panel (SPEC §10): 480x320, 800x480, 1024x600, …
+        conf["display"]["size"] = args.size
     conf.pop("indicators", None)
     # The voice as sim events (SPEC §10): shown, and played here where there is a card.
     conf["voice"] = {**{k: v for k, v in conf.get("voice", {}).items()
@@ -312,13 +315,23 @@ class DeviceSim:
         step = 1 if full else 2
         width = 128 // step
         title = f"─ {TITLE}{' (attached)' if self.attached else ''} "
+        picture = frame_image(screen) if screen else None
+        colour: list[str] = []
+        if picture is not None:  # a colour panel: true-colour half blocks, scaled
+            box = (cols - 2, rows - FRAME_LINES - len(info) - 1)
+            colour = colour_blocks(picture, *box)
+            width = cells_for(picture.size, *box)[0]
         out = [fit(HELP_ATTACHED if self.attached else HELP, cols),
                "┌" + title + "─" * max(0, width - width_of(title)) + "┐"]
-        if screen and screen.get("frame"):
+        if colour:
+            out += ["│" + row + "│" for row in colour]
+        elif screen and screen.get("frame") and screen.get("format", "mono1") == "mono1":
             out += ["│" + row + "│" for row in half_blocks(screen["frame"], step, step)]
         else:
             out += ["│" + " " * width + "│" for _ in range(64 // (2 * step))]
-        note = "  (merged 2×2: 130×40 shows every pixel)" if step > 1 else ""
+        note = "  (merged 2×2: 130×40 shows every pixel)" if step > 1 and not colour else ""
+        if colour and picture is not None:
+            note = f"  ({picture.width}×{picture.height}, scaled)"
         out.append("└" + "─" * width + "┘" + (note if width + 2 + len(note) <= cols else ""))
         if screen:
             name = screen.get("screen")
@@ -338,7 +351,8 @@ class DeviceSim:
         with self.lock:
             if room:
                 out += self.messages[-min(room, MESSAGE_LINES):]
-        return [fit(line, cols) for line in out[:rows]]
+        # Colour rows are as wide as the box already; their escapes are no columns.
+        return [line if "\x1b[" in line else fit(line, cols) for line in out[:rows]]
 
 
 def _platform_total(url: str) -> int | None:
@@ -390,6 +404,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "instead of starting one; q leaves it running")
     p.add_argument("--mute", action="store_true",
                    help="show the voice clips without playing them on this computer")
+    p.add_argument("--size", choices=("128x64", "480x320", "800x480", "1024x600",
+                                      "320x480", "480x800", "600x1024"),
+                   help="the panel: 128x64 OLED (default) or a colour touch screen")
+    p.add_argument("--web", type=int, metavar="PORT",
+                   help="also serve the live screen on http://127.0.0.1:PORT/, where a "
+                        "click is a touch (0: any free port, printed)")
     p.add_argument("--info", action="append", metavar="TEXT",
                    help="a line kept on screen under the status (repeatable; the demo "
                         "shows its URLs so)")
@@ -406,14 +426,25 @@ def main(argv: list[str]) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    web = None
     try:
         sim.start()
+        if args.web is not None:
+            from simulator.web_view import WebView
+            web = WebView(lambda: sim.sim, port=args.web)
+            assert sim.sim is not None
+            sim.sim.listeners.append(web.on_event)
+            if sim.sim.screen is not None:
+                web.on_event(sim.sim.screen)
+            args.info = [*(args.info or []), f"web view (a click is a touch): {web.start()}"]
         with Terminal() as term:
             try:
                 run_ui(sim, term)
             except KeyboardInterrupt:
                 pass
     finally:
+        if web is not None:
+            web.close()
         sim.stop()
     if sim.attached:
         print(f"hcp-sim device: detached; the evaluator of {sim.data_dir} keeps running")
