@@ -179,3 +179,28 @@ def test_pack_keeps_exact_colours_in_32_bits() -> None:
     assert pack(image, FbGeometry(2, 1, 32, 8)) == bytes([3, 2, 1, 0, 7, 128, 250, 0])
     assert pack(image, FbGeometry(2, 1, 16, 4)) == struct.pack(
         "<HH", (0 << 11) | (0 << 5) | 0, (31 << 11) | (32 << 5) | 0)
+
+
+def test_hcp_device_with_a_missing_framebuffer_exits_with_one_clear_line(
+        tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from simulator.tomlfile import toml_text
+    from tests.support.device import ROOT
+    config = tmp_path / "device.toml"
+    config.write_text(toml_text({
+        "device": {"id": "D1", "region_code": "421100", "hall_id": "HG01",
+                   "window_id": "W03", "window_name": "03号窗口",
+                   "data_dir": str(tmp_path / "data")},
+        "serial": {"port": ""},
+        "input": {"kind": "sim"},
+        "display": {"kind": "framebuffer", "fb_device": "/dev/fb-hcp-test-missing9"},
+        "mqtt": {"port": 9},
+    }), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "device.cli", "run", "--config", str(config)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 69, done.stderr   # EX_UNAVAILABLE: systemd does not loop
+    assert "[display] fb_device" in done.stderr and "fb-hcp-test-missing9" in done.stderr
+    assert "Traceback" not in done.stderr
