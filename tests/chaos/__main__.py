@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
 from tests.chaos.faults import KINDS
+from tests.chaos.netns import sweep
 from tests.chaos.runner import ChaosOptions, ChaosRun
 
 
@@ -30,7 +32,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the parts keep their files and logs (default: a new temp dir)")
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--sweep", action="store_true",
+                   help="only remove the namespaces and veth pairs dead runs left, and exit")
     args = p.parse_args(argv)
+    if args.sweep:
+        for what in sweep():
+            print(f"removed {what}")
+        return 0
+    # SIGTERM (a timeout, systemd) unwinds like Ctrl-C: the runner's finally stops the
+    # daemons and removes the namespaces, veth pairs, nft tables and qdiscs it made.
+    signal.signal(signal.SIGTERM, _terminate)
     kinds = tuple(k for k in args.only.split(",") if k) or KINDS
     unknown = set(kinds) - set(KINDS)
     if unknown:
@@ -47,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(report.json() + "\n", encoding="utf-8")
     return 0 if report.ok else 1
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from simulator.windowlink import LinkError
 from tests.chaos.chain import Chain, Device
 from tests.chaos.ledger import Ledger
-from tests.chaos.netns import Net
+from tests.chaos.netns import Net, NetnsUnavailable
 
 log = logging.getLogger("chaos.faults")
 
@@ -431,13 +431,16 @@ class FaultInjector(threading.Thread):
         done = threading.Event()
 
         def flap() -> None:
-            while not done.is_set():
-                net.down()
-                if done.wait(rng.uniform(0.5, 2.0)):
-                    break
+            try:
+                while not done.is_set():
+                    net.down()
+                    if done.wait(rng.uniform(0.5, 2.0)):
+                        break
+                    net.up()
+                    done.wait(rng.uniform(0.5, 2.0))
                 net.up()
-                done.wait(rng.uniform(0.5, 2.0))
-            net.up()
+            except NetnsUnavailable as e:   # the namespace went away under us (teardown)
+                self.errors.append(f"net_flap {device.name}: {e}")
 
         thread = threading.Thread(target=flap, name=f"flap-{device.name}", daemon=True)
         thread.start()
