@@ -6,6 +6,7 @@ answer like the robots do (`errcode`), including refusals that must be retried."
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -153,7 +154,8 @@ def test_any_summary_is_one_line_and_any_robot_message_fits(
     ding = json.loads(render("dingtalk", document, raw))
     assert set(ding["markdown"]) == {"title", "text"} and ding["markdown"]["title"]
     for text in (wecom["markdown"]["content"], ding["markdown"]["text"]):
-        assert "\n> 设备：421100-HG01-W03" in text  # 钉钉's 自定义关键词 (docs/alerts.md)
+        assert "\n> 设备：421100-HG01-W03" in text
+        assert "预警" in text  # 钉钉's 自定义关键词 (docs/alerts.md)
         # Alert text never opens markup of its own (only our <font> tags).
         assert text.replace('<font color="warning">', "").replace(
             '<font color="comment">', "").replace('<font color="info">', "").replace(
@@ -310,7 +312,12 @@ def test_dingtalk_signed_message_is_verified_by_the_robot(
     secret_file = tmp_path / "dingtalk.secret"
     secret_file.write_text(SECRET + "\n")
     hook = Webhook(robot.url, 2.0, fmt="dingtalk", secret_file=str(secret_file))
-    run_webhook(hook, [alert_bytes(), alert_bytes(BACKLOG)], lambda: hook.delivered == 2)
+    hook.start()
+    for number, payload in enumerate([alert_bytes(), alert_bytes(BACKLOG)], 1):
+        hook.send(payload)   # one at a time: each gets a message of its own
+        wait_for(functools.partial(lambda n: hook.delivered == n, number),
+                 what=f"alert {number}")
+    hook.stop()
     assert [m["markdown"]["title"] for m in robot.accepted] == [
         "【差评预警】03号窗口 不动产登记：10分钟内收到3条差评",
         "【评价积压】03号窗口 不动产登记：评价器有120条评价未上传"]
@@ -352,6 +359,7 @@ def test_posts_to_a_robot_are_paced(robots: Callable[..., Robot],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(webhook_module, "ROBOT_POSTS_PER_MINUTE", 3)
     monkeypatch.setattr(webhook_module, "PACE_WINDOW_S", 0.5)
+    monkeypatch.setattr(webhook_module, "ROBOT_BATCH_MAX", 1)
     robot = robots("wecom")
     hook = Webhook(robot.url, 2.0, fmt="wecom")
     run_webhook(hook, [alert_bytes()] * 5, lambda: hook.delivered == 5)
@@ -450,3 +458,28 @@ def test_json_format_posts_the_alert_message_itself(tmp_path: Path) -> None:
         server.server_close()
     assert seen == [("application/json", "Bearer s3cret", alert_bytes())]
     assert json.loads(seen[0][2])["summary"].startswith("【差评预警】03号窗口 不动产登记：")
+
+
+@pytest.mark.parametrize("kind", ["wecom", "dingtalk"])
+def test_alerts_that_wait_for_the_robot_go_out_together(
+        kind: str, robots: Callable[..., Robot], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A storm (50 windows falling silent at once) is a few messages, each within the
+    byte limit, every alert in exactly one of them: not 50 posts, 30 of them refused."""
+    monkeypatch.setattr(webhook_module, "ROBOT_POSTS_PER_MINUTE", 1)
+    monkeypatch.setattr(webhook_module, "PACE_WINDOW_S", 0.3)
+    robot = robots(kind)
+    hook = Webhook(robot.url, 2.0, fmt=kind)
+    storm = [alert_payload(make_alert(DEVICE_SILENT), "w", RAISED, SHANGHAI,
+                           f"{i:02d}号窗口 不动产登记与税务综合受理专窗") for i in range(50)]
+    run_webhook(hook, [alert_bytes(), *storm], lambda: hook.delivered == 51)
+    assert hook.dropped == 0 and robot.refused == []
+    texts = [m["markdown"]["content" if kind == "wecom" else "text"] for m in robot.accepted]
+    assert 2 < len(texts) < 20
+    assert all(len(t.encode("utf-8")) <= WECOM_CONTENT_MAX for t in texts)
+    for i in range(50):
+        name = f"{i:02d}号窗口 不动产登记与税务综合受理专窗："
+        assert sum(t.count(name) for t in texts) == 1, name
+    batch = texts[-1]
+    assert batch.startswith("### ") and "条评价器预警" in batch.splitlines()[0]
+    if kind == "dingtalk":
+        assert robot.accepted[-1]["markdown"]["title"].endswith("评价器失联")

@@ -16,8 +16,11 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from broker_bridge.watch.summary import KIND_LABELS
 
 JSON, WECOM, DINGTALK = "json", "wecom", "dingtalk"
 FORMATS = (JSON, WECOM, DINGTALK)
@@ -48,6 +51,41 @@ def render(fmt: str, document: dict[str, Any], raw: bytes) -> bytes:
         return _dumps({"msgtype": "markdown",
                        "markdown": {"title": _title(document), "text": text}})
     return raw
+
+
+def render_many(fmt: str, documents: Sequence[dict[str, Any]]) -> tuple[bytes, int]:
+    """One robot message for alerts that waited together (a storm, or the robot's
+    limit of 20 a minute): the first ones that fit the byte limit, one summary line
+    each. Returns the body and how many it holds (at least one; a single alert gets the
+    full message of `render`)."""
+    if len(documents) == 1:
+        return render(fmt, documents[0], b""), 1
+    limit = WECOM_CONTENT_MAX if fmt == WECOM else DINGTALK_TEXT_MAX
+    lines: list[str] = []
+    for document in documents:
+        line = f"- {_coloured(document, fmt == WECOM)}"
+        text = _batch_text(lines + [line], len(documents))
+        if lines and len(text.encode("utf-8")) > limit:
+            break
+        lines.append(line)
+    text = _fit(_batch_text(lines, len(documents)), limit)
+    if fmt == WECOM:
+        return _dumps({"msgtype": "markdown", "markdown": {"content": text}}), len(lines)
+    labels = list(dict.fromkeys(
+        "已恢复" if d.get("resolved") else KIND_LABELS.get(str(d.get("kind")), "预警")
+        for d in documents[:len(lines)]))
+    title = (f"{len(lines)}条评价器预警：{'、'.join(labels[:3])}"
+             f"{'等' if len(labels) > 3 else ''}")
+    return _dumps({"msgtype": "markdown", "markdown": {"title": title, "text": text}}), \
+        len(lines)
+
+
+def _batch_text(lines: list[str], waiting: int) -> str:
+    head = f"### {len(lines)}条评价器预警"
+    more = (f"\n\n> 另有{waiting - len(lines)}条随后发送"
+            if waiting > len(lines) else "")
+    # Like every robot message, it says 预警: 钉钉's 自定义关键词 (docs/alerts.md).
+    return "\n".join([head, *lines]) + more
 
 
 def signed_url(url: str, secret: str, timestamp_ms: int) -> str:
@@ -84,18 +122,24 @@ def robot_refusal(fmt: str, status: int, body: bytes) -> str | None:
 
 def _markdown(document: dict[str, Any], colour: bool) -> str:
     severity = str(document.get("severity", ""))
-    head = _plain(document.get("summary") or document.get("kind", ""))
-    if colour and not document.get("resolved"):
-        head = f'<font color="{_WECOM_COLOUR.get(severity, "warning")}">{head}</font>'
-    elif colour:
-        head = f'<font color="info">{head}</font>'
-    lines = [f"### {_plain(_title(document))}", head, ""]
+    lines = [f"### {_plain(_title(document))}", _coloured(document, colour), ""]
     facts = [("设备", document.get("device_id")), ("大厅", document.get("hall_id")),
              ("窗口", document.get("window_id")), ("区划", document.get("region_code")),
              ("级别", severity), ("预警类型", document.get("kind")),
              ("预警编号", document.get("alert_id"))]
     lines += [f"> {name}：{_plain(value)}" for name, value in facts if value]
     return "\n".join(lines)
+
+
+def _coloured(document: dict[str, Any], colour: bool) -> str:
+    """The summary, in 企业微信 orange while raised and green once resolved."""
+    text = _plain(document.get("summary") or document.get("kind", ""))
+    if not colour:
+        return text
+    if document.get("resolved"):
+        return f'<font color="info">{text}</font>'
+    severity = str(document.get("severity", ""))
+    return f'<font color="{_WECOM_COLOUR.get(severity, "warning")}">{text}</font>'
 
 
 def _title(document: dict[str, Any]) -> str:

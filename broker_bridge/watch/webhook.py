@@ -5,7 +5,8 @@ then the message is dropped with a log line (MQTT carries every alert regardless
 The body is the alert message itself or a 企业微信 / 钉钉 group robot's markdown
 message (broker_bridge/watch/channels.py). A robot's refusal (`errcode` ≠ 0 in a 200
 answer) is a failure like an HTTP error, and posts to a robot are paced to its limit of
-20 messages a minute: DingTalk blocks a robot for 10 minutes beyond it."""
+20 messages a minute (DingTalk blocks a robot for 10 minutes beyond it); alerts that
+wait meanwhile go out together, a line each, in as few messages as fit."""
 
 from __future__ import annotations
 
@@ -21,7 +22,14 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from broker_bridge.watch.channels import DINGTALK, JSON, ROBOTS, render, robot_refusal, signed_url
+from broker_bridge.watch.channels import (
+    DINGTALK,
+    JSON,
+    ROBOTS,
+    render_many,
+    robot_refusal,
+    signed_url,
+)
 
 log = logging.getLogger("hcp.watch.webhook")
 
@@ -29,6 +37,7 @@ QUEUE_MAX = 1000
 RETRY_DELAYS_S = (1.0, 4.0, 15.0)
 ROBOT_POSTS_PER_MINUTE = 20  # both robots' documented limit
 PACE_WINDOW_S = 60.0
+ROBOT_BATCH_MAX = 50  # alerts in one robot message at most (the byte limit comes first)
 
 
 class Webhook(threading.Thread):
@@ -69,45 +78,68 @@ class Webhook(threading.Thread):
         self.join(0.5)
 
     def run(self) -> None:
-        while True:
-            payload = self._queue.get()
-            if payload is None:
-                return
+        waiting: list[bytes] = []
+        last = False  # the stop sentinel has been taken: finish what waits, then end
+        while waiting or not last:
+            if not waiting:
+                payload = self._queue.get()
+                if payload is None:
+                    return
+                waiting.append(payload)
+            if self._format in ROBOTS:
+                # Alerts that arrive while the robot's minute is full join the next post.
+                self._wait_for_a_post()
+                while len(waiting) < ROBOT_BATCH_MAX and not last:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        last = True
+                    else:
+                        waiting.append(more)
             try:
-                self._deliver(payload)
+                taken = self._deliver(waiting)
             except Exception as e:
                 # Contained at the loop: a dead webhook thread would drop every later
                 # alert while the watcher looked healthy.
-                self.dropped += 1
-                log.error("webhook %s: an alert could not be sent (%s: unexpected)",
-                          self._shown_url, type(e).__name__)
+                taken = len(waiting)
+                self.dropped += taken
+                log.error("webhook %s: %d alert(s) could not be sent (%s: unexpected)",
+                          self._shown_url, taken, type(e).__name__)
                 log.debug("the failure in full", exc_info=True)
+            del waiting[:taken]
 
-    def _deliver(self, payload: bytes) -> None:
-        body = payload
+    def _deliver(self, waiting: list[bytes]) -> int:
+        """Post the first of `waiting` (for a robot, as many as fit one message); return
+        how many alerts that post carried, delivered or dropped."""
+        body, taken = waiting[0], 1
         if self._format in ROBOTS:
-            body = render(self._format, json.loads(payload), payload)
+            body, taken = render_many(self._format, [json.loads(p) for p in waiting])
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS_S)):
             if delay and self._stopping.wait(delay):
                 break
-            if not self._pace():
+            if not self._wait_for_a_post():
                 break
+            if self._format in ROBOTS:
+                self._recent_posts.append(time.monotonic())
             error = self._post(body)
             if error is None:
-                self.delivered += 1
-                return
+                self.delivered += taken
+                return taken
             if attempt == 0:
                 log.warning("webhook %s: %s; retrying", self._shown_url, error)
             else:
                 log.debug("webhook %s: %s", self._shown_url, error)
-        self.dropped += 1
+        self.dropped += taken
         if self._stopping.is_set():
-            log.error("webhook %s: stopping; an alert was not posted", self._shown_url)
+            log.error("webhook %s: stopping; %d alert(s) not posted", self._shown_url, taken)
         else:
-            log.error("webhook %s: giving up on an alert after %d attempts",
-                      self._shown_url, len(RETRY_DELAYS_S) + 1)
+            log.error("webhook %s: giving up on %d alert(s) after %d attempts",
+                      self._shown_url, taken, len(RETRY_DELAYS_S) + 1)
+        return taken
 
-    def _pace(self) -> bool:
+    def _wait_for_a_post(self) -> bool:
         """Wait until a robot may take one more post this minute; False when stopping."""
         if self._format not in ROBOTS:
             return True
@@ -117,7 +149,6 @@ class Webhook(threading.Thread):
                 self._recent_posts.popleft()
             elif self._stopping.wait(wait):
                 return False
-        self._recent_posts.append(time.monotonic())
         return True
 
     def _post(self, body: bytes) -> str | None:
