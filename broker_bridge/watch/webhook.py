@@ -1,5 +1,6 @@
-"""Alerts to an HTTP webhook as well as MQTT: one POST per alert message, from its own
-thread so a slow or dead webhook never delays the watcher. Best effort: a few retries,
+"""Alerts to an HTTP webhook as well as MQTT: a POST per alert message (for a robot,
+alerts that wait go together), from its own thread so a slow or dead webhook never
+delays the watcher. Best effort: a few retries,
 then the message is dropped with a log line (MQTT carries every alert regardless).
 
 The body is the alert message itself or a 企业微信 / 钉钉 group robot's markdown
