@@ -9,6 +9,7 @@ Needs root and ip, nft and tc (apt install iproute2 nftables); skipped otherwise
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -115,6 +116,38 @@ def test_each_network_fault_is_applied_and_taken_off(chain: Chain) -> None:
     assert NFT_TABLE not in net.ruleset() and "tbf" not in net.qdisc()
     # ... and delivers it once the link is back.
     assert wait_at_platform(chain, rating_id, 60), device.process.log()
+
+
+def connects(chain: Chain, tries: int, timeout_s: float) -> int:
+    """How many of `tries` TCP connections from the device's namespace to the broker's
+    listener on the host end succeed within `timeout_s` each."""
+    assert chain.netlab is not None
+    (net,) = chain.netlab.nets
+    ok = 0
+    with chain.netlab.inside(net):
+        for _ in range(tries):
+            try:
+                with socket.create_connection((net.host_ip, chain.netns_port), timeout_s):
+                    ok += 1
+            except OSError:
+                pass
+    return ok
+
+
+def test_loss_really_drops_packets_and_nothing_else_is_reachable(chain: Chain) -> None:
+    assert chain.netlab is not None
+    (net,) = chain.netlab.nets
+    assert connects(chain, 10, 2.0) == 10
+    net.loss(95)
+    # A SYN or its answer dropped 95 % of the time each: almost every try times out.
+    assert connects(chain, 20, 0.3) <= 6
+    net.no_loss()
+    assert connects(chain, 10, 2.0) == 10
+    # No route out of the namespace but to its /30: the loopback broker is not there.
+    with chain.netlab.inside(net), pytest.raises(OSError):
+        socket.create_connection((chain.broker.host, chain.broker.port), 1.0).close()
+    route = net.ns("ip", "route", "show").stdout
+    assert "default" not in route and route.strip().startswith(net.host_ip.rsplit(".", 1)[0])
 
 
 def test_serial_link_is_not_on_the_network(chain: Chain) -> None:

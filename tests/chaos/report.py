@@ -31,6 +31,7 @@ class Report:
     skipped: dict[str, str]
     worker_errors: list[str]
     log_findings: list[str]
+    network: str = ""          # where the devices' uplinks ran (namespaces or loopback)
 
     @property
     def ok(self) -> bool:
@@ -72,6 +73,7 @@ class Report:
             "drain_s": _round(self.drain_s),
             "phases_s": {k: round(v, 1) for k, v in self.phases.items()},
             "balanced": self.balanced,
+            "network": self.network,
         }
 
     def text(self) -> str:
@@ -80,6 +82,7 @@ class Report:
             f"chaos run: {'PASS' if self.ok else 'FAIL'}  (seed {self.seed}, "
             f"{self.options.minutes:g} min of faults, {self.options.devices} devices, "
             f"{s['duration_s']:.0f} s in all)",
+            f"  devices' network             {self.network or '-'}",
             f"  presses                      {s['presses']}",
             "  cases                        "
             + ", ".join(f"{k} {n}" for k, n in s["cases"].items()),

@@ -137,6 +137,7 @@ class ChaosRun:
             drain_s = time.monotonic() - drain_started
             verdict = self.ledger.reconcile(read_platform(chain.workdir / "platform.db"))
         finally:
+            network = describe_network(chain)
             stopping = time.monotonic()
             if events is not None:
                 events.close()
@@ -152,7 +153,7 @@ class ChaosRun:
             fault_errors=faults.errors if faults else [],
             skipped=faults.skipped if faults else {},
             worker_errors=[f"{w.device.name}: {e}" for w in workers for e in w.errors],
-            log_findings=scan_logs(chain))
+            log_findings=scan_logs(chain), network=network)
 
     # While the faults run ---------------------------------------------------------------
 
@@ -209,6 +210,17 @@ class ChaosRun:
             if empty and must <= stored:
                 return True
         return False
+
+
+def describe_network(chain: Chain) -> str:
+    lab = chain.netlab
+    if lab is None:
+        return f"loopback ({chain.netns_skip_reason})"
+    if not lab.nets:
+        return "namespaces (not set up)"
+    first = lab.nets[0].host_ip.rsplit(".", 1)[0]
+    return (f"a namespace each, veth /30s in {first}.0/24, broker listener "
+            f"{first}.x:{chain.netns_port} per device")
 
 
 LOG_PATTERNS = {
