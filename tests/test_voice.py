@@ -30,6 +30,7 @@ from drivers.voice import (
     UnavailableVoice,
     build_voice,
     scale_samples,
+    scale_samples_reference,
     volume_factor,
 )
 from simulator.simclient import SimClient
@@ -244,7 +245,7 @@ def test_play_returns_at_once_whatever_the_player_does(
     for clip in ("prompt", "reasons", "thanks", "error"):
         t0 = time.monotonic()
         voice.play([clip], 80)
-        assert time.monotonic() - t0 < 0.05
+        assert time.monotonic() - t0 < 1.0      # never the 30 s the player takes
 
 
 def test_unknown_clips_and_a_closed_voice_are_driver_errors(closing: list[Any]) -> None:
@@ -294,6 +295,19 @@ def test_a_lower_volume_never_makes_a_sample_louder(
     assert scale_samples(frames, 100) == frames
     assert scale_samples(frames, 0) == bytes(len(frames))
     assert volume_factor(80) == pytest.approx(0.512)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-32768, 32767), max_size=500), st.integers(-5, 105))
+def test_the_fast_scaling_is_the_plain_rule(samples: list[int], volume: int) -> None:
+    frames = b"".join(s.to_bytes(2, "little", signed=True) for s in samples)
+    assert scale_samples(frames, volume) == scale_samples_reference(frames, volume)
+
+
+def test_the_fast_scaling_on_every_sample_value() -> None:
+    frames = b"".join(s.to_bytes(2, "little", signed=True) for s in range(-32768, 32768))
+    for volume in (1, 33, 50, 80, 99):
+        assert scale_samples(frames, volume) == scale_samples_reference(frames, volume)
 
 
 # --- the sim voice ----------------------------------------------------------------------
