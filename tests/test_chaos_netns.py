@@ -105,7 +105,7 @@ def test_each_network_fault_is_applied_and_taken_off(chain: Chain) -> None:
     ruleset = net.ruleset()
     assert "numgen random mod 100 < 30 drop" in ruleset and net.device_if in ruleset
     net.slow()
-    assert "tbf" in net.qdisc() and "64Kbit" in net.qdisc()
+    assert net.qdisc().count("qdisc tbf") == 2 and "64Kbit" in net.qdisc()   # both ways
     net.down()
     state = net.ns("ip", "-o", "link", "show", net.device_if).stdout
     assert "state DOWN" in state

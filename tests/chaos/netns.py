@@ -168,15 +168,17 @@ class Net:
             self.applied.discard("loss")
 
     def slow(self, rate: str = "64kbit", burst: str = "16kbit", latency: str = "600ms") -> None:
-        """A slow uplink: a token bucket on the device's egress."""
+        """A slow uplink both ways: a token bucket on each end's egress."""
+        tbf = ("root", "tbf", "rate", rate, "burst", burst, "latency", latency)
         with self.lock:
-            self.ns("tc", "qdisc", "replace", "dev", self.device_if, "root", "tbf",
-                    "rate", rate, "burst", burst, "latency", latency)
+            self.ns("tc", "qdisc", "replace", "dev", self.device_if, *tbf)
+            run("tc", "qdisc", "replace", "dev", self.host_if, *tbf)
             self.applied.add("slow")
 
     def fast(self) -> None:
         with self.lock:
             self.ns("tc", "qdisc", "del", "dev", self.device_if, "root", check=False)
+            run("tc", "qdisc", "del", "dev", self.host_if, "root", check=False)
             self.applied.discard("slow")
 
     def down(self) -> None:
@@ -196,7 +198,9 @@ class Net:
         self.up()
 
     def qdisc(self) -> str:
-        return self.ns("tc", "qdisc", "show", "dev", self.device_if, check=False).stdout
+        """Both ends' root qdiscs, as `tc qdisc show` prints them."""
+        return (self.ns("tc", "qdisc", "show", "dev", self.device_if, check=False).stdout
+                + run("tc", "qdisc", "show", "dev", self.host_if, check=False).stdout)
 
     def ruleset(self) -> str:
         return self.ns("nft", "list", "ruleset", check=False).stdout
