@@ -33,7 +33,6 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 log = logging.getLogger("chaos.netns")
 
@@ -299,7 +298,3 @@ class NetLab:
         found += [f"link {n}" for n in links() if _LINK_RE.match(n)
                   and n.startswith(f"{LINK_PREFIX}{pid}")]
         return found
-
-
-def path_exists(net: Net) -> bool:
-    return Path(f"/run/netns/{net.netns}").exists()
