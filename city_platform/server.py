@@ -282,6 +282,11 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
                 # Nothing of the batch was committed: the bridge retries it (§9, 5xx).
                 log.error("store: %s; batch of %d not stored, asked to retry", e, len(ratings))
                 return self._json(503, {"error": "store unavailable"}, {"Retry-After": "1"})
+            except Exception:
+                # A bug of ours, not the client's: said loudly, nothing stored, and the
+                # bridge retries (5xx) rather than losing the batch.
+                log.exception("batch of %d not stored: internal error", len(ratings))
+                return self._json(500, {"error": "internal error; nothing stored"})
             if mode.mode == "slow":
                 # Stored first, answered late: a bridge that gives up and re-sends must
                 # meet the de-duplication, which is the point of this mode.
