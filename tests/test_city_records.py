@@ -63,3 +63,31 @@ def test_a_batch_with_junk_stores_exactly_its_valid_records(
         assert store.counts()["total"] == before + 3
     finally:
         store.close()
+
+
+def test_an_internal_error_is_a_500_not_a_dropped_connection(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    import http.client
+    import json
+
+    from city_platform.server import PlatformServer
+
+    store = Store.open(f"sqlite:///{tmp_path / 'ratings.db'}")
+    server = PlatformServer("127.0.0.1", 0, store).start()
+
+    def broken(records: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(store, "submit", broken)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("POST", "/api/ratings", json.dumps({"ratings": [make_rating()]}),
+                     {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 500
+        assert "nothing stored" in json.loads(response.read())["error"]
+        conn.close()
+    finally:
+        server.shutdown()
+        server.close()
+        store.close()
