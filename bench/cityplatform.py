@@ -187,7 +187,7 @@ def fill_month(url: str, n: int) -> float:
                 FROM (SELECT i, 1 + (i * 7) % 5 AS lv,
                              timestamptz '2026-11-01 00:00:00+08'
                                + ((i * 7919) % 2592000) * interval '1 second' AS ts
-                      FROM generate_series(1, {int(n)}) AS i) AS g""")
+                      FROM generate_series(1::bigint, {int(n)}) AS i) AS g""")
             conn.execute("""
                 INSERT INTO daily_tally (local_day, hall_id, window_id, level, reason,
                                          spontaneous, n)
