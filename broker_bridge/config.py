@@ -67,6 +67,9 @@ SCHEMA: dict[str, Section] = {
         # Receive Maximum, no session expiry (docs/bridge.md, "MQTT 5 or 3.1.1").
         "protocol": Key(str, "5", one_of("5", "3.1.1")),
         "shared_group": Key(str, "bridge", _group),
+        # Wait until the bridge with this client_id is offline, then take over its session
+        # (broker_bridge/standby.py): set it on both machines of an active/standby pair.
+        "standby": Key(bool, False),
         "keepalive_s": Key(int, 30, in_range(5, 3600)),
         "session_expiry_s": Key(int, 86400, in_range(60, 2**32 - 1)),
         # How many un-acknowledged ratings the broker may hand us (MQTT v5 Receive
@@ -122,6 +125,10 @@ class MqttSettings:
     username: str
     password_file: str
     protocol: str = "5"
+    standby: bool = False
+    # Announce this client's status on {prefix}/_bridges/{client_id}/status (the bridge
+    # does, so that a standby knows when to take over; the watcher does not).
+    announce: bool = False
     # The most ratings one batch holds (the bridge's [platform] batch_max): a broker that
     # lets fewer un-acknowledged messages through than this gets an ERROR with its figure.
     # 0 for a client that does not batch (the watcher).
@@ -240,7 +247,7 @@ def parse_bridge_config(path: Path, data: dict[str, Any]) -> BridgeConfig:
         path=path,
         mqtt=MqttSettings(**{**m, "client_id": m["client_id"] or _default_client_id(),
                              "shared_group": shared_group(data.get("mqtt"), m),
-                             "batch_max": p["batch_max"]}),
+                             "batch_max": p["batch_max"], "announce": True}),
         platform=PlatformSettings(**p),
         listen_host=listen_host.strip("[]"),
         listen_port=int(listen_port),

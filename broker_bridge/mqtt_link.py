@@ -16,11 +16,9 @@ What it guarantees to the bridge loop:
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import paho.mqtt.client as mqtt
@@ -30,6 +28,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from broker_bridge.config import MqttSettings
+from broker_bridge.mqtt_setup import LinkError as LinkError
+from broker_bridge.mqtt_setup import configure_security as configure_security
+from broker_bridge.mqtt_setup import quiet_paho
 from broker_bridge.paho_fast import make_client
 from broker_bridge.refusals import (
     RECONNECT_S,
@@ -37,13 +38,10 @@ from broker_bridge.refusals import (
     SHARED_NOT_SUPPORTED,
     Refusals,
 )
+from broker_bridge.standby import Announcer, wait_until_free
 
 log = logging.getLogger("hcp.bridge.mqtt")
 
-
-
-class LinkError(Exception):
-    """The MQTT link cannot be set up (unreadable password file, bad TLS files)."""
 
 
 class Incoming(NamedTuple):
@@ -118,6 +116,8 @@ class MqttLink:
         self._unreachable_logged = False
         self._client = self._make_client(settings)
         self._refusals = Refusals(settings, self._client.reconnect_delay_set)
+        self._announcer = Announcer(self._client, settings) if settings.announce else None
+        self._standing_by = threading.Event()   # set: stop waiting (stop() was called)
 
     # paho setup ----------------------------------------------------------------
 
@@ -132,7 +132,7 @@ class MqttLink:
                              clean_session=None if v5 else False, manual_ack=True)
         paho_log = logging.getLogger("hcp.bridge.paho")
         paho_log.setLevel(logging.INFO)  # paho logs every packet at DEBUG
-        paho_log.addFilter(_quiet_paho)
+        paho_log.addFilter(quiet_paho)
         client.enable_logger(paho_log)
         client.reconnect_delay_set(*RECONNECT_S)
         client.max_inflight_messages_set(200)   # receipts and dead letters going out
@@ -147,7 +147,25 @@ class MqttLink:
         return client
 
     def start(self) -> None:
-        """Connect in the background (retrying until it works) and start delivering."""
+        """Connect in the background (retrying until it works) and start delivering; a
+        standby first waits in the background until the active bridge is gone."""
+        if self._settings.standby:
+            threading.Thread(target=self._take_over_when_free, name="standby",
+                             daemon=True).start()
+        else:
+            self._connect()
+        if self._announcer is not None:
+            self._announcer.start()
+
+    def _take_over_when_free(self) -> None:
+        def prepare(client: mqtt.Client) -> None:
+            configure_security(client, self._settings)
+        if wait_until_free(self._settings, self._standing_by, prepare):
+            with self._lock:
+                if not self._stopping:
+                    self._connect()
+
+    def _connect(self) -> None:
         s = self._settings
         if s.protocol == "5":
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -166,6 +184,9 @@ class MqttLink:
         """Make sure the broker has processed every acknowledgement sent so far, then
         disconnect and stop the network thread; un-acknowledged messages stay in the
         broker's session for next time."""
+        self._standing_by.set()
+        if self._announcer is not None and self._connected:
+            self._announcer.offline()   # before the barrier: its SUBACK covers it too
         self._barrier(timeout=1.0)
         with self._lock:
             self._stopping = True
@@ -253,6 +274,8 @@ class MqttLink:
                  self._settings.port, self._settings.client_id, self._settings.protocol,
                  "resumed" if flags.session_present else "new")
         self._sink(LinkUp(generation, flags.session_present))
+        if self._announcer is not None:
+            self._announcer.online()
         self._refusals.check_receive_maximum(properties)
         if self._shared and getattr(properties, "SharedSubscriptionAvailable", 1) == 0:
             # The broker says so before we ask: subscribing anyway would only add a
@@ -312,7 +335,7 @@ class MqttLink:
             self._refused(f"disconnected us: another client connected with client_id "
                           f"{self._settings.client_id!r} and took over the session "
                           "(DISCONNECT 0x8e). Two live bridges must not share a client_id: "
-                          "start a standby only once the active bridge is stopped",
+                          "set [mqtt] standby = true on both",
                           takeover=True)
         elif not stopping and was_connected:
             log.warning("lost the broker connection: %s; reconnecting", reason)
@@ -367,27 +390,3 @@ class MqttLink:
                             message.retain))
         if qos and not (topic and self._holds(topic)):
             client.ack(mid, qos)
-
-
-
-def configure_security(client: mqtt.Client, s: MqttSettings) -> None:
-    """Username and password (read from password_file) and TLS, as configured."""
-    if s.username:
-        try:
-            password = Path(s.password_file).read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as e:
-            raise LinkError(f"cannot read password_file {s.password_file}: "
-                            f"{e.strerror}") from None
-        client.username_pw_set(s.username, password)
-    if s.tls:
-        try:
-            client.tls_set(ca_certs=s.ca_file or None, certfile=s.client_cert or None,
-                           keyfile=s.client_key or None, cert_reqs=ssl.CERT_REQUIRED)
-        except (OSError, ssl.SSLError) as e:
-            raise LinkError(f"cannot set up TLS to the broker: {e}") from None
-
-
-def _quiet_paho(record: logging.LogRecord) -> bool:
-    """paho logs "Client is not connected" at ERROR on every failed connection attempt
-    and after a clean disconnect; our own lines already say what happened."""
-    return not str(record.msg).startswith("Client is not connected")
