@@ -18,8 +18,6 @@ def main(argv: list[str]) -> int:
         description="Follow-ups of bad ratings (差评整改, 3、5、15 working days).")
     parser.add_argument("--store", required=True, metavar="URL",
                         help="sqlite:////path/ratings.db or postgresql://user@host/db")
-    parser.add_argument("--timezone", default="Asia/Shanghai",
-                        help="the platform's [store] timezone (for today's date)")
     sub = parser.add_subparsers(dest="command")
     listing = sub.add_parser("list", help="one line per follow-up (default)")
     listing.add_argument("--json", action="store_true",
@@ -35,7 +33,7 @@ def main(argv: list[str]) -> int:
                       help="mark the case complex: rectify within 15 working days")
     args = parser.parse_args(argv)
     try:
-        store = Store.open(args.store, args.timezone)
+        store = Store.open(args.store)
     except StoreError as e:
         print(f"hcp-platform followups: {e}", file=sys.stderr)
         return EX_CANTCREAT

@@ -31,15 +31,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--from", dest="first", type=_day, metavar="YYYY-MM-DD")
     parser.add_argument("--to", dest="last", type=_day, metavar="YYYY-MM-DD")
     parser.add_argument("--hall", help="only this hall")
-    parser.add_argument("--timezone", default="Asia/Shanghai",
-                        help="the platform's [store] timezone, for the heading")
     parser.add_argument("--format", choices=("table", "csv", "html"), default="table")
     parser.add_argument("--output", metavar="FILE", help="write here instead of stdout")
     args = parser.parse_args(argv)
     if args.first and args.last and args.first > args.last:
         parser.error("--from is after --to")
     try:
-        store = Store.open(args.store, args.timezone, read_only=True)
+        store = Store.open(args.store, read_only=True)
     except StoreError as e:
         print(f"hcp-platform report: {e}", file=sys.stderr)
         return 1

@@ -216,3 +216,12 @@ def test_concurrent_batches_with_the_same_ratings_store_each_once(store: Store) 
     tallied = store.db.execute("SELECT SUM(n) FROM daily_tally").fetchone()[0]
     assert int(tallied) == 400
     assert len(store.followups()) == sum(1 for r in ratings if r["level"] <= 2)
+
+
+def test_a_store_keeps_the_time_zone_it_was_created_with(store_url: str) -> None:
+    Store.open(store_url, "Asia/Urumqi").close()
+    again = Store.open(store_url)   # tools that do not know the config
+    assert again.timezone == "Asia/Urumqi"
+    again.close()
+    with pytest.raises(StoreError, match="local dates are in Asia/Urumqi"):
+        Store.open(store_url, "Asia/Shanghai")

@@ -124,10 +124,13 @@ class Store:
         self.rejected = 0          # rejected records since this process started
 
     @classmethod
-    def open(cls, url: str, timezone: str = DEFAULT_TIMEZONE,
+    def open(cls, url: str, timezone: str | None = None,
              calendar: WorkCalendar | None = None, policy: Policy | None = None,
              upstream: bool = False, read_only: bool = False) -> Store:
-        """Open (creating and migrating unless read_only) the store at `url`."""
+        """Open (creating and migrating unless read_only) the store at `url`.
+
+        The store remembers the time zone it was created with (its local dates depend
+        on it): `timezone` None takes that one; another one than it is an error."""
         db = open_database(url, read_only)
         try:
             if read_only:
@@ -139,6 +142,7 @@ class Store:
                                      "hcp-platform run once to upgrade it")
             else:
                 migrate(db)
+            timezone = _store_timezone(db, timezone, read_only)
             store = cls(db, timezone, calendar, policy, upstream)
             if db.dialect == POSTGRESQL and not read_only:
                 store.ensure_partitions_ahead(datetime.now(UTC))
@@ -625,6 +629,23 @@ class Store:
         """Every device that sent a rating: device_id → (hall, window) of its latest."""
         rows = self.db.execute("SELECT device_id, hall_id, window_id FROM devices").fetchall()
         return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def _store_timezone(db: Database, asked: str | None, read_only: bool) -> str:
+    row = db.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone()
+    if row is None:
+        zone = asked or DEFAULT_TIMEZONE
+        if not read_only:
+            with db.transaction():
+                db.execute("INSERT INTO meta (key, value) VALUES ('timezone', ?) "
+                           "ON CONFLICT (key) DO NOTHING", (zone,))
+        return zone
+    stored = str(row[0])
+    if asked is not None and asked != stored:
+        raise StoreError(f"{db.describe()}: the store's local dates are in {stored}; "
+                         f"[store] timezone says {asked}: a store keeps the time zone it "
+                         "was created with")
+    return stored
 
 
 def _index(state: str) -> int:
