@@ -226,3 +226,21 @@ def test_a_standby_311_bridge_takes_over_the_session_by_client_id(connect: Conne
     queued = publish_ratings(connect, 6)
     standby = connect("hcp-bridge", SessionClient, client_id="hcp-bridge-1", protocol=v311)
     assert sorted(map(json.dumps, collect([standby], 6))) == sorted(map(json.dumps, queued))
+
+
+def test_a_devices_will_is_published_when_it_dies(broker: SampleBroker,
+                                                  connect: Connect) -> None:
+    """The broker publishes the device's will ({"online": false}, retained) on its behalf:
+    with the plugin in front, the ACL still grants it."""
+    monitor = connect("hcp-monitor", client_id="hcp-monitor-1")
+    assert not monitor.subscribe(f"hcp/v1/{A}/status").is_failure
+    will = {"online": False}
+    device = Client(broker, A, DEVICES[A], client_id=A)
+    device.client.will_set(f"hcp/v1/{A}/status", json.dumps(will), qos=1, retain=True)
+    device.connected()
+    assert not device.subscribe(f"hcp/v1/{A}/receipt").is_failure
+    device.client.loop_stop()
+    sock = device.client.socket()
+    assert sock is not None
+    sock.close()  # gone without a DISCONNECT, as when the device loses power
+    assert monitor.next_message() == (f"hcp/v1/{A}/status", will)
