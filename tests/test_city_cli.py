@@ -81,3 +81,10 @@ def test_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(5)
+
+
+def test_the_example_config_loads() -> None:
+    from city_platform.config import load
+
+    config = load(str(REPO / "city_platform" / "platform.example.toml"))
+    assert config.store_url.startswith("sqlite:////") and config.policy.complex_days == 15
