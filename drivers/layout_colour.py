@@ -25,7 +25,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from common.text import display_text, log_text
-from device.core.model import Option, Screen, Staff
+from device.core.model import LEVEL_LABELS, Option, Screen, Staff
 from device.core.screens import (
     OFFLINE_BADGE,
     QR_HINT,
@@ -365,11 +365,11 @@ def _qr_side(c: _Canvas, url: str | None, avail: int) -> int:
 
 def _label_size(c: _Canvas, options: list[Option], boxes: list[Box], size: int) -> int:
     """One size for every button's label (a row of buttons set in one size reads as a
-    scale): the largest down to half of `size` at which each label fits its button, on
+    scale): the largest down to a third of `size` at which each label fits its button, on
     one line or two; a label that fits at none is cut at that floor."""
     pad = c.px(1)
     s = size
-    while s > size // 2:
+    while s > max(12, size // 3):
         ok = True
         for option, (x0, y0, x1, y1) in zip(options, boxes, strict=False):
             lines = c.lines_fit(option.label, x1 - x0 - 2 * pad, s, True)
@@ -429,32 +429,52 @@ def _idle(c: _Canvas, screen: Screen, photos: PhotoSource | None) -> None:
     top = _band(c, screen, OFFLINE_BADGE if screen.offline else "", right_badge=True)
     m = c.px(2.5)
     landscape = c.w >= c.h
-    body = (m, top + m, c.w - m, c.h - m)
-    qr_avail = (min(c.h - top - 2 * m - c.px(4.5), (c.w - 2 * m) * 2 // 5) if landscape
-                else min(c.w - 2 * m, (c.h - top) * 2 // 5))
+    bottom = c.h - m
+    # A press now rates the window (allow_spontaneous): on a touch panel the levels must
+    # be there to touch, a row of buttons across the foot of the screen.
+    levels = ([Option(level, LEVEL_LABELS[level]) for level in (5, 4, 3, 2, 1)]
+              if screen.spontaneous else [])
+    boxes: list[Box] = []
+    if levels:
+        button_h = max(min_button(c.w, c.h), c.px(13 if landscape else 15))
+        boxes = _grid((m, bottom - button_h, c.w - m, bottom), len(levels), len(levels),
+                      c.px(1.2))
+        bottom -= button_h + c.px(2)
+    caption = c.px(4.5)
+    qr_avail = (min(bottom - top - m - caption, (c.w - 2 * m) * 2 // 5) if landscape
+                else min(c.w - 2 * m, (bottom - top) * 2 // 5))
     side = _qr_side(c, screen.qr_url, qr_avail)
-    text_area = body
+    text_area = (m, top + m, c.w - m, bottom)
     if side:
         if landscape:
-            _qr_block(c, (c.w - m - side, top + m + c.px(1), c.w - m, c.h - m), screen.qr_url)
-            text_area = (m, top + m, c.w - 2 * m - side, c.h - m)
+            _qr_block(c, (c.w - m - side, top + m + c.px(1), c.w - m, bottom), screen.qr_url)
+            text_area = (m, top + m, c.w - 2 * m - side, bottom)
         else:
-            _qr_block(c, (m, c.h - m - side - c.px(4.5), c.w - m, c.h - m), screen.qr_url)
-            text_area = (m, top + m, c.w - m, c.h - 2 * m - side - c.px(4.5))
+            _qr_block(c, (m, bottom - side - caption, c.w - m, bottom), screen.qr_url)
+            text_area = (m, top + m, c.w - m, bottom - m - side - caption)
     x0, y0, x1, y1 = text_area
     if screen.staff is not None:
-        card_h = min(c.px(19), (y1 - y0) // 2)
+        card_h = min(c.px(19), (y1 - y0) * 3 // 5)
         _clerk_card(c, (x0, y0, x1, y0 + card_h), screen.staff, photos)
         y0 += card_h + c.px(2)
     welcome_h = c.px(9)
-    rest = y1 - y0
-    block = welcome_h + (c.px(6) if screen.lines else 0)
-    wy = y0 + max(0, (rest - block) // 2)
-    c.text((x0, wy, x1, wy + welcome_h), screen.heading, c.px(7.5), bold=True, fill=BAND,
-           align="center")
-    if screen.lines:
-        c.text((x0, wy + welcome_h, x1, wy + welcome_h + c.px(6)), screen.lines[0],
-               c.px(3.6), fill=MUTED, align="center")
+    invite_h = c.px(6) if screen.lines else 0
+    if y1 - y0 >= welcome_h + invite_h:
+        wy = y0 + (y1 - y0 - welcome_h - invite_h) // 2
+        c.text((x0, wy, x1, wy + welcome_h), screen.heading, c.px(7.5), bold=True, fill=BAND,
+               align="center")
+        if screen.lines:
+            c.text((x0, wy + welcome_h, x1, wy + welcome_h + invite_h), screen.lines[0],
+                   c.px(3.6), fill=MUTED, align="center")
+    elif y1 - y0 >= c.px(5):  # little room beside a clerk: the invitation says it all
+        c.text((x0, y0, x1, y1), screen.lines[0] if screen.lines else screen.heading,
+               c.px(4), bold=True, fill=BAND, align="center")
+    if levels:
+        size = _label_size(c, levels, boxes, c.px(4.2))
+        for option, box in zip(levels, boxes, strict=True):
+            fill, ink = LEVEL_COLOURS[option.level]
+            _button(c, box, option, fill, ink, size)
+            c.frame.boxes[option.level] = box
 
 
 def _prompt(c: _Canvas, screen: Screen) -> None:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from device.core.model import KeyDown, KeyUp, Screen
+from device.core.model import LEVEL_LABELS, KeyDown, KeyUp, Screen
 from device.ports import DriverError, DriverStatus, Emit, MonotonicClock
+from drivers.targets import ScreenTargets
 from drivers.targets import ScreenTargets
 from drivers.touch import DEFAULT_SIM_ZONES, zone_for
 
@@ -151,6 +152,9 @@ class SimServer:
                  fault_op: bool | None = None) -> None:
         self.path = Path(path)
         self.clock_op = clock_op
+        # A colour display's buttons (SPEC §10): the `touch` op hits them, in screen
+        # pixels; None on the OLED, whose touch op keeps its five columns.
+        self.targets: ScreenTargets | None = None
         # A colour display's buttons (SPEC §10): the `touch` op hits them, in screen
         # pixels; None on the OLED, whose touch op keeps its five columns.
         self.targets: ScreenTargets | None = None
@@ -407,6 +411,11 @@ class SimDisplay:
             drawn = SimFrame(*drawn)
         self.last_frame = drawn
         options = [_option(o, with_code=screen.name == "reasons") for o in screen.options]
+        # A colour idle screen that invites a rating of the window draws the five
+        # levels as buttons of its own: they are touch targets too.
+        listed = {o.level for o in screen.options}
+        options += [{"level": level, "label": LEVEL_LABELS.get(level, str(level))}
+                    for level in sorted(drawn.boxes, reverse=True) if level not in listed]
         for option in options:
             box = drawn.boxes.get(option["level"])
             if box is not None:

@@ -39,7 +39,10 @@ def _clerk(scene: Scene) -> Scene:
 
 
 SHOTS: tuple[Shot, ...] = (
-    Shot("idle", "idle", "idle", "After start-up, no clerk signed in, no `ui.qr_url`.",
+    Shot("idle", "idle", "idle",
+         "After start-up, no clerk signed in, no `ui.qr_url`. With `ui.allow_spontaneous` "
+         "(the default) a touch rates the window itself, so the five levels are buttons "
+         "across the foot of the screen (on the OLED any key does it).",
          lambda: Scene()),
     Shot("idle_clerk_qr", "idle", "idle with the clerk and a QR code",
          "After `staff_login` (S0107, 李娜): the clerk's card with the photo from "
@@ -48,7 +51,8 @@ SHOTS: tuple[Shot, ...] = (
          lambda: _clerk(Scene(qr_url=QR_WINDOW))),
     Shot("idle_placeholder_offline", "idle", "idle, no photo, offline",
          "A clerk without a photo file: the surname on a disc. The 离线 badge when the "
-         "broker is out of reach.",
+         "broker is out of reach. `ui.allow_spontaneous = false`: no buttons until a case "
+         "comes.",
          lambda: Scene(allow_spontaneous=False).frame(
              "staff_login", staff_id="S0231", staff_name="张晓明").offline()),
     Shot("prompt_qr", "prompt", "prompt with the case's QR code",

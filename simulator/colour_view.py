@@ -48,14 +48,20 @@ def colour_blocks(image: Image.Image, max_cols: int, max_rows: int) -> list[str]
     lines = []
     for r in range(rows):
         parts: list[str] = []
-        last: tuple[object, object] | None = None
+        fg: object = None
+        bg: object = None
         for c in range(cols):
             top, bottom = px[c, 2 * r], px[c, 2 * r + 1]
-            if (top, bottom) != last:
-                assert isinstance(top, tuple) and isinstance(bottom, tuple)
-                parts.append(f"\x1b[38;2;{top[0]};{top[1]};{top[2]}m"
-                             f"\x1b[48;2;{bottom[0]};{bottom[1]};{bottom[2]}m")
-                last = (top, bottom)
+            assert isinstance(top, tuple) and isinstance(bottom, tuple)
+            if top == bottom and bottom == bg:
+                parts.append(" ")  # both halves the background: no colour to send
+                continue
+            if top != fg:  # only what changed: a redraw is bytes on an SSH link
+                parts.append(f"\x1b[38;2;{top[0]};{top[1]};{top[2]}m")
+                fg = top
+            if bottom != bg:
+                parts.append(f"\x1b[48;2;{bottom[0]};{bottom[1]};{bottom[2]}m")
+                bg = bottom
             parts.append("▀")
         lines.append("".join(parts) + RESET)
     return lines

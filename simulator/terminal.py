@@ -20,6 +20,11 @@ class Terminal:
         self.fd = sys.stdin.fileno()
         self.tty = os.isatty(self.fd)
         self.saved: list[Any] | None = None
+        # What the terminal shows now: a redraw skips the colour lines that did not change
+        # (a colour screen is tens of kilobytes of escapes, and the status line below it
+        # changes every second); plain lines are always written again.
+        self._shown: list[str] = []
+        self._size: tuple[int, int] | None = None
 
     def __enter__(self) -> Terminal:
         if self.tty:
@@ -44,10 +49,21 @@ class Terminal:
         return data.decode("utf-8", "replace")
 
     def draw(self, lines: list[str]) -> None:
-        # No newline after the last line: on the terminal's bottom row it would scroll
-        # the whole view up by one.
-        out = "\x1b[H" + "\x1b[K\n".join(lines) + "\x1b[K\x1b[J"
-        sys.stdout.write(out)
+        # Lines are placed by absolute cursor moves, never by a newline: on the
+        # terminal's bottom row a newline would scroll the whole view up by one.
+        size: tuple[int, int] | None = None
+        if sys.stdout.isatty():
+            now = os.get_terminal_size(sys.stdout.fileno())
+            size = (now.columns, now.lines)
+        if size != self._size:  # resized: whatever was drawn may have wrapped
+            self._shown, self._size = [], size
+            sys.stdout.write("\x1b[H\x1b[J")
+        out = [f"\x1b[{row + 1};1H{line}\x1b[K" for row, line in enumerate(lines)
+               if row >= len(self._shown) or self._shown[row] != line or "\x1b[" not in line]
+        if len(lines) < len(self._shown):
+            out.append(f"\x1b[{len(lines) + 1};1H\x1b[J")
+        self._shown = list(lines)
+        sys.stdout.write("".join(out))
         sys.stdout.flush()
 
 

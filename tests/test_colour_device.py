@@ -101,3 +101,29 @@ def test_a_colour_device_is_driven_entirely_by_touches_at_the_boxes(
     rated = window.wait_for(lambda f: f.get("type") == "rated" and f.get("case_id") == "C2", 5)
     assert rated is not None and rated["level"] == 5
     assert "Traceback" not in device.log()
+
+
+def test_idle_inviting_a_rating_offers_the_levels_as_buttons(tmp_path: Path) -> None:
+    d = DeviceProcess(tmp_path, sections={
+        "display": {"kind": "sim", "size": "1024x600"},
+        "ui": {"thanks_s": 0.3, "lockout_s": 0.0, "allow_spontaneous": True,
+               "spontaneous_min_interval_s": 0,
+               "qr_url": "https://pj.example.gov.cn/h5?w={window_id}"},
+    })
+    try:
+        d.start()
+        sim = d.sim
+        assert sim is not None
+        idle = screen(sim, "idle")
+        assert idle["qr"] == "https://pj.example.gov.cn/h5?w=W03"
+        assert [r.text for r in zxingcpp.read_barcodes(png(idle))] == [idle["qr"]]
+        levels = {o["level"]: o for o in idle["options"]}
+        assert sorted(levels) == [1, 2, 3, 4, 5] and levels[3]["label"] == "基本满意"
+        sim.touch(*centre(levels[3]))
+        thanks = screen(sim, "thanks")
+        assert "基本满意" in thanks["text"]
+        sim.request_status()
+        status = sim.wait_for(lambda e: e.get("ev") == "status")
+        assert status is not None and status["backlog"] == 1   # stored, waiting to be sent
+    finally:
+        d.close()

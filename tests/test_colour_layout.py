@@ -55,12 +55,16 @@ def test_fonts_use_the_basic_layout_engine(fonts: layout_colour.ColourFonts) -> 
 
 
 @pytest.mark.parametrize("size", list(golden.SIZES), ids=list(golden.SIZES.values()))
-@pytest.mark.parametrize("name", ["prompt", "prompt_qr", "reasons", "reasons_long"])
+@pytest.mark.parametrize("name", ["prompt", "prompt_qr", "reasons", "reasons_long", "idle",
+                                  "idle_staff_qr"])
 def test_every_option_has_a_target_on_the_screen_none_overlapping(
         fonts: layout_colour.ColourFonts, name: str, size: tuple[int, int]) -> None:
     screen = golden.CASES[name]
     frame = layout(screen, size, fonts)
-    assert sorted(frame.boxes) == sorted(o.level for o in screen.options)
+    # Idle inviting a rating of the window draws the five levels as buttons too.
+    expected = [1, 2, 3, 4, 5] if screen.name == "idle" else sorted(
+        o.level for o in screen.options)
+    assert sorted(frame.boxes) == expected
     w, h = size
     least = min_button(w, h)
     for x0, y0, x1, y1 in frame.boxes.values():
@@ -74,7 +78,7 @@ def test_no_button_is_smaller_than_12_mm_on_the_7_inch_panel(
         fonts: layout_colour.ColourFonts) -> None:
     # 800×480 on about 154 × 86 mm: 12 mm is 62 px either way.
     assert min_button(800, 480) >= 62 and min_button(480, 800) >= 62
-    for name in ("prompt", "prompt_qr", "reasons", "reasons_long"):
+    for name in ("prompt", "prompt_qr", "reasons", "reasons_long", "idle_staff_qr"):
         for size in ((800, 480), (480, 800)):
             for x0, y0, x1, y1 in layout(golden.CASES[name], size, fonts).boxes.values():
                 assert x1 - x0 >= 62 and y1 - y0 >= 62, (name, size)
@@ -97,6 +101,12 @@ def test_the_qr_code_decodes_to_the_url_the_frame_names(
     assert _decoded(prompt.image) == ([] if prompt.qr is None else [QR_CASE])
     if min(size) >= 480:
         assert prompt.qr == QR_CASE
+
+
+def test_idle_without_spontaneous_ratings_has_no_buttons(
+        fonts: layout_colour.ColourFonts) -> None:
+    frame = layout(golden.CASES["idle_placeholder_offline"], (800, 480), fonts)
+    assert frame.boxes == {}
 
 
 def test_screens_without_a_url_show_no_code(fonts: layout_colour.ColourFonts) -> None:
