@@ -79,6 +79,7 @@ class RetainedEraser:
         acks: dict[int, str | None] = {}
         all_acked = threading.Event()
         waiting: list[int] = []
+        all_sent = False  # until then, "every mid so far is acked" is not "all acked"
 
         def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
@@ -91,7 +92,7 @@ class RetainedEraser:
             with lock:
                 acks[mid] = (f"refused by the broker: {reason}"
                              if getattr(reason, "is_failure", False) else None)
-                if waiting and set(waiting) <= set(acks):
+                if all_sent and set(waiting) <= set(acks):
                     all_acked.set()
 
         client.on_connect = on_connect
@@ -119,6 +120,7 @@ class RetainedEraser:
                 with lock:
                     waiting.append(info.mid)
             with lock:
+                all_sent = True
                 if set(waiting) <= set(acks):
                     all_acked.set()
             all_acked.wait(timeout_s)

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker_bridge.forget import forget_in_state, resolve_messages
+from broker_bridge.config import MqttSettings
+from broker_bridge.forget import clear_retained, forget_in_state, resolve_messages
 from broker_bridge.watch.config import load_watch_config
 from broker_bridge.watch.state import StateError
 from tests.support.bridge import REPO, toml_text
@@ -323,3 +324,27 @@ def watch_config_for_state(tmp_path: Path) -> Path:
     if not path.exists():
         path.write_text(toml_text({"watch": {"state_file": str(tmp_path / "state.json")}}))
     return path
+
+
+def test_every_message_is_awaited_when_acks_overtake_the_publishing(
+        mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker may acknowledge the first messages before the rest are even handed to
+    paho: "every mid so far is acknowledged" is not yet "all are". (It once was: one
+    clean-up in ten stopped waiting after the first PUBACKs.)"""
+    class SlowStart(mqtt.Client):
+        """The first two PUBACKs come back before the next publish; the rest are sent
+        at once, and are still on their way when the loop ends."""
+
+        def publish(self, *args: Any, **kwargs: Any) -> mqtt.MQTTMessageInfo:
+            info = super().publish(*args, **kwargs)
+            if info.mid <= 2:
+                time.sleep(0.2)
+            return info
+
+    monkeypatch.setattr(mqtt, "Client", SlowStart)
+    settings = MqttSettings(
+        host=mosquitto.host, port=mosquitto.port, prefix=PREFIX, client_id="",
+        shared_group="", keepalive_s=30, session_expiry_s=0, receive_maximum=100,
+        tls=False, ca_file="", client_cert="", client_key="", username="", password_file="")
+    ids = [f"OLD-{i:04d}" for i in range(1, 41)]
+    assert clear_retained(settings, ids, 5.0) == {d: [] for d in ids}
