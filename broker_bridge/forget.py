@@ -41,6 +41,7 @@ from common.service import EX_CONFIG, EX_USAGE
 
 RETAINED_KINDS = ("status", "config")
 REMOVED_REASON = "device removed from the fleet (retained status cleared)"
+MESSAGES_PER_SESSION = 30_000
 
 
 class BrokerError(Exception):
@@ -141,7 +142,13 @@ def clear_retained(settings: MqttSettings, device_ids: Iterable[str], timeout_s:
     """Clear every device's retained topics; device -> problems (empty when cleared)."""
     topics = [(d, t) for d in dict.fromkeys(device_ids)
               for t in retained_topics(settings.prefix, d)]
-    answers = RetainedEraser(settings).publish([(t, b"", True) for _, t in topics], timeout_s)
+    eraser = RetainedEraser(settings)
+    answers: list[str | None] = []
+    # One session per chunk: message ids are 16 bits, and an id used twice in one
+    # session could count one PUBACK for two messages.
+    for start in range(0, len(topics), MESSAGES_PER_SESSION):
+        chunk = topics[start:start + MESSAGES_PER_SESSION]
+        answers += eraser.publish([(t, b"", True) for _, t in chunk], timeout_s)
     problems: dict[str, list[str]] = {d: [] for d, _ in topics}
     for (d, t), why in zip(topics, answers, strict=True):
         if why is not None:

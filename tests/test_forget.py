@@ -348,3 +348,18 @@ def test_every_message_is_awaited_when_acks_overtake_the_publishing(
         tls=False, ca_file="", client_cert="", client_key="", username="", password_file="")
     ids = [f"OLD-{i:04d}" for i in range(1, 41)]
     assert clear_retained(settings, ids, 5.0) == {d: [] for d in ids}
+
+
+def test_many_messages_go_in_several_sessions(
+        mosquitto: Mosquitto, devices: Devices, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Message ids are 16 bits: a large clean-up is split into sessions (3 messages
+    each here) and every answer still belongs to its own topic."""
+    monkeypatch.setattr("broker_bridge.forget.MESSAGES_PER_SESSION", 3)
+    ids = [GONE, ALSO_GONE, STAYS, "421100-HG01-W06"]
+    seed(devices, ids)
+    settings = MqttSettings(
+        host=mosquitto.host, port=mosquitto.port, prefix=PREFIX, client_id="",
+        shared_group="", keepalive_s=30, session_expiry_s=0, receive_maximum=100,
+        tls=False, ca_file="", client_cert="", client_key="", username="", password_file="")
+    assert clear_retained(settings, ids, 5.0) == {d: [] for d in ids}
+    assert retained(mosquitto, ids) == {}
