@@ -8,13 +8,14 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+from collections.abc import Mapping
 
 from PIL import Image, UnidentifiedImageError
 
 RESET = "\x1b[0m"
 
 
-def frame_image(event: dict[str, object]) -> Image.Image | None:
+def frame_image(event: Mapping[str, object]) -> Image.Image | None:
     """The PNG of a colour screen event as RGB, or None when it holds none."""
     frame = event.get("frame")
     if event.get("format") != "png" or not isinstance(frame, str):

@@ -79,8 +79,11 @@ def build_config(args: argparse.Namespace, data_dir: Path, serial_url: str) -> d
     conf.setdefault("device", {})["data_dir"] = str(data_dir)
     conf["serial"] = {**conf.get("serial", {}), "port": serial_url, "reopen_s": 0.5}
     conf["input"] = {"kind": "sim"}
-    conf["display"] = {**{k: v for k, v in conf.get("display", {}).items()
+    display = conf.get("display", {})
+    conf["display"] = {**{k: v for k, v in display.items()
                           if k in ("font", "size", "staff_photos_dir")}, "kind": "sim"}
+    if display.get("kind") == "framebuffer":  # a colour panel's config: show it in colour
+        conf["display"]["size"] = "800x480"
     if args.size:  # a colour panel (SPEC §10): 480x320, 800x480, 1024x600, …
         conf["display"]["size"] = args.size
     conf.pop("indicators", None)

@@ -146,3 +146,19 @@ def test_a_click_on_a_level_in_the_web_view_reaches_the_platform(
         assert _total(platform) == 1
     finally:
         web.close()
+
+
+def test_a_colour_panels_config_is_simulated_in_colour(tmp_path: Path) -> None:
+    from simulator.device_sim import build_config, parse_args
+    config = tmp_path / "device.toml"
+    config.write_text('[device]\nid = "D1"\nwindow_name = "03号窗口"\n'
+                      '[display]\nkind = "framebuffer"\nfb_device = "/dev/fb0"\nrotate = 90\n'
+                      'staff_photos_dir = "/srv/staff"\n', encoding="utf-8")
+    conf = build_config(parse_args(["--config", str(config)]), tmp_path, "loop://")
+    assert conf["display"] == {"kind": "sim", "size": "800x480",
+                               "staff_photos_dir": "/srv/staff"}
+    conf = build_config(parse_args(["--config", str(config), "--size", "480x320"]), tmp_path,
+                        "loop://")
+    assert conf["display"]["size"] == "480x320"
+    conf = build_config(parse_args([]), tmp_path, "loop://")
+    assert conf["display"] == {"kind": "sim"}

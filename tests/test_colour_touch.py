@@ -240,6 +240,7 @@ def test_a_sim_display_takes_a_colour_size(size: str) -> None:
 
 @pytest.mark.parametrize(("display", "inp", "expected"), [
     ({"kind": "sim", "size": "640x480"}, {}, "[display] size"),
+    ({"kind": "framebuffer", "size": "800x480"}, {}, "[display] size: only for kind = \"sim\""),
     ({"kind": "framebuffer", "rotate": 45}, {}, "[display] rotate: must be 0, 90, 180 or 270"),
     ({"kind": "framebuffer", "fb_device": "fb0"}, {}, "[display] fb_device"),
     ({"kind": "framebuffer", "staff_photos_dir": "staff"}, {}, "[display] staff_photos_dir"),
