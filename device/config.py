@@ -185,33 +185,6 @@ def _photos_dir(v: Any) -> str | None:
     return None
 
 
-# Panel classes a display may be (SPEC §10): the OLED's 1-bit 128×64, and colour panels.
-MONO_SIZE = "128x64"
-COLOUR_SIZES = ("480x320", "800x480", "1024x600", "320x480", "480x800", "600x1024")
-# [display] rotate: degrees (SPEC §10), or the quarter turns luma.oled counts (1..3).
-ROTATIONS = {0: 0, 1: 1, 2: 2, 3: 3, 90: 1, 180: 2, 270: 3}
-
-
-def _rotate(v: Any) -> str | None:
-    return None if v in ROTATIONS else "must be 0, 90, 180 or 270"
-
-
-def _fb_device(v: Any) -> str | None:
-    if has_unshowable(v) or not v.startswith("/dev/"):
-        return "must be a framebuffer device such as /dev/fb0 (ls /sys/class/graphics)"
-    return None
-
-
-def _photos_dir(v: Any) -> str | None:
-    if not v:
-        return None  # a placeholder instead of photos
-    if has_unshowable(v):
-        return UNSHOWABLE_WHY
-    if not v.startswith("/"):
-        return "must be an absolute path (e.g. /var/lib/hcp-device/staff)"
-    return None
-
-
 def _level_table(v: Any) -> str | None:
     """A table keyed by level ("5" … "1") whose values are checked by the caller."""
     bad = [k for k in v if k not in {"1", "2", "3", "4", "5"}]
@@ -262,11 +235,6 @@ SCHEMA: dict[str, Section] = {
         "pull_up": Key(bool, True),
         "bounce_ms": Key(int, 20, in_range(0, 500)),
         "touch_device": Key(str, "/dev/input/event0"),
-        # A colour display's touch (SPEC §10): the buttons drawn are the targets; the
-        # panel's axes are read from the kernel, these turn them to match the screen.
-        "touch_swap_xy": Key(bool, False),
-        "touch_invert_x": Key(bool, False),
-        "touch_invert_y": Key(bool, False),
         # A colour display's touch (SPEC §10): the buttons drawn are the targets; the
         # panel's axes are read from the kernel, these turn them to match the screen.
         "touch_swap_xy": Key(bool, False),
@@ -359,9 +327,6 @@ class InputSection:
     bounce_ms: int
     touch_device: str
     zones: dict[int, tuple[int, int, int, int]]
-    touch_swap_xy: bool = False
-    touch_invert_x: bool = False
-    touch_invert_y: bool = False
     touch_swap_xy: bool = False
     touch_invert_x: bool = False
     touch_invert_y: bool = False
