@@ -244,3 +244,17 @@ def test_a_devices_will_is_published_when_it_dies(broker: SampleBroker,
     assert sock is not None
     sock.close()  # gone without a DISCONNECT, as when the device loses power
     assert monitor.next_message() == (f"hcp/v1/{A}/status", will)
+
+
+def test_bridges_announce_themselves_and_devices_cannot(connect: Connect) -> None:
+    """[mqtt] standby = true: each bridge's retained status on hcp/v1/_bridges/<client
+    id>/status, watched by its standby; a device must not fake or clear it."""
+    topic = "hcp/v1/_bridges/hcp-bridge-1/status"
+    active = connect("hcp-bridge", client_id="hcp-bridge-1")
+    online = {"online": True, **marker()}
+    assert not active.publish(topic, online, retain=True).is_failure
+    a = connect(A)
+    assert a.publish(topic, {"online": False}, retain=True).value == NOT_AUTHORIZED
+    standby = connect("hcp-bridge", client_id="hcp-bridge-1-standby")
+    assert not standby.subscribe("hcp/v1/_bridges/#").is_failure
+    assert standby.next_message() == (topic, online)
