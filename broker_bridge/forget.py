@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from broker_bridge.config import MqttSettings, parse_bridge_config
-from broker_bridge.mqtt_link import LinkError, configure_security
+from broker_bridge.mqtt_setup import LinkError, configure_security
 from broker_bridge.watch.alerts import alert_payload
 from broker_bridge.watch.config import WatchConfig, parse_watch_config
 from broker_bridge.watch.model import Alert
