@@ -24,7 +24,6 @@ from typing import Any, TypeGuard
 from device.core.model import LEVEL_LABELS, KeyDown, KeyUp, Screen
 from device.ports import DriverError, DriverStatus, Emit, MonotonicClock
 from drivers.targets import ScreenTargets
-from drivers.targets import ScreenTargets
 from drivers.touch import DEFAULT_SIM_ZONES, zone_for
 
 log = logging.getLogger("hcp.sim")
@@ -152,9 +151,6 @@ class SimServer:
                  fault_op: bool | None = None) -> None:
         self.path = Path(path)
         self.clock_op = clock_op
-        # A colour display's buttons (SPEC §10): the `touch` op hits them, in screen
-        # pixels; None on the OLED, whose touch op keeps its five columns.
-        self.targets: ScreenTargets | None = None
         # A colour display's buttons (SPEC §10): the `touch` op hits them, in screen
         # pixels; None on the OLED, whose touch op keeps its five columns.
         self.targets: ScreenTargets | None = None
