@@ -14,7 +14,7 @@ from pathlib import Path
 
 from city_platform.config import PlatformConfig, load
 from city_platform.server import PlatformServer
-from city_platform.store import Store, StoreError
+from city_platform.store import Store, StoreError, TimezoneMismatch
 from common.service import EX_CANTCREAT, EX_CONFIG, load_config, run_service, setup_logging
 
 log = logging.getLogger("hcp.platform")
@@ -93,6 +93,9 @@ def main(argv: list[str]) -> int:
     setup_logging()
     try:
         platform = build(config)
+    except TimezoneMismatch as e:
+        print(f"hcp-platform: {args.config}: [store] timezone: {e}", file=sys.stderr)
+        return EX_CONFIG
     except StoreError as e:
         print(f"hcp-platform: [store] url: {e}", file=sys.stderr)
         return EX_CANTCREAT

@@ -88,3 +88,16 @@ def test_the_example_config_loads() -> None:
 
     config = load(str(REPO / "city_platform" / "platform.example.toml"))
     assert config.store_url.startswith("sqlite:////") and config.policy.complex_days == 15
+
+
+def test_another_time_zone_than_the_stores_is_a_config_error(tmp_path: Path) -> None:
+    from city_platform.store import Store
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    Store.open(url, "Asia/Shanghai").close()
+    config = tmp_path / "platform.toml"
+    config.write_text(f'[store]\nurl = "{url}"\ntimezone = "Asia/Urumqi"\n'
+                      f'[http]\nlisten = "127.0.0.1:{free_port()}"\n', encoding="utf-8")
+    done = platform("run", "--config", str(config))
+    assert done.returncode == 78
+    assert "[store] timezone" in done.stderr and "Asia/Shanghai" in done.stderr

@@ -39,7 +39,7 @@ from city_platform.store.db import (
 from city_platform.store.schema import SCHEMA_VERSION, check_version, migrate, store_version
 from city_platform.workdays import CalendarGap, WorkCalendar
 
-__all__ = ["Store", "StoreError", "Followup", "SCHEMA_VERSION"]
+__all__ = ["Store", "StoreError", "TimezoneMismatch", "Followup", "SCHEMA_VERSION"]
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 # PostgreSQL: partitions exist this many months ahead of today, so that the common case
@@ -631,6 +631,10 @@ class Store:
         return {r[0]: (r[1], r[2]) for r in rows}
 
 
+class TimezoneMismatch(StoreError):
+    """The config names another time zone than the store was created with."""
+
+
 def _store_timezone(db: Database, asked: str | None, read_only: bool) -> str:
     row = db.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone()
     if row is None:
@@ -642,7 +646,7 @@ def _store_timezone(db: Database, asked: str | None, read_only: bool) -> str:
         return zone
     stored = str(row[0])
     if asked is not None and asked != stored:
-        raise StoreError(f"{db.describe()}: the store's local dates are in {stored}; "
+        raise TimezoneMismatch(f"{db.describe()}: the store's local dates are in {stored}; "
                          f"[store] timezone says {asked}: a store keeps the time zone it "
                          "was created with")
     return stored
