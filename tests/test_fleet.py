@@ -15,7 +15,9 @@ import threading
 import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator import fleet
 from simulator.fleet_run import Fleet, FleetOptions, FleetResult
@@ -125,7 +127,8 @@ def test_ctrl_c_stops_the_fleet_with_a_summary(mosquitto: Mosquitto, workers: st
          "--json", "--quiet"],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(4)
+    # Interrupt once the fleet is really rating (a fixed sleep was too short under load).
+    assert first_rating_seen(mosquitto, timeout=60), "the fleet published no rating"
     started = time.monotonic()
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)
@@ -135,6 +138,21 @@ def test_ctrl_c_stops_the_fleet_with_a_summary(mosquitto: Mosquitto, workers: st
     assert summary["interrupted"] is True and summary["ok"] is False
     assert summary["sent"] > 0
     assert b"Traceback" not in err
+
+
+def first_rating_seen(broker: Mosquitto, timeout: float) -> bool:
+    """True once any device's rating reaches the broker."""
+    seen = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_connect = lambda c, *_: c.subscribe("hcp/v1/+/rating", qos=0)
+    client.on_message = lambda *_: seen.set()
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        return seen.wait(timeout)
+    finally:
+        client.loop_stop()
+        client.disconnect()
 
 
 def test_shares_cover_everything_once() -> None:
