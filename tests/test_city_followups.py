@@ -219,10 +219,24 @@ def test_due_then_overdue_each_raised_once_even_after_a_restart(
     assert (due["severity"], published[1][1]["severity"]) == ("warning", "critical")
     assert due["evidence"]["case_id"] == bad["case"]["case_id"]
     assert "王晓红" not in json.dumps(published, ensure_ascii=False)
-    # Contacted: the next deadline (rectify, 10 Oct) gets its own alerts.
+    # Contacted: both contact alerts are resolved (same alert_id, resolved: true), and
+    # the next deadline (rectify, 10 Oct) gets its own alert on its eve.
     store.move_followup(bad["rating_id"], "contacted", "已回访", "李主任",
                         now=at_shanghai("2025-10-03"))
-    assert alerts.check(at_shanghai("2025-10-09"))[0]["evidence"]["deadline"] == "rectify"
+    sent = alerts.check(at_shanghai("2025-10-09"))
+    assert [(d["alert"], d["evidence"]["deadline"], d["resolved"]) for d in sent] == [
+        ("followup_due", "contact", True), ("followup_overdue", "contact", True),
+        ("followup_due", "rectify", False)]
+    assert sent[0]["alert_id"] == due["alert_id"] and sent[0]["raised_at"] == due["raised_at"]
+    assert sent[0]["resolved_at"] is not None
+    # Closed: the rectify alert is resolved, once; nothing more after that.
+    store.move_followup(bad["rating_id"], "closed", "已整改并回复", "王科长",
+                        now=at_shanghai("2025-10-09", 15))
+    sent = alerts.check(at_shanghai("2025-10-20"))
+    assert [(d["alert"], d["evidence"]["deadline"], d["resolved"]) for d in sent] == [
+        ("followup_due", "rectify", True)]
+    assert alerts.check(at_shanghai("2025-10-21")) == []
+    assert store.followups_to_settle() == []
 
 
 def test_deadlines_follow_the_configured_policy() -> None:

@@ -484,6 +484,12 @@ class Store:
                                f"ORDER BY rated_at, rating_id LIMIT {int(limit)}", args)
         return [_followup(r) for r in rows.fetchall()]
 
+    def followups_to_settle(self) -> list[Followup]:
+        """Closed follow-ups whose alerts may still need a resolve (see alerts.Raised)."""
+        rows = self.db.execute(f"SELECT {FOLLOWUP_COLUMNS} FROM followups WHERE state = "
+                               "'closed' AND alerted <> '' AND substr(alerted, 1, 1) <> '#'")
+        return [_followup(r) for r in rows.fetchall()]
+
     def followup(self, rating_id: str) -> Followup | None:
         found = self.followups(rating_id=rating_id)
         return found[0] if found else None
