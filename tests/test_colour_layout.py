@@ -188,3 +188,28 @@ def test_reason_options_keep_their_keys(fonts: layout_colour.ColourFonts) -> Non
                                    remaining_s=5, level=2, choices=DEFAULT_REASON_OPTIONS),
                    (800, 480), fonts)
     assert sorted(frame.boxes) == [1, 2, 3, 4, 5]
+
+
+def test_the_font_search_falls_back_to_wenquanyi_and_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from device.ports import HardwareNotFound
+    from drivers.layout_colour import COLOUR_FONT_SEARCH, FontFace, load_colour_fonts
+    missing = FontFace(tmp_path / "NotoSansCJK-Regular.ttc", 2)
+    wqy = COLOUR_FONT_SEARCH[-1]
+    load_colour_fonts.cache_clear()
+    try:
+        monkeypatch.setattr(layout_colour, "COLOUR_FONT_SEARCH", ((missing, missing), wqy))
+        assert load_colour_fonts().regular.path.name == "wqy-zenhei.ttc"
+        load_colour_fonts.cache_clear()
+        monkeypatch.setattr(layout_colour, "COLOUR_FONT_SEARCH", ((missing, missing),))
+        with pytest.raises(HardwareNotFound, match="apt install fonts-noto-cjk"):
+            load_colour_fonts()
+        load_colour_fonts.cache_clear()
+        with pytest.raises(HardwareNotFound):
+            load_colour_fonts(str(tmp_path / "nofont.ttc"))
+        # [display] font names one face for both weights.
+        load_colour_fonts.cache_clear()
+        fonts = load_colour_fonts(f"{wqy[0].path}#0")
+        assert fonts.regular == fonts.bold == FontFace(wqy[0].path, 0)
+    finally:
+        load_colour_fonts.cache_clear()
