@@ -101,6 +101,13 @@ def _font(face: FontFace, size: int) -> ImageFont.FreeTypeFont:
                               layout_engine=LAYOUT_ENGINE)
 
 
+# Measuring is most of a layout's cost, and the same texts come back every second (the
+# countdown redraws the prompt).
+@functools.lru_cache(maxsize=8192)
+def _length(font: ImageFont.FreeTypeFont, text: str) -> float:
+    return font.getlength(text)
+
+
 @functools.lru_cache(maxsize=128)
 def _cjk_ink(font: ImageFont.FreeTypeFont) -> tuple[int, int]:
     """Top and bottom of a Chinese glyph's ink below the draw origin."""
@@ -187,7 +194,7 @@ class _Canvas:
         s = size
         while True:
             font = self.fonts.get(s, bold)
-            if font.getlength(text) <= width:
+            if _length(font, text) <= width:
                 return font, text
             if s <= smallest:
                 break
@@ -195,11 +202,11 @@ class _Canvas:
         lo, hi, best = 0, len(text), ""
         while lo <= hi:
             mid = (lo + hi) // 2
-            if font.getlength(text[:mid] + ELLIPSIS) <= width:
+            if _length(font, text[:mid] + ELLIPSIS) <= width:
                 best, lo = text[:mid] + ELLIPSIS, mid + 1
             else:
                 hi = mid - 1
-        return font, best if width >= font.getlength(ELLIPSIS) else ""
+        return font, best if width >= _length(font, ELLIPSIS) else ""
 
     def text(self, box: Box, text: str, size: int, *, bold: bool = False,
              fill: RGB = INK, align: str = "left", valign: str = "center",
@@ -214,7 +221,7 @@ class _Canvas:
             self.frame.lines.append(shown)
         if not shown:
             return x0
-        width = round(font.getlength(shown))
+        width = round(_length(font, shown))
         x = {"left": x0, "center": x0 + (x1 - x0 - width) // 2,
              "right": x1 - width}.get(align, x0)
         # Placed by the ink of a Chinese glyph, not by ascender and descender, so that
@@ -235,7 +242,7 @@ class _Canvas:
     def lines_fit(self, text: str, width: int, size: int, bold: bool) -> list[str]:
         """`text` as one line when it fits at `size`, else two (after 非常/基本, else
         in the middle); a word of three characters or fewer is never broken."""
-        if self.fonts.get(size, bold).getlength(text) <= width or len(text) <= 3:
+        if _length(self.fonts.get(size, bold), text) <= width or len(text) <= 3:
             return [text]
         cut = next((len(p) for p in _PREFIXES if text.startswith(p) and len(text) > len(p)),
                    (len(text) + 1) // 2)
@@ -259,7 +266,7 @@ def _band(c: _Canvas, screen: Screen, right_text: str = "", right_badge: bool = 
     if right_text:
         size = c.px(3.2)
         font = c.fonts.get(size, bold=True)
-        tw = round(font.getlength(right_text))
+        tw = round(_length(font, right_text))
         if right_badge:
             bx0 = right - tw - 2 * c.px(1)
             c.rect((bx0, c.px(1.5), right, h - c.px(1.5)), BADGE, radius=c.px(0.8))
@@ -374,7 +381,7 @@ def _label_size(c: _Canvas, options: list[Option], boxes: list[Box], size: int) 
         for option, (x0, y0, x1, y1) in zip(options, boxes, strict=False):
             lines = c.lines_fit(option.label, x1 - x0 - 2 * pad, s, True)
             font = c.fonts.get(s, True)
-            if (any(font.getlength(ln) > x1 - x0 - 2 * pad for ln in lines)
+            if (any(_length(font, ln) > x1 - x0 - 2 * pad for ln in lines)
                     or len(lines) * s * 1.25 > y1 - y0 - 2 * pad):
                 ok = False
                 break
@@ -570,7 +577,7 @@ def _centred(c: _Canvas, screen: Screen, colour: RGB, band: bool) -> None:
         if screen.name == "thanks" and screen.level in LEVEL_COLOURS and i == 0:
             fill, ink = LEVEL_COLOURS[screen.level]
             font, shown = c.fit(line, c.w - 2 * m, c.px(4.2), True)
-            w = round(font.getlength(shown)) + c.px(6)
+            w = round(_length(font, shown)) + c.px(6)
             x = (c.w - w) // 2
             c.rect((x, y + c.px(1), x + w, y + small), fill, radius=c.px(2.5))
             c.text((x, y + c.px(1), x + w, y + small), line, c.px(4.2), bold=True, fill=ink,
