@@ -308,8 +308,13 @@ class Store:
             again = Counter(r.rating_id for r in ratings)
             for rating_id in new:
                 again[rating_id] -= 1
-            copies = {k: n for k, n in again.items() if n > 0}
+            copies = {k: n for k, n in sorted(again.items()) if n > 0}
             if copies:
+                # Lock the rows in rating_id order first: an UPDATE … FROM joins in the
+                # planner's order, and two batches updating the same ids in different
+                # orders deadlock (found by the concurrent-batches test).
+                self.db.execute("SELECT 1 FROM rating_ids WHERE rating_id = ANY(?) "
+                                "ORDER BY rating_id FOR UPDATE", (list(copies),))
                 self.db.execute(
                     "UPDATE rating_ids AS i SET times_seen = i.times_seen + d.n FROM "
                     "(SELECT unnest(?::text[]) AS id, unnest(?::int[]) AS n) AS d "
