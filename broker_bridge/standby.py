@@ -5,9 +5,9 @@ Every bridge announces itself on `{prefix}/_bridges/{client_id}/status` (retaine
 `{"online": true}` on connecting and again every `HEARTBEAT_S`, `{"online": false}` when
 it stops and — as its will — when it dies. A bridge started with `[mqtt] standby = true`
 first watches that topic under a client id of its own and connects with the shared one
-only once the active says offline, or has been silent for `STALE_S` (a will is lost when
-the broker itself went down with the active). The topic has one level more than the
-device topics, so no `+/status` subscription sees it.
+only once the active says offline, has been silent for `STALE_S` (a will is lost when
+the broker itself went down with the active), or was never heard for `ABSENT_S`. The
+topic has one level more than the device topics, so no `+/status` subscription sees it.
 """
 
 from __future__ import annotations
@@ -26,8 +26,12 @@ from broker_bridge.config import MqttSettings
 
 log = logging.getLogger("hcp.bridge.standby")
 
-HEARTBEAT_S = 30.0
+HEARTBEAT_S = 10.0
 STALE_S = 3 * HEARTBEAT_S
+# No status at all this long after subscribing: nobody is active. Not shorter than a
+# heartbeat: NATS delivered a retained status only after a lag right after it was set,
+# but a live active says it again within HEARTBEAT_S whatever the broker's retained store.
+ABSENT_S = HEARTBEAT_S + 2.0
 ONLINE = b'{"online":true}'
 OFFLINE = b'{"online":false}'
 
@@ -83,6 +87,7 @@ def wait_until_free(settings: MqttSettings, stopping: threading.Event,
             client.subscribe(topic, 1)
 
     def on_subscribe(_c: mqtt.Client, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
+        log.debug("watching %s", topic)
         with lock:   # a retained status, if any, comes with or right after the SUBACK
             state["heard"], state["subscribed"] = time.monotonic(), True
 
@@ -91,6 +96,7 @@ def wait_until_free(settings: MqttSettings, stopping: threading.Event,
             online = json.loads(message.payload).get("online") is True
         except (ValueError, AttributeError):
             online = False
+        log.debug("status of %s: %r", settings.client_id, message.payload[:100])
         with lock:
             state["heard"], state["online"] = time.monotonic(), online
 
@@ -107,8 +113,12 @@ def wait_until_free(settings: MqttSettings, stopping: threading.Event,
                 subscribed = state["subscribed"]
             if not (subscribed and watcher.is_connected()):
                 continue   # nothing known while we cannot hear the broker
-            if online is False or (online is None and silent > 2.0):
-                log.info("no active bridge %s: taking over its session", settings.client_id)
+            if online is False:
+                log.info("bridge %s is offline: taking over its session", settings.client_id)
+                return True
+            if online is None and silent > ABSENT_S:
+                log.info("no bridge %s announced itself in %.0f s: taking over its session",
+                         settings.client_id, silent)
                 return True
             if online and silent > STALE_S:
                 log.warning("bridge %s has said nothing for %.0f s: taking over its session",

@@ -13,10 +13,11 @@ from typing import Any, cast
 
 import pytest
 
+from broker_bridge import standby
 from simulator.fleet_run import Fleet, FleetOptions, FleetResult
 from simulator.fleet_stats import FleetStats
 from tests.support.bridge import BridgeProcess
-from tests.support.brokers import assert_exactly_once, wait_for
+from tests.support.brokers import assert_exactly_once, publish_ratings, publisher, wait_for
 from tests.support.nats import NatsCluster, NatsNode
 from tests.support.platform import RunningPlatform
 
@@ -74,3 +75,29 @@ def test_a_node_killed_and_restarted_during_a_run_loses_and_doubles_nothing(
           f"{took:.1f} s after the node's return; press → receipt p99 "
           f"{summary['latency_ms']['p99']} ms, max {summary['latency_ms']['max']} ms")
     assert took < RETURN_WITHIN_S
+
+
+@pytest.mark.slow
+def test_a_standby_bridge_takes_over_on_another_node(
+        tmp_path: Path, cluster: NatsCluster, platform: RunningPlatform) -> None:
+    """Active on one node, standby on another (retained status and will replicated by
+    JetStream): the active killed, the standby takes over its session; every rating once."""
+    def member(name: str, node: NatsNode) -> BridgeProcess:
+        return BridgeProcess(tmp_path / name, cast(Any, node), platform.url,
+                             client_id="city-bridge",
+                             overrides={"mqtt": {"protocol": "3.1.1", "shared_group": "",
+                                                 "standby": True}})
+    active = member("a", cluster.nodes[0]).start(timeout=standby.ABSENT_S + 30)
+    second = member("b", cluster.nodes[1])
+    with active, second, publisher(cluster.nodes[2], "3.1.1") as fleet:
+        second.start(wait_healthy=False)
+        time.sleep(standby.ABSENT_S + 2)
+        first = publish_ratings(fleet, 50)
+        wait_for(lambda: platform.control.counts()["total"] == 50, 30, "50 through the active")
+        assert second.healthz() == 503
+        active.kill()
+        second.wait_healthy(30)
+        later = publish_ratings(fleet, 50)
+        wait_for(lambda: platform.control.counts()["total"] == 100, 60, "50 more")
+    assert_exactly_once(platform, {**first, **later})
+    assert "city-bridge is offline: taking over its session" in second.log_text()
