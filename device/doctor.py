@@ -81,7 +81,7 @@ def run_checks(config: DeviceConfig) -> Iterable[Finding]:
     yield from check_input(config, daemon)
     yield from check_indicators(config, daemon)
     yield check_serial(config, daemon)
-    yield from check_audio(config)
+    yield from check_audio(config, daemon)
     yield check_broker(config, daemon)
 
 
@@ -292,19 +292,30 @@ def check_gpio(part: str, pins: list[int]) -> Finding:
     return ok(part, "free")
 
 
-def check_audio(config: DeviceConfig) -> Iterable[Finding]:
-    # Voice is not in every config version: read defensively, check only when configured.
-    audio = getattr(config, "audio", None) or getattr(config, "voice", None)
-    if audio is None or not getattr(audio, "enabled", True):
+def check_audio(config: DeviceConfig, daemon: dict[str, Any] | None) -> Iterable[Finding]:
+    """The speaker of `[voice] kind = "alsa"`. A warning, never a FAIL: the device rates
+    without its voice (SPEC §10)."""
+    if config.voice.kind != "alsa":
         return
-    device = str(getattr(audio, "device", "") or "default")
+    part = f"voice ({config.voice.alsa_device})"
+    if daemon is not None:
+        faults = daemon.get("faults")
+        if isinstance(faults, dict) and "voice" in faults:
+            yield warn(part, f"the running daemon reports: {faults['voice']}",
+                       "check the speaker and [voice] alsa_device (aplay -L); "
+                       "docs/hardware-input.md §6")
+            return
+    if shutil.which("aplay") is None:
+        yield warn(part, "no aplay", "sudo apt install alsa-utils")
+        return
     cards = sorted(Path("/dev/snd").glob("pcmC*D*p")) if Path("/dev/snd").is_dir() else []
     if not cards:
-        yield fail(f"audio ({device})", "no sound playback device (/dev/snd/pcmC*D*p)",
-                   "enable the sound card (dtparam=audio=on or the HAT's overlay) and add "
-                   "the daemon's user to the audio group")
+        yield warn(part, "no sound playback device (/dev/snd/pcmC*D*p)",
+                   "plug in the USB speaker, or enable the audio jack (dtparam=audio=on); "
+                   "docs/hardware-input.md §6")
         return
-    yield ok(f"audio ({device})", f"{len(cards)} playback device(s)")
+    yield ok(part, f"{len(cards)} playback device(s)"
+             + ("; working in the running daemon" if daemon is not None else ""))
 
 
 # --- the window system ----------------------------------------------------------------

@@ -298,3 +298,26 @@ def test_a_bad_voice_section_is_a_config_error_naming_the_key(
     with pytest.raises(ConfigError) as caught:
         load_device_config(path)
     assert any(why in p and str(path) in p for p in caught.value.problems), caught.value
+
+
+# --- hcp-device doctor ----------------------------------------------------------------
+
+def test_doctor_warns_about_a_missing_speaker_and_never_fails_for_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import device.doctor as doctor_module
+    from tests.test_device_doctor import pi_config
+
+    quiet = load_device_config(pi_config(tmp_path))
+    assert not [f for f in doctor_module.check_audio(quiet, None)]   # kind = "none"
+    config = load_device_config(pi_config(tmp_path, voice={
+        "kind": "alsa", "alsa_device": "plughw:CARD=Device,DEV=0"}))
+    if not os.path.exists("/dev/snd"):
+        (finding,) = doctor_module.check_audio(config, None)
+        assert finding.level == "warn" and "no sound playback device" in finding.detail
+        assert finding.part == "voice (plughw:CARD=Device,DEV=0)"
+    daemon = {"faults": {"voice": "aplay -D plughw:CARD=Device,DEV=0: audio open error"}}
+    (finding,) = doctor_module.check_audio(config, daemon)
+    assert finding.level == "warn" and "audio open error" in finding.detail
+    assert "hardware-input.md §6" in finding.fix
