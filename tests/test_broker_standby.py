@@ -27,7 +27,7 @@ def pair_member(tmp_path: Path, name: str, broker: Mosquitto, platform: RunningP
                                              "standby": True}})
 
 
-@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+@pytest.mark.parametrize("protocol", ["5", pytest.param("3.1.1", marks=pytest.mark.slow)])
 def test_the_standby_waits_then_takes_over_when_the_active_dies(
         tmp_path: Path, mosquitto: Mosquitto, platform: RunningPlatform, protocol: str
         ) -> None:
