@@ -129,6 +129,13 @@ def main(argv: list[str]) -> int:
                                  "temporary one)")
     p.add_argument("--no-ui", action="store_true",
                    help="start the chain and wait (for scripts); Ctrl-C stops it")
+    p.add_argument("--size", choices=device_sim.SIZES,
+                   help="the evaluator's panel: 128x64 OLED (default) or a colour touch "
+                        "screen, e.g. 800x480 (the 7-inch panel)")
+    p.add_argument("--web", type=int, metavar="PORT",
+                   help="also show the screen in a browser on http://127.0.0.1:PORT/ "
+                        "(0: any free port), where a click is a touch")
+    p.add_argument("--mute", action="store_true", help="do not play the voice clips here")
     args = p.parse_args(argv)
     workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="hcp-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -158,6 +165,12 @@ def main(argv: list[str]) -> int:
                         chain.platform_url, "--data-dir", str(workdir / "device"),
                         "--info", f"platform {chain.platform_url}",
                         "--info", f"bridge metrics {chain.metrics_url}"]
+            if args.size:
+                sim_args += ["--size", args.size]
+            if args.web is not None:
+                sim_args += ["--web", str(args.web)]
+            if args.mute:
+                sim_args.append("--mute")
             device_sim.main(sim_args)
     except KeyboardInterrupt:
         pass

@@ -48,6 +48,10 @@ SERVICES = [
 STAFF = [("S007", "李娜"), ("S012", "王芳"), ("S020", "张伟")]
 LEVELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
 
+# The panels a simulated evaluator can have: the OLED, and colour touch screens in
+# landscape and portrait.
+SIZES = ("128x64", "480x320", "800x480", "1024x600", "320x480", "480x800", "600x1024")
+
 HELP = ("1-5 评价键  c 办结一件  x 撤销  p 暂停/恢复  l 登录/退出  "
         "s 卡键10秒  q 退出")
 # Attached to a daemon started elsewhere: its serial peer is not ours to play.
@@ -405,14 +409,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--attach", metavar="DATA_DIR",
                    help="drive a sim daemon that already runs (its DATA_DIR/sim.sock) "
                         "instead of starting one; q leaves it running")
-    p.add_argument("--mute", action="store_true",
-                   help="show the voice clips without playing them on this computer")
-    p.add_argument("--size", choices=("128x64", "480x320", "800x480", "1024x600",
-                                      "320x480", "480x800", "600x1024"),
+    p.add_argument("--size", choices=SIZES,
                    help="the panel: 128x64 OLED (default) or a colour touch screen")
     p.add_argument("--web", type=int, metavar="PORT",
                    help="also serve the live screen on http://127.0.0.1:PORT/, where a "
                         "click is a touch (0: any free port, printed)")
+    p.add_argument("--mute", action="store_true",
+                   help="show the voice clips without playing them on this computer")
     p.add_argument("--info", action="append", metavar="TEXT",
                    help="a line kept on screen under the status (repeatable; the demo "
                         "shows its URLs so)")

@@ -247,3 +247,20 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return "?"
+
+
+def test_demo_runs_with_a_colour_touch_screen(tmp_path: Path,
+                                              term_factory: list[Pty]) -> None:
+    """`./hcp demo --size 800x480`: the 7-inch panel in the terminal, rated end to end."""
+    t = Pty([sys.executable, "-m", "simulator.cli", "demo", "--dir", str(tmp_path),
+             "--size", "800x480", "--mute"], ROOT, cols=140, rows=50)
+    term_factory.append(t)
+    t.expect_display(r"^screen: idle", timeout=40)
+    assert b"38;2;" in t.seen, "drawn in 24-bit colour"
+    t.send("c")
+    t.expect_display(r"^screen: prompt .*非常满意")
+    t.send("4")
+    t.expect_display(r"platform 1\b", timeout=20)
+    t.send("q")
+    assert t.wait(20) == 0
+    assert "the platform counted 1 rating" in t.text()
