@@ -16,6 +16,7 @@ from gpiozero.exc import BadPinFactory, GPIOPinInUse, GPIOZeroError, PinInvalidP
 
 from device.core.model import KeyDown, KeyUp
 from device.ports import DriverStatus, Emit, HardwareNotFound, MonotonicClock
+from drivers.gpio import factory_fallbacks, tried_text
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,16 @@ class GpioButtons:
         self._generation = dict.fromkeys(pins, 0)
         self._buttons: dict[int, DigitalInputDevice] = {}
         try:
-            for level, pin in sorted(pins.items(), reverse=True):
-                # Not gpiozero's Button: its hold thread polls ten times a second and
-                # makes close() wait up to hold_time, while holds are the core's job.
-                # Nor its bounce_time, which can drop the release of a quick tap.
-                self._buttons[level] = DigitalInputDevice(
-                    pin, pull_up=pull_up, bounce_time=None, pin_factory=pin_factory)
+            with factory_fallbacks() as tried:
+                for level, pin in sorted(pins.items(), reverse=True):
+                    # Not gpiozero's Button: its hold thread polls ten times a second and
+                    # makes close() wait up to hold_time, while holds are the core's job.
+                    # Nor its bounce_time, which can drop the release of a quick tap.
+                    self._buttons[level] = DigitalInputDevice(
+                        pin, pull_up=pull_up, bounce_time=None, pin_factory=pin_factory)
         except (GPIOZeroError, OSError, ImportError, RuntimeError) as e:
             self._close_buttons()
-            raise HardwareNotFound(_explain(pins, e)) from e
+            raise HardwareNotFound(_explain(pins, e) + tried_text(tried)) from e
 
     def start(self, emit: Emit, clock: MonotonicClock) -> None:
         with self._lock:

@@ -16,6 +16,7 @@ from gpiozero.exc import BadPinFactory, GPIOPinInUse, GPIOZeroError, PinInvalidP
 
 from device.core.model import Feedback
 from device.ports import DriverError, HardwareNotFound
+from drivers.gpio import factory_fallbacks, tried_text
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,14 @@ class GpioIndicators:
         self._leds: dict[int, LED] = {}
         self._buzzer: Buzzer | None = None
         try:
-            for level, pin in sorted(leds.items(), reverse=True):
-                self._leds[level] = LED(pin, pin_factory=pin_factory)
-            if buzzer is not None:
-                self._buzzer = Buzzer(buzzer, pin_factory=pin_factory)
+            with factory_fallbacks() as tried:
+                for level, pin in sorted(leds.items(), reverse=True):
+                    self._leds[level] = LED(pin, pin_factory=pin_factory)
+                if buzzer is not None:
+                    self._buzzer = Buzzer(buzzer, pin_factory=pin_factory)
         except (GPIOZeroError, OSError, ImportError, RuntimeError) as e:
             self.close()
-            raise HardwareNotFound(_explain(leds, buzzer, e)) from e
+            raise HardwareNotFound(_explain(leds, buzzer, e) + tried_text(tried)) from e
 
     def feedback(self, feedback: Feedback) -> None:
         """Start the pattern; DriverError if the pins fail (the daemon reports the fault

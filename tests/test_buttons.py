@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from gpiozero import Button, Device
@@ -15,6 +19,7 @@ from device.clock import FakeClock, SystemClock
 from device.core.model import Event, KeyDown, KeyUp
 from device.ports import DriverStatus, HardwareNotFound
 from drivers.buttons import DebouncedKey, GpioButtons
+from tests.support.device import ROOT, device_config
 
 PINS = {5: 17, 4: 27, 3: 22, 2: 23, 1: 24}
 
@@ -288,3 +293,23 @@ def test_a_key_that_cannot_be_read_is_a_fault_until_it_reads_again(
     keys.pin(3).drive_high()
     clock.advance(0.030)
     keys.wait_for(lambda ev: [e.error for e in ev if isinstance(e, DriverStatus)][-1:] == [None])
+
+
+def test_no_gpio_here_is_one_line_naming_the_factories_tried(tmp_path: Path) -> None:
+    """On a machine without GPIO the technician reads one line, not gpiozero's warning
+    per pin factory before it (issue 15)."""
+    config = tmp_path / "device.toml"
+    config.write_text(device_config(tmp_path / "data", "loop://",
+                                    input={"kind": "gpio",
+                                           "pins": {5: 17, 4: 27, 3: 22, 2: 23, 1: 24}},
+                                    display={"kind": "none"}), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "GPIOZERO_PIN_FACTORY"}
+    done = subprocess.run([sys.executable, "-m", "device.cli", "run", "--config", str(config)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 69, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "WARNING" not in line
+             and " INFO " not in line]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("hcp-device: cannot open the keys") and "kind = \"sim\"" in lines[0]
+    assert "Falling back" not in done.stderr and "warnings.warn" not in done.stderr
