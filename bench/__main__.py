@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.context import REPO, Context
 from bench.machine import describe, load_average
+from bench.merge import merge
 from bench.report import Section, verdicts
 
 # name -> module with run(ctx) -> Section, in the order they run
@@ -23,6 +24,10 @@ BENCHMARKS = {
     "endtoend": "bench.endtoend",
     "drain": "bench.drain",
     "footprint": "bench.footprint",
+    "colour": "bench.colour",
+    "cpucap": "bench.cpucap",
+    "voicesim": "bench.voicesim",
+    "voice": "bench.voice",
 }
 DOC = REPO / "docs" / "benchmarks.md"
 FINDINGS = Path(__file__).with_name("findings.md")
@@ -51,6 +56,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="FILE",
                    help=f"write the report here (default: {DOC.relative_to(REPO)} for a full "
                         "run of everything, nowhere otherwise)")
+    p.add_argument("--update", type=Path, metavar="FILE",
+                   help="put the sections of this run into the report FILE (e.g. "
+                        f"{DOC.relative_to(REPO)}), replacing those of the same benchmarks "
+                        "and keeping the others, each naming the run it comes from")
     p.add_argument("--workdir", type=Path, metavar="DIR",
                    help="scratch directory (default: a temporary one, removed at the end); "
                         "its file system is the one measured")
@@ -125,6 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None:
         out.write_text(render(sections, machine, args.quick, seconds), encoding="utf-8")
         print(f"== wrote {out}", file=sys.stderr)
+    if args.update is not None:
+        old = args.update.read_text(encoding="utf-8") if args.update.exists() else ""
+        machine.append(("run", f"`python -m bench{' --quick' if args.quick else ''} --only "
+                               f"{','.join(names)}` in {seconds / 60:.1f} minutes"))
+        findings = (FINDINGS.read_text(encoding="utf-8")
+                    if FINDINGS.exists() and not args.quick else None)
+        args.update.write_text(merge(old, sections, machine, findings), encoding="utf-8")
+        print(f"== updated {args.update}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -5,6 +5,7 @@ thanks screen back on the socket, the fsync included), with an empty outbox and 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from bench.context import Context
 from bench.devices import DeviceProcess
@@ -37,25 +38,7 @@ def run(ctx: Context) -> Section:
     try:
         empty.start()
         loaded.start()
-        devices = (empty, loaded)
-        samples: dict[int, list[float]] = {0: [], 1: []}
-        floor: list[float] = []
-        for device in devices:
-            device.wait_idle()
-        started = time.perf_counter()
-        for k in range(2 * presses):
-            index = k % 2
-            device = devices[index]
-            device.wait_idle()
-            due = started + k * PERIOD_S / 2
-            now = time.perf_counter()
-            if now < due:
-                time.sleep(due - now)
-            else:
-                started += now - due   # running late: keep the other device half a period off
-            samples[index].append(device.press(LEVELS[(k // 2) % len(LEVELS)]))
-            if k % 10 == 1:
-                floor.append(device.status_round_trip())
+        samples, floor = take_turns((empty, loaded), presses, PERIOD_S)
         loaded_status = loaded.status()
     finally:
         empty.close()
@@ -79,3 +62,31 @@ def run(ctx: Context) -> Section:
         f"The loaded device ended with {loaded_status.get('backlog')} ratings pending "
         f"({backlog:,} + its {presses:,} presses).")
     return section
+
+
+def take_turns(devices: Sequence[DeviceProcess], presses: int, period_s: float,
+               ) -> tuple[dict[int, list[float]], list[float]]:
+    """Press each started device `presses` times (keys 5, 4, 3 in turn), the devices
+    taking turns `period_s / len(devices)` apart so that a press is always timed alone;
+    ({device index: [press → thanks seconds]}, [status round trips, the transport's
+    floor, one every few presses])."""
+    samples: dict[int, list[float]] = {i: [] for i in range(len(devices))}
+    floor: list[float] = []
+    for device in devices:
+        device.wait_idle()
+    count = len(devices)
+    started = time.perf_counter()
+    for k in range(count * presses):
+        index = k % count
+        device = devices[index]
+        device.wait_idle()
+        due = started + k * period_s / count
+        now = time.perf_counter()
+        if now < due:
+            time.sleep(due - now)
+        else:
+            started += now - due   # running late: keep the others their share of a period
+        samples[index].append(device.press(LEVELS[(k // count) % len(LEVELS)]))
+        if k % 10 == 1:
+            floor.append(device.status_round_trip())
+    return samples, floor
