@@ -81,6 +81,14 @@ class Refusals:
         ratings/s). MQTT 5 brokers that cap say so in the CONNACK (EMQX sends the lower
         of ours and its max_inflight)."""
         batch_max = self._settings.batch_max
+        if self._settings.protocol != "5":
+            if batch_max and self._receive_maximum_logged is None:
+                self._receive_maximum_logged = 0   # said once per process
+                log.info("MQTT 3.1.1 has no Receive Maximum: the broker's own in-flight "
+                         "limit bounds every batch (mosquitto max_inflight_messages, 20 by "
+                         "default; NATS max_ack_pending, 1024); set it to at least [platform] "
+                         "batch_max = %d", batch_max)
+            return
         figure = getattr(properties, "ReceiveMaximum", None)
         if not batch_max or not isinstance(figure, int) or figure >= batch_max:
             return

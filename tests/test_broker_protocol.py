@@ -99,6 +99,8 @@ def test_a_311_bridge_and_311_devices_deliver_every_rating_once(
         assert result.ok, result.summary()
         assert result.statuses == {"accepted": 60, "duplicate": 0, "rejected": 0}
         assert bridge.healthz() == 200
+    # What bounds a batch now is the broker's setting: the log says which.
+    assert bridge.log_text().count("MQTT 3.1.1 has no Receive Maximum") == 1
     counts = platform.control.counts()
     assert counts["total"] == 60 and sum(counts["by_device"].values()) == 60
     # Both really spoke 3.1.1: mosquitto logs each connection's protocol (p2 = 3.1.1, p5 = 5).
