@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from typing import Any
 
 from simulator import device_sim
 from simulator.children import die_with_parent
-from simulator.localbroker import BrokerError, Mosquitto, free_port, wait_for_port
+from simulator.localbroker import BrokerError, Mosquitto, free_port
 from simulator.tomlfile import toml_text
 
 
@@ -30,6 +32,7 @@ class Chain:
         self.broker: Mosquitto | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.platform_url = ""
+        self.dashboard_url = ""
         self.metrics_url = ""
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
@@ -45,11 +48,18 @@ class Chain:
         self.broker = Mosquitto(self.workdir / "broker", die_with_parent=True).start()
 
         port = free_port()
-        self.platform_url = f"http://127.0.0.1:{port}/api/ratings"
-        say(f"starting the reference platform on 127.0.0.1:{port} …")
-        self.spawn("platform", "simulator.cli", "platform", "--listen", f"127.0.0.1:{port}",
-                   "--db", str(self.workdir / "platform.db"))
-        if not wait_for_port("127.0.0.1", port, 15):
+        self.dashboard_url = f"http://127.0.0.1:{port}/"
+        self.platform_url = f"{self.dashboard_url}api/ratings"
+        say(f"starting the city platform (hcp-platform) on 127.0.0.1:{port} …")
+        platform_toml = self.workdir / "platform.toml"
+        platform_toml.write_text(toml_text({
+            "store": {"url": f"sqlite:///{(self.workdir / 'platform.db').resolve()}"},
+            "http": {"listen": f"127.0.0.1:{port}"},
+            "mqtt": {"host": "127.0.0.1", "port": self.broker.port,
+                     "client_id": "hcp-platform-demo"},
+        }), encoding="utf-8")
+        self.spawn("platform", "city_platform", "run", "--config", str(platform_toml))
+        if not _wait_healthy(f"{self.dashboard_url}healthz", 20):
             raise RuntimeError(f"the platform did not start; see {self.workdir}/platform.log")
 
         http_port = free_port()
@@ -94,6 +104,17 @@ class Chain:
                 return counts
         except (OSError, ValueError):
             return None
+
+
+def open_in_browser(url: str) -> None:
+    """Open the dashboard where there is a desktop to open it on; quietly nothing on a
+    server or over ssh (the URL is on screen either way)."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return
+    opener = shutil.which("xdg-open")
+    if opener:
+        subprocess.Popen([opener, url], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def _wait_healthy(url: str, timeout: float) -> bool:
@@ -151,6 +172,8 @@ def main(argv: list[str]) -> int:
         assert chain.broker is not None
         say(f"broker 127.0.0.1:{chain.broker.port}, platform {chain.platform_url}, "
             f"bridge metrics {chain.metrics_url}")
+        say(f"the hall dashboard: {chain.dashboard_url} (open it in a browser)")
+        open_in_browser(chain.dashboard_url)
         say(f"logs and data in {workdir}")
         print(INTRO, flush=True)
         if args.no_ui:
@@ -163,7 +186,7 @@ def main(argv: list[str]) -> int:
             # The URLs stay on screen under the device's view (they used to scroll away).
             sim_args = ["--broker", f"127.0.0.1:{chain.broker.port}", "--platform",
                         chain.platform_url, "--data-dir", str(workdir / "device"),
-                        "--info", f"platform {chain.platform_url}",
+                        "--info", f"hall dashboard {chain.dashboard_url}",
                         "--info", f"bridge metrics {chain.metrics_url}"]
             if args.size:
                 sim_args += ["--size", args.size]

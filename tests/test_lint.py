@@ -7,7 +7,8 @@ import sys
 
 from tests.support.device import ROOT
 
-PACKAGES = ["common", "device", "drivers", "broker_bridge", "simulator", "bench", "tests"]
+PACKAGES = ["common", "device", "drivers", "broker_bridge", "city_platform", "simulator",
+            "packaging", "bench", "tests"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

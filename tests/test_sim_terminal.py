@@ -10,6 +10,7 @@ import select
 import signal
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -210,7 +211,11 @@ def test_demo_counts_a_rating_and_leaves_nothing_behind(tmp_path: Path,
     shown = t.expect_display(r"^screen: idle", timeout=40)
     # In an 80×24 terminal the keys and the URLs stay on screen with the device.
     assert "q 退出" in shown.splitlines()[0], shown
-    assert re.search(r"^platform http://127\.0\.0\.1:\d+/api/ratings$", shown, re.M), shown
+    found = re.search(r"^hall dashboard (http://127\.0\.0\.1:\d+/)$", shown, re.M)
+    assert found, shown
+    # The dashboard the demo points at is the city platform's, and it answers.
+    with urllib.request.urlopen(found.group(1), timeout=10) as page:
+        assert "评价" in page.read().decode("utf-8")
     assert re.search(r"^bridge metrics http://127\.0\.0\.1:\d+/metrics$", shown, re.M), shown
     children = descendants(t.pid)
     assert len(children) >= 4, "broker, platform, bridge and the device daemon"
