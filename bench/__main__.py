@@ -28,6 +28,7 @@ BENCHMARKS = {
     "cpucap": "bench.cpucap",
     "voicesim": "bench.voicesim",
     "voice": "bench.voice",
+    "cityplatform": "bench.cityplatform",
 }
 DOC = REPO / "docs" / "benchmarks.md"
 FINDINGS = Path(__file__).with_name("findings.md")
