@@ -54,7 +54,8 @@ def build_drivers(config: DeviceConfig) -> Drivers:
     if disp_cfg.kind == "none":
         display = NullDisplay()
     elif disp_cfg.colour:
-        from drivers.layout_colour import PhotoDir, load_colour_fonts
+        from drivers.colour_fonts import load_colour_fonts
+        from drivers.colour_photos import PhotoDir
         from drivers.targets import ScreenTargets
         colour_fonts = load_colour_fonts(disp_cfg.font)
         log.info("colour display font: %s", colour_fonts.describe())

@@ -8,7 +8,9 @@ import io
 from collections.abc import Callable
 
 from device.core.model import Screen
-from drivers.layout_colour import ColourFonts, PhotoSource, layout
+from drivers.colour_fonts import ColourFonts
+from drivers.colour_photos import PhotoSource
+from drivers.layout_colour import layout
 from drivers.sim import SimFrame
 from drivers.targets import ScreenTargets
 

@@ -24,7 +24,9 @@ from PIL import Image, ImageChops
 
 from device.core.model import Screen
 from device.ports import DriverError, HardwareNotFound
-from drivers.layout_colour import MIN_SIDE, ColourFonts, PhotoSource, layout
+from drivers.colour_fonts import ColourFonts
+from drivers.colour_photos import PhotoSource
+from drivers.layout_colour import MIN_SIDE, layout
 from drivers.targets import ScreenTargets
 
 log = logging.getLogger(__name__)

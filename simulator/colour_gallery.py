@@ -21,7 +21,8 @@ from PIL import Image, ImageDraw
 
 from device.core.model import Screen
 from device.ports import HardwareNotFound
-from drivers.layout_colour import ColourFonts, layout, load_colour_fonts
+from drivers.colour_fonts import ColourFonts, load_colour_fonts
+from drivers.layout_colour import layout
 from simulator.gallery import CLERK, SERVICE, Scene, Shot
 
 REGENERATE = "hcp-sim gallery --colour --out docs/screens-colour"

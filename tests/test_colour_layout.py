@@ -14,8 +14,9 @@ from PIL import Image, ImageChops, ImageFont
 
 from device.core import screens
 from device.core.model import Option, Screen, Staff
-from drivers import layout_colour
-from drivers.layout_colour import PhotoDir, layout, min_button
+from drivers import colour_fonts
+from drivers.colour_photos import PhotoDir
+from drivers.layout_colour import layout, min_button
 from tests.golden import colour as golden
 from tests.golden.cases import DEFAULT_REASON_OPTIONS, QR_CASE, QR_WINDOW, WINDOW
 
@@ -23,7 +24,7 @@ ALL = [(name, size) for size in golden.SIZES for name in golden.CASES]
 
 
 @pytest.fixture(scope="module")
-def fonts() -> layout_colour.ColourFonts:
+def fonts() -> colour_fonts.ColourFonts:
     problem = golden.font_problem()
     if problem:
         pytest.fail(problem)
@@ -31,7 +32,7 @@ def fonts() -> layout_colour.ColourFonts:
 
 
 @pytest.mark.parametrize(("name", "size"), ALL, ids=[f"{golden.SIZES[s]}_{n}" for n, s in ALL])
-def test_colour_screens_match_their_goldens(fonts: layout_colour.ColourFonts, name: str,
+def test_colour_screens_match_their_goldens(fonts: colour_fonts.ColourFonts, name: str,
                                             size: tuple[int, int], tmp_path: Path) -> None:
     image = layout(golden.CASES[name], size, fonts, golden.photos).image
     path = golden.golden_path(name, size)
@@ -48,7 +49,7 @@ def test_every_golden_file_belongs_to_a_case() -> None:
     assert {p.name for p in golden.COLOUR_DIR.glob("*.png")} == expected
 
 
-def test_fonts_use_the_basic_layout_engine(fonts: layout_colour.ColourFonts) -> None:
+def test_fonts_use_the_basic_layout_engine(fonts: colour_fonts.ColourFonts) -> None:
     # The same pixels with and without libraqm installed (drivers/fonts.py).
     assert fonts.get(30, bold=True).layout_engine == ImageFont.Layout.BASIC
     assert fonts.get(17).layout_engine == ImageFont.Layout.BASIC
@@ -58,7 +59,7 @@ def test_fonts_use_the_basic_layout_engine(fonts: layout_colour.ColourFonts) -> 
 @pytest.mark.parametrize("name", ["prompt", "prompt_qr", "reasons", "reasons_long", "idle",
                                   "idle_staff_qr"])
 def test_every_option_has_a_target_on_the_screen_none_overlapping(
-        fonts: layout_colour.ColourFonts, name: str, size: tuple[int, int]) -> None:
+        fonts: colour_fonts.ColourFonts, name: str, size: tuple[int, int]) -> None:
     screen = golden.CASES[name]
     frame = layout(screen, size, fonts)
     # Idle inviting a rating of the window draws the five levels as buttons too.
@@ -75,7 +76,7 @@ def test_every_option_has_a_target_on_the_screen_none_overlapping(
 
 
 def test_no_button_is_smaller_than_12_mm_on_the_7_inch_panel(
-        fonts: layout_colour.ColourFonts) -> None:
+        fonts: colour_fonts.ColourFonts) -> None:
     # 800×480 on about 154 × 86 mm: 12 mm is 62 px either way.
     assert min_button(800, 480) >= 62 and min_button(480, 800) >= 62
     for name in ("prompt", "prompt_qr", "reasons", "reasons_long", "idle_staff_qr"):
@@ -91,7 +92,7 @@ def _decoded(image: Image.Image) -> list[str]:
 @pytest.mark.parametrize("size", [(480, 320), (800, 480), (1024, 600), (480, 800),
                                   (600, 1024), (320, 480)])
 def test_the_qr_code_decodes_to_the_url_the_frame_names(
-        fonts: layout_colour.ColourFonts, size: tuple[int, int]) -> None:
+        fonts: colour_fonts.ColourFonts, size: tuple[int, int]) -> None:
     idle = layout(screens.idle(WINDOW, Staff("S1", "李娜"), offline=False, spontaneous=True,
                                qr_url=QR_WINDOW), size, fonts)
     assert idle.qr == QR_WINDOW and _decoded(idle.image) == [QR_WINDOW]
@@ -104,18 +105,18 @@ def test_the_qr_code_decodes_to_the_url_the_frame_names(
 
 
 def test_idle_without_spontaneous_ratings_has_no_buttons(
-        fonts: layout_colour.ColourFonts) -> None:
+        fonts: colour_fonts.ColourFonts) -> None:
     frame = layout(golden.CASES["idle_placeholder_offline"], (800, 480), fonts)
     assert frame.boxes == {}
 
 
-def test_screens_without_a_url_show_no_code(fonts: layout_colour.ColourFonts) -> None:
+def test_screens_without_a_url_show_no_code(fonts: colour_fonts.ColourFonts) -> None:
     for name in ("idle", "thanks", "paused", "error", "reasons"):
         frame = layout(golden.CASES[name], (800, 480), fonts)
         assert frame.qr is None and _decoded(frame.image) == []
 
 
-def test_text_is_what_the_screen_says(fonts: layout_colour.ColourFonts) -> None:
+def test_text_is_what_the_screen_says(fonts: colour_fonts.ColourFonts) -> None:
     frame = layout(golden.CASES["idle_placeholder_offline"], (800, 480), fonts)
     assert frame.text.split("\n")[:2] == [WINDOW, "离线"]
     assert "张晓明" in frame.text and "工号 S0231" in frame.text and "扫码评价" in frame.text
@@ -144,7 +145,7 @@ def test_a_photo_comes_from_the_directory_and_nothing_outside_it(tmp_path: Path)
 
 
 def test_the_photo_is_drawn_and_its_absence_is_a_placeholder(
-        fonts: layout_colour.ColourFonts) -> None:
+        fonts: colour_fonts.ColourFonts) -> None:
     screen = screens.idle(WINDOW, golden.LI, offline=False, spontaneous=False)
     with_photo = layout(screen, (800, 480), fonts, golden.photos).image
     without = layout(screen, (800, 480), fonts, lambda _: None).image
@@ -178,12 +179,12 @@ def test_any_text_makes_a_frame_with_targets_on_the_screen(
             assert 0 <= x0 < x1 <= size[0] and 0 <= y0 < y1 <= size[1]
 
 
-def test_a_panel_too_small_is_refused(fonts: layout_colour.ColourFonts) -> None:
+def test_a_panel_too_small_is_refused(fonts: colour_fonts.ColourFonts) -> None:
     with pytest.raises(ValueError, match="at least"):
         layout(Screen("idle"), (128, 64), fonts)
 
 
-def test_reason_options_keep_their_keys(fonts: layout_colour.ColourFonts) -> None:
+def test_reason_options_keep_their_keys(fonts: colour_fonts.ColourFonts) -> None:
     frame = layout(screens.reasons(WINDOW, None, case_id="C", service_name=None,
                                    remaining_s=5, level=2, choices=DEFAULT_REASON_OPTIONS),
                    (800, 480), fonts)
@@ -193,15 +194,15 @@ def test_reason_options_keep_their_keys(fonts: layout_colour.ColourFonts) -> Non
 def test_the_font_search_falls_back_to_wenquanyi_and_says_what_to_install(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from device.ports import HardwareNotFound
-    from drivers.layout_colour import COLOUR_FONT_SEARCH, FontFace, load_colour_fonts
+    from drivers.colour_fonts import COLOUR_FONT_SEARCH, FontFace, load_colour_fonts
     missing = FontFace(tmp_path / "NotoSansCJK-Regular.ttc", 2)
     wqy = COLOUR_FONT_SEARCH[-1]
     load_colour_fonts.cache_clear()
     try:
-        monkeypatch.setattr(layout_colour, "COLOUR_FONT_SEARCH", ((missing, missing), wqy))
+        monkeypatch.setattr(colour_fonts, "COLOUR_FONT_SEARCH", ((missing, missing), wqy))
         assert load_colour_fonts().regular.path.name == "wqy-zenhei.ttc"
         load_colour_fonts.cache_clear()
-        monkeypatch.setattr(layout_colour, "COLOUR_FONT_SEARCH", ((missing, missing),))
+        monkeypatch.setattr(colour_fonts, "COLOUR_FONT_SEARCH", ((missing, missing),))
         with pytest.raises(HardwareNotFound, match="apt install fonts-noto-cjk"):
             load_colour_fonts()
         load_colour_fonts.cache_clear()

@@ -18,7 +18,7 @@ from PIL import Image
 
 from device.core import screens
 from device.core.model import Option, Screen, Staff
-from drivers.layout_colour import ColourFonts, FontFace
+from drivers.colour_fonts import ColourFonts, FontFace
 from simulator.colour_gallery import sample_photo
 from tests.golden.cases import DEFAULT_REASON_OPTIONS, QR_CASE, QR_WINDOW, WINDOW
 
