@@ -38,9 +38,9 @@ Concurrency: one writer thread (the daemon's core loop) and no locking between t
 second process opening the same directory is refused (``flock`` on the directory), since two
 writers would overwrite each other's records.
 
-Permissions: the journal, its ``.tmp`` and its ``.corrupt-*`` copies hold clerks' names and
-every rating: they are created 0600 whatever the umask, and any of them found with a wider
-mode on open (a file written by an older version, 0644) is narrowed to 0600 and noted.
+Permissions: the journal, its ``.tmp`` and its ``.corrupt-*`` copies are private (0600; see
+device/journal_files.py). Whether a journal could be opened at all, without opening it:
+device/journal_probe.py.
 """
 
 from __future__ import annotations
@@ -51,16 +51,15 @@ import fcntl
 import logging
 import mmap
 import os
-import pwd
 import shutil
-import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from tinydb.storages import Storage
 
+from device.journal_files import FILE_MODE, create_private, tighten_modes
 from device.journal_records import (
     FORMAT,
     VERSION,
@@ -84,12 +83,10 @@ from device.journal_records import (
 )
 
 # Re-exported: the outbox and the tests name them through this module.
-__all__ = ["FILE_MODE", "FORMAT", "VERSION", "Damage", "JournalFormatError", "JournalStorage",
-           "Op", "Record", "TableView", "del_op", "frame", "probe", "put_op", "records", "scan"]
+__all__ = ["FORMAT", "VERSION", "Damage", "JournalFormatError", "JournalStorage", "Op",
+           "Record", "TableView", "del_op", "frame", "put_op", "records", "scan"]
 
 log = logging.getLogger(__name__)
-
-FILE_MODE = 0o600  # owner only: nothing else reads these files (see docs/outbox.md)
 
 
 class JournalStorage(Storage):
@@ -238,7 +235,7 @@ class JournalStorage(Storage):
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         if created:
             os.fsync(self._dir_fd)
-        self._tighten_modes()
+        self.notes.extend(tighten_modes(self.path))
         self._size = os.fstat(self._fd).st_size
         if self._size:
             with self._contents() as buf:
@@ -247,25 +244,6 @@ class JournalStorage(Storage):
         self._compact_at = self._size + self.compact_min_bytes
         if self.damage:
             self._recover()
-
-    def _tighten_modes(self) -> None:
-        """Narrow the journal and its siblings (.tmp, .corrupt-*) to FILE_MODE where an
-        older version or a umask left them readable by others."""
-        names = [self.path.name]
-        with contextlib.suppress(OSError):
-            names += sorted(entry.name for entry in os.scandir(self.path.parent)
-                            if entry.name.startswith(self.path.name + ".")
-                            and entry.is_file(follow_symlinks=False))
-        for name in names:
-            path = self.path.parent / name
-            try:
-                mode = stat.S_IMODE(os.lstat(path).st_mode)
-                if mode & ~FILE_MODE:
-                    os.chmod(path, FILE_MODE, follow_symlinks=False)
-                    self.notes.append(f"{name}: mode {mode:04o} narrowed to {FILE_MODE:04o}")
-            except OSError as e:  # not ours to change: say so, it is not worth stopping for
-                self.notes.append(f"{name}: could not narrow its mode to {FILE_MODE:04o} "
-                                  f"({e.strerror})")
 
     @contextlib.contextmanager
     def _contents(self) -> Iterator[bytes | mmap.mmap]:
@@ -322,7 +300,7 @@ class JournalStorage(Storage):
         tmp = self._tmp_path()
         live = 0
         try:
-            with _create_private(tmp) as f:
+            with create_private(tmp) as f:
                 f.write(header())
                 for name, docs in tables.items():
                     for doc_id, raw in docs.items():
@@ -335,7 +313,7 @@ class JournalStorage(Storage):
                 try:
                     os.link(self.path, keep_original_as)  # the journal's inode: 0600
                 except OSError:  # e.g. a file system without hard links
-                    with open(self.path, "rb") as src, _create_private(keep_original_as) as dst:
+                    with open(self.path, "rb") as src, create_private(keep_original_as) as dst:
                         shutil.copyfileobj(src, dst)
             os.replace(tmp, self.path)
         except BaseException:
@@ -380,64 +358,3 @@ class JournalStorage(Storage):
 
     def _tmp_path(self) -> Path:
         return self.path.with_name(self.path.name + ".tmp")
-
-
-def _create_private(path: Path) -> BinaryIO:
-    """`path` opened for writing from empty, readable by its owner only, whatever the umask
-    and whatever mode a leftover file of that name had."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        return os.fdopen(fd, "wb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def probe(path: Path) -> str | None:
-    """Why a journal at `path` could not be opened by `JournalStorage`, or None; found
-    without creating or changing anything (for `hcp-device check-config`).
-
-    The same rules `_open` meets by doing: the directory can be created (its nearest
-    existing ancestor is a writable directory) or is a writable directory, it can be
-    flock'ed (one held by a running daemon is fine: it goes with that daemon), and an
-    existing journal is a regular file we may read and write."""
-    directory = path.parent
-    existing = directory
-    while not os.path.lexists(existing) and existing != existing.parent:
-        existing = existing.parent
-    if existing != directory:
-        if not existing.is_dir():
-            return f"cannot be created: {existing} is not a directory"
-        if not os.access(existing, os.W_OK | os.X_OK):
-            return f"cannot be created: {existing} is not writable by {_user()}"
-        return None
-    if not directory.is_dir():
-        return "is not a directory"
-    if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
-        return f"is not readable and writable by {_user()}"
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        return f"cannot be opened: {e.strerror}"
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        pass  # a running daemon holds it
-    except OSError as e:  # e.g. ENOLCK on a network file system
-        return f"cannot be locked: {e.strerror}"
-    finally:
-        os.close(fd)  # also drops the lock
-    if os.path.lexists(path):
-        if not path.is_file():
-            return f"{path.name} is not a regular file"
-        if not os.access(path, os.R_OK | os.W_OK):
-            return f"{path.name} is not readable and writable by {_user()}"
-    return None
-
-
-def _user() -> str:
-    try:
-        return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
-    except KeyError:  # a uid without a passwd entry (a container)
-        return f"uid {os.geteuid()}"

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.journal import JournalFormatError, JournalStorage, Op, del_op, probe, put_op
+from device.journal import JournalFormatError, JournalStorage, Op, del_op, put_op
 from device.journal_db import JournalDB, JournalTable
+from device.journal_probe import probe
 
 JOURNAL_NAME = "outbox.journal"
 RATINGS, CASES, META, REJECTED, SETTINGS = "ratings", "cases", "meta", "rejected", "settings"

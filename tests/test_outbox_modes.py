@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from device.journal import FILE_MODE, JournalStorage
+from device.journal import JournalStorage
+from device.journal_files import FILE_MODE
 from device.outbox import JOURNAL_NAME, Outbox
 from tests.test_outbox_support import make_rating
 
