@@ -232,8 +232,8 @@ def test_a_fault_the_running_daemon_reports_fails_its_line(
               "faults": {"display": "I2C write failed:\n[Errno 121] Remote I/O error",
                          "serial": "[Errno 2] could not open port"}}
     import device.doctor as doctor_module
-    monkeypatch.setattr(doctor_module, "_ask_daemon",
-                        lambda _c: (daemon, doctor_module.ok("daemon", "fake")))
+    from device.doctor_findings import ok
+    monkeypatch.setattr(doctor_module, "_ask_daemon", lambda _c: (daemon, ok("daemon", "fake")))
     findings = {f.part.split(" (")[0]: f for f in run_checks(config)}
     assert findings["display"].level == "FAIL" and "Remote I/O" in findings["display"].detail
     # What the daemon says is printed as one line: a newline cannot forge another check.
@@ -269,7 +269,7 @@ def test_free_gpio_pins_pass_and_a_claimed_one_is_named(
     from gpiozero import Button, Device
     from gpiozero.pins.mock import MockFactory
 
-    from device.doctor import check_gpio
+    from device.doctor_hardware import check_gpio
     monkeypatch.setattr(Device, "pin_factory", MockFactory())
     assert check_gpio("keys (GPIO 5, 6)", [5, 6]).level == "ok"
     held = Button(6)   # something else holds GPIO6

@@ -306,7 +306,7 @@ def test_doctor_warns_about_a_missing_speaker_and_never_fails_for_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    import device.doctor as doctor_module
+    import device.doctor_hardware as doctor_module
     from tests.test_device_doctor import pi_config
 
     quiet = load_device_config(pi_config(tmp_path))
