@@ -33,7 +33,8 @@ def alert_document(followup: Followup, kind: str, which: str, due: str, raised_a
     return {
         "alert": kind,
         "kind": kind,
-        "alert_id": f"{kind}:{followup.rating_id}:{which}",
+        # The device too: two devices' ratings may share a rating_id (issue 17).
+        "alert_id": f"{kind}:{followup.device_id}:{followup.rating_id}:{which}",
         "resolved": resolved_at is not None,
         "severity": "critical" if kind == OVERDUE else "warning",
         "device_id": followup.device_id,
@@ -100,7 +101,7 @@ class FollowupAlerts:
                 log.info("%s: rating %s (%s-%s), %s due %s", kind, followup.rating_id,
                          followup.hall_id, followup.window_id, which, due)
             if changed or (followup.state == CLOSED and not raised.settled):
-                self.store.mark_alerted(followup.rating_id,
+                self.store.mark_alerted(followup.rating_id, followup.device_id,
                                         raised.text(settled=followup.state == CLOSED))
         return published
 

@@ -1,5 +1,7 @@
 """`hcp-platform followups --store URL [list [--json] | set RATING_ID STATE --note TEXT
---by WHO]`: the follow-ups of bad ratings (差评整改), read and moved along from a shell."""
+--by WHO [--device DEVICE_ID]]`: the follow-ups of bad ratings (差评整改), read and moved
+along from a shell. A rating is the pair (rating_id, device_id): when a rating_id names
+two devices' follow-ups, `set` refuses until --device says which."""
 
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ def main(argv: list[str]) -> int:
     move.add_argument("state", choices=STATES)
     move.add_argument("--note", help="what was done (closing needs one); no personal data")
     move.add_argument("--by", required=True, help="who acts (name or staff number)")
+    move.add_argument("--device", metavar="DEVICE_ID",
+                      help="the rating's device; needed when two devices' ratings share "
+                           "the rating_id (list --json shows device_id)")
     move.add_argument("--complex", action="store_true",
                       help="mark the case complex: rectify within 15 working days")
     args = parser.parse_args(argv)
@@ -41,7 +46,8 @@ def main(argv: list[str]) -> int:
         if args.command == "set":
             try:
                 moved = store.move_followup(args.rating_id, args.state, args.note, args.by,
-                                            True if args.complex else None)
+                                            True if args.complex else None,
+                                            device_id=args.device)
             except FollowupError as e:
                 print(f"hcp-platform followups set: {e}", file=sys.stderr)
                 return 1

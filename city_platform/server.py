@@ -19,12 +19,12 @@ from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from city_platform import __version__
 from city_platform.chaos import Chaos
 from city_platform.followups import FollowupError
-from city_platform.store import Store, StoreError
+from city_platform.store import AmbiguousRating, Store, StoreError
 
 if TYPE_CHECKING:
     from city_platform.hall import Hall  # noqa: F401 - the dashboard, when there is one
@@ -212,7 +212,9 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
             if url.path == "/_chaos" and platform.chaos_enabled:
                 return self._set_chaos(body)
             if url.path.startswith("/api/followups/"):
-                return self._move_followup(url.path[len("/api/followups/"):], body)
+                device = parse_qs(url.query).get("device", [None])[0]
+                return self._move_followup(unquote(url.path[len("/api/followups/"):]),
+                                           device, body)
             if url.path != platform.path:
                 return self._json(404, {"error": f"not found; ratings go to {platform.path}"})
             return self._ratings(body)
@@ -227,7 +229,7 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
                 return self._json(400, {"error": str(e)})
             return self._json(200, platform.chaos.current())
 
-        def _move_followup(self, rating_id: str, body: bytes) -> None:
+        def _move_followup(self, rating_id: str, device_id: str | None, body: bytes) -> None:
             try:
                 request = json.loads(body)
             except (ValueError, RecursionError):
@@ -243,7 +245,10 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
                                         "\"note\": … (optional), \"complex\": true|false "
                                         "(optional)}"})
             try:
-                moved = platform.store.move_followup(rating_id, state, note, by, complex_case)
+                moved = platform.store.move_followup(rating_id, state, note, by, complex_case,
+                                                     device_id=device_id)
+            except AmbiguousRating as e:
+                return self._json(409, {"error": str(e), "devices": e.devices})
             except FollowupError as e:
                 status = 404 if str(e).startswith("no follow-up") else 409
                 return self._json(status, {"error": str(e)})

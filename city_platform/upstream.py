@@ -6,6 +6,10 @@ connection errors are retried with exponential backoff and full jitter from 0.2 
 `retry_cap_s`, indefinitely; a batch refused with another 4xx is a configuration problem,
 logged loudly and retried every `client_error_retry_s`. Nothing leaves the queue without
 an answer, so days of provincial downtime lose nothing; a restart resumes from the store.
+
+A record is queued once per (rating_id, device_id). The province answers by id (SPEC §9),
+so, like the bridge, a request never holds two records with the same id: the second
+device's record waits for the next request (docs/platform.md "Upstream").
 """
 
 from __future__ import annotations
@@ -72,8 +76,9 @@ class Upstream:
             if not pending:
                 self._wake.wait(IDLE_POLL_S)
                 continue
+            batch = one_per_id(pending)
             try:
-                answered = self._post(pending)
+                answered = self._post(batch)
             except PlatformError as e:
                 if e.retryable:
                     delay = full_jitter(attempt, cap=self.retry_cap_s)
@@ -82,13 +87,13 @@ class Upstream:
                     now = time.monotonic()
                     if attempt == 0 or now - last_log >= QUIET_LOG_S:
                         log.warning("province failed (%s) for %d records; retry %d in %.1f s",
-                                    e.detail, len(pending), attempt + 1, delay)
+                                    e.detail, len(batch), attempt + 1, delay)
                         last_log = now
                 else:
                     delay = self.client_error_retry_s
                     log.error("province REFUSED a batch of %d records: %s — check [upstream] "
                               "url and token_file; nothing is lost, retrying in %.0f s",
-                              len(pending), e.detail, delay)
+                              len(batch), e.detail, delay)
                 attempt += 1
                 self._stop.wait(delay)
                 continue
@@ -102,22 +107,38 @@ class Upstream:
                             e)
                 self._stop.wait(1.0)
                 continue
-            rejected = [a for a in answered if a[1] == "rejected"]
-            for rating_id, _, error in rejected[:5]:
-                log.error("province rejected %s: %s", rating_id, error)
-            if len(answered) < len(pending):
+            rejected = [a for a in answered if a[2] == "rejected"]
+            for rating_id, device_id, _, error in rejected[:5]:
+                log.error("province rejected %s of %s: %s", rating_id, device_id, error)
+            if len(answered) < len(batch):
                 # An answer that skips records: those stay queued and go again.
-                log.warning("province answered %d of %d records", len(answered), len(pending))
+                log.warning("province answered %d of %d records", len(answered), len(batch))
                 self._stop.wait(full_jitter(0, cap=self.retry_cap_s))
 
-    def _post(self, pending: list[tuple[str, bool, str]]
-              ) -> list[tuple[str, str, str | None]]:
-        answers: list[tuple[str, str, str | None]] = []
+    def _post(self, pending: list[tuple[str, str, bool, str]]
+              ) -> list[tuple[str, str, str, str | None]]:
+        answers: list[tuple[str, str, str, str | None]] = []
         for client, gov in ((self._ours, False), (self._as_is, True)):
-            part = [(rid, record) for rid, is_gov, record in pending if is_gov == gov]
+            part = [(rid, device, record) for rid, device, is_gov, record in pending
+                    if is_gov == gov]
             if not part:
                 continue
-            results = client.post_ratings([record.encode("utf-8") for _, record in part])
-            answers += [(rid, results[rid].status, results[rid].error)
-                        for rid, _ in part if rid in results]
+            results = client.post_ratings([record.encode("utf-8") for _, _, record in part])
+            answers += [(rid, device, results[rid].status, results[rid].error)
+                        for rid, device, _ in part if rid in results]
         return answers
+
+
+def one_per_id(pending: list[tuple[str, str, bool, str]]
+               ) -> list[tuple[str, str, bool, str]]:
+    """The pending records but those whose id is already in the batch: the province's
+    answer names records by id alone, so two with one id in one request could not be
+    told apart. Those left out stay queued and go in a later request."""
+    batch: list[tuple[str, str, bool, str]] = []
+    ids: set[str] = set()
+    for item in pending:
+        if item[0] in ids:
+            continue
+        ids.add(item[0])
+        batch.append(item)
+    return batch

@@ -86,8 +86,9 @@ class PlatformControl:
         result: list[str] = self._call("GET", "/api/rating_ids" + query)["rating_ids"]
         return result
 
-    def times_seen(self) -> dict[str, int]:
-        result: dict[str, int] = self._call("GET", "/api/times_seen")["times_seen"]
+    def times_seen(self) -> dict[str, dict[str, int]]:
+        """device_id → rating_id → copies received: a rating is the pair (issue 17)."""
+        result: dict[str, dict[str, int]] = self._call("GET", "/api/times_seen")["times_seen"]
         return result
 
     def chaos_state(self) -> dict[str, Any]:

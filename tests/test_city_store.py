@@ -52,7 +52,7 @@ def test_accepted_then_duplicate_in_a_batch_and_across_batches(store: Store) -> 
     assert statuses(store.submit([b, a])) == ["duplicate", "duplicate"]
     counts = store.counts()
     assert (counts["total"], counts["duplicates"], counts["good"], counts["bad"]) == (2, 3, 1, 1)
-    assert store.times_seen() == {a["rating_id"]: 3, b["rating_id"]: 2}
+    assert store.times_seen() == {a["device_id"]: {a["rating_id"]: 3, b["rating_id"]: 2}}
     # The report's roll-up and the follow-ups count each rating once too.
     assert int(store.db.execute("SELECT SUM(n) FROM daily_tally").fetchone()[0]) == 2
     assert [f.rating_id for f in store.followups()] == [b["rating_id"]]
@@ -158,11 +158,11 @@ def test_the_same_rating_twice_and_through_two_bridges_is_stored_once_in_its_mon
         publisher.wait_published(mids)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            seen = store.times_seen()
+            seen = store.times_seen().get(november["device_id"], {})
             if seen.get(december["rating_id"], 0) >= 2 and seen.get(november["rating_id"], 0) >= 2:
                 break
             time.sleep(0.05)
-        seen = store.times_seen()
+        seen = store.times_seen()[november["device_id"]]
         # Each bridge posted each rating (the second copy of november may be answered
         # from a bridge's cache of recent results instead): stored once all the same.
         assert seen[november["rating_id"]] >= 2 and seen[december["rating_id"]] >= 2

@@ -55,7 +55,8 @@ def test_one_result_per_record_in_order_and_duplicates_stored_once(
     assert (counts["good"], counts["bad"]) == (1, 1)
     assert platform.control.rating_ids() == [a["rating_id"], b["rating_id"]]
     assert platform.control.rating_ids("dev-2") == [b["rating_id"]]
-    assert platform.control.times_seen() == {a["rating_id"]: 2, b["rating_id"]: 2}
+    assert platform.control.times_seen() == {"dev-1": {a["rating_id"]: 2},
+                                             "dev-2": {b["rating_id"]: 2}}
 
 
 @pytest.mark.parametrize(("body", "status"), [

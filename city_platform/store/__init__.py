@@ -1,6 +1,10 @@
 """The platform's store: every rating once, follow-ups, the upstream queue and the window
 names, in SQLite (embedded default) or PostgreSQL. `Store.open(url)` migrates; the
 methods are the only SQL the rest of the platform runs, besides the report's queries.
+
+A rating is the pair (rating_id, device_id): two devices' records with the same rating_id
+are two ratings, each stored and answered "accepted"; only a device's own copy again is
+a duplicate (issue 17, SPEC proposal P1, docs/platform.md "De-duplication").
 """
 
 from __future__ import annotations
@@ -39,12 +43,24 @@ from city_platform.store.db import (
 from city_platform.store.schema import SCHEMA_VERSION, check_version, migrate, store_version
 from city_platform.workdays import CalendarGap, WorkCalendar
 
-__all__ = ["Store", "StoreError", "TimezoneMismatch", "Followup", "SCHEMA_VERSION"]
+__all__ = ["Store", "StoreError", "TimezoneMismatch", "Followup", "AmbiguousRating",
+           "SCHEMA_VERSION"]
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 # PostgreSQL: partitions exist this many months ahead of today, so that the common case
 # never creates one inside the ingest path.
 MONTHS_AHEAD = 3
+
+
+class AmbiguousRating(FollowupError):
+    """A rating_id that names ratings of more than one device: say which device."""
+
+    def __init__(self, rating_id: str, devices: Sequence[str]) -> None:
+        self.rating_id = rating_id
+        self.devices = list(devices)
+        super().__init__(f"rating {rating_id} names ratings of {len(self.devices)} devices "
+                         f"({', '.join(self.devices)}): say which one with --device "
+                         "(API: ?device=)")
 
 
 @dataclass(frozen=True)
@@ -180,10 +196,12 @@ class Store:
     # Ingest ----------------------------------------------------------------------------
 
     def submit(self, records: Sequence[Any]) -> list[dict[str, Any]]:
-        """One result per record, in order: accepted (new, committed), duplicate (a
-        rating_id stored before, or earlier in this batch) or rejected. One transaction:
-        when it fails, nothing of the batch is stored and StoreError is raised (the
-        client retries the batch)."""
+        """One result per record, in order: accepted (new, committed), duplicate (the
+        same device's rating_id stored before, or earlier in this batch) or rejected.
+        Results name records by rating_id (SPEC §9); two records of one batch with the
+        same rating_id from two devices are two ratings, both "accepted", each in its
+        place. One transaction: when it fails, nothing of the batch is stored and
+        StoreError is raised (the client retries the batch)."""
         now = datetime.now(UTC)
         read = [read_record(r, self.tz) for r in records]
         self.requests += 1
@@ -196,25 +214,25 @@ class Store:
             new = (self._insert_postgres(valid, now) if self.db.dialect == POSTGRESQL
                    else self._insert_sqlite(valid, now))
             # Each new record once, though a batch may carry it twice.
-            fresh = list({r.rating_id: r for r in reversed(valid) if r.rating_id in new}
+            fresh = list({_key(r): r for r in reversed(valid) if _key(r) in new}
                          .values())[::-1]
             self._tally(fresh)
             self._open_followups(fresh, now)
             if self.upstream:
                 self.db.executemany(
-                    "INSERT INTO upstream (rating_id, queued_at) VALUES (?, ?) "
-                    "ON CONFLICT (rating_id) DO NOTHING",
-                    [(r.rating_id, self.db.ts(now)) for r in fresh])
+                    "INSERT INTO upstream (rating_id, device_id, queued_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (rating_id, device_id) DO NOTHING",
+                    [(r.rating_id, r.device_id, self.db.ts(now)) for r in fresh])
         self._places.update(places)  # committed: known from now on
         results: list[dict[str, Any]] = []
-        answered: set[str] = set()
+        answered: set[tuple[str, str]] = set()
         for r in read:
             if isinstance(r, Rejected):
                 self.rejected += 1
                 results.append({"rating_id": r.rating_id, "status": "rejected",
                                 "error": r.error})
-            elif r.rating_id in new and r.rating_id not in answered:
-                answered.add(r.rating_id)
+            elif _key(r) in new and _key(r) not in answered:
+                answered.add(_key(r))
                 results.append({"rating_id": r.rating_id, "status": "accepted", "error": None})
             else:
                 results.append({"rating_id": r.rating_id, "status": "duplicate",
@@ -250,8 +268,8 @@ class Store:
             placed.append(r)
         return placed, {d: (r.region_code, r.hall_id, r.window_id) for d, r in latest.items()}
 
-    def _insert_sqlite(self, valid: list[Incoming], now: datetime) -> set[str]:
-        new: set[str] = set()
+    def _insert_sqlite(self, valid: list[Incoming], now: datetime) -> set[tuple[str, str]]:
+        new: set[tuple[str, str]] = set()
         received = self.db.ts(now)
         for r in valid:
             if r.kind == EXPIRED_PROMPT:
@@ -273,31 +291,32 @@ class Store:
                      r.reason, int(r.spontaneous), r.case_id, r.staff_id, self.db.ts(r.rated_at),
                      r.local_day.isoformat(), int(r.gov), received, r.record)).rowcount
                 table, key = "ratings", "rating_id"
-            if inserted and r.rating_id not in new:
-                new.add(r.rating_id)
+            if inserted and _key(r) not in new:
+                new.add(_key(r))
             else:
                 self.db.execute(f"UPDATE {table} SET times_seen = times_seen + 1 "
-                                f"WHERE {key} = ?", (r.rating_id,))
+                                f"WHERE {key} = ? AND device_id = ?",
+                                (r.rating_id, r.device_id))
         return new
 
-    def _insert_postgres(self, valid: list[Incoming], now: datetime) -> set[str]:
+    def _insert_postgres(self, valid: list[Incoming], now: datetime) -> set[tuple[str, str]]:
         ratings = [r for r in valid if r.kind != EXPIRED_PROMPT]
         expired = [r for r in valid if r.kind == EXPIRED_PROMPT]
-        new: set[str] = set()
+        new: set[tuple[str, str]] = set()
         if ratings:
-            first: dict[str, Incoming] = {}
-            # In rating_id order: two batches holding the same ratings in another order
-            # (two bridges) would otherwise wait for each other's unique-key locks.
-            for r in sorted(ratings, key=lambda r: r.rating_id):
-                first.setdefault(r.rating_id, r)
+            first: dict[tuple[str, str], Incoming] = {}
+            # In key order: two batches holding the same ratings in another order (two
+            # bridges) would otherwise wait for each other's unique-key locks.
+            for r in sorted(ratings, key=_key):
+                first.setdefault(_key(r), r)
             rows = self.db.execute(
-                "INSERT INTO rating_ids (rating_id, rated_at) "
-                "SELECT * FROM unnest(?::text[], ?::timestamptz[]) "
-                "ON CONFLICT (rating_id) DO NOTHING RETURNING rating_id",
-                ([r.rating_id for r in first.values()],
+                "INSERT INTO rating_ids (rating_id, device_id, rated_at) "
+                "SELECT * FROM unnest(?::text[], ?::text[], ?::timestamptz[]) "
+                "ON CONFLICT (rating_id, device_id) DO NOTHING RETURNING rating_id, device_id",
+                ([r.rating_id for r in first.values()], [r.device_id for r in first.values()],
                  [r.rated_at for r in first.values()]), binary=True).fetchall()
-            new.update(row[0] for row in rows)
-            fresh = [r for r in first.values() if r.rating_id in new]
+            new.update((row[0], row[1]) for row in rows)
+            fresh = [r for k, r in first.items() if k in new]
             if fresh:
                 # COPY, not INSERT: a batch of 100 is one round trip, written in C.
                 assert isinstance(self.db, PostgresDatabase)
@@ -305,32 +324,39 @@ class Store:
                              [(r.rating_id, r.device_id, r.region_code, r.hall_id, r.window_id,
                                r.level, r.reason, r.spontaneous, r.case_id, r.staff_id,
                                r.rated_at, r.local_day, r.gov, now, r.record) for r in fresh])
-            again = Counter(r.rating_id for r in ratings)
-            for rating_id in new:
-                again[rating_id] -= 1
+            again = Counter(_key(r) for r in ratings)
+            for key in new:
+                again[key] -= 1
             copies = {k: n for k, n in sorted(again.items()) if n > 0}
             if copies:
-                # Lock the rows in rating_id order first: an UPDATE … FROM joins in the
+                ids, devices = [k[0] for k in copies], [k[1] for k in copies]
+                # Lock the rows in key order first: an UPDATE … FROM joins in the
                 # planner's order, and two batches updating the same ids in different
                 # orders deadlock (found by the concurrent-batches test).
-                self.db.execute("SELECT 1 FROM rating_ids WHERE rating_id = ANY(?) "
-                                "ORDER BY rating_id FOR UPDATE", (list(copies),))
+                self.db.execute(
+                    "SELECT 1 FROM rating_ids WHERE (rating_id, device_id) IN "
+                    "(SELECT * FROM unnest(?::text[], ?::text[])) "
+                    "ORDER BY rating_id, device_id FOR UPDATE", (ids, devices))
                 self.db.execute(
                     "UPDATE rating_ids AS i SET times_seen = i.times_seen + d.n FROM "
-                    "(SELECT unnest(?::text[]) AS id, unnest(?::int[]) AS n) AS d "
-                    "WHERE i.rating_id = d.id", (list(copies), list(copies.values())))
-        for r in sorted(expired, key=lambda r: r.rating_id):
+                    "(SELECT * FROM unnest(?::text[], ?::text[], ?::int[]) "
+                    "AS t(id, device, n)) AS d "
+                    "WHERE i.rating_id = d.id AND i.device_id = d.device",
+                    (ids, devices, list(copies.values())))
+        for r in sorted(expired, key=_key):
             inserted = self.db.execute(
                 "INSERT INTO expired_prompts (prompt_id, device_id, hall_id, window_id, "
                 "case_id, expired_at, local_day, received_at, gov, record) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (prompt_id) DO NOTHING",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (prompt_id, device_id) DO NOTHING",
                 (r.rating_id, r.device_id, r.hall_id, r.window_id, r.case_id or "",
                  r.raw_time, r.local_day, now, r.gov, r.record)).rowcount
-            if inserted and r.rating_id not in new:
-                new.add(r.rating_id)
+            if inserted and _key(r) not in new:
+                new.add(_key(r))
             else:
                 self.db.execute("UPDATE expired_prompts SET times_seen = times_seen + 1 "
-                                "WHERE prompt_id = ?", (r.rating_id,))
+                                "WHERE prompt_id = ? AND device_id = ?",
+                                (r.rating_id, r.device_id))
         return new
 
     def _tally(self, fresh: list[Incoming]) -> None:
@@ -389,7 +415,7 @@ class Store:
             "spontaneous, level, reason, rated_at, local_day, state, contact_due, "
             "rectify_due, complex_due, deadline_error, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (rating_id) DO NOTHING", rows)
+            "ON CONFLICT (rating_id, device_id) DO NOTHING", rows)
 
     def _bool(self, value: bool) -> Any:
         return int(value) if self.db.dialect == SQLITE else value
@@ -422,7 +448,8 @@ class Store:
             inserted = self.db.execute(
                 "INSERT INTO expired_prompts (prompt_id, device_id, hall_id, window_id, "
                 "case_id, expired_at, local_day, received_at, gov, record) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (prompt_id) DO NOTHING",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (prompt_id, device_id) DO NOTHING",
                 (prompt_id, device_id, hall_id, window_id, case_id,
                  local.strftime("%Y-%m-%d %H:%M:%S"), self.db.day(local.date()),
                  self.db.ts(now), self._bool(False), record)).rowcount
@@ -454,6 +481,8 @@ class Store:
         }
 
     def rating_ids(self, device_id: str | None = None) -> list[str]:
+        """The stored ratings' ids in the order received, of one device or of all (where
+        two devices' ratings with the same rating_id are both listed)."""
         order = "received_at, rating_id" if self.db.dialect == POSTGRESQL else "rowid"
         if device_id is None:
             rows = self.db.execute(f"SELECT rating_id FROM ratings ORDER BY {order}")
@@ -462,16 +491,21 @@ class Store:
                                    f"ORDER BY {order}", (device_id,))
         return [r[0] for r in rows.fetchall()]
 
-    def times_seen(self) -> dict[str, int]:
+    def times_seen(self) -> dict[str, dict[str, int]]:
+        """device_id → rating_id → copies received (stored once): a rating is the pair."""
         table = "rating_ids" if self.db.dialect == POSTGRESQL else "ratings"
-        return {r[0]: int(r[1]) for r in self.db.execute(
-            f"SELECT rating_id, times_seen FROM {table}").fetchall()}
+        seen: dict[str, dict[str, int]] = {}
+        for rating_id, device_id, n in self.db.execute(
+                f"SELECT rating_id, device_id, times_seen FROM {table} "
+                "ORDER BY device_id, rating_id").fetchall():
+            seen.setdefault(device_id, {})[rating_id] = int(n)
+        return seen
 
     # Follow-ups -------------------------------------------------------------------------
 
     def followups(self, state: str | None = None, hall_id: str | None = None,
                   rating_id: str | None = None, active: bool = False,
-                  limit: int = 100_000) -> list[Followup]:
+                  limit: int = 100_000, device_id: str | None = None) -> list[Followup]:
         clauses, args = [], []
         if state is not None:
             clauses.append("state = ?")
@@ -484,9 +518,13 @@ class Store:
         if rating_id is not None:
             clauses.append("rating_id = ?")
             args.append(rating_id)
+        if device_id is not None:
+            clauses.append("device_id = ?")
+            args.append(device_id)
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         rows = self.db.execute(f"SELECT {FOLLOWUP_COLUMNS} FROM followups{where} "
-                               f"ORDER BY rated_at, rating_id LIMIT {int(limit)}", args)
+                               f"ORDER BY rated_at, rating_id, device_id LIMIT {int(limit)}",
+                               args)
         return [_followup(r) for r in rows.fetchall()]
 
     def followups_to_settle(self) -> list[Followup]:
@@ -495,20 +533,28 @@ class Store:
                                "'closed' AND alerted <> '' AND substr(alerted, 1, 1) <> '#'")
         return [_followup(r) for r in rows.fetchall()]
 
-    def followup(self, rating_id: str) -> Followup | None:
-        found = self.followups(rating_id=rating_id)
+    def followup(self, rating_id: str, device_id: str | None = None) -> Followup | None:
+        """The follow-up of rating `rating_id` (of `device_id`). Without a device, a
+        rating_id that names two devices' follow-ups raises AmbiguousRating: a guess
+        could move another hall's case."""
+        found = self.followups(rating_id=rating_id, device_id=device_id)
+        if len(found) > 1:
+            raise AmbiguousRating(rating_id, sorted(f.device_id for f in found))
         return found[0] if found else None
 
     def move_followup(self, rating_id: str, target: str, note: str | None, by: str,
                       complex_case: bool | None = None,
-                      now: datetime | None = None) -> Followup:
-        """Move one follow-up along (raises FollowupError with the reason)."""
+                      now: datetime | None = None, device_id: str | None = None) -> Followup:
+        """Move one follow-up along (raises FollowupError with the reason; its subclass
+        AmbiguousRating when rating_id names two devices' follow-ups and device_id is
+        None)."""
         now = now or datetime.now(UTC)
         today = now.astimezone(self.tz).date()
         with self.db.transaction():
-            current = self.followup(rating_id)
+            current = self.followup(rating_id, device_id)
             if current is None:
-                raise FollowupError(f"no follow-up for rating {rating_id}")
+                on = "" if device_id is None else f" of device {device_id}"
+                raise FollowupError(f"no follow-up for rating {rating_id}{on}")
             if target != current.state or complex_case is None:
                 check_move(current.state, target, note, by)
             sets = ["state = ?", "updated_by = ?", "updated_at = ?"]
@@ -527,28 +573,30 @@ class Store:
                 if _index(target) >= _index(state) > _index(current.state):
                     sets.append(f"{column} = ?")
                     args.append(day)
-            self.db.execute(f"UPDATE followups SET {', '.join(sets)} WHERE rating_id = ?",
-                            (*args, rating_id))
+            self.db.execute(f"UPDATE followups SET {', '.join(sets)} "
+                            "WHERE rating_id = ? AND device_id = ?",
+                            (*args, rating_id, current.device_id))
             self.db.execute(
-                "INSERT INTO followup_log (rating_id, at, from_state, to_state, note, by_whom) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (rating_id, self.db.ts(now), current.state, target, note, by))
-        moved = self.followup(rating_id)
+                "INSERT INTO followup_log (rating_id, device_id, at, from_state, to_state, "
+                "note, by_whom) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (rating_id, current.device_id, self.db.ts(now), current.state, target, note,
+                 by))
+        moved = self.followup(rating_id, current.device_id)
         assert moved is not None
         return moved
 
-    def mark_alerted(self, rating_id: str, key: str) -> None:
+    def mark_alerted(self, rating_id: str, device_id: str, key: str) -> None:
         with self.db.transaction():
-            self.db.execute("UPDATE followups SET alerted = ? WHERE rating_id = ?",
-                            (key, rating_id))
+            self.db.execute("UPDATE followups SET alerted = ? WHERE rating_id = ? AND "
+                            "device_id = ?", (key, rating_id, device_id))
 
     def refresh_deadlines(self) -> int:
         """Compute the deadlines the calendar could not before (a year added to the
         config since); return how many are now known."""
-        rows = self.db.execute("SELECT rating_id, local_day FROM followups "
+        rows = self.db.execute("SELECT rating_id, device_id, local_day FROM followups "
                                "WHERE deadline_error IS NOT NULL").fetchall()
         fixed = 0
-        for rating_id, day in rows:
+        for rating_id, device_id, day in rows:
             try:
                 due = deadlines(as_day(day), self.calendar, self.policy)
             except CalendarGap:
@@ -556,34 +604,37 @@ class Store:
             with self.db.transaction():
                 self.db.execute(
                     "UPDATE followups SET contact_due = ?, rectify_due = ?, complex_due = ?, "
-                    "deadline_error = NULL WHERE rating_id = ?",
+                    "deadline_error = NULL WHERE rating_id = ? AND device_id = ?",
                     (self.db.day(due.contact), self.db.day(due.rectify),
-                     self.db.day(due.complex), rating_id))
+                     self.db.day(due.complex), rating_id, device_id))
             fixed += 1
         return fixed
 
     # Upstream ---------------------------------------------------------------------------
 
-    def pending_upstream(self, limit: int) -> list[tuple[str, bool, str]]:
-        """(id, posted in the gov names, record JSON) of the oldest records the province
-        has not answered yet."""
+    def pending_upstream(self, limit: int) -> list[tuple[str, str, bool, str]]:
+        """(id, device_id, posted in the gov names, record JSON) of the oldest records
+        the province has not answered yet."""
         rows = self.db.execute(
-            "SELECT u.rating_id, COALESCE(r.gov, e.gov), COALESCE(r.record, e.record) "
-            "FROM upstream u LEFT JOIN ratings r ON r.rating_id = u.rating_id "
+            "SELECT u.rating_id, u.device_id, COALESCE(r.gov, e.gov), "
+            "COALESCE(r.record, e.record) FROM upstream u "
+            "LEFT JOIN ratings r ON r.rating_id = u.rating_id AND r.device_id = u.device_id "
             "LEFT JOIN expired_prompts e ON e.prompt_id = u.rating_id "
-            "WHERE u.status IS NULL ORDER BY u.queued_at, u.rating_id "
+            "AND e.device_id = u.device_id "
+            "WHERE u.status IS NULL ORDER BY u.queued_at, u.rating_id, u.device_id "
             f"LIMIT {int(limit)}").fetchall()
-        return [(r[0], bool(r[1]), r[2]) for r in rows if r[2] is not None]
+        return [(r[0], r[1], bool(r[2]), r[3]) for r in rows if r[3] is not None]
 
-    def record_upstream(self, answers: Sequence[tuple[str, str, str | None]],
+    def record_upstream(self, answers: Sequence[tuple[str, str, str, str | None]],
                         now: datetime | None = None) -> None:
-        """Keep the province's answer (status, error) per record."""
+        """Keep the province's answer per record: (id, device_id, status, error)."""
         at = self.db.ts(now or datetime.now(UTC))
         with self.db.transaction():
             self.db.executemany(
                 "UPDATE upstream SET status = ?, error = ?, answered_at = ?, "
-                "attempts = attempts + 1 WHERE rating_id = ?",
-                [(status, error, at, rid) for rid, status, error in answers])
+                "attempts = attempts + 1 WHERE rating_id = ? AND device_id = ?",
+                [(status, error, at, rid, device)
+                 for rid, device, status, error in answers])
 
     def upstream_counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT COALESCE(status, 'pending'), COUNT(*) FROM upstream "
@@ -661,6 +712,11 @@ def _store_timezone(db: Database, asked: str | None, read_only: bool) -> str:
                          f"[store] timezone says {asked}: a store keeps the time zone it "
                          "was created with")
     return stored
+
+
+def _key(r: Incoming) -> tuple[str, str]:
+    """What makes a record one rating: its id and its device (issue 17)."""
+    return (r.rating_id, r.device_id)
 
 
 def _index(state: str) -> int:

@@ -5,11 +5,18 @@ each in its own transaction (PostgreSQL: under an advisory lock, so two platform
 starting together do not both migrate). A store newer than this code is refused: an
 older platform would misread tables it does not know.
 
+A rating is identified by the pair (rating_id, device_id), never by rating_id alone: a
+device that sends another device's rating_id (a bug, a clone, an attacker) must not make
+the genuine rating a duplicate (issue 17, SPEC proposal P1). Every table keyed by a
+rating — ratings, followups, followup_log, upstream, expired_prompts — is keyed by the
+pair, rating_id first, so that a look-up by rating_id alone (`followups set RATING_ID`)
+is a prefix of the primary key's index.
+
 PostgreSQL keeps ratings in a table partitioned by month of `rated_at` (UTC months).
-A unique key of a partitioned table must include the partition key, so `rating_id`
-alone cannot be unique there; the small table `rating_ids` (not partitioned) is the
-one place a rating_id is unique, and an INSERT … ON CONFLICT DO NOTHING into it decides
-accepted or duplicate, whichever month the copy claims (docs/platform.md).
+A unique key of a partitioned table must include the partition key, so the pair alone
+cannot be unique there; the small table `rating_ids` (not partitioned) is the one place
+the pair is unique, and an INSERT … ON CONFLICT DO NOTHING into it decides accepted or
+duplicate, whichever month the copy claims (docs/platform.md).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ class StoreTooNew(StoreError):
 
 _SQLITE_V1 = [
     """CREATE TABLE ratings (
-        rating_id   TEXT PRIMARY KEY,
+        rating_id   TEXT NOT NULL,
         device_id   TEXT NOT NULL,
         region_code TEXT NOT NULL,
         hall_id     TEXT NOT NULL,
@@ -40,11 +47,12 @@ _SQLITE_V1 = [
         gov         INTEGER NOT NULL,
         received_at TEXT NOT NULL,
         times_seen  INTEGER NOT NULL DEFAULT 1,
-        record      TEXT NOT NULL)""",
+        record      TEXT NOT NULL,
+        PRIMARY KEY (rating_id, device_id))""",
     "CREATE INDEX ratings_day ON ratings (local_day, hall_id, window_id)",
     "CREATE INDEX ratings_device ON ratings (device_id)",
     """CREATE TABLE expired_prompts (
-        prompt_id   TEXT PRIMARY KEY,
+        prompt_id   TEXT NOT NULL,
         device_id   TEXT NOT NULL,
         hall_id     TEXT NOT NULL,
         window_id   TEXT NOT NULL,
@@ -54,7 +62,8 @@ _SQLITE_V1 = [
         received_at TEXT NOT NULL,
         times_seen  INTEGER NOT NULL DEFAULT 1,
         gov         INTEGER NOT NULL,
-        record      TEXT NOT NULL)""",
+        record      TEXT NOT NULL,
+        PRIMARY KEY (prompt_id, device_id))""",
     "CREATE INDEX expired_day ON expired_prompts (local_day, hall_id, window_id)",
     """CREATE TABLE daily_tally (
         local_day   TEXT NOT NULL,
@@ -66,7 +75,7 @@ _SQLITE_V1 = [
         n           INTEGER NOT NULL,
         PRIMARY KEY (local_day, hall_id, window_id, level, reason, spontaneous))""",
     """CREATE TABLE followups (
-        rating_id      TEXT PRIMARY KEY,
+        rating_id      TEXT NOT NULL,
         device_id      TEXT NOT NULL,
         hall_id        TEXT NOT NULL,
         window_id      TEXT NOT NULL,
@@ -88,24 +97,28 @@ _SQLITE_V1 = [
         note           TEXT,
         updated_by     TEXT,
         updated_at     TEXT,
-        alerted        TEXT NOT NULL DEFAULT '')""",
+        alerted        TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (rating_id, device_id))""",
     "CREATE INDEX followups_state ON followups (state, hall_id)",
     "CREATE INDEX followups_day ON followups (local_day, hall_id, window_id)",
     """CREATE TABLE followup_log (
         id         INTEGER PRIMARY KEY,
         rating_id  TEXT NOT NULL,
+        device_id  TEXT NOT NULL,
         at         TEXT NOT NULL,
         from_state TEXT NOT NULL,
         to_state   TEXT NOT NULL,
         note       TEXT,
         by_whom    TEXT NOT NULL)""",
     """CREATE TABLE upstream (
-        rating_id   TEXT PRIMARY KEY,
+        rating_id   TEXT NOT NULL,
+        device_id   TEXT NOT NULL,
         queued_at   TEXT NOT NULL,
         attempts    INTEGER NOT NULL DEFAULT 0,
         status      TEXT,
         error       TEXT,
-        answered_at TEXT)""",
+        answered_at TEXT,
+        PRIMARY KEY (rating_id, device_id))""",
     "CREATE INDEX upstream_pending ON upstream (queued_at) WHERE status IS NULL",
     """CREATE TABLE devices (
         device_id   TEXT PRIMARY KEY,
@@ -124,9 +137,11 @@ _SQLITE_V1 = [
 
 _PG_V1 = [
     """CREATE TABLE rating_ids (
-        rating_id  text PRIMARY KEY,
+        rating_id  text NOT NULL,
+        device_id  text NOT NULL,
         rated_at   timestamptz NOT NULL,
-        times_seen integer NOT NULL DEFAULT 1)""",
+        times_seen integer NOT NULL DEFAULT 1,
+        PRIMARY KEY (rating_id, device_id))""",
     """CREATE TABLE ratings (
         rating_id   text NOT NULL,
         device_id   text NOT NULL,
@@ -143,11 +158,11 @@ _PG_V1 = [
         gov         boolean NOT NULL,
         received_at timestamptz NOT NULL,
         record      text NOT NULL,
-        PRIMARY KEY (rating_id, rated_at)) PARTITION BY RANGE (rated_at)""",
+        PRIMARY KEY (rating_id, device_id, rated_at)) PARTITION BY RANGE (rated_at)""",
     "CREATE INDEX ratings_day ON ratings (local_day, hall_id, window_id)",
     "CREATE INDEX ratings_device ON ratings (device_id)",
     """CREATE TABLE expired_prompts (
-        prompt_id   text PRIMARY KEY,
+        prompt_id   text NOT NULL,
         device_id   text NOT NULL,
         hall_id     text NOT NULL,
         window_id   text NOT NULL,
@@ -157,7 +172,8 @@ _PG_V1 = [
         received_at timestamptz NOT NULL,
         times_seen  integer NOT NULL DEFAULT 1,
         gov         boolean NOT NULL,
-        record      text NOT NULL)""",
+        record      text NOT NULL,
+        PRIMARY KEY (prompt_id, device_id))""",
     "CREATE INDEX expired_day ON expired_prompts (local_day, hall_id, window_id)",
     """CREATE TABLE daily_tally (
         local_day   date NOT NULL,
@@ -169,7 +185,7 @@ _PG_V1 = [
         n           bigint NOT NULL,
         PRIMARY KEY (local_day, hall_id, window_id, level, reason, spontaneous))""",
     """CREATE TABLE followups (
-        rating_id      text PRIMARY KEY,
+        rating_id      text NOT NULL,
         device_id      text NOT NULL,
         hall_id        text NOT NULL,
         window_id      text NOT NULL,
@@ -191,24 +207,28 @@ _PG_V1 = [
         note           text,
         updated_by     text,
         updated_at     timestamptz,
-        alerted        text NOT NULL DEFAULT '')""",
+        alerted        text NOT NULL DEFAULT '',
+        PRIMARY KEY (rating_id, device_id))""",
     "CREATE INDEX followups_state ON followups (state, hall_id)",
     "CREATE INDEX followups_day ON followups (local_day, hall_id, window_id)",
     """CREATE TABLE followup_log (
         id         bigserial PRIMARY KEY,
         rating_id  text NOT NULL,
+        device_id  text NOT NULL,
         at         timestamptz NOT NULL,
         from_state text NOT NULL,
         to_state   text NOT NULL,
         note       text,
         by_whom    text NOT NULL)""",
     """CREATE TABLE upstream (
-        rating_id   text PRIMARY KEY,
+        rating_id   text NOT NULL,
+        device_id   text NOT NULL,
         queued_at   timestamptz NOT NULL,
         attempts    integer NOT NULL DEFAULT 0,
         status      text,
         error       text,
-        answered_at timestamptz)""",
+        answered_at timestamptz,
+        PRIMARY KEY (rating_id, device_id))""",
     "CREATE INDEX upstream_pending ON upstream (queued_at) WHERE status IS NULL",
     """CREATE TABLE devices (
         device_id   text PRIMARY KEY,
