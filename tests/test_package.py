@@ -74,7 +74,7 @@ def test_control_fields_follow_debian(dist: Path) -> None:
         assert int(field(path, "Installed-Size")) > 1000
     assert "fonts-wqy-zenhei" in field(device, "Depends")
     assert field(server, "Recommends") == "mosquitto"
-    assert field(device, "Recommends") == ""
+    assert field(device, "Recommends") == "alsa-utils"   # aplay, for the voice clips
 
 
 def test_device_package_contents(dist: Path) -> None:
