@@ -232,7 +232,7 @@ class Daemon:
                 self.receipts.received(ev.payload)
             else:
                 self.remote.received(ev.payload, core.settings,
-                                     lambda new: self._new_settings(new, ev.t))
+                                     lambda new: self._new_settings(new, ev.t), ev.oversize)
         else:
             self.executor.run(core.handle(ev))
 

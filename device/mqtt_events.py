@@ -33,5 +33,8 @@ class MqttMessage:
     payload: bytes
     retain: bool
     t: float
+    # A message too large to take in: its size, and an empty payload (a config this
+    # large is refused with config_rejected naming the size, never applied or cleared).
+    oversize: int = 0
 
 

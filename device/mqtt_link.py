@@ -36,6 +36,12 @@ __all__ = ["Backoff", "MqttDown", "MqttLink", "MqttMessage", "MqttPubAck", "Mqtt
 log = logging.getLogger("hcp.mqtt")
 
 MAX_INCOMING = 256 * 1024
+# A refused receipt/config subscription is asked for again on the same connection after
+# this long, doubling: a broker may refuse for a while (NATS times out creating the
+# consumer behind a subscription under a burst of connections), and without it the
+# device would get no receipt until it reconnects, re-sending every resend_after_s.
+RESUBSCRIBE_FIRST_S = 2.0
+RESUBSCRIBE_MAX_S = 60.0
 # A connection that lasted this long was a real one: the next outage starts its backoff
 # from the beginning. Shorter ones (a broker that accepts and drops us at once, two
 # devices configured with the same id kicking each other out) keep backing off.
@@ -89,6 +95,8 @@ class MqttLink:
         self._offline_mid: int | None = None
         self._offline_acked = False
         self._credentials = Credentials(cfg)
+        self._resubscribe_at: float | None = None   # link thread only
+        self._resubscribe_delay = RESUBSCRIBE_FIRST_S
         self.client = self._make_client()
 
     # --- setup (link thread, except _make_client) ------------------------------------
@@ -99,6 +107,7 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _prepare(self) -> str | None:
@@ -224,6 +233,7 @@ class MqttLink:
                     client.disconnect()   # writes DISCONNECT: the broker drops the will
                     return "stopped"
             if self.connected:
+                self._maybe_resubscribe()
                 self._send_outgoing()
             timeout = 1.0
             if isinstance(sock, ssl.SSLSocket) and sock.pending():
@@ -310,7 +320,8 @@ class MqttLink:
             return
         self.connected = True
         self.connects += 1
-        client.subscribe([(self.topics["receipt"], 1), (self.topics["config"], 1)])
+        self._resubscribe_at, self._resubscribe_delay = None, RESUBSCRIBE_FIRST_S
+        self._subscribe(client)
         client.publish(self.topics["status"], json.dumps(
             {"online": True, "version": self.version, "since": iso_utc(self.wall())}),
             qos=1, retain=True)
@@ -318,6 +329,27 @@ class MqttLink:
                  self.cfg.port, " over TLS" if self.cfg.tls else "",
                  bool(flags.session_present))
         self.emit(MqttUp(bool(flags.session_present), self.monotonic()))
+
+    def _subscribe(self, client: mqtt.Client) -> None:
+        client.subscribe([(self.topics["receipt"], 1), (self.topics["config"], 1)])
+
+    def _maybe_resubscribe(self) -> None:
+        if self._resubscribe_at is not None and time.monotonic() >= self._resubscribe_at:
+            self._resubscribe_at = None
+            self._subscribe(self.client)
+
+    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, reason_codes: Any,
+                      _props: Any) -> None:
+        refused = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]
+        if not refused:
+            if self._resubscribe_delay > RESUBSCRIBE_FIRST_S:
+                log.info("broker granted the receipt and config subscriptions")
+            self._resubscribe_delay = RESUBSCRIBE_FIRST_S
+            return
+        log.warning("broker refused the receipt/config subscription (%s): receipts cannot "
+                    "arrive; asking again in %g s", ", ".join(refused), self._resubscribe_delay)
+        self._resubscribe_at = time.monotonic() + self._resubscribe_delay
+        self._resubscribe_delay = min(self._resubscribe_delay * 2, RESUBSCRIBE_MAX_S)
 
     def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, reason: Any,
                        _props: Any) -> None:
@@ -349,5 +381,8 @@ class MqttLink:
         if len(msg.payload) > MAX_INCOMING:
             log.warning("ignoring %d-byte message on %s (limit %d)", len(msg.payload),
                         msg.topic, MAX_INCOMING)
+            if kind == "config":  # the platform team must learn it was refused
+                self.emit(MqttMessage(kind, b"", bool(msg.retain), self.monotonic(),
+                                      oversize=len(msg.payload)))
             return
         self.emit(MqttMessage(kind, bytes(msg.payload), bool(msg.retain), self.monotonic()))

@@ -13,7 +13,7 @@ from device.core.settings import UiSettings
 from device.faults import EventSink
 from device.outbox import Outbox, StorageError
 from device.remote_config import apply as apply_remote_config
-from device.remote_config import parse_remote_config
+from device.remote_config import parse_remote_config, too_large
 
 log = logging.getLogger("hcp.device")
 
@@ -40,11 +40,14 @@ class RemoteSettings:
         return apply_remote_config(self.base, parsed)
 
     def received(self, payload: bytes, current: UiSettings,
-                 apply: Callable[[UiSettings], None]) -> None:
+                 apply: Callable[[UiSettings], None], oversize: int = 0) -> None:
         """A message on the config topic (empty: back to the file's settings). `apply`
-        hands new settings to the core; an unchanged result does nothing."""
+        hands new settings to the core; an unchanged result does nothing. `oversize`: the
+        size of a message the link did not take in (refused, never read as empty)."""
         changes: dict[str, Any] | list[str] = {}
-        if payload.strip():
+        if oversize:
+            changes = too_large(oversize)
+        elif payload.strip():
             changes = parse_remote_config(payload)
         if isinstance(changes, list):
             log.error("refusing config from the broker: %s", "; ".join(changes))

@@ -5,6 +5,7 @@ nothing, an empty retained payload brings back the file's settings."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import pytest
@@ -13,6 +14,7 @@ from device.core.settings import UiSettings
 from device.remote_config import apply, parse_remote_config
 from tests.support.device import DeviceProcess
 from tests.support.mosquitto import Mosquitto
+from tests.support.scripted_broker import ScriptedBroker
 from tests.test_device_mqtt_support import (
     Watcher,
     device_factory,
@@ -177,3 +179,45 @@ def test_a_valid_message_sets_only_what_it_names_on_top_of_the_file() -> None:
     assert settings.prompt_timeout_s == BASE.prompt_timeout_s
     assert apply(BASE, {}) == BASE
 
+
+
+def test_a_config_too_large_to_take_in_is_rejected_by_name_not_ignored(
+        mosquitto: Mosquitto, device_factory: DeviceFactory) -> None:
+    """A retained config over the link's 256 KiB limit was dropped without a word: the
+    platform team never learnt it had been refused (issue 17)."""
+    platform = Watcher(mosquitto)
+    device = device_factory(mosquitto.port).start()
+    try:
+        assert platform.wait_for("status", lambda s: s["online"]), device.log()
+        mark = platform.mark()
+        huge = json.dumps({"window_name": "05号窗口", "padding": "x" * (300 * 1024)})
+        platform.publish("config", huge, retain=True)
+        rejected = platform.wait_event("config_rejected", after=mark, timeout=20)
+        assert rejected is not None, device.log()
+        assert rejected["problems"] == [f"payload of {len(huge)} bytes is over 16384"]
+        assert idle_text(device, FILE_NAME), "nothing was applied, nothing cleared"
+        assert device.proc is not None and device.proc.poll() is None
+    finally:
+        platform.close()
+
+
+def test_a_refused_subscription_is_asked_for_again_on_the_same_connection(
+        device_factory: DeviceFactory) -> None:
+    """A broker may refuse the receipt subscription for a while (NATS under a burst of
+    connections): without asking again the device got no receipt until it reconnected."""
+    asked: list[list[tuple[str, int]]] = []
+
+    def refuse_first(filters: list[tuple[str, int]]) -> list[int]:
+        asked.append(filters)
+        return [0x80] * len(filters) if len(asked) == 1 else [qos for _, qos in filters]
+
+    with ScriptedBroker(suback=refuse_first) as broker:
+        device = device_factory(broker.port).start()
+        deadline = time.monotonic() + 20
+        while len(broker.subscribes) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(broker.subscribes) >= 2, device.log()
+        assert len(broker.connects) == 1, "asked again without reconnecting"
+        assert all(topic.endswith(("/receipt", "/config")) for topic, _ in
+                   broker.subscribes[1])
+        assert "refused the receipt/config subscription" in device.log()
