@@ -59,8 +59,8 @@ class AmbiguousRating(FollowupError):
         self.rating_id = rating_id
         self.devices = list(devices)
         super().__init__(f"rating {rating_id} names ratings of {len(self.devices)} devices "
-                         f"({', '.join(self.devices)}): say which one with --device "
-                         "(API: ?device=)")
+                         f"({', '.join(self.devices)}): say which one (followups set "
+                         "--device DEVICE_ID; in the API ?device=DEVICE_ID)")
 
 
 @dataclass(frozen=True)
