@@ -309,3 +309,61 @@ def test_through_a_bridge_another_devices_record_cannot_make_the_genuine_a_dupli
         server.shutdown()
         server.close()
         store.close()
+
+
+
+KEYS = {"ratings": ["rating_id", "device_id"], "followups": ["rating_id", "device_id"],
+        "upstream": ["rating_id", "device_id"], "expired_prompts": ["prompt_id", "device_id"]}
+
+
+def primary_key(store: Store, table: str) -> list[str]:
+    if store.db.dialect == POSTGRESQL:
+        rows = store.db.execute(
+            "SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) "
+            "WITH ORDINALITY AS k(attnum, n) JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = k.attnum WHERE i.indrelid = ?::regclass AND i.indisprimary "
+            "ORDER BY k.n", (table,)).fetchall()
+    else:
+        rows = [(r[1],) for r in sorted(
+            store.db.execute(f"PRAGMA table_info({table})").fetchall(), key=lambda r: r[5])
+            if r[5] > 0]
+    return [r[0] for r in rows]
+
+
+def test_every_rating_table_is_keyed_by_the_pair_rating_id_first(store: Store) -> None:
+    """The pair makes a rating; rating_id first, so that `followups set RATING_ID`
+    (rating_id alone) is a prefix of the key's index, not a scan of all of it."""
+    keys = {table: primary_key(store, table) for table in KEYS}
+    expected = dict(KEYS)
+    if store.db.dialect == POSTGRESQL:
+        # A partitioned table's key must hold the partition key; rating_ids is the one
+        # place the pair alone is unique.
+        expected["ratings"] = ["rating_id", "device_id", "rated_at"]
+        keys["rating_ids"] = primary_key(store, "rating_ids")
+        expected["rating_ids"] = ["rating_id", "device_id"]
+    assert keys == expected
+
+
+def test_postgres_uses_the_keys_for_a_rating_id_alone_and_for_the_pair(
+        postgres_url: str) -> None:
+    """EXPLAIN of the follow-up look-up by rating_id and of the duplicate check: index
+    conditions on the primary keys (seq scans off, so the plan does not depend on the
+    tables' size)."""
+    store = Store.open(postgres_url)
+    try:
+        genuine, other = twins(level=1)
+        store.submit([genuine, other])
+        store.db.execute("SET enable_seqscan = off")
+
+        def plan(sql: str, args: tuple[Any, ...]) -> str:
+            return "\n".join(r[0] for r in store.db.execute("EXPLAIN " + sql, args))
+
+        rid = genuine["rating_id"]
+        by_id = plan("SELECT * FROM followups WHERE rating_id = ?", (rid,))
+        assert "followups_pkey" in by_id and "Index Cond: (rating_id = " in by_id, by_id
+        for table in ("rating_ids", "followups"):
+            pair = plan(f"SELECT 1 FROM {table} WHERE rating_id = ? AND device_id = ?",
+                        (rid, GENUINE))
+            assert f"{table}_pkey" in pair and "Index Cond: ((rating_id = " in pair, pair
+    finally:
+        store.close()
