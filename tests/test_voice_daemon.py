@@ -18,6 +18,7 @@ from device.config import load_device_config
 from device.core.model import Screen
 from device.outbox import StorageError
 from device.ports import DriverError, DriverStatus, Emit, MonotonicClock
+from drivers.clips import BUILTIN_DIR as CLIPS_DIR
 from drivers.clips import CLIPS
 from tests.support.device import DeviceProcess, device_config
 from tests.support.inprocess import Device, FakeDisplay
@@ -321,3 +322,25 @@ def test_doctor_warns_about_a_missing_speaker_and_never_fails_for_it(
     (finding,) = doctor_module.check_audio(config, daemon)
     assert finding.level == "warn" and "audio open error" in finding.detail
     assert "hardware-input.md §6" in finding.fix
+
+
+def test_the_composition_root_builds_the_voice_the_config_names(tmp_path: Path) -> None:
+    from device.compose import build_drivers
+    from drivers.voice import AlsaVoice, SimVoice
+    own = tmp_path / "clips"
+    own.mkdir()
+    (own / "thanks.wav").write_bytes((Path(CLIPS_DIR) / "prompt.wav").read_bytes())
+    for voice, kind in (({"kind": "none"}, type(None)), ({"kind": "sim"}, SimVoice),
+                        ({"kind": "alsa", "alsa_device": "null", "volume": 30,
+                          "clips_dir": str(own)}, AlsaVoice)):
+        path = tmp_path / "device.toml"
+        path.write_text(device_config(tmp_path / "data", "loop://", voice=voice),
+                        encoding="utf-8")
+        drivers = build_drivers(load_device_config(path))
+        try:
+            assert isinstance(drivers.voice, kind)
+            if isinstance(drivers.voice, AlsaVoice):
+                assert drivers.voice.device == "null"
+                assert drivers.voice.clips["thanks"].source == own / "thanks.wav"
+        finally:
+            drivers.close()
