@@ -142,9 +142,11 @@ def test_a_rating_id_borrowed_by_another_device_is_decided_by_the_platform(
     link.deliver(1, 2, borrowed)      # arrives while the genuine one is at the platform
     wait_for(lambda: bool(link.receipts("dev-2")))
     assert [r["status"] for r in link.receipts("dev-1")] == ["accepted"]
-    assert [r["status"] for r in link.receipts("dev-2")] == ["duplicate"]
+    # The platform de-duplicates by (device_id, rating_id) (issue 17): dev-2's record is
+    # its own rating, stored and accepted, and cannot suppress dev-1's.
+    assert [r["status"] for r in link.receipts("dev-2")] == ["accepted"]
     assert sorted(link.acks) == [(1, 1), (1, 2)]
-    assert platform.control.counts()["by_device"] == {"dev-1": 1}
+    assert platform.control.counts()["by_device"] == {"dev-1": 1, "dev-2": 1}
     # The genuine device re-sends: answered from the cache, no platform call.
     requests = platform.control.counts()["requests"]
     link.deliver(1, 3, genuine)
