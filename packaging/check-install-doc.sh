@@ -79,6 +79,10 @@ grep -q '^421100-HG01-W03:' /etc/mosquitto/hcp-services.passwd && fail "a device
 step "mosquitto with the sample config (systemctl restart mosquitto, by hand)"
 install -d -o mosquitto -g mosquitto /run/mosquitto
 mosquitto -c /etc/mosquitto/mosquitto.conf > /tmp/mosquitto.log 2>&1 &
+# It must die with this script: the chroot shares the host's processes, and a broker left
+# running keeps fresh-debian's output pipe open (its caller then waits for ever).
+mosquitto_pid=$!
+trap 'kill "$mosquitto_pid" 2>/dev/null || true' EXIT
 for port in "$TLS_PORT" "$LOCAL_PORT"; do
     for _ in $(seq 50); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
