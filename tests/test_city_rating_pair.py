@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import http.client
 import json
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from city_platform.server import PlatformServer
@@ -367,3 +369,35 @@ def test_postgres_uses_the_keys_for_a_rating_id_alone_and_for_the_pair(
             assert f"{table}_pkey" in pair and "Index Cond: ((rating_id = " in pair, pair
     finally:
         store.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.sampled_from([GENUINE, OTHER, "421100-HG02-W01"]),
+                                   st.integers(0, 3)), min_size=1, max_size=8),
+                min_size=1, max_size=4))
+def test_any_batches_of_any_devices_and_ids_accept_each_pair_once(
+        batches: list[list[tuple[str, int]]]) -> None:
+    """Whatever devices send whatever ids in whatever batches: each (device, id) pair is
+    answered accepted exactly once (its first copy), every other copy duplicate, each
+    result in its record's place, and the store holds exactly the pairs sent."""
+    ids = [uuid.UUID(int=n).hex for n in range(4)]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(f"sqlite:///{tmp}/ratings.db")
+        try:
+            seen: set[tuple[str, str]] = set()
+            for batch in batches:
+                records = [make_rating(device, rating_id=ids[n]) for device, n in batch]
+                results = store.submit(records)
+                expected = []
+                for record in records:
+                    key = (record["device_id"], record["rating_id"])
+                    expected.append((key[1], "duplicate" if key in seen else "accepted"))
+                    seen.add(key)
+                assert answers(results) == expected
+            stored = {(d, rid) for d, by_id in store.times_seen().items() for rid in by_id}
+            assert stored == seen
+            copies = sum(len(b) for b in batches)
+            assert sum(n for by_id in store.times_seen().values()
+                       for n in by_id.values()) == copies
+        finally:
+            store.close()
