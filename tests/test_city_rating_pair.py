@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from city_platform.server import PlatformServer
-from city_platform.store import AmbiguousRating, Store
+from city_platform.store import AmbiguousRating, Store, StoreError
 from city_platform.store.db import POSTGRESQL
 from city_platform.upstream import Upstream, one_per_id
 from tests.support import postgres as pg
@@ -401,3 +401,30 @@ def test_any_batches_of_any_devices_and_ids_accept_each_pair_once(
                        for n in by_id.values()) == copies
         finally:
             store.close()
+
+
+def test_a_development_store_with_the_old_key_is_refused_with_the_reason(
+        store_url: str) -> None:
+    """Migration 1 was changed in place: a store it made before keeps version 1 with
+    ratings unique by rating_id alone. Opening it says so instead of failing with an
+    SQL error at the first batch, and changes nothing."""
+    import psycopg
+
+    table = "rating_ids" if store_url.startswith("postgresql") else "ratings"
+    statements = ["CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
+                  "INSERT INTO meta VALUES ('schema_version', '1')",
+                  f"CREATE TABLE {table} (rating_id text PRIMARY KEY, device_id text)"]
+    if store_url.startswith("postgresql"):
+        with psycopg.connect(store_url) as pg_conn:
+            for sql in statements:
+                pg_conn.execute(sql)
+    else:
+        import sqlite3
+        lite = sqlite3.connect(store_url[len("sqlite:///"):])
+        with lite:
+            for sql in statements:
+                lite.execute(sql)
+        lite.close()
+    for read_only in (False, True):
+        with pytest.raises(StoreError, match=r"keyed by \(device_id, rating_id\).*new store"):
+            Store.open(store_url, read_only=read_only)

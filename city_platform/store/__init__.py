@@ -40,7 +40,13 @@ from city_platform.store.db import (
     as_time,
     open_database,
 )
-from city_platform.store.schema import SCHEMA_VERSION, check_version, migrate, store_version
+from city_platform.store.schema import (
+    SCHEMA_VERSION,
+    check_rating_key,
+    check_version,
+    migrate,
+    store_version,
+)
 from city_platform.workdays import CalendarGap, WorkCalendar
 
 __all__ = ["Store", "StoreError", "TimezoneMismatch", "Followup", "AmbiguousRating",
@@ -158,6 +164,7 @@ class Store:
                                      "hcp-platform run once to upgrade it")
             else:
                 migrate(db)
+            check_rating_key(db)
             timezone = _store_timezone(db, timezone, read_only)
             store = cls(db, timezone, calendar, policy, upstream)
             if db.dialect == POSTGRESQL and not read_only:

@@ -279,6 +279,26 @@ def check_version(version: int, db: Database) -> None:
             "left as it is)")
 
 
+def check_rating_key(db: Database) -> None:
+    """Refuse a development store made by migration 1 before it keyed ratings by the pair
+    (same version number, old keys): its inserts would fail at the first batch with an
+    SQL error; better a clear word at start-up. Nothing is changed."""
+    table = "rating_ids" if db.dialect == POSTGRESQL else "ratings"
+    if db.dialect == POSTGRESQL:
+        rows = db.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = to_regclass(?) "
+            "AND i.indisprimary", (table,)).fetchall()
+        key = {r[0] for r in rows}
+    else:
+        key = {r[1] for r in db.execute(f"PRAGMA table_info({table})").fetchall() if r[5]}
+    if key and "device_id" not in key:
+        raise StoreError(f"{db.describe()}: a development store from before ratings were "
+                         "keyed by (device_id, rating_id) (its ratings are unique by "
+                         "rating_id alone, docs/platform.md \"Migrations\"): start a new "
+                         "store (the store is left as it is)")
+
+
 def migrate(db: Database) -> int:
     """Bring the store to SCHEMA_VERSION; return the version it had."""
     before = store_version(db)
