@@ -197,5 +197,9 @@ class SimDevice(DeviceProcess):
         self.events = EventLog(self.sim)
         if not self.window.wait_connected(10.0):
             raise RuntimeError(f"hcp-device did not open its serial link:\n{self.log()}")
+        # pyserial flushes its input when it opens the port: a frame sent before the
+        # device's `hello` may be discarded (a case that never prompts).
+        if self.window.wait_for(lambda f: f.get("type") == "hello", 10.0) is None:
+            raise RuntimeError(f"hcp-device sent no hello on its serial link:\n{self.log()}")
         return ready - started
 

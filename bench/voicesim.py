@@ -29,8 +29,13 @@ def measure(device: SimDevice, ratings: int) -> dict[str, list[float]]:
                 window.send("case_completed", case_id=f"V-{n}", service_name="不动产转移登记")
             else:
                 device.sim.press(2 if clip == "reasons" else 1)
-            shown = events.wait("screen", clip, mark)
-            spoken = events.wait("voice", clip, mark)
+            try:
+                shown = events.wait("screen", clip, mark)
+                spoken = events.wait("voice", clip, mark)
+            except RuntimeError as e:
+                seen = [(k, name) for k, name, _ in events.events[mark - 3:]]
+                raise RuntimeError(f"rating {n}: {e}; events since: {seen}\n"
+                                   f"{device.log()}") from None
             samples[clip].append(spoken - shown)
         samples["floor"].append(device.status_round_trip())
     device.wait_idle()

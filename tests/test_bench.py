@@ -141,6 +141,8 @@ def test_an_update_replaces_the_sections_run_and_keeps_the_others_with_their_run
     assert "_From the run of commit b28ac22" in blocks["1. Outbox storage"]
     assert "_From the run of commit abc1234" in blocks["2. Press to thanks"]
     assert "| date | 2026-12-01 21:03 UTC |" in blocks["Machine (run of commit b28ac22)"]
+    assert "| run | `python -m bench` (all) in 5.0 minutes |" in blocks[
+        "Machine (run of commit b28ac22)"]
     assert "| date | 2026-12-02 08:40 UTC |" in blocks["Machine (run of commit abc1234)"]
 
     # A later run of section 1 at another commit: section 2 keeps its run, the first
