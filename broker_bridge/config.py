@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,6 +76,11 @@ SCHEMA: dict[str, Section] = {
         # Maximum). Without it mosquitto sends only 20, which caps every batch at 20.
         "receive_maximum": Key(int, 1000, in_range(1, 65535)),
         **BROKER_AUTH_KEYS,
+        # Each connection logs in as its own client id (the bridge as client_id, `hcp-bridge
+        # expired` as <client_id>-expired, a standby's watcher as <client_id>-standby), all
+        # with password_file: for a broker that ties client ids to users (the sample's
+        # use_username_as_clientid), where one user per process is the only way to run them.
+        "username_is_client_id": Key(bool, False),
     }),
     "platform": Section({
         "url": Key(str, check=_url),
@@ -126,6 +131,9 @@ class MqttSettings:
     password_file: str
     protocol: str = "5"
     standby: bool = False
+    # username is client_id, and another connection of this config logs in as its own id
+    # (login_as).
+    username_is_client_id: bool = False
     # Announce this client's status on {prefix}/_bridges/{client_id}/status (the bridge
     # does, so that a standby knows when to take over; the watcher does not).
     announce: bool = False
@@ -174,6 +182,31 @@ def _is_loopback(host: str) -> bool:
 V5_ONLY_KEYS = ("receive_maximum", "session_expiry_s")
 
 
+def login_as(s: MqttSettings, client_id: str) -> MqttSettings:
+    """The settings of another connection made from the same config (`hcp-bridge
+    expired`, a standby's watcher) under `client_id`: with username_is_client_id it logs
+    in as that id, so that a broker binding ids to users lets it beside the bridge."""
+    return replace(s, client_id=client_id,
+                   username=client_id if s.username_is_client_id else s.username)
+
+
+def user_problems(path: Path, given: Any, values: dict[str, Any]) -> list[str]:
+    """username_is_client_id names the user after an explicit client_id, with a password."""
+    if not values.get("username_is_client_id") or not isinstance(given, dict):
+        return []
+    problems = []
+    if given.get("username"):
+        problems.append(f"{path}: [mqtt] username: leave it out with username_is_client_id "
+                        "= true (each connection logs in as its own client id)")
+    if not given.get("client_id"):
+        problems.append(f"{path}: [mqtt] username_is_client_id: needs client_id (the broker "
+                        "user's name, e.g. \"hcp-bridge-1\")")
+    if not given.get("password_file"):
+        problems.append(f"{path}: [mqtt] username_is_client_id: needs password_file (the "
+                        "password is never written in this file)")
+    return problems
+
+
 def shared_group(given: Any, values: dict[str, Any]) -> str:
     """The group to use: with 3.1.1 and no `shared_group` in the file, none (the default
     "bridge" is an MQTT 5 feature)."""
@@ -208,6 +241,9 @@ def parse_bridge_config(path: Path, data: dict[str, Any]) -> BridgeConfig:
     m, p, h, lg, pr = v["mqtt"], v["platform"], v["http"], v["log"], v["profile"]
 
     # Cross-checks ------------------------------------------------------------
+    problems += user_problems(path, data.get("mqtt"), m)
+    if m.get("username_is_client_id") and m.get("password_file"):
+        m = {**m, "username": m.get("client_id") or _default_client_id()}
     problems += broker_auth_problems(path, m)
     for key in ("token_file", "ca_file"):
         f = p.get(key)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from broker_bridge.bridge import POISON_FAILURES
-from broker_bridge.config import BridgeConfig, load_bridge_config
+from broker_bridge.config import BridgeConfig, load_bridge_config, login_as
 from broker_bridge.device_numbers import QuietWarnings
 from broker_bridge.messages import dead_letter
 from broker_bridge.metrics import BridgeMetrics
@@ -111,7 +111,9 @@ class ExpiredForwarder:
         self._warnings = QuietWarnings(log, time.monotonic)
         self._batches = 0
         self.forwarded = 0
-        settings = replace(m, client_id=f"{m.client_id[:55]}-expired",
+        # Its own client id (and, with username_is_client_id, its own broker user): the
+        # bridge with the same config runs beside it.
+        settings = replace(login_as(m, self.link_client_id),
                            shared_group=f"{m.shared_group[:55]}-expired" if m.shared_group
                            else "")
         self.link = link_factory(settings, [(self._subscription(settings.shared_group), 1)],

@@ -53,7 +53,8 @@ class RetainedEraser:
     message at QoS 1 per topic, and the broker's PUBACK for each before it counts.
 
     Its client id is its own (`hcp-forget-…`): borrowing the bridge's or the watcher's
-    would take over their live session."""
+    would take over their live session. Where the broker makes the user name the client
+    id (the sample), the user must be its own too: main() refuses the services' users."""
 
     def __init__(self, settings: MqttSettings, client_id: str = "") -> None:
         self.settings = settings
@@ -251,6 +252,13 @@ def _load(path: str) -> tuple[MqttSettings, WatchConfig | None]:
     return parse_bridge_config(p, data).mqtt, None
 
 
+def service_ids(client_id: str) -> set[str]:
+    """The client ids the service with this config connects as: the bridge or watcher,
+    `hcp-bridge expired`, their standbys' watchers."""
+    expired = f"{client_id[:55]}-expired"
+    return {client_id, expired, f"{client_id}-standby", f"{expired}-standby"}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hcp-bridge forget",
@@ -285,6 +293,13 @@ def main(argv: list[str]) -> int:
     if args.username is not None:
         settings = dataclasses.replace(settings, username=args.username,
                                        password_file=args.password_file or "")
+    if settings.username in service_ids(settings.client_id):
+        print(f"hcp-bridge forget: not logging in as {settings.username}, a running "
+              "service's own user and client id: on a broker that ties client ids to users "
+              "(the sample's use_username_as_clientid) this login would take the service's "
+              "session over. Give --username and --password-file of a user of its own, e.g. "
+              "hcp-forget (docs/alerts.md); nothing was changed", file=sys.stderr)
+        return EX_USAGE
     try:
         problems = clear_retained(settings, ids, args.timeout)
     except BrokerError as e:

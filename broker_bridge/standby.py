@@ -4,7 +4,8 @@ over its session), without two live bridges taking the session from each other.
 Every bridge announces itself on `{prefix}/_bridges/{client_id}/status` (retained):
 `{"online": true}` on connecting and again every `HEARTBEAT_S`, `{"online": false}` when
 it stops and — as its will — when it dies. A bridge started with `[mqtt] standby = true`
-first watches that topic under a client id of its own and connects with the shared one
+first watches that topic under a client id of its own (`<client_id>-standby`, and with
+`[mqtt] username_is_client_id` that user) and connects with the shared one
 only once the active says offline, has been silent for `STALE_S` (a will is lost when
 the broker itself went down with the active), or was never heard for `ABSENT_S`. The
 topic has one level more than the device topics, so no `+/status` subscription sees it.
@@ -75,10 +76,15 @@ def wait_until_free(settings: MqttSettings, stopping: threading.Event,
     then, False if `stopping` was set first. `prepare` sets credentials and TLS."""
     topic = status_topic(settings)
     v5 = settings.protocol == "5"
-    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{settings.client_id}-standby",
+    watcher_id = f"{settings.client_id}-standby"
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=watcher_id,
                           protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
                           clean_session=None if v5 else True)
     prepare(watcher)
+    if settings.username_is_client_id:
+        # A user of its own: logged in as the active's user, on a broker that ties client
+        # ids to users, it would take over the very session it waits for.
+        watcher.username = watcher_id
     state: dict[str, Any] = {"heard": time.monotonic(), "online": None, "subscribed": False}
     lock = threading.Lock()
 

@@ -44,8 +44,8 @@ from tests.support.mosquitto import (
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "systemd" / "examples"
 A, B = "421100-HG01-W03", "421100-HG01-W04"
-PASSWORDS = {A: "pw-a-7Qx", B: "pw-b-3Lm", "hcp-bridge": "pw-bridge-9Kc",
-             "hcp-monitor": "pw-monitor-2Vd"}
+PASSWORDS = {A: "pw-a-7Qx", B: "pw-b-3Lm", "hcp-bridge-1": "pw-bridge-9Kc",
+             "hcp-bridge-2": "pw-bridge-4Wm", "hcp-monitor": "pw-monitor-2Vd"}
 ADMIN, ADMIN_PASSWORD = "hcp-admin", "pw-admin-4Hs"  # the dynamic-security plugin's
 SERVICES_FILE = "/etc/mosquitto/hcp-services.passwd"
 DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1"
@@ -283,10 +283,11 @@ def connect(broker: SampleBroker, clients: list[Client]) -> Connect:
     return make
 
 
-def bridge_like(connect: Connect, client_id: str = "hcp-bridge-1") -> Client:
+def bridge_like(connect: Connect, user: str = "hcp-bridge-1") -> Client:
     """The bridge's login and subscriptions (broker_bridge/bridge.py: subscriptions()),
-    on the loopback listener."""
-    bridge: Client = connect("hcp-bridge", client_id=client_id, device_listener=False)
+    on the loopback listener, as bridge.toml's username_is_client_id has it: its user
+    is its client id."""
+    bridge: Client = connect(user, client_id=user, device_listener=False)
     for topic in ("$share/bridge/hcp/v1/+/rating", "$share/bridge/hcp/v1/+/event",
                   "hcp/v1/+/status", "hcp/v1/+/telemetry"):
         assert not bridge.subscribe(topic, 0 if topic.endswith("telemetry") else 1).is_failure
@@ -401,9 +402,9 @@ def test_a_device_cannot_take_over_another_devices_session(connect: Connect) -> 
     assert not b.disconnected.is_set()
 
 
-def test_bridges_choose_their_client_ids_on_loopback(connect: Connect) -> None:
-    """Two bridges in one shared group log in as hcp-bridge with their own client ids
-    and both stay connected."""
+def test_two_bridges_share_a_group_each_as_its_own_user(connect: Connect) -> None:
+    """Two bridges in one shared group, hcp-bridge-1 and hcp-bridge-2 (on loopback the
+    user name is the client id): both get ratings and both stay connected."""
     first = bridge_like(connect, "hcp-bridge-1")
     second = bridge_like(connect, "hcp-bridge-2")
     a = connect(A, client_id=A)

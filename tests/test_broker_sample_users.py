@@ -4,13 +4,16 @@ with the devices and the services kept apart as the sample has them: the devices
 the dynamic-security plugin on the TLS listener, the services in their password file on
 the loopback one.
 
-- A device's login is refused on the loopback listener, where client ids are the
-  services' own: there it could have taken over another device's session.
+- A device's login is refused on the loopback listener: the services' own.
 - The watcher has a user of its own: it reads every device and writes alerts only.
+- Both listeners make the user name the client id, and every service user of the ACL
+  is a block of its own that starts by denying the device topics under its name, and
+  is created by docs/install.md.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,8 +22,28 @@ import pytest
 from tests.support.mosquitto import TestCA
 from tests.test_acl import PASSWORDS, SERVICES_FILE, A, B, Client, SampleBroker, marker
 
-SERVICES = {"hcp-bridge": PASSWORDS["hcp-bridge"], "hcp-watch": "pw-watch-5Tn",
+SERVICES = {"hcp-bridge-1": PASSWORDS["hcp-bridge-1"], "hcp-watch": "pw-watch-5Tn",
             "hcp-monitor": PASSWORDS["hcp-monitor"]}
+REPO = Path(__file__).resolve().parents[1]
+ADMIN = "hcp-admin"  # the plugin's, on the TLS listener: not in the services' file
+
+
+def acl_blocks() -> dict[str, list[str]]:
+    """The sample ACL's `user` blocks: name -> its lines, comments left out."""
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in (REPO / "systemd/examples/mosquitto.acl").read_text().splitlines():
+        if line.startswith("user "):
+            current = blocks.setdefault(line.split()[1], [])
+        elif line.startswith("pattern "):
+            current = None
+        elif current is not None and line and not line.startswith("#"):
+            current.append(line)
+    return blocks
+
+
+def service_users() -> list[str]:
+    return sorted(set(acl_blocks()) - {ADMIN})
 
 
 class SplitPasswordBroker(SampleBroker):
@@ -62,6 +85,33 @@ def test_the_sample_keeps_a_services_password_file_on_loopback() -> None:
              for block in listeners}
     assert files == {"8883": ["/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"],
                      "1883": [SERVICES_FILE]}
+
+
+def test_both_listeners_make_the_user_name_the_client_id() -> None:
+    conf = (REPO / "systemd/examples/mosquitto.conf").read_text()
+    for block in conf.split("\nlistener ")[1:]:
+        assert "\nuse_username_as_clientid true\n" in block, block.split()[0]
+
+
+def test_every_service_user_denies_device_topics_under_its_name() -> None:
+    """The `pattern` lines apply to every user: a block without the deny line lets that
+    service publish ratings and statuses as a fake device named after it."""
+    blocks = acl_blocks()
+    assert {"hcp-bridge-1", "hcp-bridge-1-expired", "hcp-bridge-2", "hcp-watch",
+            "hcp-platform", "hcp-forget"} <= set(blocks)
+    for user, lines in blocks.items():
+        assert lines[0] == f"topic deny hcp/v1/{user}/#", user
+        assert not any("%" in line for line in lines), user
+
+
+def test_install_doc_creates_every_service_user() -> None:
+    """docs/install.md's password file for the loopback listener names each of them."""
+    doc = (REPO / "docs/install.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", doc, re.S)
+    users = [b for b in blocks if "services.plain" in b and "mosquitto_passwd" in b]
+    assert len(users) == 1, "no single users block in docs/install.md"
+    named = set(re.findall(r"hcp-[a-z0-9-]+", users[0]))
+    assert set(service_users()) <= named, set(service_users()) - named
 
 
 def test_a_device_login_is_refused_on_loopback(connect: Callable[..., Client]) -> None:
