@@ -8,9 +8,11 @@ dashboard's event stream, which holds one thread per open browser.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -66,6 +68,10 @@ class PlatformServer:
                 self._server.socket, server_side=True, do_handshake_on_connect=False)
         self._thread: threading.Thread | None = None
         self.stopping = threading.Event()
+        # Kept-alive client connections: closed with the server, so that no request is
+        # served by a platform whose store is being closed (a client then reconnects).
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
 
     @property
     def port(self) -> int:
@@ -103,6 +109,11 @@ class PlatformServer:
 
     def close(self) -> None:
         self._server.server_close()
+        with self.connections_lock:
+            open_now = list(self.connections)
+        for conn in open_now:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def submit(self, records: list[Any]) -> list[dict[str, Any]]:
         results = self.store.submit(records)
@@ -130,6 +141,13 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
                 self.request.settimeout(10)
                 self.request.do_handshake()
             super().setup()
+            with platform.connections_lock:  # after a handshake that may fail: no leak
+                platform.connections.add(self.request)
+
+        def finish(self) -> None:
+            with platform.connections_lock:
+                platform.connections.discard(self.request)
+            super().finish()
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass  # counts and the store tell the story; errors are logged where they occur
