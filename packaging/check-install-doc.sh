@@ -73,7 +73,12 @@ as_tech "$(block "$SECTION" 3)"
 step "users"
 printf '421100-HG01-W03\n421100-HG01-W04\n' > /home/tech/devices.txt
 as_tech "$(block "$SECTION" 4)"
-grep -q '^hcp-config:' /etc/mosquitto/hcp-services.passwd || fail "hcp-config not created"
+for u in hcp-bridge-1 hcp-bridge-1-expired hcp-bridge-2 hcp-watch hcp-platform hcp-forget; do
+    grep -q "^$u:" /etc/mosquitto/hcp-services.passwd || fail "$u not created"
+done
+[ "$(sed -n 's/^hcp-bridge-1://p' /home/tech/services.plain)" = \
+  "$(sed -n 's/^hcp-bridge-1-expired://p' /home/tech/services.plain)" ] \
+    || fail "hcp-bridge-1 and its forwarder do not share bridge.toml's password"
 grep -q '^421100-HG01-W03:' /etc/mosquitto/hcp-services.passwd && fail "a device on loopback"
 
 step "mosquitto with the sample config (systemctl restart mosquitto, by hand)"
@@ -124,6 +129,28 @@ out=$(mosquitto_sub -h 127.0.0.1 -p "$LOCAL_PORT" -V mqttv5 -d -W 3 -u 421100-HG
       -i 421100-HG01-W04 -t x 2>&1) || true
 echo "$out"
 grep -q 'received CONNACK (0)' <<<"$out" && fail "a device logged in on loopback"
+
+step "on loopback a service asking for the device's client id gets its own"
+mosquitto_sub -h 127.0.0.1 -p "$TLS_PORT" --cafile /etc/hcp/ca.crt -V mqttv5 -W 8 \
+    -u 421100-HG01-W03 -i 421100-HG01-W03 -P "$device_pw" \
+    -t 'hcp/v1/421100-HG01-W03/receipt' > /tmp/device-sub.log 2>&1 &
+device=$!
+taken=$(grep -c 'already connected' /tmp/mosquitto.log || true)
+seen=$(grep -c "as 421100-HG01-W03 (" /tmp/mosquitto.log || true)
+monitors=$(grep -c "as hcp-monitor (" /tmp/mosquitto.log || true)
+for _ in $(seq 50); do
+    [ "$(grep -c "as 421100-HG01-W03 (" /tmp/mosquitto.log)" -gt "$seen" ] && break
+    sleep 0.1
+done
+out=$(mosquitto_sub -h 127.0.0.1 -p "$LOCAL_PORT" -V mqttv5 -d -W 2 -u hcp-monitor -P "$monitor" \
+      -i 421100-HG01-W03 -t 'hcp/v1/#' 2>&1) || true
+echo "$out"
+grep -q 'received CONNACK (0)' <<<"$out" || fail "hcp-monitor refused on loopback"
+[ "$(grep -c "as hcp-monitor (" /tmp/mosquitto.log)" -gt "$monitors" ] \
+    || fail "the monitor was not given its own client id"
+[ "$(grep -c 'already connected' /tmp/mosquitto.log || true)" = "$taken" ] \
+    || { tail -5 /tmp/mosquitto.log; fail "a service on loopback threw the device off"; }
+kill "$device" 2>/dev/null || true
 
 echo
 echo "check-install-doc: all steps passed"
