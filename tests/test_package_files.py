@@ -111,8 +111,8 @@ def test_sample_acl_names_a_user_for_the_watcher_and_the_forwarder() -> None:
         assert f"topic read hcp/v1/+/{kind}" in watch
     assert "topic write hcp/v1/alerts" in watch
     assert not any(line.startswith("topic write hcp/v1/+") for line in watch)
-    # hcp-bridge expired reads the events with bridge.toml's login.
-    assert "topic read hcp/v1/+/event" in blocks["hcp-bridge"]
+    # hcp-bridge expired reads the events as a user of its own, <client_id>-expired.
+    assert "topic read hcp/v1/+/event" in blocks["hcp-bridge-1-expired"]
     assert "hcp-bridge expired" in acl
 
 
