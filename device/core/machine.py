@@ -2,7 +2,9 @@
 
 Events go in (`handle`), actions come out; time comes only from the events and from
 the injected clock, so every timeout, lockout and stuck-key rule can be tested in
-virtual time. The machine never touches a file, a socket or the real clock.
+virtual time. The machine never touches a file, a socket or the real clock. What the
+record of a rating holds is device/core/rating_record.py; which screen a state shows and
+what is said with it, device/core/screen_choice.py.
 """
 
 from __future__ import annotations
@@ -12,12 +14,9 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from common.rating import SCHEMA_ID
 from common.serial_codec import ack, nak
-from device.core import qr_url, screens
 from device.core.model import (
     LEVEL_LABELS,
     Action,
@@ -29,40 +28,39 @@ from device.core.model import (
     KeyDown,
     KeyUp,
     LinkChanged,
-    Option,
     Persist,
     PersistFailed,
     Screen,
     SendFrame,
     SettingsChanged,
     Show,
-    Speak,
-    level_clip,
 )
-from device.core.screens import SKIP_LABEL
+from device.core.rating_record import Identity, build_rating, iso_ms
+from device.core.screen_choice import (
+    REASON_KEYS,
+    SKIP_KEY,
+    choose_screen,
+    reason_options,
+    spoken,
+)
 from device.core.settings import UiSettings
+
+# Identity, iso_ms, REASON_KEYS and SKIP_KEY live beside (rating_record, screen_choice)
+# and stay importable from here, where the daemon, the tools and the tests look for them.
+__all__ = ["DUPLICATE_WINDOW_S", "ERROR_SCREEN_S", "QUEUE_MAX", "REASON_KEYS", "SKIP_KEY",
+           "STUCK_AFTER_S", "Evaluator", "Identity", "Interaction", "PendingCase",
+           "WallClock", "iso_ms"]
 
 QUEUE_MAX = 8                 # pending cases, including the one on screen
 DUPLICATE_WINDOW_S = 24 * 3600
 STUCK_AFTER_S = 10.0
 ERROR_SCREEN_S = 5.0
-SKIP_KEY = 1                  # on the reasons screen; reasons take keys 5, 4, 3, 2
-REASON_KEYS = (5, 4, 3, 2)
-VOICED_SCREENS = ("prompt", "reasons", "thanks", "error")   # each has its clip
 
 
 class WallClock(Protocol):
     def wall(self) -> float: ...
 
     def synced(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class Identity:
-    device_id: str
-    region_code: str
-    hall_id: str
-    window_id: str
 
 
 @dataclass
@@ -229,7 +227,7 @@ class Evaluator:
             self._rate(act, None, ev.t, out)
 
     def _reason_pressed(self, act: Interaction, ev: KeyDown, out: list[Action]) -> None:
-        options = self._reason_options()
+        options = reason_options(self.settings)
         chosen = next((o for o in options if o.level == ev.level), None)
         if chosen is None:
             return
@@ -242,31 +240,10 @@ class Evaluator:
         assert act.level is not None
         case = act.case
         rating_id = self.new_rating_id()
-        staff = self.staff
-        case_obj: dict[str, Any] | None = None
-        if case is not None:
-            f = case.fields
-            case_obj = {k: f.get(k) for k in
-                        ("case_id", "service_code", "service_name", "dept_code", "completed_at")}
-            if f.get("staff_id") or f.get("staff_name"):
-                staff = {"staff_id": f.get("staff_id"), "staff_name": f.get("staff_name")}
-        rating = {
-            "schema": SCHEMA_ID,
-            "rating_id": rating_id,
-            "seq": self.seq,
-            "device_id": self.identity.device_id,
-            "region_code": self.identity.region_code,
-            "hall_id": self.identity.hall_id,
-            "window_id": self.identity.window_id,
-            "level": act.level,
-            "reason": reason,
-            "trigger": "spontaneous" if case is None else "case",
-            "input": act.input,
-            "case": case_obj,
-            "staff": dict(staff) if staff else None,
-            "rated_at": iso_ms(act.pressed_wall),
-            "clock_synced": act.pressed_synced,
-        }
+        rating = build_rating(
+            self.identity, rating_id=rating_id, seq=self.seq, level=act.level, reason=reason,
+            case_fields=case.fields if case is not None else None, staff=self.staff,
+            input_kind=act.input, rated_wall=act.pressed_wall, clock_synced=act.pressed_synced)
         self.seq += 1
         self._undo = _Undo(rating_id, case, self._spontaneous_before)
         out.append(Persist(rating, case.case_id if case else None, act.pressed_wall,
@@ -406,69 +383,11 @@ class Evaluator:
         if self.active is None and self.queue and not busy:
             self.active = Interaction(case=self.queue[0], stage="prompt",
                                       deadline=t + self.settings.prompt_timeout_s)
-        screen = self._screen(t)
+        screen = choose_screen(self, t)
         if screen != self.shown:
             before, self.shown = self.shown, screen
             out.append(Show(screen))
-            speak = self._voice(before, screen)
+            speak = spoken(self.settings, before, screen)
             if speak is not None:
                 out.append(speak)  # after its screen: the citizen sees what is said
         return out
-
-    def _voice(self, before: Screen | None, now: Screen) -> Speak | None:
-        """What to say as `now` replaces `before` (SPEC §10): each prompt, reasons,
-        thanks and error screen once as it appears, not at each second of its countdown."""
-        if now.name not in VOICED_SCREENS:
-            return None
-        if before is not None and before.name == now.name and before.case_id == now.case_id:
-            return None  # the same screen redrawn (countdown, window name, badge)
-        clips: tuple[str, ...] = (now.name,)
-        if now.name == "prompt" and self.settings.read_levels:
-            clips += tuple(level_clip(o.level) for o in now.options)
-        return Speak(clips, self.settings.volume)
-
-    def _screen(self, t: float) -> Screen:
-        s = self.settings
-        staff = screens.staff_of(self.staff)
-        if self.error_until is not None:
-            return screens.error(s.window_name, staff, message=self.error_message)
-        if self.thanks_until is not None:
-            return screens.thanks(s.window_name, staff, level=self.thanks_level)
-        if self.paused:
-            return screens.paused(s.window_name, staff, reason=self.pause_reason)
-        act = self.active
-        if act is None:
-            return screens.idle(s.window_name, staff, offline=self.offline,
-                                spontaneous=s.allow_spontaneous,
-                                qr_url=qr_url.fill(s.qr_url, self._ids(), None))
-        case = act.case
-        case_id = case.case_id if case else None
-        service_name = case.fields.get("service_name") if case else None
-        remaining_s = max(0, math.ceil(act.deadline - t))
-        if act.stage == "prompt":
-            return screens.prompt(s.window_name, staff, case_id=case_id,
-                                  service_name=service_name, remaining_s=remaining_s,
-                                  qr_url=qr_url.fill(s.qr_url, self._ids(),
-                                                     case.fields if case else None))
-        return screens.reasons(s.window_name, staff, case_id=case_id,
-                               service_name=service_name, remaining_s=remaining_s,
-                               level=act.level, choices=self._reason_options())
-
-    def _ids(self) -> dict[str, str]:
-        """What a qr_url template may name of the device itself."""
-        i = self.identity
-        return {"device_id": i.device_id, "region_code": i.region_code,
-                "hall_id": i.hall_id, "window_id": i.window_id}
-
-    def _reason_options(self) -> tuple[Option, ...]:
-        reasons = self.settings.reasons[:len(REASON_KEYS)]
-        opts = [Option(key, label, code) for key, (code, label)
-                in zip(REASON_KEYS, reasons, strict=False)]
-        opts.append(Option(SKIP_KEY, SKIP_LABEL, None))
-        return tuple(opts)
-
-
-def iso_ms(epoch: float) -> str:
-    """UTC ISO-8601 with milliseconds and a Z, as in SPEC §6."""
-    dt = datetime.fromtimestamp(epoch, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
