@@ -10,33 +10,39 @@ not a thread stuck inside the daemon. The volume is applied by scaling the sampl
 (a cubic curve, like PulseAudio's software volume) rather than with `amixer`: the mixer
 control's name differs per card (PCM, Master, Speaker, Headphone), a mixer setting is
 global to the card and outlives the daemon, and some USB speakers have none at all.
+The scaling and the WAV packing are drivers/voice_samples.py.
 """
 
 from __future__ import annotations
 
-import array
 import contextlib
-import io
 import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-import wave
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-from PIL import Image
 
 from device.core.model import VOICE_CLIPS
 from device.ports import DriverError, DriverStatus, Emit, MonotonicClock
 from drivers.clips import CLIPS, ClipAudio, ClipError, load_clips
 from drivers.sim import SimServer
+from drivers.voice_samples import (
+    scale_samples,
+    scale_samples_reference,
+    volume_factor,
+    wav_bytes,
+)
 
 log = logging.getLogger("hcp.voice")
+
+# The sample functions live in drivers/voice_samples.py and stay importable from here.
+__all__ = ["PLAYER", "PROBE_S", "STALL_S", "AlsaVoice", "SimVoice", "UnavailableVoice",
+           "build_voice", "play_and_wait", "scale_samples", "scale_samples_reference",
+           "volume_factor", "wav_bytes"]
 
 PLAYER = "aplay"
 # How long past its length a clip may take before its player counts as stuck (a USB
@@ -44,62 +50,6 @@ PLAYER = "aplay"
 STALL_S = 5.0
 PROBE_S = 0.05      # silence played at start: does the device open at all?
 ClipStarted = Callable[[str, float], None]   # clip name, monotonic time its player started
-
-
-def volume_factor(volume: int) -> float:
-    """The amplitude factor of a 0..100 volume: cubic, so that each step sounds like an
-    equal step (80 is about -6 dB, 50 about -18 dB), as PulseAudio maps its volume."""
-    v = min(100, max(0, volume)) / 100
-    return v * v * v
-
-
-def scale_samples(frames: bytes, volume: int) -> bytes:
-    """16-bit little-endian PCM at `volume`: Pillow's C loop does the multiplying (a
-    5-second clip in 3 ms here instead of 17, which matters on a Pi's slow core the
-    first time a clip plays at a new volume)."""
-    if volume >= 100:
-        return frames
-    if volume <= 0:
-        return bytes(len(frames))
-    n = len(frames) // 2
-    if sys.byteorder != "little" or n == 0:
-        return scale_samples_reference(frames, volume)
-    factor = volume_factor(volume)
-    # One row of 32-bit pixels holding the samples; point() truncates towards zero as
-    # int() does. The low two bytes of each little-endian int32 are the int16 sample.
-    wide = Image.frombytes("I", (n, 1), frames[:2 * n], "raw", "I;16S")
-    scaled = wide.point(lambda x: x * factor).tobytes("raw", "I")
-    out = bytearray(2 * n)
-    out[0::2] = scaled[0::4]
-    out[1::2] = scaled[1::4]
-    return bytes(out)
-
-
-def scale_samples_reference(frames: bytes, volume: int) -> bytes:
-    """The same in plain Python: the rule scale_samples must follow (tests compare)."""
-    if volume >= 100:
-        return frames
-    if volume <= 0:
-        return bytes(len(frames))
-    samples = array.array("h")
-    samples.frombytes(frames)
-    if sys.byteorder == "big":
-        samples.byteswap()
-    factor = volume_factor(volume)
-    scaled = array.array("h", [int(s * factor) for s in samples])
-    if sys.byteorder == "big":
-        scaled.byteswap()
-    return scaled.tobytes()
-
-
-def wav_bytes(frames: bytes, rate: int, channels: int) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(frames)
-    return out.getvalue()
 
 
 class _PlaylistVoice:
