@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("1. Outbox storage", "2. Press to thanks", "3. End to end", "4. Drain",
             "5. Footprint", "6. Press to thanks on the 800×480 colour layout",
             "7. A quarter of one core", "8. Voice: from a screen to its clip",
-            "Voice: screen to clip")
+            "Voice: screen to clip", "City platform: ingest and report")
 
 
 @pytest.mark.slow
@@ -44,10 +44,10 @@ def test_quick_run_measures_every_benchmark_and_writes_the_report(tmp_path: Path
         assert re.search(rf"^\| {what} \| .+ \|$", text, re.M), f"no {what} row"
     # every bar is judged: a row with our number, the baseline, the bar and a verdict
     verdicts = re.findall(r"^\|[^\n]*\| (met|\*\*MISSED\*\*) \|$", text, re.M)
-    # 16 for benchmarks 1-5, 1 colour, 2 sim voice, 2 ALSA voice; 4 under a CPU quota
-    # where a cgroup can be made, else the section says why it was skipped
+    # 16 for benchmarks 1-5, 1 colour, 2 sim voice, 2 ALSA voice, 2 city platform; 4
+    # under a CPU quota where a cgroup can be made, else the section says why it was skipped
     why = simdevices.unavailable()
-    assert len(verdicts) == 21 + (4 if why is None else 0), text
+    assert len(verdicts) == 23 + (4 if why is None else 0), text
     if why is not None:
         assert f"**Skipped:** {why}." in text
     # nothing it started is left running (every child names its scratch directory), and
