@@ -5,7 +5,8 @@ a local `socket://` serial link, and draws the OLED with half-block characters: 
 pixels in 128×32 cells, or merged to 64×16 so that the whole view fits 80×24. With
 `--attach DATA_DIR` it drives a sim daemon that already runs instead (its sim.sock) and
 leaves it running. Plain text and ANSI cursor movement only: it works in an SSH session
-with no mouse and no colours.
+with no mouse and no colours. The daemon's config is simulator/device_sim_config.py; the
+view, simulator/device_sim_view.py.
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import tomllib
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime
@@ -30,12 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from simulator.children import die_with_parent
-from simulator.colour_view import cells_for, colour_blocks, frame_image
-from simulator.simclient import SimClient, half_blocks
-from simulator.terminal import Terminal, fit, width_of
-from simulator.tomlfile import toml_text
+from simulator.device_sim_config import build_config, write_config
+from simulator.device_sim_view import view_lines
+from simulator.simclient import SimClient
+from simulator.terminal import Terminal
 from simulator.voice_echo import VoiceEcho
 from simulator.windowlink import LinkError, WindowServer
+
+# build_config lives in simulator/device_sim_config.py; importable from here too.
+__all__ = ["SIZES", "DeviceSim", "build_config", "main", "parse_args", "run_ui"]
 
 SERVICES = [
     ("11421100MB0001", "不动产登记"),
@@ -51,58 +53,6 @@ LEVELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: 
 # The panels a simulated evaluator can have: the OLED, and colour touch screens in
 # landscape and portrait.
 SIZES = ("128x64", "480x320", "800x480", "1024x600", "320x480", "480x800", "600x1024")
-
-HELP = ("1-5 评价键  c 办结一件  x 撤销  p 暂停/恢复  l 登录/退出  "
-        "s 卡键10秒  q 退出")
-# Attached to a daemon started elsewhere: its serial peer is not ours to play.
-HELP_ATTACHED = "1-5 评价键  s 卡键10秒  q 离开（评价器继续运行）"
-# Lines around the OLED: keys, two box edges (the top one holds the title), screen
-# text, voice, status.
-FRAME_LINES = 6
-TITLE = "hcp-sim device 好差评评价器模拟"
-MESSAGE_LINES = 4
-
-
-def write_config(path: Path, base: dict[str, Any]) -> None:
-    path.write_text(toml_text(base), encoding="utf-8")
-
-
-def build_config(args: argparse.Namespace, data_dir: Path, serial_url: str) -> dict[str, Any]:
-    """The daemon's config: the user's file (if any) with sim keys, sim screen and the
-    built-in window system swapped in."""
-    if args.config:
-        with open(args.config, "rb") as f:
-            conf: dict[str, Any] = tomllib.load(f)
-    else:
-        conf = {
-            "device": {"id": args.device_id, "region_code": "421100", "hall_id": "HG01",
-                       "window_id": args.device_id.rsplit("-", 1)[-1],
-                       "window_name": args.window_name},
-            "ui": {"spontaneous_min_interval_s": 10},
-        }
-    conf.setdefault("device", {})["data_dir"] = str(data_dir)
-    conf["serial"] = {**conf.get("serial", {}), "port": serial_url, "reopen_s": 0.5}
-    conf["input"] = {"kind": "sim"}
-    display = conf.get("display", {})
-    conf["display"] = {**{k: v for k, v in display.items()
-                          if k in ("font", "size", "staff_photos_dir")}, "kind": "sim"}
-    if display.get("kind") == "framebuffer":  # a colour panel's config: show it in colour
-        conf["display"]["size"] = "800x480"
-    if args.size:  # a colour panel (SPEC §10): 480x320, 800x480, 1024x600, …
-        conf["display"]["size"] = args.size
-    conf.pop("indicators", None)
-    # The voice as sim events (SPEC §10): shown, and played here where there is a card.
-    conf["voice"] = {**{k: v for k, v in conf.get("voice", {}).items()
-                        if k in ("volume", "read_levels", "clips_dir")}, "kind": "sim"}
-    mqtt = conf.setdefault("mqtt", {})
-    if args.broker:
-        host, _, port = args.broker.rpartition(":")
-        mqtt.update(host=host or "127.0.0.1", port=int(port))
-    if args.prefix:
-        mqtt["prefix"] = args.prefix
-    mqtt.setdefault("telemetry_s", 10)
-    conf.setdefault("clock", {}).setdefault("assume_synced", True)
-    return conf
 
 
 class DeviceSim:
@@ -308,58 +258,9 @@ class DeviceSim:
             self.stopping.wait(1.0)
 
     def lines(self) -> list[str]:
-        """The whole view, never taller or wider than the terminal: the keys, the status
-        and the info lines (the demo's URLs) stay on screen; the OLED is merged to half
-        size and messages are dropped first."""
-        sim = self.sim
-        screen = sim.screen if sim else None
-        status = (sim.status if sim else None) or {}
-        cols, rows = shutil.get_terminal_size((130, 50))
-        info = list(self.args.info or [])
-        # Full resolution needs 130 columns and 32 rows for the OLED; a smaller terminal
-        # gets it merged two by two (64×16 cells), with a note saying so.
-        full = cols >= 130 and rows >= FRAME_LINES + 32 + len(info) + 1
-        step = 1 if full else 2
-        width = 128 // step
-        title = f"─ {TITLE}{' (attached)' if self.attached else ''} "
-        picture = frame_image(screen) if screen else None
-        colour: list[str] = []
-        if picture is not None:  # a colour panel: true-colour half blocks, scaled
-            box = (cols - 2, rows - FRAME_LINES - len(info) - 1)
-            colour = colour_blocks(picture, *box)
-            width = cells_for(picture.size, *box)[0]
-        out = [fit(HELP_ATTACHED if self.attached else HELP, cols),
-               "┌" + title + "─" * max(0, width - width_of(title)) + "┐"]
-        if colour:
-            out += ["│" + row + "│" for row in colour]
-        elif screen and screen.get("frame") and screen.get("format", "mono1") == "mono1":
-            out += ["│" + row + "│" for row in half_blocks(screen["frame"], step, step)]
-        else:
-            out += ["│" + " " * width + "│" for _ in range(64 // (2 * step))]
-        note = "  (merged 2×2: 130×40 shows every pixel)" if step > 1 and not colour else ""
-        if colour and picture is not None:
-            note = f"  ({picture.width}×{picture.height}, scaled)"
-        out.append("└" + "─" * width + "┘" + (note if width + 2 + len(note) <= cols else ""))
-        if screen:
-            name = screen.get("screen")
-            extra = f"  case {screen['case_id']}" if screen.get("case_id") else ""
-            out.append(f"screen: {name}{extra} | " + screen.get("text", "").replace("\n", " / "))
-        else:
-            out.append("screen: (waiting for the evaluator)")
-        out.append(self.voice.line() if self.voice else "voice: -")
-        broker = status.get("broker", "?")
-        serial = "open" if status.get("serial_open") else "closed"
-        platform = "" if self.platform_total is None else f" | platform {self.platform_total}"
-        out.append(f"broker {broker} | serial {serial} | backlog {status.get('backlog', '?')}"
-                   f" | receipts {status.get('receipts', 0)}{platform}"
-                   f" | last frame {status.get('last_frame') or '-'}")
-        out += info
-        room = max(0, rows - len(out))
-        with self.lock:
-            if room:
-                out += self.messages[-min(room, MESSAGE_LINES):]
-        # Colour rows are as wide as the box already; their escapes are no columns.
-        return [line if "\x1b[" in line else fit(line, cols) for line in out[:rows]]
+        """The whole view, never taller or wider than the terminal
+        (simulator/device_sim_view.py)."""
+        return view_lines(self)
 
 
 def _platform_total(url: str) -> int | None:
