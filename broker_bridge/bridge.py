@@ -15,10 +15,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from broker_bridge.cache import Answer, RecentAnswers
 from broker_bridge.config import BridgeConfig
+from broker_bridge.containment import POISON_FAILURES, Containment
 from broker_bridge.device_numbers import QuietWarnings
 from broker_bridge.fleet import FleetView
 from broker_bridge.messages import receipt
@@ -32,6 +32,7 @@ from broker_bridge.mqtt_link import (
     MqttLink,
 )
 from broker_bridge.outgoing import Outgoing
+from broker_bridge.pending import Delivery, Pending
 from broker_bridge.platform_client import STATUSES, PlatformClient, Result
 from broker_bridge.sender import (
     Batch,
@@ -41,7 +42,6 @@ from broker_bridge.sender import (
     PlatformRefuses,
     PlatformWorker,
     WorkerEvent,
-    describe_failure,
 )
 from common.rating import (
     DEVICE_ID_RE,
@@ -53,30 +53,12 @@ from common.rating import (
 
 log = logging.getLogger("hcp.bridge")
 
+# POISON_FAILURES, Delivery and Pending live beside (containment, pending) and stay
+# importable from here.
+__all__ = ["DRAIN_S", "POISON_FAILURES", "Bridge", "Delivery", "Event", "Pending"]
+
 DRAIN_S = 2.0             # on stop, wait this long for batches the platform is answering
-# A rating whose delivery raised unexpectedly is tried again alone; failing alone this
-# many times, it is set aside (dead letter, no receipt: the device keeps it).
-POISON_FAILURES = 2
 
-
-@dataclass(slots=True)
-class Delivery:
-    """One MQTT delivery of a rating: what to acknowledge, and on which connection."""
-
-    generation: int
-    mid: int
-    qos: int
-
-
-@dataclass(slots=True)
-class Pending:
-    """A rating waiting for the platform, with every delivery of it seen meanwhile."""
-
-    rating: RatingMessage
-    since: float
-    deliveries: list[Delivery] = field(default_factory=list)
-    dispatched: bool = False
-    failures: int = 0    # unexpected failures of batches it was in
 
 
 class _Wakeup:
@@ -86,8 +68,9 @@ class _Wakeup:
 Event = LinkEvent | WorkerEvent | _Wakeup
 
 
-class Bridge:
-    """Owns the MQTT link, the platform workers and the pending ratings."""
+class Bridge(Containment):
+    """Owns the MQTT link, the platform workers and the pending ratings (what it does
+    with failures it did not expect: Containment, broker_bridge/containment.py)."""
 
     def __init__(self, config: BridgeConfig, metrics: BridgeMetrics,
                  clock: Callable[[], float] = time.monotonic,
@@ -285,27 +268,6 @@ class Bridge:
         self._deferred.clear()
         self.metrics.broker_connected.set(1)
 
-    def _handle_message(self, msg: Incoming) -> None:
-        """A message, with whatever it raises contained: the checks should refuse every
-        bad message with a reason, but a message that got past them and made the loop
-        raise would otherwise stop the bridge again at each redelivery."""
-        try:
-            self._on_message(msg)
-        except Exception as e:
-            detail = describe_failure(e)
-            self._failure_log.warn(f"handling a message on {self.out.shown_topic(msg.topic)} "
-                                   f"failed unexpectedly ({detail})")
-            log.debug("the failure in full", exc_info=True)
-            self.metrics.internal_errors.labels("message").inc()
-            device_id = msg.topic[self._prefix_len:].partition("/")[0]
-            if msg.topic.endswith("/rating"):
-                # Set aside without a receipt: the device keeps the rating and re-sends
-                # it; if the fault is ours, a fixed bridge forwards it then.
-                self.out.publish_dead_letter(msg.topic, device_id, msg.payload, InvalidRecord(
-                    "unprocessable", f"the bridge failed on this message ({detail})",
-                    scan_rating_id(msg.payload)))
-                self.link.ack(msg.generation, msg.mid, msg.qos)
-
     def _on_message(self, msg: Incoming) -> None:
         rest = msg.topic[self._prefix_len:]
         device_id, _, kind = rest.partition("/")
@@ -383,38 +345,6 @@ class Bridge:
         self._idle_workers -= 1
         self._batches_out += 1
         self._jobs.put(Batch(self._batch_number, ratings))
-
-    def _on_failed(self, event: BatchFailed) -> None:
-        """A batch whose delivery raised: each rating is tried again alone; one that
-        fails alone POISON_FAILURES times is set aside, so a poison record can neither
-        stop a worker nor hold the others back."""
-        self._batches_out -= 1
-        self._idle_workers += 1
-        alone = len(event.batch.ratings) == 1
-        for rating in event.batch.ratings:
-            entry = self._pending.get(rating.rating_id)
-            if entry is None or entry.rating is not rating:
-                continue
-            entry.dispatched = False
-            entry.failures += 1
-            if alone and entry.failures >= POISON_FAILURES:
-                self._set_aside(entry, event.detail)
-            else:
-                self._alone.append(rating.rating_id)
-
-    def _set_aside(self, entry: Pending, detail: str) -> None:
-        """Dead letter and acknowledgement, but no receipt: the device keeps the rating
-        and re-sends it after resend_after_s, so nothing is lost to a bridge bug."""
-        rating = entry.rating
-        del self._pending[rating.rating_id]
-        self.out.publish_dead_letter(
-            f"{self._prefix}/{rating.device_id}/rating", rating.device_id, rating.payload,
-            InvalidRecord("unprocessable", f"delivering it failed {entry.failures} times "
-                          f"({detail}); the device keeps it", rating.rating_id))
-        for d in entry.deliveries:
-            self.link.ack(d.generation, d.mid, d.qos)
-        for device_id, msg in self._deferred.pop(rating.rating_id, ()):
-            self._on_rating(device_id, msg, counted=True)
 
     def _on_answered(self, batch: Batch, results: dict[str, Result]) -> None:
         self._batches_out -= 1
