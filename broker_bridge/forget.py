@@ -198,7 +198,8 @@ def forget_in_state(path: Path, device_ids: Sequence[str], now: float
             entries = state.get(table)
             if not isinstance(entries, dict):
                 continue
-            for key in [k for k in entries if k.split("|")[1:2] == [device_id]]:
+            for key in [k for k in entries
+                        if isinstance(k, str) and k.split("|")[1:2] == [device_id]]:
                 value = entries.pop(key)
                 changed = True
                 if table == "open" and isinstance(value, dict):
@@ -211,9 +212,8 @@ def forget_in_state(path: Path, device_ids: Sequence[str], now: float
 
 
 def _resolved(saved: dict[str, Any], now: float) -> Alert | None:
-    try:
-        alert = Alert(**saved)
-    except TypeError:
+    alert = Alert.from_json(saved)
+    if alert is None:
         return None
     return dataclasses.replace(alert, evidence={"reason": REMOVED_REASON}, resolved_at=now)
 

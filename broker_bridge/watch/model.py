@@ -3,7 +3,8 @@ comes out (alerts raised and resolved). Plain data, no behaviour."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 BAD_BURST = "bad_rating_burst"
@@ -95,6 +96,28 @@ class Alert:
     def resolved(self) -> bool:
         return self.resolved_at is not None
 
+    @classmethod
+    def from_json(cls, data: Any) -> Alert | None:
+        """An alert as saved in the watcher's state file, or None when any field is not
+        what the watcher writes (a state file edited by hand, or damaged)."""
+        if not isinstance(data, dict) or set(data) - _ALERT_FIELDS:
+            return None
+        text = ("alert_id", "kind", "condition", "severity", "device_id")
+        place = ("hall_id", "window_id", "region_code")
+        times = ("first_seen", "raised_at")
+        if not all(isinstance(data.get(k), str) for k in text):
+            return None
+        if not all(data.get(k) is None or isinstance(data.get(k), str) for k in place):
+            return None
+        if not all(_finite(data.get(k, 0.0)) for k in times):
+            return None
+        resolved = data.get("resolved_at")
+        if resolved is not None and not _finite(resolved):
+            return None
+        if not isinstance(data.get("evidence", {}), dict):
+            return None
+        return cls(**data)
+
     @property
     def key(self) -> str:
         return alert_key(self.kind, self.device_id, self.condition)
@@ -102,3 +125,11 @@ class Alert:
 
 def alert_key(kind: str, device_id: str, condition: str = "") -> str:
     return f"{kind}|{device_id}|{condition}"
+
+
+_ALERT_FIELDS = frozenset(f.name for f in fields(Alert))
+
+
+def _finite(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))

@@ -354,8 +354,9 @@ class Watcher:
         for device_id, data in snapshot.get("devices", {}).items():
             self.devices[device_id] = DeviceTrack.from_json(device_id, data)
         for key, data in snapshot.get("open", {}).items():
-            if data.get("kind") in _KINDS:
-                self.open[key] = Alert(**data)
+            alert = Alert.from_json(data)
+            if alert is not None and alert.kind in _KINDS:
+                self.open[key] = alert
         self._last_raised = {k: float(v) for k, v in snapshot.get("last_raised", {}).items()
                              if k.split("|")[0] in _KINDS}
         self._pending_since = {k: float(v) for k, v in snapshot.get("pending_since",
