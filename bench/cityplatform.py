@@ -231,7 +231,7 @@ def time_group_by_raw(url: str) -> float:
 def time_old_report(workdir: Path, n: int) -> tuple[float, int]:
     """The old report (every record of the range read into Python) on an SQLite store of
     n records in the reference platform's layout; (seconds, ratings counted)."""
-    from broker_bridge.report import build_report, read_store
+    from bench.old_report import build_report, read_store
     from broker_bridge.timezones import load_timezone
 
     path = workdir / "old.db"

@@ -12,7 +12,7 @@ COMMANDS = {
     "leave": ("broker_bridge.leave", "end this bridge's broker session (leaving a group)"),
     "watch": ("broker_bridge.watch.main", "raise early-warning alerts on {prefix}/alerts"),
     "forget": ("broker_bridge.forget", "forget decommissioned devices (retained topics, watcher)"),
-    "report": ("broker_bridge.report", "deprecated: use hcp-platform report"),
+    "report": ("broker_bridge.report_moved", "moved: use hcp-platform report"),
     "expired": ("broker_bridge.expired", "report expired prompts to the platform (gov profile)"),
 }
 

@@ -107,9 +107,10 @@ def test_dates_at_the_ends_of_the_range_are_rejected_not_fatal_in_the_gov_profil
 
 @pytest.mark.parametrize("rated_at", EDGE_DATES)
 def test_report_leaves_out_a_stored_rating_with_an_edge_date(rated_at: str) -> None:
-    """A platform store written before rated_at was bounded may hold such dates:
-    `hcp-bridge report` raised OverflowError converting them to local time."""
-    from broker_bridge.report import _stored
+    """A platform store written before rated_at was bounded may hold such dates: the
+    old report (now the report benchmark's baseline) raised OverflowError converting
+    them to local time."""
+    from bench.old_report import _stored
     from broker_bridge.timezones import BEIJING
     from tests.support.ratings import encode
 

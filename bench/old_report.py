@@ -1,14 +1,7 @@
-"""`hcp-bridge report` — DEPRECATED, use `hcp-platform report --store URL` (SQL
-aggregation, window names, follow-up rates, HTML charts; docs/report.md). Kept so that
-scripts calling it keep working: ratings per hall and per window for a date range, read
-from the platform's SQLite file: count per level, satisfaction rate,
-bad-rating reasons, spontaneous share, expired prompts and a ranking of the windows in
-each hall; as a table in the terminal or as CSV.
-
-The satisfaction rate is broker_bridge.satisfaction's, the same as the watcher's: levels
-3–5 over all ratings, in percent, half-up to one decimal, "—" without ratings. Expired
-prompts are not ratings: they are counted apart and are not in the denominator.
-"""
+"""The report as `hcp-bridge report` computed it before `hcp-platform report`: every
+record of the range read into Python and counted there. Kept only as the baseline of the
+report benchmark (bench/cityplatform.py), which measures it beside the SQL roll-up in the
+same run; the product's report is city_platform/report.py."""
 
 from __future__ import annotations
 
