@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import random
@@ -59,7 +60,26 @@ def unavailable_reason() -> str | None:
     if missing:
         return (f"missing {', '.join(missing)} (apt install iproute2 nftables): "
                 "needed for namespaces, tc and nftables")
-    return None
+    return _namespaces_work()
+
+
+@functools.cache
+def _namespaces_work() -> str | None:
+    """Root and the tools are not enough: in a chroot (a fresh-Debian check) `ip netns
+    exec` cannot make `/` a slave mount. Try once, with a namespace of our own."""
+    name = f"hcpprobe-{os.getpid()}"
+    try:
+        added = run("ip", "netns", "add", name, check=False)
+        if added.returncode != 0:
+            return f"cannot create a network namespace here: {added.stderr.strip()[:200]}"
+        inside = run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up",
+                     check=False)
+        if inside.returncode != 0:
+            return ("network namespaces cannot be entered here (a chroot?): "
+                    f"{inside.stderr.strip()[:200]}")
+        return None
+    finally:
+        run("ip", "netns", "del", name, check=False)
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
