@@ -37,7 +37,8 @@ def display_fonts(config: DeviceConfig) -> str:
 
 def build_drivers(config: DeviceConfig) -> Drivers:
     """The drivers this config asks for (imports only what is used)."""
-    from drivers.sim import SimDisplay, SimInput, SimServer
+    from drivers.sim import SimServer
+    from drivers.sim_display import SimDisplay, SimInput
 
     sim: SimServer | None = None
     if "sim" in (config.input.kind, config.display.kind, config.voice.kind):
@@ -74,7 +75,7 @@ def build_drivers(config: DeviceConfig) -> Drivers:
     else:
         from drivers.fonts import load_fonts
         from drivers.render import render_frame
-        from drivers.sim import SimFrame
+        from drivers.sim_display import SimFrame
         fonts = load_fonts(disp_cfg.font)
         log.info("display font: %s", fonts.describe())
         if disp_cfg.kind == "sim":

@@ -11,7 +11,7 @@ from device.core.model import Screen
 from drivers.colour_fonts import ColourFonts
 from drivers.colour_photos import PhotoSource
 from drivers.layout_colour import layout
-from drivers.sim import SimFrame
+from drivers.sim_display import SimFrame
 from drivers.targets import ScreenTargets
 
 

@@ -7,7 +7,6 @@ another Display; `hcp-sim device`, tests and the chaos runner drive it from outs
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
@@ -16,12 +15,11 @@ import os
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from device.core.model import LEVEL_LABELS, KeyDown, KeyUp, Screen
+from device.core.model import KeyDown, KeyUp
 from device.ports import DriverError, DriverStatus, Emit, MonotonicClock
 from drivers.targets import ScreenTargets
 from drivers.touch import DEFAULT_SIM_ZONES, zone_for
@@ -41,27 +39,6 @@ MAX_FAULT_TEXT = 200
 # eight minutes of a prompt's once-a-second countdown.
 MAX_CLIENT_BACKLOG = 1 << 20
 
-Box = tuple[int, int, int, int]
-
-
-@dataclass(frozen=True)
-class SimFrame:
-    """A screen as the sim socket reports it (SPEC §8, §10): the frame (1024 bytes of
-    1-bit pixels, or a PNG for a colour display), the text as drawn (long names cut to
-    their "…"), the URL of the QR code drawn (or None), and on a colour display each
-    option's touch target by level (x0, y0, x1, y1 half-open, screen pixels)."""
-
-    frame: bytes
-    text: str
-    qr: str | None = None
-    format: str = "mono1"
-    width: int = 128
-    height: int = 64
-    boxes: Mapping[int, Box] = field(default_factory=dict)
-
-
-# screen -> SimFrame, or (1024-byte 1-bit frame, the text as drawn) for a bare renderer
-Renderer = Callable[[Screen], "SimFrame | tuple[bytes, str]"]
 StatusProvider = Callable[[], dict[str, Any]]
 ClockStepper = Callable[[float], None]        # wall-clock offset in seconds
 
@@ -368,77 +345,3 @@ class SimServer:
 
 def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-class SimInput:
-    """KeyInput whose keys are pressed through the sim socket."""
-
-    def __init__(self, server: SimServer) -> None:
-        self.server = server
-        server.acquire()
-
-    def start(self, emit: Emit, clock: MonotonicClock) -> None:
-        self.server.attach_input(emit, clock)
-        self.server.open()
-
-    def close(self) -> None:
-        self.server.detach_input()
-        self.server.release()
-
-
-class SimDisplay:
-    """Display that sends each screen to every sim client (SPEC §8 screen events)."""
-
-    def __init__(self, server: SimServer, renderer: Renderer) -> None:
-        self.server = server
-        self.renderer = renderer
-        self.last: Screen | None = None
-        self.last_frame: SimFrame | None = None
-        server.acquire()
-
-    def show(self, screen: Screen) -> None:
-        self.server.open()
-        failing = self.server.failing.get("display")
-        if failing is not None:
-            raise DriverError(failing)    # the `fail` test seam: a panel that stopped answering
-        self.last = screen
-        drawn = self.renderer(screen)
-        if not isinstance(drawn, SimFrame):
-            drawn = SimFrame(*drawn)
-        self.last_frame = drawn
-        options = [_option(o, with_code=screen.name == "reasons") for o in screen.options]
-        # A colour idle screen that invites a rating of the window draws the five
-        # levels as buttons of its own: they are touch targets too.
-        listed = {o.level for o in screen.options}
-        options += [{"level": level, "label": LEVEL_LABELS.get(level, str(level))}
-                    for level in sorted(drawn.boxes, reverse=True) if level not in listed]
-        for option in options:
-            box = drawn.boxes.get(option["level"])
-            if box is not None:
-                option["box"] = list(box)
-        event: dict[str, Any] = {
-            "ev": "screen",
-            "screen": screen.name,
-            "text": drawn.text,
-            "options": options,
-            "format": drawn.format,
-            "width": drawn.width,
-            "height": drawn.height,
-            "frame": base64.b64encode(drawn.frame).decode("ascii"),
-            "qr": drawn.qr,
-        }
-        if screen.name in ("prompt", "reasons"):
-            event["case_id"] = screen.case_id
-        if screen.remaining_s is not None:
-            event["remaining_s"] = screen.remaining_s
-        self.server.broadcast(event, remember=True)
-
-    def close(self) -> None:
-        self.server.release()
-
-
-def _option(o: Any, with_code: bool) -> dict[str, Any]:
-    d: dict[str, Any] = {"level": o.level, "label": o.label}
-    if with_code:
-        d["code"] = o.code  # None for the skip key
-    return d

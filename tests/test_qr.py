@@ -28,7 +28,8 @@ from device.remote_config import parse_remote_config
 from drivers import qr
 from drivers.fonts import fonts_from_file
 from drivers.render import render_frame
-from drivers.sim import SimDisplay, SimFrame, SimServer
+from drivers.sim import SimServer
+from drivers.sim_display import SimDisplay, SimFrame
 from tests.golden.cases import GOLDEN_FONT, GOLDEN_FONT_INDEX, QR_CASE, QR_WINDOW
 
 IDENTITY = Identity("421100-HG01-W03", "421100", "HG01", "W03")

@@ -11,7 +11,8 @@ import pytest
 
 from device.core.model import Screen
 from device.ports import DriverError, DriverStatus
-from drivers.sim import SIM_FAULT_OP_ENV, SimDisplay, SimServer
+from drivers.sim import SIM_FAULT_OP_ENV, SimServer
+from drivers.sim_display import SimDisplay
 from simulator.localbroker import Mosquitto
 from simulator.simclient import SimClient
 from simulator.windowlink import answer_to
