@@ -35,8 +35,14 @@ class GpioIndicators:
 
     def __init__(self, leds: dict[int, int], buzzer: int | None,
                  pin_factory: object | None = None) -> None:
+        self._pins, self._buzzer_pin, self._factory = dict(leds), buzzer, pin_factory
         self._leds: dict[int, LED] = {}
         self._buzzer: Buzzer | None = None
+        self._reopen = False   # a pattern failed: open the pins afresh before the next
+        self._open()
+
+    def _open(self) -> None:
+        leds, buzzer, pin_factory = self._pins, self._buzzer_pin, self._factory
         try:
             with factory_fallbacks() as tried:
                 for level, pin in sorted(leds.items(), reverse=True):
@@ -49,10 +55,19 @@ class GpioIndicators:
 
     def feedback(self, feedback: Feedback) -> None:
         """Start the pattern; DriverError if the pins fail (the daemon reports the fault
-        and goes on: feedback never stops a rating)."""
+        and goes on: feedback never stops a rating). After a failure the pins are opened
+        afresh before the next pattern, so a part that came back works again."""
+        if self._reopen:
+            self.close()
+            try:
+                self._open()
+            except HardwareNotFound as e:
+                raise DriverError(f"indicators: re-opening failed: {e}") from None
+            self._reopen = False
         try:
             self._play(feedback)
         except (GPIOZeroError, OSError) as e:
+            self._reopen = True
             raise DriverError(f"indicators: {feedback.kind} pattern failed: {e}") from None
 
     def close(self) -> None:

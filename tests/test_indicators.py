@@ -147,3 +147,24 @@ def test_failing_pins_raise_driver_error_for_the_daemon_to_report(
     with pytest.raises(DriverError, match="thanks pattern failed: pin 12"):
         indicators.feedback(Feedback("thanks", 5))
     indicators.feedback(Feedback("press", 5))   # a pattern without the buzzer still works
+
+
+def test_after_a_failure_the_pins_are_opened_afresh(factory: MockFactory) -> None:
+    """Issue 17: a failing part is re-opened, not only reported. The LED of key 5 fails
+    once; the next pattern opens the pins again and lights it."""
+    from gpiozero.exc import GPIOZeroError
+
+    from device.ports import DriverError
+
+    indicators = GpioIndicators(LEDS, BUZZER, pin_factory=factory)
+    broken_led = indicators._leds[5]
+
+    def broken(*_: object, **__: object) -> None:
+        raise GPIOZeroError("pin 5 stopped responding")
+    broken_led.blink = broken
+    with pytest.raises(DriverError, match="press pattern failed"):
+        indicators.feedback(Feedback("press", 5))
+    indicators.feedback(Feedback("press", 5))
+    assert indicators._leds[5] is not broken_led, "the pins were opened afresh"
+    wait_until(lambda: True in history(factory.pin(LEDS[5])))
+    indicators.close()
