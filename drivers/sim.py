@@ -164,7 +164,7 @@ class SimServer:
             sock.listen(8)
         except OSError as e:
             sock.close()
-            raise DriverError(f"sim socket {self.path}: {e.strerror}") from None
+            raise DriverError(f"sim socket {self.path}: {e.strerror or e}") from None
         self._sock = sock
         threading.Thread(target=self._accept_loop, name="sim-accept", daemon=True).start()
 

@@ -9,9 +9,11 @@ Needs root and ip, nft and tc (apt install iproute2 nftables); skipped otherwise
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,8 +37,17 @@ pytestmark = pytest.mark.skipif(unavailable_reason() is not None,
 
 
 @pytest.fixture
-def chain(tmp_path: Path) -> Iterator[Chain]:
-    chain = Chain(tmp_path / "chain", devices=1, use_disks=False, netlab=NetLab(1))
+def short_dir() -> Iterator[Path]:
+    """A working folder with a short path: pytest's own (longer under xdist) leaves too
+    few of a UNIX socket's 107 bytes for the devices' sockets under chain/<device>/data."""
+    folder = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def chain(short_dir: Path) -> Iterator[Chain]:
+    chain = Chain(short_dir / "chain", devices=1, use_disks=False, netlab=NetLab(1))
     try:
         chain.start()
         yield chain
@@ -70,8 +81,8 @@ def wait_at_platform(chain: Chain, rating_id: str, timeout: float) -> bool:
 
 
 def test_a_namespaced_device_rates_through_the_real_chain_and_leaves_nothing(
-        tmp_path: Path) -> None:
-    chain = Chain(tmp_path / "chain", devices=1, use_disks=False, netlab=NetLab(1))
+        short_dir: Path) -> None:
+    chain = Chain(short_dir / "chain", devices=1, use_disks=False, netlab=NetLab(1))
     try:
         chain.start()
         assert chain.netlab is not None
