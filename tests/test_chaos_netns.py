@@ -60,8 +60,14 @@ def rate(device: Device, case_id: str, level: int, timeout: float = 30.0) -> str
     window, sim = device.window, device.sim
     assert sim is not None
     assert window.wait_connected(15), device.process.log()
-    seq = window.send("case_completed", case_id=case_id, service_name="不动产登记")
-    assert window.wait_for(answer_to(seq), 10) == {"type": "ack", "seq": seq}
+    # Like a window system, send again when no answer came: a frame written in the
+    # instant the device opens its port is lost with the port's input buffer.
+    for _ in range(3):
+        seq = window.send("case_completed", case_id=case_id, service_name="不动产登记")
+        answer = window.wait_for(answer_to(seq), 5)
+        if answer is not None:
+            break
+    assert answer == {"type": "ack", "seq": seq}, device.process.log()
     assert sim.wait_screen("prompt", 10, where=lambda e: e.get("case_id") == case_id)
     sim.press(level)
     frame = window.wait_for(lambda f: f.get("type") == "rated" and f.get("case_id") == case_id,
