@@ -6,7 +6,6 @@ between keys and the typed result are device/config.py's and device/config_secti
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
@@ -84,18 +83,7 @@ def _data_dir(v: Any) -> str | None:
         # Relative to the working directory, which is /run/hcp-device under systemd: a
         # tmpfs, so every stored rating would vanish at the next reboot.
         return "must be an absolute path (e.g. /var/lib/hcp-device)"
-    longest = len(os.fsencode(v.rstrip("/") + "/" + LONGEST_SOCKET_NAME))
-    if longest > MAX_SOCKET_PATH:
-        # The daemon's UNIX sockets live there (status.sock, sim.sock): the kernel takes
-        # at most 107 bytes of path, and the daemon could not answer status otherwise.
-        return (f"too long for the daemon's sockets in it: at most "
-                f"{MAX_SOCKET_PATH - len(LONGEST_SOCKET_NAME) - 1} bytes")
     return None
-
-
-# sockaddr_un's sun_path holds 108 bytes with the closing NUL.
-MAX_SOCKET_PATH = 107
-LONGEST_SOCKET_NAME = "status.sock"
 
 
 def _host(v: Any) -> str | None:

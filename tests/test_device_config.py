@@ -307,12 +307,3 @@ def test_check_config_refuses_a_window_name_the_daemon_would_crash_on(
     (line,) = r.stderr.strip().splitlines()
     assert "[device] window_name: must not contain control characters" in line
 
-
-def test_a_data_dir_too_long_for_the_daemons_sockets_is_a_config_error() -> None:
-    """status.sock and sim.sock live in data_dir; a UNIX socket path holds 107 bytes, so
-    a longer folder made the sim socket fail with a message saying only 'None'."""
-    fits = "/" + "d" * (107 - len("/status.sock") - 1)
-    parse_device_config(PATH, _config(data_dir=fits))
-    problems = _problems(_config(data_dir=fits + "d"))
-    assert len(problems) == 1 and "[device] data_dir" in problems[0]
-    assert "too long for the daemon's sockets" in problems[0]
