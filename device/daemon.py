@@ -144,6 +144,7 @@ class Daemon:
             self.drivers.control.clock_stepper = lambda offset: self.emit(WallClockStep(offset))
         self.executor.run(self.core.start(now))
         self.clock_watch.check(now)
+        self._status()   # before the first connect: its status says nobody is logged in
         self.uplink.start(self.outbox.pending_ids())
         if self.drivers.voice is not None:
             self.drivers.voice.start(self.emit, self.clock)
@@ -264,6 +265,12 @@ class Daemon:
 
     def _core_event(self, ev: FrameReceived) -> None:
         self.executor.run(self._handle_core(ev))
+        self._status()   # a staff_login or staff_logout changes who is at the window
+
+    def _status(self) -> None:
+        assert self.core is not None
+        staff = self.core.staff
+        self.uplink.status({"staff": dict(staff) if staff is not None else None})
 
     def _new_settings(self, settings: UiSettings, t: float) -> None:
         self.executor.run(self._handle_core(SettingsChanged(settings, t)))

@@ -97,6 +97,11 @@ class MqttLink:
         self._credentials = Credentials(cfg)
         self._resubscribe_at: float | None = None   # link thread only
         self._resubscribe_delay = RESUBSCRIBE_FIRST_S
+        # What the retained status says besides online/version/since (the clerk logged
+        # in): set by the daemon (status_fields), guarded by _outgoing_lock.
+        self._status_fields: dict[str, Any] = {}
+        self._status_due = False
+        self._since = ""                            # link thread only: this connection's
         self.client = self._make_client()
 
     # --- setup (link thread, except _make_client) ------------------------------------
@@ -127,6 +132,15 @@ class MqttLink:
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         with self._outgoing_lock:
             self._outgoing.append(_Request(self.topics[kind], data, qos, retain, ticket))
+        self._wake()
+
+    def status_fields(self, fields: dict[str, Any]) -> None:
+        """What the retained status carries besides online, version and since (the clerk
+        logged in: `{"staff": …}`): published with every connect, and again at once when
+        connected. The daemon calls it only when they change."""
+        with self._outgoing_lock:
+            self._status_fields = dict(fields)
+            self._status_due = True
         self._wake()
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -235,6 +249,8 @@ class MqttLink:
             if self.connected:
                 self._maybe_resubscribe()
                 self._send_outgoing()
+                if self._status_due:
+                    self._publish_status(online=True)
             timeout = 1.0
             if isinstance(sock, ssl.SSLSocket) and sock.pending():
                 timeout = 0.0  # bytes already decrypted: poll() would not see them
@@ -267,11 +283,23 @@ class MqttLink:
 
     def _begin_stop(self) -> float:
         if self.connected:
-            info = self.client.publish(self.topics["status"], json.dumps(
-                {"online": False, "version": self.version, "since": iso_utc(self.wall())}),
-                qos=1, retain=True)
-            self._offline_mid = info.mid
+            self._since = iso_utc(self.wall())
+            self._offline_mid = self._publish_status(online=False)
         return time.monotonic() + OFFLINE_STATUS_WAIT_S
+
+    def _publish_status(self, online: bool) -> int:
+        """The retained status (SPEC §7, with docs/spec-proposals.md P4's fields); offline,
+        those fields are null: a device that is gone vouches for nobody at its window."""
+        with self._outgoing_lock:
+            fields, self._status_due = self._status_fields, False
+        if not online:
+            fields = dict.fromkeys(fields)
+        payload = {"online": online, "version": self.version, "since": self._since, **fields}
+        info = self.client.publish(
+            self.topics["status"],
+            json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+            qos=1, retain=True)
+        return info.mid
 
     def _send_outgoing(self) -> None:
         while True:
@@ -322,9 +350,8 @@ class MqttLink:
         self.connects += 1
         self._resubscribe_at, self._resubscribe_delay = None, RESUBSCRIBE_FIRST_S
         self._subscribe(client)
-        client.publish(self.topics["status"], json.dumps(
-            {"online": True, "version": self.version, "since": iso_utc(self.wall())}),
-            qos=1, retain=True)
+        self._since = iso_utc(self.wall())
+        self._publish_status(online=True)
         log.info("connected to broker %s:%d%s (session present: %s)", self.cfg.host,
                  self.cfg.port, " over TLS" if self.cfg.tls else "",
                  bool(flags.session_present))

@@ -129,6 +129,9 @@ class BrokerLink(Protocol):
     def publish(self, kind: str, payload: dict[str, Any], qos: int = 1, retain: bool = False,
                 ticket: int | None = None) -> None: ...
 
+    def status_fields(self, fields: dict[str, Any]) -> None:
+        """What the retained status says besides online/version/since (the clerk)."""
+
     def stop(self, timeout: float = 2.0) -> None: ...
 
 

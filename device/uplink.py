@@ -22,6 +22,14 @@ class Uplink:
         self.link = link
         self.delivery = delivery
         self.outbox = outbox
+        self._status: dict[str, Any] | None = None
+
+    def status(self, fields: dict[str, Any]) -> None:
+        """The retained status's own fields (who is logged in at the window): handed to
+        the link when they change, which publishes them at once and with every connect."""
+        if self.link is not None and fields != self._status:
+            self._status = dict(fields)
+            self.link.status_fields(fields)
 
     @property
     def enabled(self) -> bool:

@@ -303,9 +303,14 @@ class Evaluator:
             self.queue.append(PendingCase(case_id, dict(f)))
         elif ev.type == "cancel":
             self._cancel(f["case_id"], out)
-        elif ev.type == "staff_login":
-            self.staff = {"staff_id": f.get("staff_id", ""), "staff_name": f.get("staff_name", "")}
+        elif ev.type == "staff_login":   # events only when the clerk changes
+            staff = {"staff_id": f.get("staff_id", ""), "staff_name": f.get("staff_name", "")}
+            if staff != self.staff:
+                out.append(EmitEvent("staff_login", dict(staff)))
+            self.staff = staff
         elif ev.type == "staff_logout":
+            if self.staff is not None:
+                out.append(EmitEvent("staff_logout", dict(self.staff)))   # who left
             self.staff = None
         elif ev.type == "pause":
             if not self.paused and self.active is not None:

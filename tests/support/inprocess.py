@@ -137,6 +137,7 @@ class FakeLink:
         self.connects = 0
         self.connected = False
         self.published: list[tuple[str, dict[str, Any], int, int | None]] = []
+        self.statuses: list[dict[str, Any]] = []   # every status_fields call
         self.started = self.stopped = False
         self.acked: set[int] = set()
 
@@ -146,6 +147,9 @@ class FakeLink:
     def publish(self, kind: str, payload: dict[str, Any], qos: int = 1, retain: bool = False,
                 ticket: int | None = None) -> None:
         self.published.append((kind, payload, qos, ticket))
+
+    def status_fields(self, fields: dict[str, Any]) -> None:
+        self.statuses.append(dict(fields))
 
     def stop(self, timeout: float = 2.0) -> None:
         self.stopped = True
