@@ -29,6 +29,8 @@ BENCHMARKS = {
     "voicesim": "bench.voicesim",
     "voice": "bench.voice",
     "cityplatform": "bench.cityplatform",
+    "halltocity": "bench.halltocity",
+    "natsrestart": "bench.natsrestart",
 }
 DOC = REPO / "docs" / "benchmarks.md"
 FINDINGS = Path(__file__).with_name("findings.md")

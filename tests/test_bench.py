@@ -17,12 +17,15 @@ from bench.chain import Arrivals
 from bench.measure import Latency, percentile
 from bench.merge import merge
 from bench.report import Section
+from simulator.natscluster import NATS_SERVER, nats_available
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("1. Outbox storage", "2. Press to thanks", "3. End to end", "4. Drain",
             "5. Footprint", "6. Press to thanks on the 800×480 colour layout",
             "7. A quarter of one core", "8. Voice: from a screen to its clip",
-            "Voice: screen to clip", "City platform: ingest and report")
+            "Voice: screen to clip", "City platform: ingest and report",
+            "Hall → city: end to end through hall brokers",
+            "NATS: a node killed and restarted during a run")
 
 
 @pytest.mark.slow
@@ -44,12 +47,16 @@ def test_quick_run_measures_every_benchmark_and_writes_the_report(tmp_path: Path
         assert re.search(rf"^\| {what} \| .+ \|$", text, re.M), f"no {what} row"
     # every bar is judged: a row with our number, the baseline, the bar and a verdict
     verdicts = re.findall(r"^\|[^\n]*\| (met|\*\*MISSED\*\*) \|$", text, re.M)
-    # 16 for benchmarks 1-5, 1 colour, 2 sim voice, 2 ALSA voice, 2 city platform; 4
-    # under a CPU quota where a cgroup can be made, else the section says why it was skipped
+    # 16 for benchmarks 1-5, 1 colour, 2 sim voice, 2 ALSA voice, 2 city platform, 1 hall
+    # → city; 4 under a CPU quota where a cgroup can be made and 2 for the NATS restart
+    # where nats-server is installed, else the section says why it was skipped
     why = simdevices.unavailable()
-    assert len(verdicts) == 23 + (4 if why is None else 0), text
+    nats = nats_available()
+    assert len(verdicts) == 24 + (4 if why is None else 0) + (2 if nats else 0), text
     if why is not None:
         assert f"**Skipped:** {why}." in text
+    if not nats:
+        assert f"**Skipped:** {NATS_SERVER} is not installed" in text
     # nothing it started is left running (every child names its scratch directory), and
     # the cgroups it made are gone
     assert _processes_mentioning(str(tmp_path)) == []
