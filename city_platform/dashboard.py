@@ -1,7 +1,8 @@
 """The hall dashboard's page (GET /): one self-contained HTML file, Chinese, that fits a
 1920×1080 hall screen and a phone. It draws /api/hall's snapshot and redraws it at every
 server-sent event from /api/events (within 2 s of a change: the server pushes at once).
-`/?hall=HG01` shows one hall's windows."""
+`/?hall=HG01` shows one hall's windows. Every text from a device or the store goes in
+with textContent, never as HTML."""
 
 PAGE = """<!doctype html>
 <html lang="zh-CN">
@@ -27,6 +28,7 @@ PAGE = """<!doctype html>
   .on { color:var(--ok); font-weight:600; } .off { color:var(--bad); font-weight:600; }
   .unknown { color:var(--muted); }
   .low { color:var(--bad); font-weight:600; } .warn { color:var(--warn); font-weight:600; }
+  .hint { color:var(--muted); font-size:.8em; }
   .tag { display:inline-block; padding:0 .4em; margin:.1em; border-radius:.3em;
          background:#fdecea; color:var(--bad); font-size:.85em; }
   #empty { padding:2em; text-align:center; color:var(--muted); }
@@ -98,7 +100,16 @@ function draw(hall) {
     tr.append(cell("差评待办", String(w.followups_open), w.followups_open ? "warn" : ""));
     tr.append(cell("临期/超期", w.followups_due + " / " + w.followups_overdue,
                    w.followups_overdue ? "low" : (w.followups_due ? "warn" : "")));
-    tr.append(cell("当班人员", w.clerk || "—"));
+    // The clerk logged in (the device's status); from an older device that does not
+    // report logins, the staff of its latest rating today, marked as such.
+    const clerk = cell("当班人员", w.clerk || "—", w.clerk_source === "rating" ? "guess" : "");
+    if (w.clerk && w.clerk_source === "rating") {
+      const hint = document.createElement("small");
+      hint.className = "hint"; hint.textContent = "（最近评价）";
+      clerk.append(hint);
+      clerk.title = "该设备不上报工作人员登录，显示今日最近一次评价中的工作人员";
+    }
+    tr.append(clerk);
     rows.append(tr);
   }
   document.getElementById("empty").hidden = hall.windows.length > 0;

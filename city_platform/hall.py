@@ -1,11 +1,10 @@
 """The hall as the dashboard shows it: one row per window, from the store (today's
 ratings and satisfaction, follow-ups due) and from the broker (online, backlog, open
-alerts, window names), with a version number that moves at every change so the page's
-event stream can wait on it."""
+alerts, window names, the clerk logged in), with a version number that moves at every
+change so the page's event stream can wait on it."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -18,11 +17,15 @@ from city_platform.broker import Broker, BrokerError
 from city_platform.config import PlatformConfig
 from city_platform.followups import OVERDUE, alert_for
 from city_platform.store import Store, StoreError
+from common.rating import STAFF_FIELDS, InvalidRecord, decode_json_object
+from common.text import display_text, log_text
 
 if TYPE_CHECKING:
     from city_platform.run import Platform
 
 log = logging.getLogger("hcp.platform.hall")
+
+MAX_DEVICE_MESSAGE = 64 * 1024   # as the bridge's fleet view: larger is not a device's
 
 
 @dataclass
@@ -34,9 +37,28 @@ class WindowLive:
     backlog: int | None = None
     oldest_pending_s: float | None = None
     window_name: str | None = None
-    staff: str | None = None
+    # The clerk logged in, as the device's retained status says (docs/spec-proposals.md
+    # P4); `reports_staff` is False for a device whose status has no `staff` key (older
+    # than P4): then the page falls back to the staff of its latest rating today.
+    clerk: str | None = None
+    reports_staff: bool = False
     alerts: dict[str, str] = field(default_factory=dict)  # open alert_id -> kind
     last_event: str | None = None
+
+
+def clerk_of(staff: Any) -> str | None:
+    """The clerk as the page shows it, from a status's `staff`: the name, else 工号 and
+    the staff_id, cut to the record's limits and made safe to show (common.text); None
+    for null, for nobody, and for anything that is not an object of strings."""
+    if not isinstance(staff, dict):
+        return None
+    name, staff_id = (_shown(staff.get(key), STAFF_FIELDS[key])
+                      for key in ("staff_name", "staff_id"))
+    return name or (f"工号 {staff_id}" if staff_id else None)
+
+
+def _shown(value: Any, limit: int) -> str:
+    return display_text(value[:limit]) if isinstance(value, str) else ""
 
 
 def satisfaction(good: int, total: int) -> str | None:
@@ -109,11 +131,13 @@ class Hall:
             self._stop.wait(self.config.check_s)
 
     def on_message(self, device_id: str, kind: str, payload: bytes) -> None:
-        try:
-            data = json.loads(payload) if payload else {}
-        except ValueError:
+        if len(payload) > MAX_DEVICE_MESSAGE:
+            log.warning("%s from %s ignored: %d bytes, at most %d", kind, log_text(device_id),
+                        len(payload), MAX_DEVICE_MESSAGE)
             return
-        if not isinstance(data, dict):
+        try:
+            data = decode_json_object(payload) if payload else {}
+        except InvalidRecord:
             return
         if kind == "alerts":
             self._on_alert(data)
@@ -122,15 +146,16 @@ class Hall:
             window = self.live.setdefault(device_id, WindowLive(device_id))
             if kind == "status" and isinstance(data.get("online"), bool):
                 window.online = data["online"]
+                # A status without the key is an older device's: it says nothing of the
+                # clerk. With the key, null or anything unreadable is nobody shown.
+                window.reports_staff = "staff" in data
+                window.clerk = clerk_of(data.get("staff"))
             elif kind == "telemetry":
                 window.online = True if window.online is None else window.online
                 if isinstance(data.get("backlog"), int):
                     window.backlog = data["backlog"]
                 oldest = data.get("oldest_pending_s")
                 window.oldest_pending_s = oldest if isinstance(oldest, int | float) else None
-                staff = data.get("staff")
-                if isinstance(staff, dict) and isinstance(staff.get("staff_name"), str):
-                    window.staff = staff["staff_name"]
             elif kind == "event" and isinstance(data.get("event"), str):
                 window.last_event = data["event"]
             elif kind == "config" and isinstance(data.get("window_name"), str):
@@ -193,7 +218,8 @@ class Hall:
                 counts[2 if hit[0] == OVERDUE else 1] += 1
         with self._cond:
             live = {k: WindowLive(v.device_id, v.online, v.backlog, v.oldest_pending_s,
-                                  v.window_name, v.staff, dict(v.alerts), v.last_event)
+                                  v.window_name, v.clerk, v.reports_staff, dict(v.alerts),
+                                  v.last_event)
                     for k, v in self.live.items()}
             version = self._version
         rows = []
@@ -207,6 +233,7 @@ class Hall:
             w = live.get(device_id, WindowLive(device_id))
             total, good = today_counts.get(device_id, (0, 0))
             followups = due.get(device_id, [0, 0, 0])
+            clerk, clerk_source = _clerk(w, staff.get(device_id))
             rows.append({
                 "device_id": device_id, "hall_id": hall_id, "window_id": window_id,
                 "window_name": w.window_name or names.get((hall_id, window_id)) or window_id,
@@ -217,7 +244,7 @@ class Hall:
                 "alerts": sorted(set(w.alerts.values())),
                 "followups_open": followups[0], "followups_due": followups[1],
                 "followups_overdue": followups[2],
-                "clerk": w.staff or staff.get(device_id),
+                "clerk": clerk, "clerk_source": clerk_source,
             })
         return {"version": version, "at": now.isoformat(timespec="seconds"),
                 "today": today.isoformat(), "timezone": self.store.timezone,
@@ -229,3 +256,17 @@ class Hall:
         from city_platform.dashboard import PAGE
 
         return PAGE
+
+
+def _clerk(w: WindowLive, latest_rating_staff: str | None) -> tuple[str | None, str | None]:
+    """Who the page shows at the window, and from where: "login" (the device's status),
+    "rating" (an older device that does not report logins: the staff of its latest rating
+    today, a guess the page marks as such), or nobody. An offline device vouches for
+    nobody."""
+    if w.online is False:
+        return None, None
+    if w.reports_staff:
+        return w.clerk, "login" if w.clerk else None
+    if latest_rating_staff:
+        return latest_rating_staff, "rating"
+    return None, None

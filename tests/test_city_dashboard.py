@@ -6,6 +6,7 @@ token beyond loopback."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paho.mqtt.publish import single
 
 from city_platform.config import PlatformConfig, load
 from city_platform.hall import Hall
@@ -87,7 +89,8 @@ def cell(page: Any, name: str) -> Any:
 
 
 def test_a_rating_pressed_on_a_device_appears_on_the_page(
-        chain: tuple[PlatformProcess, DeviceProcess], browser_page: Any) -> None:
+        chain: tuple[PlatformProcess, DeviceProcess], browser_page: Any,
+        mosquitto: Mosquitto) -> None:
     platform, device = chain
     page = browser_page
     page.goto(platform.base_url + "/")
@@ -101,6 +104,12 @@ def test_a_rating_pressed_on_a_device_appears_on_the_page(
                            timeout=10000)
     w, sim = device.window, device.sim
     assert w is not None and sim is not None
+    # Nobody logged in yet: the device's status says so (staff null).
+    assert cell(page, "当班人员").text_content() == "—"
+    w.send("staff_login", staff_id="S0042", staff_name="王晓红")
+    page.wait_for_function(
+        f'() => document.querySelector(\'tr[data-device="{DEVICE}"] '
+        f'td[data-label="当班人员"]\').textContent === "王晓红"', timeout=15000)
     w.send("case_completed", case_id="C-DASH-1", staff_id="S0042", staff_name="王晓红")
     assert sim.wait_screen("prompt", 5)
     sim.press(2)
@@ -114,6 +123,25 @@ def test_a_rating_pressed_on_a_device_appears_on_the_page(
     assert cell(page, "今日满意率").text_content() == "0.0%"
     assert cell(page, "差评待办").text_content() == "1"
     assert cell(page, "当班人员").text_content() == "王晓红"
+    # The clerk leaves: the row says nobody, not the staff of the rating just made.
+    w.send("staff_logout")
+    page.wait_for_function(
+        f'() => document.querySelector(\'tr[data-device="{DEVICE}"] '
+        f'td[data-label="当班人员"]\').textContent === "—"', timeout=15000)
+    # A hostile status on another device's topic (markup, control characters, wrong
+    # types): shown as text, never as markup.
+    hostile = "421100-HG01-W04"
+    single(f"hcp/v1/{hostile}/status", json.dumps(
+        {"online": True, "version": 7,
+         "staff": {"staff_name": "<img src=x onerror=alert(1)>\u202e\n", "staff_id": [1]}}),
+        qos=1, retain=True, hostname=mosquitto.host, port=mosquitto.port)
+    page.wait_for_function(
+        f'() => document.querySelector(\'tr[data-device="{hostile}"]\') !== null',
+        timeout=15000)
+    row = page.locator(f'tr[data-device="{hostile}"]')
+    assert row.locator('td[data-label="当班人员"]').text_content() == \
+        "<img src=x onerror=alert(1)>"
+    assert row.locator("img").count() == 0
     assert page.evaluate("document.scrollingElement.scrollWidth") <= 1920
     # A phone: the same rows as cards, no sideways scrolling.
     page.set_viewport_size({"width": 390, "height": 844})
@@ -160,7 +188,6 @@ def test_an_overdue_follow_up_is_raised_once_on_the_broker(
         tmp_path: Path, mosquitto: Mosquitto) -> None:
     """hcp-platform run with a real mosquitto: a 差评 of 2025-09-26 is long overdue; the
     alert arrives on hcp/v1/alerts once, though the check runs every half second."""
-    import json
     import threading
 
     import paho.mqtt.client as mqtt
@@ -211,7 +238,6 @@ def test_an_overdue_follow_up_is_raised_once_on_the_broker(
 
 
 def test_a_hall_screen_shows_its_own_windows(tmp_path: Path) -> None:
-    import json
 
     from tests.support.ratings import make_rating
 
@@ -239,7 +265,6 @@ def test_broker_messages_give_window_names_and_expired_prompts(tmp_path: Path) -
     """What the platform follows on the broker reaches the report: the window's name from
     its retained config, and expired prompts whatever the bridges' profile (the same
     event twice, or also as a gov record, is one expired prompt)."""
-    import json
     from datetime import date
 
     from broker_bridge.profile import GovProfile
