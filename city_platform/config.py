@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from city_platform.followups import Policy
 from city_platform.store.db import url_problem
+from city_platform.upstream_profile import SECTION as UPSTREAM_PROFILE
+from city_platform.upstream_profile import overrides_problems
 from city_platform.workdays import WorkCalendar
 from common.configschema import (
     BROKER_AUTH_KEYS,
@@ -75,6 +77,15 @@ SCHEMA: dict[str, Section] = {
         "ca_file": Key(str, ""),
         "client_error_retry_s": Key(float, 300.0, in_range(1, 86_400)),
         "retry_cap_s": Key(float, 60.0, in_range(0.2, 3600)),
+    }, required=False),
+    # Overrides of the gov profile's table for the upstream: the bridge's [profile] keys
+    # (docs/gov-profile.md). Not [upstream.profile]: TOML cannot have both that table
+    # and [upstream] profile = "gov".
+    UPSTREAM_PROFILE: Section({
+        "fields": Key(dict, {}),
+        "values": Key(dict, {}),
+        "constants": Key(dict, {}),
+        "timezone": Key(str, "", doc="\"\" = [store] timezone"),
     }, required=False),
     "followups": Section({
         "contact_days": Key(int, 3, in_range(1, 60)),
@@ -193,6 +204,14 @@ def load(path_text: str) -> PlatformConfig:
             problems.append(f"{path}: {e}")
     if u["url"] and u["token_file"] and not Path(u["token_file"]).is_file():
         problems.append(f"{path}: [upstream] token_file: no such file: {u['token_file']}")
+    overrides = {**v[UPSTREAM_PROFILE]}
+    overrides["timezone"] = overrides["timezone"] or s["timezone"]
+    if u["profile"] == "gov":
+        problems += [f"{path}: {problem}" for problem in overrides_problems(overrides)]
+        u = {**u, "profile_overrides": overrides}
+    elif UPSTREAM_PROFILE in data:
+        problems.append(f"{path}: [{UPSTREAM_PROFILE}]: only used with [upstream] profile = "
+                        "\"gov\"")
     if problems:
         raise ConfigError(problems)
     return PlatformConfig(

@@ -7,6 +7,10 @@ connection errors are retried with exponential backoff and full jitter from 0.2 
 logged loudly and retried every `client_error_retry_s`. Nothing leaves the queue without
 an answer, so days of provincial downtime lose nothing; a restart resumes from the store.
 
+With `profile = "gov"` every record goes up in the gov table with the config's
+`[upstream_profile]` overrides (city_platform/upstream_profile.py): ours mapped by the
+bridge's profile, those that came in gov names re-mapped to the same names and values.
+
 A record is queued once per (rating_id, device_id). The province answers by id (SPEC §9),
 so, like the bridge, a request never holds two records with the same id: the second
 device's record waits for the next request (docs/platform.md "Upstream").
@@ -14,14 +18,16 @@ device's record waits for the next request (docs/platform.md "Upstream").
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from typing import Any
 
 from broker_bridge.platform_client import PlatformClient, PlatformError
-from broker_bridge.profile import GovProfile
+from broker_bridge.profile import encode
 from city_platform.store import Store, StoreError
+from city_platform.upstream_profile import GovRecords, gov_profile
 from common.backoff import full_jitter
 
 log = logging.getLogger("hcp.platform.upstream")
@@ -39,10 +45,15 @@ class Upstream:
         timeout = float(settings.get("timeout_s", 10.0))
         url = str(settings["url"])
         token, ca = str(settings.get("token_file", "")), str(settings.get("ca_file", ""))
-        profile = GovProfile() if settings.get("profile", "gov") == "gov" else None
+        gov = settings.get("profile", "gov") == "gov"
+        # [upstream_profile] as the config resolved it (the default table without one).
+        overrides = {"fields": {}, "values": {}, "constants": {}, "timezone": store.timezone,
+                     **settings.get("profile_overrides", {})}
         # Our records go out through the profile; records that came in already in the
-        # gov names go out as they came.
-        self._ours = PlatformClient(url, timeout, token, ca, profile)
+        # gov names are re-mapped to the same overrides (generic: as they came).
+        self._ours = PlatformClient(url, timeout, token, ca,
+                                    gov_profile(overrides) if gov else None)
+        self._gov_records = GovRecords(overrides, store.tz) if gov else None
         self._as_is = PlatformClient(url, timeout, token, ca, None)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -123,10 +134,19 @@ class Upstream:
                     if is_gov == gov]
             if not part:
                 continue
-            results = client.post_ratings([record.encode("utf-8") for _, _, record in part])
+            results = client.post_ratings([self._payload(record, gov) for _, _, record in part])
             answers += [(rid, device, results[rid].status, results[rid].error)
                         for rid, device, _ in part if rid in results]
         return answers
+
+
+    def _payload(self, record: str, gov: bool) -> bytes:
+        if gov and self._gov_records is not None:
+            try:
+                return encode(self._gov_records.record(json.loads(record)))
+            except (ValueError, AttributeError):   # stored, so never: the province judges
+                pass
+        return record.encode("utf-8")
 
 
 def one_per_id(pending: list[tuple[str, str, bool, str]]
