@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from city_platform.server import PlatformServer
 from city_platform.store import Store, StoreError
 from city_platform.store.db import POSTGRESQL
+from city_platform.store.ingest import write_batch
 from city_platform.store.schema import SCHEMA_VERSION, StoreTooNew
 from tests.support import postgres as pg
 from tests.support.bridge import BridgeProcess
@@ -81,14 +84,15 @@ def test_a_failed_batch_stores_nothing_and_can_be_sent_again(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     batch = [make_rating(level=1), make_rating(level=5)]
 
-    def broken(*args: Any) -> None:
+    def broken(*args: Any) -> set[tuple[str, str]]:
+        write_batch(*args)  # everything of the batch written, then the commit never comes
         raise StoreError("disk full (simulated)")
 
-    # The follow-ups are written last in the batch's one transaction (store/ingest.py).
-    monkeypatch.setattr("city_platform.store.open_followups", broken)
+    monkeypatch.setattr("city_platform.store.write_batch", broken)
     with pytest.raises(StoreError):
         store.submit(batch)
     assert store.counts()["total"] == 0
+    assert store.followups() == []
     monkeypatch.undo()
     assert statuses(store.submit(batch)) == ["accepted", "accepted"]
     assert len(store.followups()) == 1
@@ -226,3 +230,56 @@ def test_a_store_keeps_the_time_zone_it_was_created_with(store_url: str) -> None
     again.close()
     with pytest.raises(StoreError, match="local dates are in Asia/Urumqi"):
         Store.open(store_url, "Asia/Shanghai")
+
+
+def test_every_new_record_is_queued_for_the_province_once(store_url: str) -> None:
+    """With an upstream, each new record of a batch (ratings and gov expired prompts) is
+    queued once, in the batch's transaction; copies and rejected records are not."""
+    store = Store.open(store_url, upstream=True)
+    try:
+        a, b, c = make_rating(level=5), make_rating(level=1), make_rating(level=3)
+        expired = {"assessId": "e" * 32, "deviceCode": a["device_id"],
+                   "assessType": "expired", "assessTime": "2026-11-25 10:31:07",
+                   "projectNo": "C-1"}
+        assert statuses(store.submit([a, b, a, expired, make_rating(level=0)])) == [
+            "accepted", "accepted", "duplicate", "accepted", "rejected"]
+        assert statuses(store.submit([b, c, expired])) == [
+            "duplicate", "accepted", "duplicate"]
+        queued = sorted((rid, device) for rid, device, _, _ in store.pending_upstream(100))
+        assert queued == sorted((r["rating_id"], a["device_id"])
+                                for r in (a, b, c, {"rating_id": "e" * 32}))
+    finally:
+        store.close()
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(picks=st.lists(st.lists(st.integers(0, 11), min_size=1, max_size=12), min_size=1,
+                      max_size=4))
+def test_batches_with_repeats_store_and_count_each_rating_once(
+        store: Store, picks: list[list[int]]) -> None:
+    """Batches drawn with repeats from twelve ratings (two devices, every level): each
+    rating answered accepted once and duplicate after, stored once, counted once in the
+    roll-up, one follow-up per bad one, and every copy counted in times_seen."""
+    before = store.counts()["total"]
+    tally_before = int(store.db.execute(
+        "SELECT COALESCE(SUM(n), 0) FROM daily_tally").fetchone()[0])
+    followups_before = len(store.followups())
+    pool = [make_rating(f"421100-HG01-W0{i % 2}", level=1 + i % 5) for i in range(12)]
+    seen: set[int] = set()
+    for batch in picks:
+        got = statuses(store.submit([pool[i] for i in batch]))
+        expected = []
+        for i in batch:
+            expected.append("duplicate" if i in seen else "accepted")
+            seen.add(i)
+        assert got == expected
+    assert store.counts()["total"] - before == len(seen)
+    tally = int(store.db.execute("SELECT COALESCE(SUM(n), 0) FROM daily_tally").fetchone()[0])
+    assert tally - tally_before == len(seen)
+    assert len(store.followups()) - followups_before == sum(
+        1 for i in seen if pool[i]["level"] <= 2)
+    copies = store.times_seen()
+    for i in seen:
+        r = pool[i]
+        assert copies[r["device_id"]][r["rating_id"]] == sum(b.count(i) for b in picks)

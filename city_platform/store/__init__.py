@@ -26,14 +26,7 @@ from city_platform.store.db import (
     open_database,
 )
 from city_platform.store.followup_book import AmbiguousRating, Followup, FollowupBook
-from city_platform.store.ingest import (
-    insert_postgres,
-    insert_sqlite,
-    open_followups,
-    rating_key,
-    sql_bool,
-    tally,
-)
+from city_platform.store.ingest import STAGING_SQL, rating_key, sql_bool, write_batch
 from city_platform.store.reads import StoredReads
 from city_platform.store.schema import (
     SCHEMA_VERSION,
@@ -82,7 +75,7 @@ class Store(FollowupBook, StoredReads):
 
         The store remembers the time zone it was created with (its local dates depend
         on it): `timezone` None takes that one; another one than it is an error."""
-        db = open_database(url, read_only)
+        db = open_database(url, read_only, session=[STAGING_SQL])
         try:
             if read_only:
                 version = store_version(db)
@@ -147,18 +140,10 @@ class Store(FollowupBook, StoredReads):
                                  if r.kind != EXPIRED_PROMPT])
         with self.db.transaction():
             valid, places = self._place(valid, now)
-            new = (insert_postgres(self.db, valid, now) if self.db.dialect == POSTGRESQL
-                   else insert_sqlite(self.db, valid, now))
-            # Each new record once, though a batch may carry it twice.
-            fresh = list({rating_key(r): r for r in reversed(valid) if rating_key(r) in new}
-                         .values())[::-1]
-            tally(self.db, fresh)
-            open_followups(self.db, fresh, now, self.calendar, self.policy)
-            if self.upstream:
-                self.db.executemany(
-                    "INSERT INTO upstream (rating_id, device_id, queued_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (rating_id, device_id) DO NOTHING",
-                    [(r.rating_id, r.device_id, self.db.ts(now)) for r in fresh])
+            # The records, the roll-up, the follow-ups and the upstream queue: all or
+            # nothing, with this transaction.
+            new = write_batch(self.db, valid, now, self.calendar, self.policy,
+                              self.upstream)
         self._places.update(places)  # committed: known from now on
         results: list[dict[str, Any]] = []
         answered: set[tuple[str, str]] = set()

@@ -12,7 +12,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,7 +55,8 @@ class Database:
         return value
 
     # statements ------------------------------------------------------------------------
-    def execute(self, text: str, params: Sequence[Any] = (), binary: bool = False) -> Cursor:
+    def execute(self, text: str, params: Sequence[Any] | Mapping[str, Any] = (),
+                binary: bool = False) -> Cursor:
         """`binary`: PostgreSQL parameters in binary form (arrays of thousands of values
         dump several times faster than as text literals)."""
         try:
@@ -163,12 +164,16 @@ class PostgresDatabase(Database):
     dialect = POSTGRESQL
     POOL_SIZE = 8
 
-    def __init__(self, url: str, read_only: bool = False) -> None:
+    def __init__(self, url: str, read_only: bool = False, session: Sequence[str] = ()
+                 ) -> None:
+        """`session`: statements every new connection runs first (unless read-only),
+        e.g. creating a temporary table it keeps for its whole life."""
         super().__init__(url)
         import psycopg  # only a PostgreSQL store needs it
 
         self._psycopg = psycopg
         self._read_only = read_only
+        self._session = () if read_only else tuple(session)
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._all: list[Any] = []
         self._pool_lock = threading.Lock()
@@ -180,6 +185,8 @@ class PostgresDatabase(Database):
             conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
             if self._read_only:
                 conn.execute("SET default_transaction_read_only = on")
+            for statement in self._session:
+                conn.execute(statement)
         except self._psycopg.Error as e:
             raise StoreError(f"{self.describe()}: {str(e).strip()}") from None
         with self._pool_lock:
@@ -227,7 +234,8 @@ class PostgresDatabase(Database):
     def errors(self) -> tuple[type[BaseException], ...]:
         return (self._psycopg.Error,)
 
-    def execute(self, text: str, params: Sequence[Any] = (), binary: bool = False) -> Cursor:
+    def execute(self, text: str, params: Sequence[Any] | Mapping[str, Any] = (),
+                binary: bool = False) -> Cursor:
         # The rows are in the cursor once execute returns (a client-side cursor): the
         # connection can go back to the pool before the caller fetches them.
         try:
@@ -246,12 +254,18 @@ class PostgresDatabase(Database):
         except self._psycopg.Error as e:
             raise StoreError(f"{self.describe()}: {str(e).strip()}") from None
 
-    def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+             types: Sequence[str] | None = None) -> None:
         """COPY rows in (inside the caller's transaction): psycopg writes them in C, many
-        times faster than INSERT statements or array parameters for a batch."""
+        times faster than INSERT statements or array parameters for a batch. With the
+        columns' `types` (PostgreSQL type names) in binary format, faster still."""
+        binary = " (FORMAT BINARY)" if types is not None else ""
         try:
             with self._connection() as conn, conn.cursor() as cursor:
-                with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN{binary}"
+                                 ) as copy:
+                    if types is not None:
+                        copy.set_types(types)
                     for row in rows:
                         copy.write_row(row)
         except self._psycopg.Error as e:
@@ -307,13 +321,15 @@ def url_problem(url: str) -> str | None:
             "postgresql://user@host/dbname")
 
 
-def open_database(url: str, read_only: bool = False) -> Database:
+def open_database(url: str, read_only: bool = False, session: Sequence[str] = ()
+                  ) -> Database:
+    """`session`: PostgreSQL statements each connection runs first (PostgresDatabase)."""
     why = url_problem(url)
     if why:
         raise StoreError(why)
     if url.startswith("sqlite:"):
         return SqliteDatabase(url, read_only)
-    return PostgresDatabase(url, read_only)
+    return PostgresDatabase(url, read_only, session)
 
 
 def as_day(value: Any) -> date:
