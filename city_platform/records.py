@@ -20,6 +20,9 @@ from broker_bridge.profile import (
 from common.rating import InvalidRecord, check_record
 
 RATING, EXPIRED_PROMPT = "rating", "expired"
+# The record as stored and forwarded: compact, UTF-8 text as is. One encoder for every
+# record (json.dumps with options builds a new one per call: a sixth of the time).
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class Incoming(NamedTuple):
@@ -65,7 +68,7 @@ def read_record(record: Any, tz: tzinfo) -> Incoming | Rejected:
         record["hall_id"], record["window_id"], int(record["level"]), record.get("reason"),
         record["trigger"] == "spontaneous", case.get("case_id"), staff.get("staff_id"),
         rated, rated.astimezone(tz).date(), record["rated_at"], False,
-        json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+        _ENCODE(record))
 
 
 def _read_gov(record: dict[str, Any], tz: tzinfo) -> Incoming | Rejected:
@@ -96,7 +99,7 @@ def _read_gov(record: dict[str, Any], tz: tzinfo) -> Incoming | Rejected:
         case_id is None, None if case_id is None else str(case_id),
         None if staff_id is None else str(staff_id), moment.astimezone(UTC), local.date(),
         str(record["assessTime"]), True,
-        json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+        _ENCODE(record))
 
 
 def _loose_id(record: Any) -> str | None:
