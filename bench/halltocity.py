@@ -117,8 +117,9 @@ def _measure(ctx: Context, label: str, size: Size, city: Mosquitto,
     # A plain subscription (no shared group), as docs/hall-broker.md says for a city
     # mosquitto; the same in both topologies so only the brokers differ.
     bridge = Bridge(ctx.scratch(f"h2c-{label}-bridge"), city, platform.url,
-                    f"h2c-{label}", "").start()
-    stack.callback(bridge.stop)
+                    f"h2c-{label}", "")
+    stack.callback(bridge.stop)   # before start: a bridge that never gets healthy too
+    bridge.start()
     brokers = [city, *[b for b in device_brokers if b is not city]]
     pids = [b.pid for b in brokers if b.pid is not None]
     broker_before, bridge_before = _cpu(pids), _cpu([bridge.pid])
