@@ -2,6 +2,8 @@
 
 1. ingest through the §9 HTTP API in batches of 100, into PostgreSQL and into SQLite in
    the same run (`hcp-platform run` in its own process, four client connections);
+   and the same stores with the bridge in front: `hcp-sim fleet` → mosquitto →
+   `hcp-bridge run` → `hcp-platform run` (bench/citychain.py; a figure, no bar);
 2. `hcp-platform report` for one month of a province-sized city (10 M ratings over
    2,000 windows in PostgreSQL), against the old load-everything report
    (`hcp-bridge report`, every record read into Python) on a 1 M subset in SQLite.
@@ -16,23 +18,20 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.context import REPO, Context
+from bench.citychain import CityPlatform, chain_method, chain_table, run_chain
+from bench.context import Context
 from bench.report import Section, Table
-from simulator.localbroker import free_port
 from simulator.localpostgres import PostgresServer
 
 BATCH = 100
@@ -62,44 +61,6 @@ def _rating(i: int) -> dict[str, Any]:
 
 
 # 1. Ingest ----------------------------------------------------------------------------
-
-class _Platform:
-    """`hcp-platform run` on `store_url`, in its own process."""
-
-    def __init__(self, workdir: Path, store_url: str) -> None:
-        self.port = free_port()
-        config = workdir / "platform.toml"
-        config.write_text(f'[store]\nurl = "{store_url}"\n[http]\n'
-                          f'listen = "127.0.0.1:{self.port}"\nmax_batch = {BATCH}\n',
-                          encoding="utf-8")
-        self.log = workdir / "platform.log"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "city_platform", "run", "--config", str(config)],
-                cwd=REPO, env=env, stdout=out, stderr=out)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz",
-                                            timeout=1):
-                    return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("hcp-platform did not start: "
-                                       + self.log.read_text()[-2000:]) from None
-                time.sleep(0.1)
-
-    def counts(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/counts",
-                                    timeout=30) as r:
-            answer: dict[str, Any] = json.loads(r.read())
-            return answer
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
-
 
 def _post_all(port: int, bodies: list[bytes]) -> tuple[float, list[float]]:
     """Post every body over CLIENTS kept-alive connections; (seconds, latencies)."""
@@ -142,7 +103,7 @@ def ingest(workdir: Path, pg: PostgresServer, n: int) -> dict[str, tuple[float, 
     out = {}
     for name, url in (("PostgreSQL", pg.create_database()),
                       ("SQLite", f"sqlite:///{workdir / 'ingest.db'}")):
-        platform = _Platform(workdir, url)
+        platform = CityPlatform(workdir, url)
         try:
             _post_all(platform.port, bodies[:5])   # warm up: connections, partitions
             done = 5 * BATCH
@@ -273,7 +234,7 @@ def run(ctx: Context, ratings: int | None = None, subset: int | None = None) -> 
         f"(WAL, synchronous=FULL) in the same run. Report: {n_month:,} ratings of one month "
         f"over {WINDOWS:,} windows generated in PostgreSQL, `build_report` for the month "
         f"(median of 3); baseline: the old `hcp-bridge report` code on {n_old:,} records "
-        "in SQLite, same month.")
+        "in SQLite, same month. " + chain_method(quick))
     workdir = ctx.scratch("cityplatform")
     pg = PostgresServer(settings=("shared_buffers=256MB", "work_mem=64MB",
                                   "max_wal_size=4GB", "checkpoint_timeout=30min"))
@@ -287,6 +248,7 @@ def run(ctx: Context, ratings: int | None = None, subset: int | None = None) -> 
         table.add("PostgreSQL", f"{pg_rate:,.0f}", f"{pg_p99:.1f} ms")
         table.add("SQLite", f"{lite_rate:,.0f}", f"{lite_p99:.1f} ms")
         section.tables.append(table)
+        section.tables.append(chain_table(run_chain(ctx, pg)))
 
         month_url = pg.create_database()
         fill_s = fill_month(month_url, n_month)
