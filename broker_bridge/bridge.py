@@ -25,6 +25,7 @@ from broker_bridge.messages import receipt
 from broker_bridge.metrics import BridgeMetrics
 from broker_bridge.mqtt_link import (
     Incoming,
+    IncomingBurst,
     LinkDown,
     LinkEvent,
     LinkFactory,
@@ -104,6 +105,7 @@ class Bridge(Containment):
         # (answers once per batch): each inc() or set() takes a lock, too much per rating.
         self._received = 0
         self._inflight_shown = -1
+        self._connected_shown = -1
         self._fleet = FleetView(metrics, clock)
         self._failure_log = QuietWarnings(log, clock, level=logging.ERROR)
         self.link = link_factory(m, self.subscriptions(), self._events.put, self._holds)
@@ -189,9 +191,14 @@ class Bridge(Containment):
         while event is not None:
             if isinstance(event, Incoming):
                 self._handle_message(event)
+                handled += 1
+            elif isinstance(event, IncomingBurst):
+                for message in event:
+                    self._handle_message(message)
+                handled += len(event)
             else:
                 self._handle(event)
-            handled += 1
+                handled += 1
             if handled >= 1000:
                 break
             try:
@@ -209,6 +216,12 @@ class Bridge(Containment):
         if inflight != self._inflight_shown:
             self.metrics.inflight.set(inflight)
             self._inflight_shown = inflight
+        # Connected *with every subscription granted* (as /healthz): a broker that refuses
+        # the subscriptions delivers nothing, connected or not.
+        connected = 1 if self.link.healthy else 0
+        if connected != self._connected_shown:
+            self.metrics.broker_connected.set(connected)
+            self._connected_shown = connected
 
     def _shutdown(self) -> None:
         """Let the platform finish answering what it is answering (acknowledge those),
@@ -248,6 +261,7 @@ class Bridge(Containment):
             self._on_link_up(event)
         elif isinstance(event, LinkDown):
             self.metrics.broker_connected.set(0)
+            self._connected_shown = 0
         elif isinstance(event, PlatformRefuses):
             self.out.alert_refused(event)
 
@@ -266,7 +280,6 @@ class Bridge(Containment):
         self._waiting = deque(r for r in self._waiting if r in self._pending)
         self._alone = deque(r for r in self._alone if r in self._pending)
         self._deferred.clear()
-        self.metrics.broker_connected.set(1)
 
     def _on_message(self, msg: Incoming) -> None:
         rest = msg.topic[self._prefix_len:]

@@ -31,6 +31,7 @@ from broker_bridge.messages import dead_letter
 from broker_bridge.metrics import BridgeMetrics
 from broker_bridge.mqtt_link import (
     Incoming,
+    IncomingBurst,
     LinkDown,
     LinkError,
     LinkEvent,
@@ -153,6 +154,9 @@ class ExpiredForwarder:
                     item = None
                 if isinstance(item, Incoming):
                     self._handle_event(item)
+                elif isinstance(item, IncomingBurst):
+                    for message in item:
+                        self._handle_event(message)
                 elif item is not None:
                     self._handle(item)
                 self._dispatch()

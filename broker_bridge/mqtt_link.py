@@ -31,7 +31,7 @@ from broker_bridge.config import MqttSettings
 from broker_bridge.mqtt_setup import LinkError as LinkError
 from broker_bridge.mqtt_setup import configure_security as configure_security
 from broker_bridge.mqtt_setup import quiet_paho
-from broker_bridge.paho_fast import make_client
+from broker_bridge.paho_fast import FastPublishClient, make_client
 from broker_bridge.refusals import (
     RECONNECT_S,
     SESSION_TAKEN_OVER,
@@ -41,6 +41,10 @@ from broker_bridge.refusals import (
 from broker_bridge.standby import Announcer, wait_until_free
 
 log = logging.getLogger("hcp.bridge.mqtt")
+
+# At most this many of our own QoS 1 messages (receipts, dead letters, alerts) wait for
+# the broker's PUBACK at once; fewer when the broker's Receive Maximum says so.
+OUTGOING_IN_FLIGHT = 200
 
 
 
@@ -68,7 +72,12 @@ class LinkDown:
     reason: str
 
 
-LinkEvent = Incoming | LinkUp | LinkDown
+class IncomingBurst(list[Incoming]):
+    """Messages read in one go, handed to the sink as one event: one wake-up of the
+    bridge loop per burst instead of one per message."""
+
+
+LinkEvent = Incoming | IncomingBurst | LinkUp | LinkDown
 
 
 class BrokerLink(Protocol):
@@ -118,6 +127,10 @@ class MqttLink:
         self._refusals = Refusals(settings, self._client.reconnect_delay_set)
         self._announcer = Announcer(self._client, settings) if settings.announce else None
         self._standing_by = threading.Event()   # set: stop waiting (stop() was called)
+        # Messages of the read in progress (paho's network thread), handed over as one
+        # IncomingBurst when the read ends or before any other event.
+        self._burst: list[Incoming] = []
+        self._burst_lock = threading.Lock()
 
     # paho setup ----------------------------------------------------------------
 
@@ -135,7 +148,10 @@ class MqttLink:
         paho_log.addFilter(quiet_paho)
         client.enable_logger(paho_log)
         client.reconnect_delay_set(*RECONNECT_S)
-        client.max_inflight_messages_set(200)   # receipts and dead letters going out
+        # Receipts and dead letters going out, un-acknowledged at once: an MQTT 5 broker
+        # says how many it takes (Receive Maximum in its CONNACK, see _on_connect); 3.1.1
+        # has no such figure.
+        client.max_inflight_messages_set(OUTGOING_IN_FLIGHT)
         client.max_queued_messages_set(0)
         configure_security(client, s)
         client.on_pre_connect = self._on_pre_connect
@@ -144,6 +160,9 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        if isinstance(client, FastPublishClient):
+            client.on_fast_message = self._on_fast_message
+            client.on_read_done = self._hand_over
         return client
 
     def start(self) -> None:
@@ -273,10 +292,17 @@ class MqttLink:
         log.info("connected to %s:%s as %s over MQTT %s (session %s)", self._settings.host,
                  self._settings.port, self._settings.client_id, self._settings.protocol,
                  "resumed" if flags.session_present else "new")
-        self._sink(LinkUp(generation, flags.session_present))
+        self._event(LinkUp(generation, flags.session_present))
         if self._announcer is not None:
             self._announcer.online()
         self._refusals.check_receive_maximum(properties)
+        figure = getattr(properties, "ReceiveMaximum", None)
+        if isinstance(client, FastPublishClient) and isinstance(figure, int) and figure > 0:
+            # MQTT 5 §3.2.2.3.3: no more un-acknowledged QoS 1 messages to the broker than
+            # its Receive Maximum (mosquitto: max_inflight_messages, 20 by default). Over
+            # it a strict broker disconnects; under it paho's scan for the next queued
+            # message on every PUBACK stays short.
+            client.limit_in_flight(min(figure, OUTGOING_IN_FLIGHT))
         if self._shared and getattr(properties, "SharedSubscriptionAvailable", 1) == 0:
             # The broker says so before we ask: subscribing anyway would only add a
             # SUBACK of refusals (or a DISCONNECT) to the same answer.
@@ -339,7 +365,7 @@ class MqttLink:
                           takeover=True)
         elif not stopping and was_connected:
             log.warning("lost the broker connection: %s; reconnecting", reason)
-        self._sink(LinkDown(generation, str(reason)))
+        self._event(LinkDown(generation, str(reason)))
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
                       reason_codes: list[Any], properties: Any) -> None:
@@ -379,14 +405,41 @@ class MqttLink:
         log.info("subscribed: %s", ", ".join(t for t, _ in self._subscriptions))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        # Runs for every message, in the thread that also decodes them: hand it over and
-        # leave every check to the bridge loop.
+        # Messages paho's own decoder handled (with properties, or paho's plain client).
         try:
             topic = message.topic
         except UnicodeDecodeError:
             topic = ""
-        mid, qos = message.mid, message.qos
-        self._sink(Incoming(self._generation, topic, bytes(message.payload), mid, qos,
-                            message.retain))
+        self._take(topic, bytes(message.payload), message.mid, message.qos,
+                   bool(message.retain))
+
+    def _on_fast_message(self, topic: bytes, payload: bytes, mid: int, qos: int,
+                         retain: bool, dup: bool) -> None:
+        try:
+            text = topic.decode()
+        except UnicodeDecodeError:
+            text = ""
+        self._take(text, payload, mid, qos, retain)
+
+    def _take(self, topic: str, payload: bytes, mid: int, qos: int, retain: bool) -> None:
+        # Runs for every message, in the thread that also decodes them: hand it over and
+        # leave every check to the bridge loop.
+        with self._burst_lock:
+            self._burst.append(Incoming(self._generation, topic, payload, mid, qos, retain))
         if qos and not (topic and self._holds(topic)):
-            client.ack(mid, qos)
+            self._client.ack(mid, qos)
+        if not isinstance(self._client, FastPublishClient):
+            self._hand_over()   # paho's plain client says nothing when a read ends
+
+    def _hand_over(self) -> None:
+        with self._burst_lock:   # held while handing over: bursts keep their order
+            burst, self._burst = self._burst, []
+            if len(burst) == 1:
+                self._sink(burst[0])
+            elif burst:
+                self._sink(IncomingBurst(burst))
+
+    def _event(self, event: LinkUp | LinkDown) -> None:
+        """Link events come after every message read before them."""
+        self._hand_over()
+        self._sink(event)

@@ -1,25 +1,48 @@
-"""paho's MQTT client with a fast path for the packet the bridge receives by the
-thousand: a PUBLISH at QoS 0 or 1 (manual acknowledgement) without MQTT v5 properties, or
-any such PUBLISH of MQTT 3.1.1 (which has no properties).
+"""paho's MQTT client with fast paths for what the bridge does by the thousand: receive
+a PUBLISH at QoS 0 or 1 (manual acknowledgement) without MQTT v5 properties, acknowledge
+it, publish a receipt and take that receipt's PUBACK.
 
-paho decodes every v5 PUBLISH with its general decoder, which builds a `Properties`
-object (two dicts of every property name, then a pass deleting attributes) even when the
-packet has none, and formats a debug line nobody reads. Measured on the bridge: about a
-third of its CPU per rating. This subclass decodes that one shape itself, builds the same
-`MQTTMessage` (with `properties` None: there are none) and hands it to paho's own
-dispatch; every other packet — with properties, QoS 2, anything odd or malformed — goes to
-paho's decoder unchanged. For 3.1.1 paho's decoder is cheaper, but still formats a debug
-line and unpacks with struct twice per message.
+paho (2.1, 2.2) spends most of the bridge's MQTT time on overheads, not on MQTT:
 
-It overrides `_handle_publish`, a private method. So it is used only with the paho
-versions it was checked against (`CHECKED_VERSIONS`); with any other, `make_client`
-returns paho's plain client (slower, same behaviour) and tests/test_bridge_paho_fast.py
-fails until someone checks the new version's `_handle_publish` and adds it.
+- *Decoding.* paho decodes every v5 PUBLISH with its general decoder, which builds a
+  `Properties` object (two dicts of every property name, then a pass deleting
+  attributes) even when the packet has none, and formats a debug line nobody reads.
+  `_handle_publish` here decodes that one shape itself; every other packet — with
+  properties, QoS 2, anything odd or malformed — goes to paho's decoder unchanged. For
+  3.1.1 paho's decoder is cheaper, but still formats a debug line and unpacks with
+  struct twice per message.
+- *Dispatch.* paho then wraps each message in an `MQTTMessage` (with an
+  `MQTTMessageInfo` holding a `threading.Condition`) and looks its topic up in the
+  per-topic callback tree, empty or not. With `on_fast_message` set, a fast-path message
+  goes straight to it as plain values.
+- *Reading.* paho reads each packet with at least three `recv()` calls (the command
+  byte, each byte of the length, the rest). `_sock_recv` here reads up to 64 KiB at a
+  time and hands paho's own packet reader slices of it; `loop_read` keeps reading until
+  every complete packet it holds is handled, so nothing waits in the buffer for a
+  `select()` that would not fire. `on_read_done` is called after each `loop_read`, so an
+  application can hand a whole burst of messages to another thread at once.
+- *Completing.* For every PUBACK paho builds a `ReasonCode` and a `Properties` object
+  for an `on_publish` callback; `_handle_pubackcomp` here completes a plain PUBACK
+  without them when no such callback is set.
+- *Writing.* paho sends each queued packet with its own `send()`, and wakes its network
+  thread with a byte on a socket pair for every packet queued from another thread.
+  `_packet_write` here joins the packets waiting in the queue into one `send()` (never a
+  QoS 0 PUBLISH, whose completion paho reports per packet, nor a DISCONNECT), and
+  `_packet_queue` wakes the network thread only when the queue was empty: a queue that
+  was not empty already has a wake-up or a pending write.
+
+These override private paho methods, so the class is used only with the paho versions it
+was checked against (`CHECKED_VERSIONS`); with any other, `make_client` returns paho's
+plain client (slower, same behaviour) and tests/test_bridge_paho_fast.py fails until
+someone checks the new version's `_handle_publish`, `_handle_pubackcomp`,
+`_do_on_publish`, `_packet_read`, `_sock_recv`, `loop_read`, `_packet_queue`,
+`_packet_write`, `reconnect` and `_sock_close`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import paho.mqtt
@@ -28,23 +51,109 @@ from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 
 CHECKED_VERSIONS = ("2.1.0", "2.2.0")
 
+READ_CHUNK = 64 * 1024
+# recv() calls one loop_read may make: a bound on how long reading keeps the network
+# thread from writing (4 × 64 KiB, about 400 ratings); what is buffered is always handled.
+RECVS_PER_READ = 4
+# Packets joined into one send(): the PUBACKs and receipts of a few batches.
+JOIN_AT_MOST = 512
+
+_PUBLISH = 0x30
+_PUBACK = 0x40
+_DISCONNECT = 0xE0
+_WAKE = b"0"   # what paho writes to its socket pair (paho.mqtt.client.sockpair_data)
+
+# topic (raw bytes), payload, message id, QoS, retain, dup
+FastMessageHandler = Callable[[bytes, bytes, int, int, bool, bool], None]
+
 
 def fast_path_available() -> bool:
-    """True with a paho version whose `_handle_publish` this module was checked against."""
+    """True with a paho version whose internals this module was checked against."""
     return paho.mqtt.__version__ in CHECKED_VERSIONS
 
 
 def make_client(**kwargs: Any) -> mqtt.Client:
-    """`mqtt.Client(**kwargs)`, with the fast PUBLISH path when the paho version allows."""
+    """`mqtt.Client(**kwargs)`, with the fast paths when the paho version allows."""
     if fast_path_available():
         return FastPublishClient(**kwargs)
     return mqtt.Client(**kwargs)
 
 
+def _joinable(packet: Mapping[str, Any]) -> bool:
+    command = packet["command"] & 0xF0
+    return (packet["pos"] == 0 and command != _DISCONNECT
+            and not (command == _PUBLISH and packet["qos"] == 0))
+
+
 class FastPublishClient(mqtt.Client):
-    """`mqtt.Client` that decodes property-less QoS 0/1 PUBLISH packets without paho's
-    general decoder. Behaviour is paho's: same message, same dispatch, same (absent)
-    PUBACK with manual acknowledgement."""
+    """`mqtt.Client` with the fast paths above. Behaviour is paho's: the same messages
+    in the same order, the same acknowledgements, the same bytes on the wire.
+
+    `on_fast_message(topic, payload, mid, qos, retain, dup)`, when set, receives the
+    fast-path messages instead of `on_message` (which still receives the rest);
+    per-topic callbacks (`message_callback_add`) are then not consulted for them.
+    `on_read_done()`, when set, is called in the network thread after every read.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_fast_message: FastMessageHandler | None = None
+        self.on_read_done: Callable[[], None] | None = None
+        self._rbuf = b""
+        self._rpos = 0
+        self._recv_budget = 0
+
+    def limit_in_flight(self, figure: int) -> None:
+        """Send at most `figure` QoS 1/2 messages un-acknowledged, from now on (paho's
+        `max_inflight_messages_set` refuses while connected: the figure comes in the
+        CONNACK). Messages beyond it wait in paho's queue, as they do over paho's limit."""
+        self._max_inflight_messages = max(1, figure)
+
+    # Reading ----------------------------------------------------------------------
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        buf, pos = self._rbuf, self._rpos
+        if pos >= len(buf):
+            if self._recv_budget <= 0:
+                raise BlockingIOError
+            self._recv_budget -= 1
+            buf = super()._sock_recv(READ_CHUNK)
+            if not buf:
+                return buf   # the broker closed the connection: paho handles it
+            self._rbuf, pos = buf, 0
+        end = pos + bufsize
+        self._rpos = end
+        return buf[pos:end]
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        if self._sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        self._recv_budget = RECVS_PER_READ
+        try:
+            while True:
+                if self._sock is None:
+                    return MQTTErrorCode.MQTT_ERR_NO_CONN
+                rc = self._packet_read()
+                if rc > 0:
+                    return self._loop_rc_handle(rc)
+                if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                    return MQTTErrorCode.MQTT_ERR_SUCCESS
+        finally:
+            self._recv_budget = 0
+            done = self.on_read_done
+            if done is not None:
+                done()
+
+    def _forget_buffer(self) -> None:
+        self._rbuf, self._rpos = b"", 0
+
+    def _sock_close(self) -> None:
+        self._forget_buffer()   # bytes of a closed connection mean nothing on the next
+        super()._sock_close()
+
+    def reconnect(self) -> MQTTErrorCode:
+        self._forget_buffer()
+        return super().reconnect()
 
     def _handle_publish(self) -> MQTTErrorCode:
         header = self._in_packet["command"]
@@ -66,13 +175,72 @@ class FastPublishClient(mqtt.Client):
                 payload_at = after_id
             if fits:
                 mid = (packet[topic_end] << 8) | packet[topic_end + 1] if qos else 0
-                message = mqtt.MQTTMessage(mid, bytes(packet[2:topic_end]))
-                message.dup = bool(header & 0x08)
-                message.qos = qos
-                message.retain = bool(header & 0x01)
-                message.payload = bytes(packet[payload_at:])
-                message.timestamp = time.monotonic()
+                topic = bytes(packet[2:topic_end])
+                payload = bytes(packet[payload_at:])
+                retain, dup = bool(header & 0x01), bool(header & 0x08)
                 # With manual acknowledgement paho sends no PUBACK here either: ack() does.
+                fast = self.on_fast_message
+                if fast is not None:
+                    fast(topic, payload, mid, qos, retain, dup)
+                    return MQTTErrorCode.MQTT_ERR_SUCCESS
+                message = mqtt.MQTTMessage(mid, topic)
+                message.dup, message.qos, message.retain = dup, qos, retain
+                message.payload = payload
+                message.timestamp = time.monotonic()
                 self._handle_on_message(message)
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
         return super()._handle_publish()
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        # A PUBACK of 2 bytes (the message id: MQTT 3.1.1, or v5 success without
+        # properties) completes the message as paho's own path does, without building a
+        # ReasonCode and a Properties object for an on_publish nobody set.
+        packet = self._in_packet["packet"]
+        if cmd == "PUBACK" and len(packet) == 2 and self.on_publish is None:
+            mid = (packet[0] << 8) | packet[1]
+            with self._out_message_mutex:
+                message = self._out_messages.pop(mid, None)
+                if message is not None:
+                    message.info._set_as_published()
+                    if message.qos > 0:
+                        self._inflight_messages -= 1
+                        if self._max_inflight_messages > 0:
+                            return self._update_inflight()
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._handle_pubackcomp(cmd)
+
+    # Writing ----------------------------------------------------------------------
+
+    def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
+                      info: mqtt.MQTTMessageInfo | None = None) -> MQTTErrorCode:
+        out = self._out_packet
+        out.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
+                    "to_process": len(packet), "packet": packet, "info": info})
+        # Only the packet that made the queue non-empty wakes the network thread: for any
+        # later one a wake-up is on its way, or the thread is writing (and writes until
+        # the queue is empty), or it waits for the socket to take more.
+        if self._sockpairW is not None and len(out) == 1:
+            try:
+                self._sockpairW.send(_WAKE)
+            except BlockingIOError:
+                pass
+        if (self._thread is None and self._on_socket_register_write is None
+                and self._in_callback_mutex.acquire(False)):
+            self._in_callback_mutex.release()
+            return self.loop_write()
+        self._call_socket_register_write()
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _packet_write(self) -> MQTTErrorCode:
+        out = self._out_packet
+        if len(out) > 1 and _joinable(out[0]):
+            parts: list[bytes | bytearray] = []
+            while out and len(parts) < JOIN_AT_MOST and _joinable(out[0]):
+                parts.append(out.popleft()["packet"])
+            data = b"".join(parts)
+            # One packet to paho: nothing in it needs a completion of its own (QoS 1
+            # publishes complete on their PUBACK), so any command but PUBLISH and
+            # DISCONNECT describes it.
+            out.appendleft({"command": _PUBACK, "mid": 0, "qos": 0, "pos": 0,
+                            "to_process": len(data), "packet": data, "info": None})
+        return super()._packet_write()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from typing import Any
 import paho.mqtt
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from broker_bridge.paho_fast import CHECKED_VERSIONS, FastPublishClient, fast_path_available
@@ -91,6 +94,9 @@ class ScriptedBroker:
 
     packets: list[bytes]
     connack: bytes = CONNACK
+    # Send the packets in pieces cut at these offsets, a pause between pieces (so that the
+    # client reads them with separate recv() calls); None: all at once.
+    cuts: list[int] | None = None
     server: socket.socket = field(default_factory=socket.socket)
     conn: socket.socket | None = None
     closed: bool = False
@@ -111,7 +117,15 @@ class ScriptedBroker:
         self.conn.settimeout(5)
         command, _ = self.read_packet()
         assert command >> 4 == 1, "expected CONNECT"
-        self.conn.sendall(self.connack + b"".join(self.packets))
+        stream = b"".join(self.packets)
+        if self.cuts is None:
+            self.conn.sendall(self.connack + stream)
+        else:
+            self.conn.sendall(self.connack)
+            edges = [0, *sorted(set(self.cuts)), len(stream)]
+            for start, end in zip(edges, edges[1:], strict=False):
+                self.conn.sendall(stream[start:end])
+                time.sleep(0.002)
         self.ready.set()
 
     def _read(self, n: int) -> bytes:
@@ -154,10 +168,10 @@ class ScriptedBroker:
 
 @contextmanager
 def run_client(cls: type[mqtt.Client], packets: list[bytes], expect: int,
-               protocol: MQTTProtocolVersion = mqtt.MQTTv5,
+               protocol: MQTTProtocolVersion = mqtt.MQTTv5, cuts: list[int] | None = None,
                ) -> Iterator[tuple[mqtt.Client, ScriptedBroker, list[mqtt.MQTTMessage]]]:
     v5 = protocol == mqtt.MQTTv5
-    broker = ScriptedBroker(packets, CONNACK if v5 else CONNACK_311)
+    broker = ScriptedBroker(packets, CONNACK if v5 else CONNACK_311, cuts=cuts)
     messages: list[mqtt.MQTTMessage] = []
     got_all = threading.Event()
 
@@ -183,8 +197,9 @@ def run_client(cls: type[mqtt.Client], packets: list[bytes], expect: int,
 
 
 def messages_of(cls: type[mqtt.Client], packets: list[bytes] = PACKETS,
-                protocol: MQTTProtocolVersion = mqtt.MQTTv5) -> list[Seen]:
-    with run_client(cls, packets, len(packets), protocol) as (_client, _broker, messages):
+                protocol: MQTTProtocolVersion = mqtt.MQTTv5,
+                cuts: list[int] | None = None) -> list[Seen]:
+    with run_client(cls, packets, len(packets), protocol, cuts) as (_c, _broker, messages):
         return [seen(m) for m in messages]
 
 
@@ -283,3 +298,96 @@ def test_the_installed_paho_is_one_the_fast_path_was_checked_against() -> None:
     to CHECKED_VERSIONS (until then the bridge runs on paho's plain, slower client)."""
     assert fast_path_available(), (
         f"paho-mqtt {paho.mqtt.__version__} is not in {CHECKED_VERSIONS}")
+
+
+# Reading in chunks, writing in one go, completing PUBACKs --------------------------------
+
+STREAM = b"".join(PACKETS)
+PLAIN_MESSAGES: list[Seen] = []
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(1, len(STREAM) - 1), max_size=12))
+def test_packets_cut_anywhere_give_the_same_messages(cuts: list[int]) -> None:
+    """The fast client reads up to 64 KiB at a time and hands paho slices: a packet cut
+    at any byte (inside the length, the topic, the payload) must come out whole, and
+    nothing may wait in the buffer."""
+    if not PLAIN_MESSAGES:
+        PLAIN_MESSAGES.extend(messages_of(mqtt.Client))
+    assert messages_of(FastPublishClient, cuts=cuts) == PLAIN_MESSAGES
+
+
+def test_a_burst_goes_to_on_fast_message_and_ends_with_on_read_done() -> None:
+    packets = [publish(RATING_TOPIC, RATING, mid=mid) for mid in range(1, 41)]
+    got: list[tuple[bytes, bytes, int, int, bool, bool]] = []
+    reads: list[int] = []
+    all_read = threading.Event()
+    broker = ScriptedBroker(packets)
+    client = FastPublishClient(CallbackAPIVersion.VERSION2, client_id="burst",
+                               protocol=mqtt.MQTTv5, manual_ack=True)
+
+    def on_fast(*message: Any) -> None:
+        got.append(message)
+
+    def on_read_done() -> None:
+        reads.append(len(got))
+        if len(got) == len(packets):
+            all_read.set()
+
+    client.on_fast_message, client.on_read_done = on_fast, on_read_done
+    client.connect("127.0.0.1", broker.port, keepalive=60)
+    client.loop_start()
+    try:
+        assert all_read.wait(5), f"{len(got)} of {len(packets)}"
+        assert got[0] == (RATING_TOPIC, RATING, 1, 1, False, False)
+        assert [m[2] for m in got] == list(range(1, 41))
+        # sent at once, read at once: far fewer hand-overs than messages
+        assert len([n for n in reads if n]) < 10, reads
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        broker.close()
+
+
+@pytest.mark.parametrize("cls", [mqtt.Client, FastPublishClient])
+def test_acknowledgements_queued_together_reach_the_broker_in_order(
+        cls: type[mqtt.Client]) -> None:
+    packets = [publish(RATING_TOPIC, RATING, mid=mid) for mid in range(1, 101)]
+    with run_client(cls, packets, len(packets)) as (client, broker, messages):
+        for message in reversed(messages):   # from this thread, as the bridge loop does
+            client.ack(message.mid, message.qos)
+        acks = broker.packets_within(1.0)
+    assert acks == [(PUBACK, mid.to_bytes(2, "big")) for mid in range(100, 0, -1)]
+
+
+def _publish_and_complete(cls: type[mqtt.Client], puback_body: bytes
+                          ) -> tuple[list[bool], int, list[tuple[int, bytes]]]:
+    """Publish 30 QoS 1 messages (in flight at most 10), answer each PUBLISH with a
+    PUBACK made of its id + `puback_body`; (published flags, paho's in-flight count,
+    what the broker got)."""
+    with run_client(cls, [], 0) as (client, broker, _messages):
+        client._max_inflight_messages = 10   # as if the CONNACK said Receive Maximum 10
+        infos = [client.publish("hcp/v1/dev/receipt", b"r%d" % i, qos=1) for i in range(30)]
+        got: list[tuple[int, bytes]] = []
+        while len(got) < 30:
+            batch = broker.packets_within(1.0)
+            assert batch, f"only {len(got)} PUBLISH packets came"
+            got += batch
+            assert broker.conn is not None
+            body = b"".join(bytes([PUBACK, 2 + len(puback_body)]) + packet[20:22]
+                            + puback_body for _, packet in batch)
+            broker.conn.sendall(body)
+        for info in infos:
+            info.wait_for_publish(2)
+        return [info.is_published() for info in infos], client._inflight_messages, got
+
+
+@pytest.mark.parametrize("puback_body", [b"", b"\x10\x00"],
+                         ids=["success-2-bytes", "no-subscribers-with-reason"])
+def test_pubacks_complete_messages_as_paho_does(puback_body: bytes) -> None:
+    """`hcp/v1/dev/receipt` is 18 bytes: the id is at 20..22 of each PUBLISH body."""
+    plain = _publish_and_complete(mqtt.Client, puback_body)
+    fast = _publish_and_complete(FastPublishClient, puback_body)
+    assert fast == plain
+    published, inflight, got = fast
+    assert all(published) and inflight == 0 and len(got) == 30

@@ -92,6 +92,8 @@ def test_a_refusal_that_keeps_the_connection_stays_unhealthy_without_reconnectin
             wait_for(lambda: "shared_group" in bridge.log_text(), 10, "the error")
             time.sleep(2)
             assert bridge.healthz() == 503 and len(broker.connects) == 1
+            # connected, but with nothing granted: the gauge says what /healthz says
+            assert bridge.metrics()[("hcp_bridge_broker_connected", ())] == 0
         finally:
             bridge.kill()
     assert len(error_lines(bridge)) == 1
@@ -106,6 +108,8 @@ def test_the_same_broker_with_a_plain_subscription_is_healthy(
         try:
             assert bridge.healthz() == 200
             assert not any(topic.startswith("$share/") for topic, _ in broker.subscribes[0])
+            wait_for(lambda: bridge.metrics()[("hcp_bridge_broker_connected", ())] == 1, 5,
+                     "the gauge")
         finally:
             bridge.kill()
     assert error_lines(bridge) == []

@@ -17,7 +17,15 @@ from typing import Any
 
 from broker_bridge import device_numbers
 from broker_bridge.device_numbers import Refused
-from broker_bridge.mqtt_link import Incoming, LinkDown, LinkEvent, LinkFactory, LinkUp, MqttLink
+from broker_bridge.mqtt_link import (
+    Incoming,
+    IncomingBurst,
+    LinkDown,
+    LinkEvent,
+    LinkFactory,
+    LinkUp,
+    MqttLink,
+)
 from broker_bridge.sender import describe_failure
 from broker_bridge.watch.alerts import alert_payload
 from broker_bridge.watch.config import WatchConfig
@@ -115,7 +123,10 @@ class WatchService:
                     item = self._events.get(timeout=max(0.0, next_tick - time.monotonic()))
                 except queue.Empty:
                     item = None
-                if isinstance(item, Incoming | LinkUp | LinkDown):
+                if isinstance(item, IncomingBurst):
+                    for message in item:
+                        self._contained(message)
+                elif isinstance(item, Incoming | LinkUp | LinkDown):
                     self._contained(item)
                 if time.monotonic() >= next_tick:
                     self._apply(Tick(self._clock()))
@@ -142,7 +153,7 @@ class WatchService:
 
     # Messages -----------------------------------------------------------------------
 
-    def _contained(self, item: LinkEvent) -> None:
+    def _contained(self, item: Incoming | LinkUp | LinkDown) -> None:
         """A message, with whatever it raises contained (counted and logged, a few a
         minute): the messages are retained or redelivered, and one that stopped the
         watcher would stop it again at every start."""
@@ -154,7 +165,7 @@ class WatchService:
             self._skip(topic, f"handling it failed unexpectedly ({describe_failure(e)})")
             log.debug("the failure in full", exc_info=True)
 
-    def _on_link_event(self, item: LinkEvent) -> None:
+    def _on_link_event(self, item: Incoming | LinkUp | LinkDown) -> None:
         now = self._clock()
         if isinstance(item, LinkUp):
             self._apply(BrokerLink(True, now))
