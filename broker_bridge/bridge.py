@@ -21,6 +21,7 @@ from broker_bridge.config import BridgeConfig
 from broker_bridge.containment import POISON_FAILURES, Containment
 from broker_bridge.device_numbers import QuietWarnings
 from broker_bridge.fleet import FleetView
+from broker_bridge.inflight_cap import InFlightCap
 from broker_bridge.messages import receipt
 from broker_bridge.metrics import BridgeMetrics
 from broker_bridge.mqtt_link import (
@@ -107,6 +108,7 @@ class Bridge(Containment):
         self._inflight_shown = -1
         self._connected_shown = -1
         self._fleet = FleetView(metrics, clock)
+        self._cap = InFlightCap(f"{m.host}:{m.port}", p.batch_max, p.concurrency)
         self._failure_log = QuietWarnings(log, clock, level=logging.ERROR)
         self.link = link_factory(m, self.subscriptions(), self._events.put, self._holds)
         self.out = Outgoing(self.link, metrics, m.prefix, m.client_id, clock)
@@ -280,6 +282,7 @@ class Bridge(Containment):
         self._waiting = deque(r for r in self._waiting if r in self._pending)
         self._alone = deque(r for r in self._alone if r in self._pending)
         self._deferred.clear()
+        self._cap.new_connection()
 
     def _on_message(self, msg: Incoming) -> None:
         rest = msg.topic[self._prefix_len:]
@@ -343,14 +346,17 @@ class Bridge(Containment):
             if len(self._waiting) < self._batch_max and now - head.since < self._batch_wait:
                 return
             ratings: list[RatingMessage] = []
+            first_at = last_at = head.since
             while self._waiting and len(ratings) < self._batch_max:
                 entry = self._pending.get(self._waiting.popleft())
                 if entry is None or entry.dispatched:
                     continue
                 entry.dispatched = True
                 ratings.append(entry.rating)
+                last_at = entry.since
             if not ratings:
                 return
+            self._cap.batch(len(ratings), first_at, last_at)
             self._send_batch(ratings)
 
     def _send_batch(self, ratings: list[RatingMessage]) -> None:
@@ -398,6 +404,7 @@ class Bridge(Containment):
         acked = 0
         for d in deliveries:
             acked += ack(d.generation, d.mid, d.qos)
+        self._cap.acknowledged(self._clock())
         log.debug("batch %d: %d answered, %d deliveries acknowledged", batch.number,
                   len(batch.ratings), acked)
         if self._deferred:

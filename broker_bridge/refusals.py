@@ -1,8 +1,8 @@
 """What the bridge does when the broker answers and says no (docs/bridge.md, "When the
 broker says no"): one ERROR for the first refusal in a row, INFO after, and the next
-connection attempt a backoff step later; and the ERROR that names a broker's in-flight
-cap when it is too low for a batch. paho's reconnect delay is the one knob: this module
-only decides its value."""
+connection attempt a backoff step later. paho's reconnect delay is the one knob: this
+module only decides its value. (A broker's in-flight cap too low for a batch is named
+from the batches: broker_bridge/inflight_cap.py.)"""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class Refusals:
         # reset, so that two live bridges sharing an id (a misconfigured standby) settle
         # into taking turns for minutes, not seconds, however healthy each turn is.
         self._takeovers = 0
-        self._receive_maximum_logged: int | None = None
+        self._receive_maximum_logged = False
 
     def refused(self, why: str, shared: bool = False, takeover: bool = False) -> int:
         """Log the refusal and set the next attempt's delay; return that delay."""
@@ -76,28 +76,15 @@ class Refusals:
             self._set_delay(*RECONNECT_S)
 
     def check_receive_maximum(self, properties: Any) -> None:
-        """A broker that lets fewer un-acknowledged messages reach us than a batch holds
-        caps every request to the platform at that figure (ejabberd: 1, which made 18.6
-        ratings/s). MQTT 5 brokers that cap say so in the CONNACK (EMQX sends the lower
-        of ours and its max_inflight)."""
+        """MQTT 3.1.1 announces no window toward us; say once what bounds a batch there.
+        (A v5 broker's CONNACK Receive Maximum bounds what we send it, not what it sends
+        us: broker_bridge/inflight_cap.py names a window that is too small from the
+        batches themselves.)"""
         batch_max = self._settings.batch_max
-        if self._settings.protocol != "5":
-            if batch_max and self._receive_maximum_logged is None:
-                self._receive_maximum_logged = 0   # said once per process
-                log.info("MQTT 3.1.1 has no Receive Maximum: the broker's own in-flight "
-                         "limit bounds every batch (mosquitto max_inflight_messages, 20 by "
-                         "default; NATS max_ack_pending, 1024); set it to at least [platform] "
-                         "batch_max = %d", batch_max)
-            return
-        figure = getattr(properties, "ReceiveMaximum", None)
-        if not batch_max or not isinstance(figure, int) or figure >= batch_max:
-            return
-        if figure != self._receive_maximum_logged:
-            self._receive_maximum_logged = figure
-            log.error("broker %s:%s lets only %d un-acknowledged message%s through at a time "
-                      "(Receive Maximum in its CONNACK), fewer than [platform] batch_max = "
-                      "%d: every request to the platform carries at most %d rating%s. Raise "
-                      "the broker's limit (mosquitto max_inflight_messages, EMQX "
-                      "max_inflight) or see docs/brokers.md", self._settings.host,
-                      self._settings.port, figure, "" if figure == 1 else "s", batch_max,
-                      figure, "" if figure == 1 else "s")
+        if self._settings.protocol != "5" and batch_max and not self._receive_maximum_logged:
+            self._receive_maximum_logged = True   # said once per process
+            log.info("MQTT 3.1.1 has no Receive Maximum: the broker's own in-flight "
+                     "limit bounds every batch (NATS max_ack_pending, 1024 by default; "
+                     "mosquitto max_inflight_messages); it should be at least [platform] "
+                     "batch_max = %d. The bridge says so if its batches show a lower one",
+                     batch_max)

@@ -14,13 +14,14 @@ from typing import Any, cast
 import pytest
 
 from broker_bridge.refusals import REFUSED_S
+from simulator.natscluster import NatsCluster, nats_available
 from tests.support.bridge import BridgeProcess
-from tests.support.brokers import wait_for
+from tests.support.brokers import assert_exactly_once, publish_ratings, publisher, wait_for
+from tests.support.mosquitto import Mosquitto
 from tests.support.platform import RunningPlatform
 from tests.support.scripted_broker import (
     SHARED_NOT_SUPPORTED,
     ScriptedBroker,
-    receive_maximum,
     refuse_shared,
     shared_unavailable,
 )
@@ -115,18 +116,51 @@ def test_the_same_broker_with_a_plain_subscription_is_healthy(
     assert error_lines(bridge) == []
 
 
+def _drain_queued(tmp_path: Path, broker: Any, platform: RunningPlatform, count: int,
+                  protocol: str) -> BridgeProcess:
+    """Queue `count` ratings in a stopped bridge's session, then let it drain them."""
+    overrides = {"mqtt": {"protocol": protocol, "shared_group": ""}}
+    first = BridgeProcess(tmp_path / "first", broker, platform.url, client_id="capped",
+                          overrides=overrides).start()
+    first.kill()   # its session stays at the broker and queues what comes
+    with publisher(broker, protocol) as fleet:
+        sent = publish_ratings(fleet, count)
+    bridge = BridgeProcess(tmp_path / "second", broker, platform.url, client_id="capped",
+                           overrides=overrides).start()
+    try:
+        wait_for(lambda: platform.control.counts()["total"] == count, 60, "every rating")
+        assert_exactly_once(platform, sent)
+        time.sleep(0.5)   # the last answers reach the metrics
+        requests = bridge.metric("hcp_bridge_platform_request_seconds_count")
+        assert requests > 0
+        bridge.requests = requests   # type: ignore[attr-defined]
+    finally:
+        bridge.kill()
+    return bridge
+
+
+@pytest.mark.skipif(not nats_available(), reason="nats-server is not installed")
 def test_a_broker_capping_in_flight_messages_below_a_batch_is_named_with_the_figure(
         tmp_path: Path, platform: RunningPlatform) -> None:
-    with ScriptedBroker(connack_properties=receive_maximum(1)) as broker:
-        bridge = bridge_for(tmp_path, broker, platform).start()   # healthy: it works
-        try:
-            wait_for(lambda: bool(error_lines(bridge)), 5, "the error")
-        finally:
-            bridge.kill()
+    """NATS keeps at most `max_ack_pending` messages un-acknowledged toward an MQTT
+    session: with 5, every batch holds 5, and the bridge names the figure once."""
+    with NatsCluster(tmp_path / "nats", mqtt_extra="  max_ack_pending: 5") as nats:
+        bridge = _drain_queued(tmp_path, nats.nodes[0], platform, 60, "3.1.1")
     errors = error_lines(bridge)
     assert len(errors) == 1, errors
-    assert "lets only 1 un-acknowledged message through" in errors[0]
-    assert "batch_max = 100" in errors[0] and "at most 1 rating." in errors[0]
+    assert "lets only 5 un-acknowledged messages reach the bridge" in errors[0]
+    assert "batch_max = 100" in errors[0] and "at most 5 ratings." in errors[0]
+    assert bridge.requests >= 60 / 5   # type: ignore[attr-defined]
+
+
+def test_mosquittos_receive_maximum_of_20_caps_nothing_toward_an_mqtt_5_bridge(
+        tmp_path: Path, mosquitto: Mosquitto, platform: RunningPlatform) -> None:
+    """mosquitto announces max_inflight_messages (20 by default) as the Receive Maximum
+    of its CONNACK: a limit on what the bridge sends it. Toward the bridge it honours
+    the bridge's Receive Maximum (1,000): batches of more than 20, and no ERROR."""
+    bridge = _drain_queued(tmp_path, mosquitto, platform, 300, "5")
+    assert error_lines(bridge) == []
+    assert bridge.requests < 300 / 20   # type: ignore[attr-defined]
 
 
 def test_a_broker_refusing_our_credentials_is_retried_at_backoff_steps(
