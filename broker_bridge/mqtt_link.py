@@ -147,6 +147,10 @@ class MqttLink:
         paho_log.setLevel(logging.INFO)  # paho logs every packet at DEBUG
         paho_log.addFilter(quiet_paho)
         client.enable_logger(paho_log)
+        # A failure in one of our callbacks is logged (paho: "Caught exception in …") and
+        # the network thread goes on; raised, it would end the thread and leave the
+        # bridge running deaf until someone restarted it.
+        client.suppress_exceptions = True
         client.reconnect_delay_set(*RECONNECT_S)
         # Receipts and dead letters going out, un-acknowledged at once: an MQTT 5 broker
         # says how many it takes (Receive Maximum in its CONNACK, see _on_connect); 3.1.1

@@ -142,7 +142,17 @@ class FastPublishClient(mqtt.Client):
             self._recv_budget = 0
             done = self.on_read_done
             if done is not None:
-                done()
+                self._call_back(done, "on_read_done")
+
+    def _call_back(self, callback: Callable[..., None], name: str, *args: Any) -> None:
+        # As paho calls its own callbacks: an exception is logged, and raised (ending
+        # the network thread) only without suppress_exceptions.
+        try:
+            callback(*args)
+        except Exception as err:
+            self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in %s: %s", name, err)
+            if not self.suppress_exceptions:
+                raise
 
     def _forget_buffer(self) -> None:
         self._rbuf, self._rpos = b"", 0
@@ -181,7 +191,8 @@ class FastPublishClient(mqtt.Client):
                 # With manual acknowledgement paho sends no PUBACK here either: ack() does.
                 fast = self.on_fast_message
                 if fast is not None:
-                    fast(topic, payload, mid, qos, retain, dup)
+                    self._call_back(fast, "on_fast_message", topic, payload, mid, qos,
+                                    retain, dup)
                     return MQTTErrorCode.MQTT_ERR_SUCCESS
                 message = mqtt.MQTTMessage(mid, topic)
                 message.dup, message.qos, message.retain = dup, qos, retain

@@ -203,3 +203,40 @@ def _drain(events: queue.SimpleQueue[LinkEvent]) -> list[LinkEvent]:
     while not events.empty():
         out.append(events.get())
     return out
+
+
+def test_a_failure_in_a_link_callback_does_not_end_the_network_thread(
+        mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
+    """A bug that raises in one of our paho callbacks is logged; the link goes on
+    delivering (a network thread that died would leave the bridge deaf until a restart)."""
+    settings = parse_bridge_config(Path("test.toml"), {
+        "mqtt": {"port": mosquitto.port, "client_id": "link-raises", "shared_group": ""},
+        "platform": {"url": "http://127.0.0.1:9/"}}).mqtt
+    delivered: list[bytes] = []
+    raised: list[int] = []
+
+    def sink(event: LinkEvent) -> None:
+        messages = event if isinstance(event, list) else [event]
+        for message in messages:
+            if isinstance(message, Incoming):
+                if not raised:
+                    raised.append(1)
+                    raise RuntimeError("a bug in the sink")
+                delivered.append(message.payload)
+
+    link = MqttLink(settings, [("hcp/v1/+/rating", 1)], sink, lambda t: False)
+    link.start()
+    wait_for(lambda: link.healthy)
+    publisher = FleetPublisher(mosquitto.host, mosquitto.port)
+    try:
+        publisher.publish_record(make_rating("dev-1"))
+        wait_for(lambda: bool(raised))
+        time.sleep(0.2)   # not in the same read as the first
+        second = make_rating("dev-1")
+        publisher.publish_record(second)
+        wait_for(lambda: any(second["rating_id"].encode() in p for p in delivered))
+        assert link.healthy
+    finally:
+        link.stop()
+        publisher.close()
+    assert "a bug in the sink" in caplog.text
