@@ -135,10 +135,13 @@ def test_leave_ends_a_311_session(tmp_path: Path, mosquitto: Mosquitto,
     with publisher(mosquitto, "3.1.1") as fleet:
         publish_ratings(fleet, 10)   # no session, no subscriber: nobody keeps these
         bridge.start()
-        # One sent after the bridge is back arrives; had the session survived, the ten
-        # queued before it would have come first.
-        later = publish_ratings(fleet, 1)
-        wait_for(lambda: platform.control.counts()["total"] >= 1, 10, "the later rating")
+        try:
+            # One sent after the bridge is back arrives; had the session survived, the
+            # ten queued before it would have come first.
+            later = publish_ratings(fleet, 1)
+            wait_for(lambda: platform.control.counts()["total"] >= 1, 10, "the later rating")
+        finally:
+            bridge.kill()   # it outlived the test run before
     assert_exactly_once(platform, later)
 
 
