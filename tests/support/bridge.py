@@ -23,6 +23,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from simulator.children import die_with_parent
 from simulator.tomlfile import toml_text
 from tests.support.mosquitto import Mosquitto, free_port
 
@@ -71,7 +72,8 @@ class BridgeProcess:
             log.flush()
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "broker_bridge", "run", "--config", str(self.config_file)],
-                cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                preexec_fn=die_with_parent)   # no bridge outlives an interrupted run
         if wait_healthy:
             self.wait_healthy(timeout)
         return self
