@@ -283,3 +283,39 @@ def test_batches_with_repeats_store_and_count_each_rating_once(
     for i in seen:
         r = pool[i]
         assert copies[r["device_id"]][r["rating_id"]] == sum(b.count(i) for b in picks)
+    if store.db.dialect != POSTGRESQL:   # SQLite lists them in the order received
+        ours = {pool[i]["rating_id"] for i in seen}
+        first_seen = list(dict.fromkeys(pool[i]["rating_id"] for b in picks for i in b))
+        assert [rid for rid in store.rating_ids() if rid in ours] == first_seen
+
+
+def test_a_role_that_may_not_make_temporary_tables_is_told_what_to_grant(
+        postgres_url: str) -> None:
+    """REVOKE TEMPORARY … FROM PUBLIC (a common hardening) leaves the platform's role
+    unable to make its staging table: the store is refused at open, saying which grant
+    it needs, not at the first batch; a reader (report) needs no such table."""
+    import psycopg
+
+    database = postgres_url.rsplit("/", 1)[1]
+    role = f"city_{database}"
+
+    def as_admin(*statements: str) -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement)
+
+    as_admin(f"CREATE ROLE {role} LOGIN", f"GRANT ALL ON SCHEMA public TO {role}")
+    role_url = postgres_url.replace("://postgres@", f"://{role}@", 1)
+    assert role_url != postgres_url
+    try:
+        Store.open(role_url).close()   # the role's own store
+        as_admin(f"REVOKE TEMPORARY ON DATABASE {database} FROM PUBLIC")
+        with pytest.raises(StoreError, match="GRANT TEMPORARY ON DATABASE"):
+            Store.open(role_url)
+        Store.open(role_url, read_only=True).close()
+        as_admin(f"GRANT TEMPORARY ON DATABASE {database} TO {role}")
+        store = Store.open(role_url)
+        assert statuses(store.submit([make_rating(level=1)])) == ["accepted"]
+        store.close()
+    finally:
+        as_admin(f"DROP OWNED BY {role}", f"DROP ROLE {role}")

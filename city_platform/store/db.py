@@ -187,6 +187,11 @@ class PostgresDatabase(Database):
                 conn.execute("SET default_transaction_read_only = on")
             for statement in self._session:
                 conn.execute(statement)
+        except self._psycopg.errors.InsufficientPrivilege as e:
+            # REVOKE TEMPORARY … FROM PUBLIC is a common hardening: say what we need.
+            raise StoreError(f"{self.describe()}: {str(e).splitlines()[0]}: hcp-platform "
+                             "keeps each incoming batch in a temporary table: GRANT "
+                             "TEMPORARY ON DATABASE to its role") from None
         except self._psycopg.Error as e:
             raise StoreError(f"{self.describe()}: {str(e).strip()}") from None
         with self._pool_lock:

@@ -168,7 +168,6 @@ def _ratings_sqlite(db: Database, ratings: list[Incoming], now: datetime,
                     calendar: WorkCalendar, policy: Policy, upstream: bool) -> set[Key]:
     if not ratings:
         return set()
-    first = _distinct(ratings)
     # The transaction holds SQLite's write lock: what this finds stored cannot change
     # before the inserts below.
     stored: set[Key] = set()
@@ -178,7 +177,12 @@ def _ratings_sqlite(db: Database, ratings: list[Incoming], now: datetime,
         stored.update(db.execute(
             "SELECT rating_id, device_id FROM ratings WHERE rating_id IN "
             f"({', '.join('?' * len(chunk))})", chunk).fetchall())
-    fresh = [r for k, r in first.items() if k not in stored]
+    # In the order received (rowid is what rating_ids() lists by), each key once.
+    first: dict[Key, Incoming] = {}
+    for r in ratings:
+        if rating_key(r) not in stored:
+            first.setdefault(rating_key(r), r)
+    fresh = list(first.values())
     received = db.ts(now)
     db.executemany(
         f"INSERT INTO ratings ({', '.join(RATING_COLUMNS)}) "
