@@ -125,7 +125,11 @@ class Platform:
         self.child = Child([sys.executable, "-m", "simulator.cli", "platform", "--listen",
                             f"127.0.0.1:{self.port}", "--db", str(self.db_path)],
                            workdir / "platform.log")
-        _wait_http_ok(self.child, f"{self.base_url}/healthz", "the platform")
+        try:
+            _wait_http_ok(self.child, f"{self.base_url}/healthz", "the platform")
+        except BaseException:
+            self.child.stop()   # never healthy: nobody else would stop it
+            raise
 
     @property
     def base_url(self) -> str:
