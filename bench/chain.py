@@ -191,7 +191,11 @@ class Bridge:
         self.child = Child([sys.executable, "-m", "broker_bridge", "run", "--config",
                             str(self.config)], self.workdir / "bridge.log")
         if wait:
-            self.wait_healthy()
+            try:
+                self.wait_healthy()
+            except BaseException:
+                self.child.stop()   # never healthy: nobody else would stop it
+                raise
         return self
 
     def wait_healthy(self) -> None:
