@@ -154,20 +154,40 @@ class NatsCluster:
     def __init__(self, workdir: Path, size: int = 3, ack_wait_s: float = 10.0,
                  mqtt_extra: str = "", die_with_parent: bool = False) -> None:
         self.workdir = workdir
-        cluster_ports = [free_port() for _ in range(size)]
         self.nodes = [
-            NatsNode(f"n{i + 1}", workdir / f"n{i + 1}", free_port(), cluster_ports[i],
-                     free_port(), free_port(),
-                     [p for j, p in enumerate(cluster_ports) if j != i], ack_wait_s,
+            NatsNode(f"n{i + 1}", workdir / f"n{i + 1}", 0, 0, 0, 0, [], ack_wait_s,
                      mqtt_extra, die_with_parent)
             for i in range(size)
         ]
+        self._assign_ports()
+
+    def _assign_ports(self) -> None:
+        cluster_ports = [free_port() for _ in self.nodes]
+        for i, node in enumerate(self.nodes):
+            node.client_port, node.cluster_port = free_port(), cluster_ports[i]
+            node.mqtt_port, node.http_port = free_port(), free_port()
+            node.routes = [p for j, p in enumerate(cluster_ports) if j != i]
 
     def start(self, timeout: float = 60.0) -> NatsCluster:
-        for node in self.nodes:
-            node.start()
-        self.wait_ready(timeout)
-        return self
+        # A free port is only free when asked: another process may take one of the
+        # sixteen before a node binds it ("address already in use"). Then all of them
+        # again, since every node names the others' route ports.
+        for attempt in range(3):
+            try:
+                for node in self.nodes:
+                    node.start()
+                self.wait_ready(timeout)
+                dead = [node for node in self.nodes if not node.running]
+                if dead:   # wait_ready passes over stopped nodes: these died on their own
+                    raise BrokerError(f"{dead[0].name} exited\n"
+                                      + dead[0].log_text()[-3000:])
+                return self
+            except BrokerError as e:
+                self.close()
+                if "address already in use" not in str(e) or attempt == 2:
+                    raise
+                self._assign_ports()
+        raise AssertionError("unreachable")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Every running node healthy and its MQTT port accepting connections."""

@@ -6,6 +6,7 @@ return, without waiting for the devices' 300 s resend."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -101,3 +102,17 @@ def test_a_standby_bridge_takes_over_on_another_node(
         wait_for(lambda: platform.control.counts()["total"] == 100, 60, "50 more")
     assert_exactly_once(platform, {**first, **later})
     assert "city-bridge is offline: taking over its session" in second.log_text()
+
+
+def test_a_port_taken_before_a_node_binds_it_is_chosen_again(tmp_path: Path) -> None:
+    """Ports are picked free and bound later: another process may take one meanwhile
+    (CI: "Error listening on router port … address already in use"). The cluster picks
+    new ports and starts; it does not come up a node short."""
+    cluster = NatsCluster(tmp_path / "nats")
+    taken = cluster.nodes[2].cluster_port
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", taken))
+        blocker.listen(1)
+        with cluster:
+            assert all(node.running for node in cluster.nodes)
+            assert cluster.nodes[2].cluster_port != taken
