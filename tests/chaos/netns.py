@@ -52,6 +52,9 @@ class NetnsUnavailable(RuntimeError):
     """This machine cannot run devices in namespaces; the message says why."""
 
 
+RUN_NETNS = "/run/netns"
+
+
 def unavailable_reason() -> str | None:
     """Why namespaced devices cannot run here (None when they can)."""
     if os.geteuid() != 0:
@@ -68,18 +71,27 @@ def _namespaces_work() -> str | None:
     """Root and the tools are not enough: in a chroot (a fresh-Debian check) `ip netns
     exec` cannot make `/` a slave mount. Try once, with a namespace of our own."""
     name = f"hcpprobe-{os.getpid()}"
+    # `ip netns add` bind-mounts /run/netns onto itself and `del` leaves that mount. Where
+    # namespaces turn out unusable (a chroot), nothing else will use it: unmount it, or
+    # it outlives the chroot as a mount on the host.
+    mounted_before = os.path.ismount(RUN_NETNS)
+    why: str | None = None
     try:
         added = run("ip", "netns", "add", name, check=False)
         if added.returncode != 0:
-            return f"cannot create a network namespace here: {added.stderr.strip()[:200]}"
+            why = f"cannot create a network namespace here: {added.stderr.strip()[:200]}"
+            return why
         inside = run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up",
                      check=False)
         if inside.returncode != 0:
-            return ("network namespaces cannot be entered here (a chroot?): "
-                    f"{inside.stderr.strip()[:200]}")
+            why = ("network namespaces cannot be entered here (a chroot?): "
+                   f"{inside.stderr.strip()[:200]}")
+            return why
         return None
     finally:
         run("ip", "netns", "del", name, check=False)
+        if why is not None and not mounted_before and os.path.ismount(RUN_NETNS):
+            run("umount", RUN_NETNS, check=False)
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
