@@ -71,27 +71,28 @@ def _namespaces_work() -> str | None:
     """Root and the tools are not enough: in a chroot (a fresh-Debian check) `ip netns
     exec` cannot make `/` a slave mount. Try once, with a namespace of our own."""
     name = f"hcpprobe-{os.getpid()}"
-    # `ip netns add` bind-mounts /run/netns onto itself and `del` leaves that mount. Where
-    # namespaces turn out unusable (a chroot), nothing else will use it: unmount it, or
-    # it outlives the chroot as a mount on the host.
-    mounted_before = os.path.ismount(RUN_NETNS)
-    why: str | None = None
+    # `ip netns add` bind-mounts /run/netns onto itself (once per process that finds it
+    # not yet shared) and `del` leaves that mount. Where namespaces cannot be entered (a
+    # chroot), nothing here can use it: unmount every layer, or they outlive the chroot as
+    # mounts on the host. (A bind mount of the same file system: os.path.ismount cannot
+    # see it, so unmount until umount says there is nothing.)
+    unusable = False
     try:
         added = run("ip", "netns", "add", name, check=False)
         if added.returncode != 0:
-            why = f"cannot create a network namespace here: {added.stderr.strip()[:200]}"
-            return why
+            return f"cannot create a network namespace here: {added.stderr.strip()[:200]}"
         inside = run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up",
                      check=False)
         if inside.returncode != 0:
-            why = ("network namespaces cannot be entered here (a chroot?): "
-                   f"{inside.stderr.strip()[:200]}")
-            return why
+            unusable = True
+            return ("network namespaces cannot be entered here (a chroot?): "
+                    f"{inside.stderr.strip()[:200]}")
         return None
     finally:
         run("ip", "netns", "del", name, check=False)
-        if why is not None and not mounted_before and os.path.ismount(RUN_NETNS):
-            run("umount", RUN_NETNS, check=False)
+        for _ in range(16) if unusable else ():
+            if run("umount", RUN_NETNS, check=False).returncode != 0:
+                break
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
