@@ -91,8 +91,10 @@ def chain(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[tuple[PlatformProces
     platform = PlatformProcess(tmp_path / "platform", mosquitto)
     bridge = BridgeProcess(tmp_path / "bridge", mosquitto,
                            f"{platform.base_url}/api/ratings").start()
+    # thanks_s 20: under a loaded run the page may poll long after the click; with the
+    # default 3 s the thanks screen could come and go unseen.
     device = DeviceProcess(tmp_path / "device", mqtt_port=mosquitto.port, sections={
-        "display": {"kind": "sim", "size": "800x480"}}).start()
+        "display": {"kind": "sim", "size": "800x480"}, "ui": {"thanks_s": 20}}).start()
     try:
         yield platform, device
     finally:
@@ -134,11 +136,15 @@ def test_a_click_on_a_level_in_the_web_view_reaches_the_platform(
         assert (nw, nh) == (800, 480)
         x = left + (box[0] + box[2]) / 2 * cw / nw
         y = top + (box[1] + box[3]) / 2 * ch / nh
+        # Every screen the page shows from now on, however briefly.
+        page.evaluate("""() => { window.seen = [document.body.dataset.screen];
+            new MutationObserver(() => window.seen.push(document.body.dataset.screen))
+              .observe(document.body, {attributes: true, attributeFilter: ["data-screen"]});
+        }""")
         page.mouse.click(x, y)
         rated = window.wait_for(lambda f: f.get("type") == "rated", 10)
         assert rated is not None and rated["case_id"] == "C-WEB-1" and rated["level"] == 4
-        page.wait_for_function('() => document.body.dataset.screen === "thanks"',
-                               timeout=10000)
+        page.wait_for_function('() => window.seen.includes("thanks")', timeout=20000)
         deadline = time.monotonic() + 20
         while _total(platform) < 1:
             assert time.monotonic() < deadline, "the platform never received the rating"
