@@ -25,6 +25,9 @@ def configure_security(client: mqtt.Client, s: MqttSettings) -> None:
         except OSError as e:
             raise LinkError(f"cannot read password_file {s.password_file}: "
                             f"{e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise LinkError(f"password_file {s.password_file} is not UTF-8 text (byte "
+                            f"{e.start})") from None
         client.username_pw_set(s.username, password)
     if s.tls:
         try:

@@ -139,10 +139,19 @@ class PlatformClient:
         if not self._token_file:
             return ""
         try:
-            return Path(self._token_file).read_text(encoding="utf-8").strip()
+            token = Path(self._token_file).read_bytes().decode("utf-8").strip()
         except OSError as e:
             raise PlatformError(f"cannot read token_file {self._token_file}: {e.strerror}",
                                 retryable=False) from None
+        except UnicodeDecodeError as e:
+            raise PlatformError(f"token_file {self._token_file} is not UTF-8 text (byte "
+                                f"{e.start})", retryable=False) from None
+        # A header carries it: a line break, a control character or non-ASCII text would
+        # make every request raise (and the worker set every rating aside as unprocessable).
+        if not (token.isascii() and token.isprintable()):
+            raise PlatformError(f"token_file {self._token_file} must hold one line of "
+                                "printable ASCII (a bearer token)", retryable=False)
+        return token
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
