@@ -8,6 +8,7 @@ the reason; it is never stored (nothing was accepted, so nothing is lost).
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any, NamedTuple
 
@@ -17,12 +18,29 @@ from broker_bridge.profile import (
     check_gov_record,
     parse_gov_time,
 )
-from common.rating import InvalidRecord, check_record
+from common.rating import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    TIME_RANGE_TEXT,
+    InvalidRecord,
+    check_record,
+    show_key,
+)
 
 RATING, EXPIRED_PROMPT = "rating", "expired"
 # The record as stored and forwarded: compact, UTF-8 text as is. One encoder for every
 # record (json.dumps with options builds a new one per call: a sixth of the time).
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# How the encoder writes a NUL character: PostgreSQL text cannot hold one, so a record
+# with one would fail its whole batch (a 503 the bridge retries forever). Searched in the
+# encoded text first (C speed); only a hit walks the record to name the field.
+_NUL_ESCAPE = "\\u0000"
+_SURROGATE = re.compile("[\ud800-\udfff]")   # not UTF-8: no store or answer can hold it
+# A gov record's columns: a value (text or a whole number) of at most this many
+# characters, or null; anything else is refused, not stored as its Python repr.
+GOV_COLUMNS = ("areaCode", "hallCode", "windowCode", "evalDetail", "projectNo",
+               "handleUserId")
+MAX_GOV_COLUMN = 64
 
 
 class Incoming(NamedTuple):
@@ -60,6 +78,11 @@ def read_record(record: Any, tz: tzinfo) -> Incoming | Rejected:
         check_record(record)
     except InvalidRecord as e:
         return Rejected(e.rating_id or _loose_id(record), f"{e.reason}: {e.detail}")
+    text = _ENCODE(record)
+    if _NUL_ESCAPE in text:
+        where = _text_problem(record)
+        if where is not None:
+            return Rejected(record["rating_id"], f"bad_field: {where}")
     rated = datetime.fromisoformat(record["rated_at"]).astimezone(UTC)
     case = record.get("case") or {}
     staff = record.get("staff") or {}
@@ -67,8 +90,7 @@ def read_record(record: Any, tz: tzinfo) -> Incoming | Rejected:
         RATING, record["rating_id"], record["device_id"], record["region_code"],
         record["hall_id"], record["window_id"], int(record["level"]), record.get("reason"),
         record["trigger"] == "spontaneous", case.get("case_id"), staff.get("staff_id"),
-        rated, rated.astimezone(tz).date(), record["rated_at"], False,
-        _ENCODE(record))
+        rated, rated.astimezone(tz).date(), record["rated_at"], False, text)
 
 
 def _read_gov(record: dict[str, Any], tz: tzinfo) -> Incoming | Rejected:
@@ -83,30 +105,82 @@ def _read_gov(record: dict[str, Any], tz: tzinfo) -> Incoming | Rejected:
         # unhashable (found by tests/test_city_records.py).
         return Rejected(_loose_id(record), "bad_field: gov record: a field holds a list or "
                         "an object where a value belongs")
+    rating_id = str(record[ID_FIELD])
+    text = _ENCODE(record)
+    if _NUL_ESCAPE in text or (not text.isascii() and _SURROGATE.search(text)):
+        where = _text_problem(record)
+        if where is not None:
+            return Rejected(rating_id, f"bad_field: gov record: {where}")
+    for key in GOV_COLUMNS:
+        value = record.get(key)
+        if not (value is None or (isinstance(value, str) and len(value) <= MAX_GOV_COLUMN)
+                or (type(value) is int and abs(value) < 10 ** (MAX_GOV_COLUMN - 1))):
+            return Rejected(rating_id, f"bad_field: gov record: {key} must be null, a string "
+                            f"or an integer of at most {MAX_GOV_COLUMN} characters")
     local = parse_gov_time(record["assessTime"])
     assert local is not None  # checked above
+    # The local year first: converting year 1 (or 9999) to UTC overflows.
     moment = local.replace(tzinfo=tz)
+    if not (1999 <= local.year <= 2100 and EARLIEST_TIME <= moment < LATEST_TIME):
+        return Rejected(rating_id, f"bad_field: gov record: assessTime is outside "
+                        f"{TIME_RANGE_TEXT}")
     device = str(record["deviceCode"])
     detail = record.get("evalDetail") or ""
     case_id = record.get("projectNo") or None
     staff_id = record.get("handleUserId")
     return Incoming(
-        EXPIRED_PROMPT if kind == EXPIRED else RATING, str(record[ID_FIELD]), device,
+        EXPIRED_PROMPT if kind == EXPIRED else RATING, rating_id, device,
         str(record.get("areaCode") or ""), str(record.get("hallCode") or "?"),
         str(record.get("windowCode") or device),
         0 if kind == EXPIRED else int(record["satisfaction"]),
         (str(detail).split(",")[0] or None) if kind != EXPIRED else None,
         case_id is None, None if case_id is None else str(case_id),
         None if staff_id is None else str(staff_id), moment.astimezone(UTC), local.date(),
-        str(record["assessTime"]), True,
-        _ENCODE(record))
+        str(record["assessTime"]), True, text)
+
+
+def _text_problem(record: Any) -> str | None:
+    try:
+        return _not_text(record, "")
+    except RecursionError:
+        return "a value nested too deeply holds a NUL character or a lone surrogate"
+
+
+def _not_text(value: Any, where: str) -> str | None:
+    """Where in a decoded record a key or a string holds a NUL character or a lone
+    surrogate, and which; None when nowhere."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return f"{where or 'a value'} holds a NUL character (U+0000)"
+        if _SURROGATE.search(value):
+            return f"{where or 'a value'} holds a lone surrogate (not UTF-8 text)"
+        return None
+    items: Any = ()
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    for key, item in items:
+        shown = str(key) if isinstance(key, int) else show_key(key).strip("'")
+        name = f"{where}[{shown}]" if isinstance(key, int) else (
+            f"{where}.{shown}" if where else shown)
+        if isinstance(key, str):
+            found = _not_text(key, f"a key in {where or 'the record'}")
+            if found is not None:
+                return found
+        found = _not_text(item, name)
+        if found is not None:
+            return found
+    return None
 
 
 def _loose_id(record: Any) -> str | None:
+    """The id a rejected record is answered by: only text (a lone surrogate could not
+    be sent back at all, and the answer of the whole batch with it)."""
     for key in ("rating_id", ID_FIELD):
         rid = record.get(key) if isinstance(record, dict) else None
         if isinstance(rid, str):
-            return rid
+            return None if _SURROGATE.search(rid) else rid
     return None
 
 
