@@ -47,9 +47,20 @@ def _group(v: Any) -> str | None:
 
 
 def _url(v: Any) -> str | None:
-    parts = urlsplit(v)
+    try:
+        parts = urlsplit(v)
+    except ValueError:  # an unbalanced "[" or "]" (an IPv6 literal)
+        return "is not a URL"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http:// or https:// URL with a host"
+    # What a request line and a DNS query can carry: anything else made every request
+    # raise (non-ASCII: every rating set aside as unprocessable) or fail for ever as
+    # "cannot reach" (a space).
+    if not (v.isascii() and v.isprintable()) or " " in v:
+        return ("must be printable ASCII without spaces (percent-encode the path, "
+                "punycode the host)")
+    if not all(0 < len(label) <= 63 for label in parts.hostname.rstrip(".").split(".")):
+        return "has a host name with an empty label or one over 63 characters"
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
