@@ -255,6 +255,12 @@ def test_a_real_daemon_says_prompt_reasons_thanks_on_the_sim_socket(tmp_path: Pa
     try:
         dev.start()
         assert dev.sim is not None and dev.window is not None
+        # The socket sends events only to clients its accept thread has taken in, and a
+        # connect() returns before that: on a loaded machine the prompt's events went out
+        # to nobody (the remembered screen is replayed on accept, a voice clip is not). A
+        # status answer comes only to an accepted client.
+        dev.sim.request_status()
+        assert dev.sim.wait_for(lambda e: e.get("ev") == "status", 15), dev.log()
         voices: list[dict[str, Any]] = []
         dev.sim.listeners.append(lambda e: voices.append(e) if e.get("ev") == "voice" else None)
         order: list[str] = []
