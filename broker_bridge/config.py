@@ -18,10 +18,10 @@ from common.configschema import (
     Key,
     Section,
     broker_auth_problems,
+    host_name,
     host_port,
     in_range,
     load_toml,
-    non_empty,
     one_of,
     topic_prefix,
     validate,
@@ -70,7 +70,7 @@ def _url(v: Any) -> str | None:
 
 SCHEMA: dict[str, Section] = {
     "mqtt": Section({
-        "host": Key(str, "127.0.0.1", non_empty),
+        "host": Key(str, "127.0.0.1", host_name),
         "port": Key(int, 1883, in_range(1, 65535)),
         "prefix": Key(str, "hcp/v1", topic_prefix),
         "client_id": Key(str, "", _client_id),

@@ -175,6 +175,21 @@ def non_empty(v: Any) -> str | None:
     return "must not be empty" if not v else None
 
 
+def host_name(v: Any) -> str | None:
+    """A broker host: a name the resolver takes, or an address. A label over 63
+    characters or an empty one ("a..b") makes the resolver raise UnicodeError, which
+    ended paho's network thread: the client never connected and never tried again."""
+    if not v:
+        return "must not be empty"
+    if not v.isprintable() or any(c.isspace() for c in v):
+        return "must be a host name or address, without spaces or control characters"
+    try:
+        v.encode("idna")
+    except UnicodeError:
+        return "is not a host name (a label is empty or over 63 characters)"
+    return None
+
+
 def host_port(v: Any) -> str | None:
     host, sep, port = str(v).rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:

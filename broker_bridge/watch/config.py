@@ -40,6 +40,7 @@ from common.configschema import (
     Key,
     Section,
     broker_auth_problems,
+    host_name,
     in_range,
     load_toml,
     non_empty,
@@ -110,7 +111,7 @@ def _window_names(v: Any) -> str | None:
 
 SCHEMA: dict[str, Section] = {
     "mqtt": Section({
-        "host": Key(str, "127.0.0.1", non_empty),
+        "host": Key(str, "127.0.0.1", host_name),
         "port": Key(int, 1883, in_range(1, 65535)),
         "prefix": Key(str, "hcp/v1", topic_prefix),
         "client_id": Key(str, "", _client_id),
