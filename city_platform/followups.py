@@ -20,6 +20,7 @@ MAX_BY = 64
 # A note is for the cause and the fix, never for the citizen: a mobile number or an ID
 # card number in it is refused (the case id is how the business system finds them).
 _PERSONAL = re.compile(r"(?<!\d)(1[3-9]\d{9}|\d{17}[\dXx])(?!\d)")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class FollowupError(ValueError):
@@ -49,25 +50,37 @@ def deadlines(rated_day: date, calendar: WorkCalendar, policy: Policy) -> Deadli
                      calendar.add_workdays(rated_day, policy.complex_days))
 
 
-def check_move(current: str, target: str, note: str | None, by: str) -> None:
+def check_move(current: str, target: str, note: str | None, by: str,
+               stay: bool = False) -> None:
     """Raise FollowupError unless `current` → `target` is allowed: forwards only (a step
-    may be skipped, e.g. closed at once as a repeat), closing needs a note."""
+    may be skipped, e.g. closed at once as a repeat), closing needs a note. `stay`: the
+    move only marks the case complex (or not), so staying at `current` is allowed; the
+    rest (who, the note, nothing once closed) holds all the same."""
     if target not in STATES:
         raise FollowupError(f"state must be one of {', '.join(STATES)}, got {target!r}")
     if current == CLOSED:
         raise FollowupError("the follow-up is closed already")
-    if STATES.index(target) <= STATES.index(current):
+    if STATES.index(target) < STATES.index(current) or (target == current and not stay):
         raise FollowupError(f"cannot go from {current} back or stay at {target}")
     if target == CLOSED and not (note and note.strip()):
         raise FollowupError("closing needs --note saying how it was resolved")
-    if not by.strip() or len(by) > MAX_BY:
+    if not by.strip() or len(by) > MAX_BY or not _is_text(by):
         raise FollowupError(f"--by must name who acts (1..{MAX_BY} characters)")
     if note is not None:
         if len(note) > MAX_NOTE:
             raise FollowupError(f"the note is longer than {MAX_NOTE} characters")
+        if not _is_text(note):
+            raise FollowupError("the note holds a NUL character or a lone surrogate: not "
+                                "text a store can keep")
         if _PERSONAL.search(note):
             raise FollowupError("the note seems to hold a phone or ID number: follow-ups keep "
                                 "no personal data (the case id finds the citizen)")
+
+
+def _is_text(value: str) -> bool:
+    """Text every store keeps: no NUL (PostgreSQL refuses it), no lone surrogate (not
+    UTF-8)."""
+    return "\x00" not in value and _SURROGATE.search(value) is None
 
 
 def current_deadline(state: str, complex_case: bool, contact: date | None,

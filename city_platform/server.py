@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from city_platform import __version__
 from city_platform.chaos import Chaos
-from city_platform.followups import FollowupError
+from city_platform.followups import STATES, FollowupError
 from city_platform.store import AmbiguousRating, Store, StoreError
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
             query = parse_qs(url.query)
             if url.path == "/healthz":
                 return self._json(200, {"ok": True, "version": __version__})
-            if not self._authorized(query):
+            if not self._authorized(query) or not self._query_ok(query):
                 return None
             try:
                 return self._get(url.path, query)
@@ -177,6 +177,9 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
                 return self._json(200, {"times_seen": store.times_seen()})
             if path == "/api/followups":
                 state = query.get("state", [None])[0]
+                if state is not None and state not in STATES:
+                    return self._json(400, {"error": "query parameter state must be one of "
+                                            f"{', '.join(STATES)}"})
                 hall_id = query.get("hall", [None])[0]
                 rows = store.followups(state=state, hall_id=hall_id)
                 return self._json(200, {"followups": [f.as_json() for f in rows]})
@@ -225,14 +228,18 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
             if body is None:
                 return None
             url = urlsplit(self.path)
-            if not self._authorized(parse_qs(url.query)):
+            if not self._authorized(parse_qs(url.query)) or not self._query_ok(
+                    parse_qs(url.query)):
                 return None
             if url.path == "/_chaos" and platform.chaos_enabled:
                 return self._set_chaos(body)
             if url.path.startswith("/api/followups/"):
                 device = parse_qs(url.query).get("device", [None])[0]
-                return self._move_followup(unquote(url.path[len("/api/followups/"):]),
-                                           device, body)
+                rating_id = unquote(url.path[len("/api/followups/"):])
+                if "\x00" in rating_id:
+                    return self._json(400, {"error": "the rating id in the path holds a NUL "
+                                            "character"})
+                return self._move_followup(rating_id, device, body)
             if url.path != platform.path:
                 return self._json(404, {"error": f"not found; ratings go to {platform.path}"})
             return self._ratings(body)
@@ -350,6 +357,17 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
             self._json(401, {"error": "missing or wrong bearer token"},
                        {"WWW-Authenticate": "Bearer"})
             return False
+
+        def _query_ok(self, query: dict[str, list[str]]) -> bool:
+            """A NUL character is in no id, hall or state (and PostgreSQL cannot even
+            compare one): a 400 naming the parameter, not a store error (503)."""
+            for name, values in query.items():
+                if "\x00" in name or any("\x00" in v for v in values):
+                    shown = name.replace("\x00", "\\x00")[:40]
+                    self._json(400, {"error": f"query parameter {shown} holds a NUL "
+                                     "character"})
+                    return False
+            return True
 
         def _cookie_headers(self, query: dict[str, list[str]]) -> dict[str, str]:
             # A hall screen opens /?token=… once; the cookie keeps the stream authorised.

@@ -153,8 +153,8 @@ class FollowupBook:
             if current is None:
                 on = "" if device_id is None else f" of device {device_id}"
                 raise FollowupError(f"no follow-up for rating {rating_id}{on}")
-            if target != current.state or complex_case is None:
-                check_move(current.state, target, note, by)
+            # Marking a case complex may keep its state; every other rule still holds.
+            check_move(current.state, target, note, by, stay=complex_case is not None)
             sets = ["state = ?", "updated_by = ?", "updated_at = ?"]
             args: list[Any] = [target, by, self.db.ts(now)]
             if note is not None:
