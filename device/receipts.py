@@ -48,7 +48,9 @@ class Receipts:
                 continue  # already receipted (a duplicate receipt) or not ours
             if status == "rejected":
                 self.stats.rejected += 1
-                error = str(r.get("error"))[:200]
+                # A lone surrogate (JSON "\ud800") is no UTF-8: the outbox could not
+                # write it, and the loop would die on it at every re-sent rating.
+                error = str(r.get("error"))[:200].encode("utf-8", "replace").decode()
                 log.error("platform rejected rating %s: %s (kept in the rejected list)",
                           rid, log_text(error, 200))
                 try:
