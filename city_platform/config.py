@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -50,7 +50,15 @@ def _url_or_empty(v: Any) -> str | None:
 
 
 def _path(v: Any) -> str | None:
-    return None if str(v).startswith("/") else "must start with /"
+    text = str(v)
+    if not text.startswith("/"):
+        return "must start with /"
+    if any(c in "?#" or c.isspace() or not c.isprintable() for c in text):
+        # The server compares the request's path alone: no POST could reach it.
+        return "must be a path alone: no ?, #, space or control character"
+    if text.startswith(("/api/followups/", "/_chaos")):
+        return "is the follow-up API's or the chaos controls' own path"
+    return None
 
 
 SCHEMA: dict[str, Section] = {
@@ -164,11 +172,30 @@ def is_loopback(host: str) -> bool:
 def _dates(path: Path, key: str, values: list[Any], problems: list[str]) -> list[date]:
     out = []
     for v in values:
+        if isinstance(v, datetime):
+            # A datetime is a date to isinstance but never equal to one: it would be
+            # accepted and then match no day.
+            problems.append(f"{path}: [calendar] {key}: {v.isoformat()} is a date and time, "
+                            f"not a date (write {v.date().isoformat()})")
+            continue
         try:
             out.append(v if isinstance(v, date) else date.fromisoformat(str(v)))
         except ValueError:
             problems.append(f"{path}: [calendar] {key}: {v!r} is not a date (YYYY-MM-DD)")
     return out
+
+
+def _token_problems(path: Path, token_file: str) -> list[str]:
+    """An empty token would be matched by every request that brings none."""
+    try:
+        token = Path(token_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        return [f"{path}: [http] token_file: cannot read {token_file}: "
+                f"{getattr(e, 'strerror', None) or e}"]
+    if not token:
+        return [f"{path}: [http] token_file: {token_file} is empty: a token is needed "
+                "(an empty one would let every request in)"]
+    return []
 
 
 def load(path_text: str) -> PlatformConfig:
@@ -188,6 +215,8 @@ def load(path_text: str) -> PlatformConfig:
     for key in ("token_file", "tls_cert", "tls_key"):
         if h[key] and not Path(h[key]).is_file():
             problems.append(f"{path}: [http] {key}: no such file: {h[key]}")
+    if h["token_file"] and Path(h["token_file"]).is_file():
+        problems += _token_problems(path, h["token_file"])
     years = []
     for y in c["extra_years"]:
         if isinstance(y, int) and not isinstance(y, bool) and 2000 <= y <= 2100:
