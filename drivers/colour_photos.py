@@ -62,7 +62,8 @@ class PhotoDir:
                         raise OSError(f"{raw.width}×{raw.height} is too large")
                     raw.thumbnail((600, 800))
                     image = ImageOps.exif_transpose(raw).convert("RGB")
-            except (OSError, ValueError, Image.DecompressionBombError) as e:
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+                # SyntaxError: PIL's word for a broken PNG (a wrong chunk length).
                 log.warning("staff photo %s not used: %s", path, e)
                 image = None
             if len(self._cache) > 64:
