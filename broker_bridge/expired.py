@@ -58,6 +58,7 @@ from common.rating import (
     RatingMessage,
     aware_time,
     decode_json_object,
+    is_text,
 )
 from common.service import (
     EX_CONFIG,
@@ -247,9 +248,9 @@ class ExpiredForwarder:
         if event.get("event") != "prompt_expired":
             return None
         case_id, at = event.get("case_id"), event.get("at")
-        if not (isinstance(case_id, str) and 0 < len(case_id) <= 64 and aware_time(at) is not None):
+        if not (is_text(case_id, 64) and aware_time(at) is not None):
             self._warnings.warn(f"skipped a prompt_expired event from {device_id} without "
-                                "a case_id (1..64 characters) or an ISO-8601 time with an "
+                                "a case_id (1..64 characters of text) or an ISO-8601 time with an "
                                 f"offset from {TIME_RANGE_TEXT}")
             return None
         return self.profile.expired(device_id, {"case_id": case_id, "at": at})

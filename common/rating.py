@@ -218,6 +218,12 @@ def _check_object(value: Any, name: str, fields: dict[str, int], bad: Any) -> No
                   f"{fields[key]} characters or null")
 
 
+def is_text(value: Any, limit: int) -> bool:
+    """A non-empty string of at most `limit` characters that is valid text (no lone
+    surrogate: "\ud800" is valid JSON but cannot be encoded as UTF-8)."""
+    return _text(value, limit)
+
+
 def _text(value: Any, limit: int, allow_empty: bool = False) -> bool:
     if not isinstance(value, str) or len(value) > limit or (not allow_empty and not value):
         return False

@@ -107,8 +107,9 @@ class Alert:
         times = ("first_seen", "raised_at")
         if not all(isinstance(data.get(k), str) for k in text):
             return None
-        if not all(data.get(k) is None or isinstance(data.get(k), str) for k in place):
-            return None
+        if not all(k in data and (data[k] is None or isinstance(data[k], str))
+                   for k in place):
+            return None   # absent too: these have no default
         if not all(_finite(data.get(k, 0.0)) for k in times):
             return None
         resolved = data.get("resolved_at")
@@ -131,5 +132,6 @@ _ALERT_FIELDS = frozenset(f.name for f in fields(Alert))
 
 
 def _finite(value: Any) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) <= 2**1023   # math.isfinite raises OverflowError beyond
+    return isinstance(value, float) and math.isfinite(value)

@@ -21,7 +21,15 @@ class StateError(Exception):
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
     """Replace `path` with `state` as JSON, atomically and durably; raise StateError."""
-    data = json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        data = json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate ("\ud800" in a hand-edited file): valid JSON, not UTF-8. Kept
+        # as the escape it was read from.
+        data = json.dumps(state, separators=(",", ":")).encode("ascii")
+    except (ValueError, RecursionError) as e:
+        raise StateError(f"cannot write {path}: the state is not JSON ({str(e)[:100]})"
+                         ) from None
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
