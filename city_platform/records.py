@@ -30,7 +30,9 @@ from common.rating import (
 RATING, EXPIRED_PROMPT = "rating", "expired"
 # The record as stored and forwarded: compact, UTF-8 text as is. One encoder for every
 # record (json.dumps with options builds a new one per call: a sixth of the time).
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# allow_nan=False: a NaN or Infinity (the server's json.loads takes them) is not JSON,
+# and stored as `NaN` no reader takes it (PostgreSQL's record::json, the province).
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 # How the encoder writes a NUL character: PostgreSQL text cannot hold one, so a record
 # with one would fail its whole batch (a 503 the bridge retries forever). Searched in the
 # encoded text first (C speed); only a hit walks the record to name the field.
@@ -106,7 +108,13 @@ def _read_gov(record: dict[str, Any], tz: tzinfo) -> Incoming | Rejected:
         return Rejected(_loose_id(record), "bad_field: gov record: a field holds a list or "
                         "an object where a value belongs")
     rating_id = str(record[ID_FIELD])
-    text = _ENCODE(record)
+    try:
+        text = _ENCODE(record)
+    except ValueError:
+        return Rejected(rating_id, "bad_field: gov record: a number is NaN or Infinity, "
+                        "which is not JSON")
+    except RecursionError:   # what json.loads just took may be too deep to write again
+        return Rejected(rating_id, "bad_field: gov record: nested too deeply")
     if _NUL_ESCAPE in text or (not text.isascii() and _SURROGATE.search(text)):
         where = _text_problem(record)
         if where is not None:

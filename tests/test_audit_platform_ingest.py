@@ -193,3 +193,61 @@ def test_any_gov_value_is_stored_or_rejected(tmp_path: Path, field: str, value: 
         json.dumps(results, ensure_ascii=False).encode("utf-8")
     finally:
         store.close()
+
+
+# NaN and Infinity ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_gov_record_with_nan_is_rejected_and_the_dashboard_still_reads(
+        store: Store, value: float) -> None:
+    """Found by the audit: the server's json.loads takes NaN and Infinity (not JSON); a
+    gov record with one in any field was stored as the text `NaN`, which no JSON reader
+    takes: on PostgreSQL the dashboard's query (`record::json`) failed for the rest of
+    the day (503 on /api/hall), and the province would get it as it is."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    good = make_rating(rated_at=now.isoformat())
+    record = GovProfile().rating(make_rating(level=4, rated_at=now.isoformat()))
+    record["pf"] = value
+    results = store.submit([good, record])
+    assert statuses(results) == ["accepted", "rejected"]
+    assert "NaN" in results[1]["error"] or "Infinity" in results[1]["error"]
+    assert store.latest_staff(now.astimezone(store.tz).date()) == {good["device_id"]: "王芳"}
+
+
+def test_nan_over_http_is_answered_per_record(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'ratings.db'}")
+    server = PlatformServer("127.0.0.1", 0, store).start()
+    try:
+        good, record = make_rating(), gov()
+        body = json.dumps({"ratings": [good, {**record, "pf": float("nan")}]}).encode()
+        assert b"NaN" in body
+        status, answer = post(server.port, body)
+        assert status == 200
+        assert statuses(json.loads(answer)["results"]) == ["accepted", "rejected"]
+    finally:
+        server.shutdown()
+        server.close()
+        store.close()
+
+
+def test_a_gov_record_nested_as_deep_as_the_body_parses_is_answered(tmp_path: Path) -> None:
+    """Found by the audit: an extra field nested just under what json.loads takes was
+    too deep for the encoder a few frames further down: RecursionError, a 500 for the
+    whole batch, every time the bridge sent it again."""
+    store = Store.open(f"sqlite:///{tmp_path / 'ratings.db'}")
+    server = PlatformServer("127.0.0.1", 0, store).start()
+    try:
+        good, head = json.dumps(make_rating()), json.dumps(gov())[:-1]
+        for depth in range(940, 1000, 3):
+            body = ('{"ratings": [' + good + ", " + head + ', "x": ' + "[" * depth + "1"
+                    + "]" * depth + "}]}").encode()
+            status, answer = post(server.port, body)
+            assert status in (200, 400), (depth, status, answer)
+            if status == 200:
+                assert statuses(json.loads(answer)["results"])[0] in ("accepted", "duplicate")
+    finally:
+        server.shutdown()
+        server.close()
+        store.close()
