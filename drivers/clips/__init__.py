@@ -75,8 +75,10 @@ def read_wav(name: str, path: Path) -> ClipAudio:
             frames = w.readframes(count)
     except ClipError:
         raise
-    except (OSError, EOFError, wave.Error) as e:
-        raise ClipError(f"{path}: not a readable WAV file ({e})") from None
+    except (OSError, EOFError, wave.Error, RuntimeError) as e:
+        # RuntimeError: wave's word for a chunk size that reaches past the file's end.
+        raise ClipError(f"{path}: not a readable WAV file "
+                        f"({str(e) or 'a chunk reaches past the end of the file'})") from None
     if width != 2:
         raise ClipError(f"{path}: {8 * width}-bit samples; clips must be 16-bit PCM "
                         f"(sox IN.wav -b 16 {path.name})")
