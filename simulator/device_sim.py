@@ -49,6 +49,10 @@ SERVICES = [
 ]
 STAFF = [("S007", "李娜"), ("S012", "王芳"), ("S020", "张伟")]
 LEVELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
+# As a window system does (SPEC §4: every frame is answered): a frame with no ack or
+# nak after this long is sent again with its seq, at most RESEND_TRIES times in all.
+RESEND_AFTER_S = 2.0
+RESEND_TRIES = 3
 
 # The panels a simulated evaluator can have: the OLED, and colour touch screens in
 # landscape and portrait.
@@ -79,6 +83,14 @@ class DeviceSim:
         self.dirty = threading.Event()
         self.stopping = threading.Event()
         self.voice: VoiceEcho | None = None
+        # Frames wait for the evaluator's hello: one sent earlier can be lost while it
+        # opens its serial port (pyserial drops what was buffered before it opened).
+        self.hello = threading.Event()
+        self._link_lock = threading.Lock()
+        self._held: list[tuple[str, dict[str, Any]]] = []
+        # seq -> (type, fields, when last sent, times sent)
+        self._unanswered: dict[int, tuple[str, dict[str, Any], float, int]] = {}
+        self.clock: Callable[[], float] = time.monotonic
 
     # --- processes -------------------------------------------------------------------
 
@@ -173,35 +185,76 @@ class DeviceSim:
         assert self.window is not None
         while not self.stopping.is_set():
             item = self.window.next_received(0.5)
-            if item is None or item.frame is None:
-                continue
-            f = item.frame
-            t = f.get("type")
-            if t == "rated":
-                self.note(f"← rated {f.get('case_id')} {f.get('level')} "
-                          f"{LEVELS.get(f.get('level'), '')}")  # type: ignore[arg-type]
-                if f.get("case_id") == self.current_case:
-                    self.current_case = None
-            elif t == "expired":
-                self.note(f"← expired {f.get('case_id')}")
-                if f.get("case_id") == self.current_case:
-                    self.current_case = None
-            elif t == "nak":
-                self.note(f"← nak seq={f.get('seq')} {f.get('error')}")
-            elif t == "hello":
-                self.note(f"← hello {f.get('device_id')} v{f.get('version')}")
+            self._resend_unanswered()
+            if item is not None and item.frame is not None:
+                self._on_window_frame(item.frame)
+
+    def _on_window_frame(self, f: dict[str, Any]) -> None:
+        """One frame from the evaluator."""
+        t = f.get("type")
+        if t in ("ack", "nak"):
+            with self._link_lock:
+                self._unanswered.pop(f.get("seq"), None)  # type: ignore[arg-type]
+        if t == "rated":
+            self.note(f"← rated {f.get('case_id')} {f.get('level')} "
+                      f"{LEVELS.get(f.get('level'), '')}")  # type: ignore[arg-type]
+            if f.get("case_id") == self.current_case:
+                self.current_case = None
+        elif t == "expired":
+            self.note(f"← expired {f.get('case_id')}")
+            if f.get("case_id") == self.current_case:
+                self.current_case = None
+        elif t == "nak":
+            self.note(f"← nak seq={f.get('seq')} {f.get('error')}")
+        elif t == "hello":
+            self.note(f"← hello {f.get('device_id')} v{f.get('version')}")
+            self._say_held()
 
     def send(self, frame_type: str, **fields: Any) -> None:
         if self.window is None:
             self.note("attached: the window system is the daemon's own serial peer")
             return
+        with self._link_lock:
+            if not self.hello.is_set():
+                self._held.append((frame_type, fields))
+                self.note(f"{frame_type} held until the evaluator says hello")
+                return
+        self._transmit(frame_type, fields)
+
+    def _say_held(self) -> None:
+        with self._link_lock:
+            self.hello.set()
+            held, self._held = self._held, []
+        for frame_type, fields in held:
+            self._transmit(frame_type, fields)
+
+    def _transmit(self, frame_type: str, fields: dict[str, Any], seq: int | None = None,
+                  tries: int = 0) -> None:
+        assert self.window is not None
         try:
-            self.window.send(frame_type, **fields)
+            seq = self.window.send(frame_type, **fields, **({} if seq is None else
+                                                             {"seq": seq}))
         except LinkError as e:
             self.note(f"window link: {e}")
             return
+        with self._link_lock:
+            self._unanswered[seq] = (frame_type, fields, self.clock(), tries + 1)
         shown = " ".join(f"{k}={v}" for k, v in fields.items() if k != "completed_at")
-        self.note(f"→ {frame_type} {shown}".rstrip())
+        again = " (again: no answer)" if tries else ""
+        self.note(f"→ {frame_type} {shown}{again}".rstrip())
+
+    def _resend_unanswered(self) -> None:
+        now = self.clock()
+        with self._link_lock:
+            due = [(seq, entry) for seq, entry in self._unanswered.items()
+                   if now - entry[2] >= RESEND_AFTER_S]
+            for seq, _ in due:
+                del self._unanswered[seq]
+        for seq, (frame_type, fields, _, tries) in due:
+            if tries < RESEND_TRIES:
+                self._transmit(frame_type, fields, seq, tries)
+            else:
+                self.note(f"{frame_type} seq={seq}: no answer after {tries} tries")
 
     def new_case(self) -> None:
         code, name = random.choice(SERVICES)
