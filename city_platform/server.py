@@ -293,7 +293,9 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
                 platform.chaos.hang(mode)
                 self.close_connection = True
                 return None
-            if not self.headers.get("Content-Type", "").startswith("application/json"):
+            # A media type is case-insensitive (RFC 9110 8.3.1); its parameters may follow.
+            media_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if media_type != "application/json":
                 return self._json(415, {"error": "Content-Type must be application/json"})
             try:
                 request = json.loads(body)
@@ -328,12 +330,21 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
 
         # plumbing ----------------------------------------------------------------------
         def _read_body(self) -> bytes | None:
-            try:
-                length = int(self.headers.get("Content-Length", "0"))
-            except ValueError:
-                length = -1
+            if "Transfer-Encoding" in self.headers:
+                # Not read here: its bytes would be taken for the next request.
+                self._json(411, {"error": "send the body with a Content-Length (a "
+                                 "Transfer-Encoding such as chunked is not taken)"})
+                self.close_connection = True
+                return None
+            lengths = set(self.headers.get_all("Content-Length") or ["0"])
+            text = lengths.pop().strip() if len(lengths) == 1 else ""
+            # Digits only: int() also takes "+10" and "1_0", which a proxy in front
+            # would read otherwise.
+            length = int(text) if text.isascii() and text.isdigit() else -1
             if not 0 <= length <= MAX_BODY_BYTES:
-                self._json(413, {"error": "body too large or bad Content-Length"})
+                self._json(413 if length > MAX_BODY_BYTES else 400,
+                           {"error": f"Content-Length must be one number of bytes, at most "
+                            f"{MAX_BODY_BYTES}"})
                 self.close_connection = True
                 return None
             return self.rfile.read(length)
