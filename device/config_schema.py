@@ -173,6 +173,20 @@ def _photos_dir(v: Any) -> str | None:
     return None
 
 
+# A face of a font collection, "file.ttc#N": FreeType counts faces in the low 16 bits.
+MAX_FONT_FACE = 0xFFFF
+
+
+def _font(v: Any) -> str | None:
+    """"path" or "path#N": the drivers read N with int() when it is all digits, so such
+    an N must be one int() reads ("²".isdigit() is true) and one FreeType takes."""
+    _, sep, index = v.rpartition("#")
+    if sep and index.isdigit() and not (index.isascii() and len(index) <= 5
+                                        and int(index) <= MAX_FONT_FACE):
+        return f"the face after '#' must be a number 0..{MAX_FONT_FACE}"
+    return None
+
+
 def _level_table(v: Any) -> str | None:
     """A table keyed by level ("5" … "1") whose values are checked by the caller."""
     bad = [k for k in v if k not in {"1", "2", "3", "4", "5"}]
@@ -237,7 +251,7 @@ SCHEMA: dict[str, Section] = {
         # sim: the panel class shown on the socket; "128x64" is the OLED.
         "size": Key(str, MONO_SIZE, one_of(MONO_SIZE, *COLOUR_SIZES)),
         "staff_photos_dir": Key(str, "", _photos_dir),
-        "font": Key(str, ""),
+        "font": Key(str, "", _font),
         "i2c_port": Key(int, 1, in_range(0, 16)),
         "i2c_address": Key(int, 0x3C, in_range(0x03, 0x77)),
         "rotate": Key(int, 0, _rotate),
