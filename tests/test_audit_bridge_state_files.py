@@ -24,8 +24,10 @@ from broker_bridge.config import parse_bridge_config
 from broker_bridge.expired import ExpiredForwarder
 from broker_bridge.forget import forget_in_state
 from broker_bridge.mqtt_link import Incoming, LinkEvent
-from broker_bridge.watch.model import Alert
+from broker_bridge.watch.model import Alert, Tick
+from broker_bridge.watch.rules import STATE_VERSION
 from broker_bridge.watch.state import StateError, load_state
+from tests.test_bridge_boundaries import watch_service
 from tests.test_bridge_loop import FakeLink
 
 # Text with lone surrogates, as a JSON payload carries them (escaped).
@@ -126,3 +128,19 @@ def test_forget_on_any_state_file_edits_it_or_raises_state_error(state: dict[str
 @pytest.mark.parametrize("value", [10**400, -10**400, float("inf"), float("nan")])
 def test_an_alert_with_an_absurd_time_is_not_an_alert(value: float) -> None:
     assert Alert.from_json(alert("W1", first_seen=value)) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(["offline_since", "last_telemetry", "oldest_pending_s",
+                        "unsynced_since"]),
+       numbers | st.floats())
+def test_a_watcher_state_with_any_device_time_survives_a_tick(field: str,
+                                                              value: float) -> None:
+    """A saved unsynced_since of 1e20 made every tick raise (iso_utc overflowed) before
+    the devices after it were evaluated."""
+    with tempfile.TemporaryDirectory() as d:
+        state = {"version": STATE_VERSION, "devices": {"dev-1": {
+            "first_heard": 1_700_000_000.0, "online": False, field: value}}}
+        (Path(d) / "state.json").write_text(json.dumps(state))
+        service = watch_service(Path(d))
+        service._apply(Tick(1_795_000_600.0))

@@ -8,6 +8,9 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
+# The latest time (POSIX seconds, 2100-01-01) a state file may hold for a device.
+LATEST_SAVED_TIME = 4_102_444_800.0
+
 # A rated_at this far ahead of our clock cannot be trusted as "when", even if the device
 # says its clock is synchronised.
 FUTURE_SKEW_S = 300.0
@@ -100,7 +103,10 @@ class DeviceTrack:
         track.online = online if isinstance(online, bool) else None
         for name in ("offline_since", "last_telemetry", "oldest_pending_s", "unsynced_since"):
             number: Any = data.get(name)
-            setattr(track, name, float(number) if _number(number) else None)
+            # Times of our own clock, or a duration: outside 0..2100 the file is damaged
+            # (and iso_utc of it raised at every tick, for every device after this one).
+            setattr(track, name, float(number) if _number(number)
+                    and 0 <= number <= LATEST_SAVED_TIME else None)
         backlog = data.get("backlog")
         track.backlog = backlog if isinstance(backlog, int) and not isinstance(backlog, bool) \
             else None
