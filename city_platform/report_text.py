@@ -8,6 +8,7 @@ import io
 from typing import Any
 
 from city_platform.report import LEVELS, Report, Tally, fmt, iter_rows, percent
+from common.text import display_text
 
 CSV_COLUMNS = ("scope", "hall_id", "window_id", "window_name", "rank", "ratings", "level_5",
                "level_4", "level_3", "level_2", "level_1", "good", "bad", "satisfaction_pct",
@@ -15,18 +16,27 @@ CSV_COLUMNS = ("scope", "hall_id", "window_id", "window_name", "rank", "ratings"
                "followups", "contacted_in_time", "contact_rate_pct", "rectified_in_time",
                "rectify_rate_pct")
 BOM = "\ufeff"
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _pct(value: Any) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
+def _text_cell(text: str) -> str:
+    """A device's text as a cell Excel shows as text: one that starts like a formula
+    (= + - @, or a tab or CR before one) gets a leading ', which Excel does not show
+    (CSV injection: a hall id or window name could otherwise run as a formula)."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def _csv_row(scope: str, t: Tally) -> list[Any]:
-    return [scope, t.hall_id, t.window_id, t.window_name, "" if t.rank is None else t.rank,
+    return [scope, _text_cell(t.hall_id), _text_cell(t.window_id),
+            _text_cell(t.window_name), "" if t.rank is None else t.rank,
             t.total, *(t.levels.get(level, 0) for level in LEVELS), t.good, t.total - t.good,
             _pct(t.rate), t.spontaneous, _pct(percent(t.spontaneous, t.total)), t.expired,
-            t.reasons_text(), t.followups, t.contacted_in_time, _pct(t.contact_rate),
-            t.rectified_in_time, _pct(t.rectify_rate)]
+            _text_cell(t.reasons_text()), t.followups, t.contacted_in_time,
+            _pct(t.contact_rate), t.rectified_in_time, _pct(t.rectify_rate)]
 
 
 def to_csv(report: Report) -> str:
@@ -48,18 +58,21 @@ def to_table(report: Report) -> str:
     header = (f"{'rank':>4}  {'window':<10} {'name':<16} {'ratings':>7} "
               + " ".join(f"{level:>5}" for level in LEVELS)
               + f" {'satisf%':>7} {'expired':>7} {'回访%':>6} {'整改%':>6}  bad reasons")
+    # Names and ids from devices go to a terminal: shown as text, never as escape
+    # sequences or line breaks (common.text).
     for hall in report.halls:
         t = hall.total
-        lines.append(f"hall {t.hall_id}: {t.total} ratings, satisfaction {fmt(t.rate)} %, "
+        lines.append(f"hall {display_text(t.hall_id)}: {t.total} ratings, satisfaction "
+                     f"{fmt(t.rate)} %, "
                      f"expired prompts {t.expired}, follow-ups {t.followups} (回访率 "
                      f"{fmt(t.contact_rate)} %, 整改率 {fmt(t.rectify_rate)} %)")
         lines.append(header)
         for w in hall.windows:
             lines.append(
-                f"{'—' if w.rank is None else w.rank:>4}  {w.window_id:<10} "
-                f"{(w.window_name or '—')[:16]:<16} {w.total:>7} "
+                f"{'—' if w.rank is None else w.rank:>4}  {display_text(w.window_id):<10} "
+                f"{display_text(w.window_name or '—')[:16]:<16} {w.total:>7} "
                 + " ".join(f"{w.levels.get(level, 0):>5}" for level in LEVELS)
                 + f" {fmt(w.rate):>7} {w.expired:>7} {fmt(w.contact_rate):>7} "
-                  f"{fmt(w.rectify_rate):>7}  {w.reasons_text()}".rstrip())
+                  f"{fmt(w.rectify_rate):>7}  {display_text(w.reasons_text())}".rstrip())
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
