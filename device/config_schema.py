@@ -157,6 +157,11 @@ def _rotate(v: Any) -> str | None:
     return None if v in ROTATIONS else "must be 0, 90, 180 or 270"
 
 
+def _touch_device(v: Any) -> str | None:
+    # A NUL byte made os.open raise ValueError and the touch reader die at start.
+    return UNSHOWABLE_WHY if has_unshowable(v) else None
+
+
 def _fb_device(v: Any) -> str | None:
     if has_unshowable(v) or not v.startswith("/dev/"):
         return "must be a framebuffer device such as /dev/fb0 (ls /sys/class/graphics)"
@@ -236,7 +241,7 @@ SCHEMA: dict[str, Section] = {
         "pins": Key(dict, None, _level_table),
         "pull_up": Key(bool, True),
         "bounce_ms": Key(int, 20, in_range(0, 500)),
-        "touch_device": Key(str, "/dev/input/event0"),
+        "touch_device": Key(str, "/dev/input/event0", _touch_device),
         # A colour display's touch (SPEC §10): the buttons drawn are the targets; the
         # panel's axes are read from the kernel, these turn them to match the screen.
         "touch_swap_xy": Key(bool, False),

@@ -192,10 +192,10 @@ class TouchInput:
         try:
             # Non-blocking so that opening a FIFO without a writer cannot hang close().
             return os.open(d, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as e:
+        except (OSError, ValueError) as e:   # ValueError: a NUL in the path
             level = logging.DEBUG if quiet else logging.ERROR
             log.log(level, "touch device %s not available (%s); retrying every %g s",
-                    self.name, e.strerror or e, self._retry_s)
+                    self.name, getattr(e, "strerror", None) or e, self._retry_s)
             return None
 
     def _pump(self, fd: int) -> Literal["closed", "eof", "lost"]:
