@@ -142,6 +142,10 @@ class Hall:
         if kind == "alerts":
             self._on_alert(data)
             return
+        # Shown as one row of text (common.text), as the clerk is: a line break, an
+        # escape sequence or a lone surrogate (valid JSON, not text: no answer of the
+        # dashboard's API could be encoded again) never reaches the page or the report.
+        name = _shown(data.get("window_name"), 40) if kind == "config" else ""
         with self._cond:
             window = self.live.setdefault(device_id, WindowLive(device_id))
             if kind == "status" and isinstance(data.get("online"), bool):
@@ -158,10 +162,10 @@ class Hall:
                 window.oldest_pending_s = oldest if isinstance(oldest, int | float) else None
             elif kind == "event" and isinstance(data.get("event"), str):
                 window.last_event = data["event"]
-            elif kind == "config" and isinstance(data.get("window_name"), str):
-                window.window_name = data["window_name"][:40]
-        if kind == "config" and isinstance(data.get("window_name"), str):
-            self._keep_window_name(device_id, data["window_name"][:40])
+            elif kind == "config" and name:
+                window.window_name = name
+        if kind == "config" and name:
+            self._keep_window_name(device_id, name)
         if kind == "event" and data.get("event") == "prompt_expired":
             # Outside the lock: a store write must not hold up the page's snapshots.
             try:
@@ -195,7 +199,7 @@ class Hall:
             if data.get("resolved"):
                 window.alerts.pop(alert_id, None)
             else:
-                window.alerts[alert_id] = str(data.get("kind"))
+                window.alerts[alert_id] = display_text(str(data.get("kind"))[:64]) or "?"
         self.changed()
 
     # What the page shows ---------------------------------------------------------------
