@@ -299,7 +299,7 @@ class MqttLink:
         self._event(LinkUp(generation, flags.session_present))
         if self._announcer is not None:
             self._announcer.online()
-        self._refusals.check_receive_maximum(properties)
+        self._refusals.note_batch_window()
         figure = getattr(properties, "ReceiveMaximum", None)
         if isinstance(client, FastPublishClient) and isinstance(figure, int) and figure > 0:
             # MQTT 5 §3.2.2.3.3: no more un-acknowledged QoS 1 messages to the broker than
@@ -387,6 +387,9 @@ class MqttLink:
                           if rc.is_failure and topic.startswith("$share/")]
         refused = [f"{topic} ({rc})" for (topic, _), rc in granted
                    if rc.is_failure and not topic.startswith("$share/")]
+        # A SUBACK must answer every topic asked for; one it leaves out is not granted.
+        refused += [f"{topic} (no reason code for it in the SUBACK)"
+                    for topic, _ in self._subscriptions[len(reason_codes):]]
         # A grant below what we asked (a broker with max_qos 0) is no subscription we can
         # work with: at QoS 0 the broker holds nothing for us, so a platform outage could
         # not hold ratings back and a crash would leave them to the devices' resend.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from broker_bridge.config import MqttSettings
 
@@ -75,7 +74,7 @@ class Refusals:
             self._in_a_row = 0
             self._set_delay(*RECONNECT_S)
 
-    def check_receive_maximum(self, properties: Any) -> None:
+    def note_batch_window(self) -> None:
         """MQTT 3.1.1 announces no window toward us; say once what bounds a batch there.
         (A v5 broker's CONNACK Receive Maximum bounds what we send it, not what it sends
         us: broker_bridge/inflight_cap.py names a window that is too small from the
