@@ -95,3 +95,22 @@ def test_any_device_message_leaves_the_snapshot_encodable(hall: Hall, kind: str,
         body.setdefault("alert_id", "a1")
     receive(hall, kind, json.dumps(body))
     json.dumps(hall.snapshot(), ensure_ascii=False).encode("utf-8")
+
+
+@pytest.mark.parametrize("event", [
+    {"event": "prompt_expired", "at": "0001-01-01T00:00:00+14:00", "case_id": "C1"},
+    {"event": "prompt_expired", "at": "9999-12-31T23:00:00-10:00", "case_id": "C1"},
+    {"event": "prompt_expired", "at": "2026-11-25T10:00:00+08:00", "case_id": "C\ud800"},
+    {"event": "prompt_expired", "at": "2026-11-25T10:00:00+08:00", "case_id": "C\x00"},
+    {"event": "prompt_expired", "at": "2026-11-25T10:00:00+08:00", "case_id": "C" * 65},
+])
+def test_an_odd_prompt_expired_event_is_refused_with_a_reason(hall: Hall,
+                                                              event: dict[str, Any]) -> None:
+    """Found by the audit: a time in year 1 or 9999 overflowed converting to the local
+    zone (OverflowError), a lone surrogate in case_id failed the insert
+    (UnicodeEncodeError): both escaped add_expired_event's ValueError, so the hall's
+    handler did not say why; a 100 000-character case_id was stored."""
+    with pytest.raises(ValueError, match="at|case_id"):
+        hall.store.add_expired_event(DEVICE, event)
+    hall.on_message(DEVICE, "event", json.dumps(event).encode())   # logged, not raised
+    assert hall.store.counts()["expired_prompts"] == 0

@@ -36,6 +36,7 @@ from city_platform.store.schema import (
     store_version,
 )
 from city_platform.workdays import WorkCalendar
+from common.rating import CASE_FIELDS, TIME_RANGE_TEXT, aware_time
 
 __all__ = ["Store", "StoreError", "TimezoneMismatch", "Followup", "AmbiguousRating",
            "SCHEMA_VERSION"]
@@ -199,12 +200,15 @@ class Store(FollowupBook, StoredReads):
         at, case_id = event.get("at"), event.get("case_id")
         if not isinstance(at, str) or not isinstance(case_id, str) or not case_id:
             raise ValueError("prompt_expired needs at and case_id")
-        try:
-            moment = datetime.fromisoformat(at.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"prompt_expired at is not ISO-8601: {at[:40]!r}") from None
-        if moment.tzinfo is None:
-            raise ValueError("prompt_expired at has no UTC offset")
+        if len(case_id) > CASE_FIELDS["case_id"] or "\x00" in case_id:
+            raise ValueError(f"prompt_expired case_id must be at most "
+                             f"{CASE_FIELDS['case_id']} characters, without NUL")
+        # aware_time: an ISO-8601 time with an offset, within the range a rating's may
+        # be (year 1 or 9999 would overflow converting to the local zone).
+        moment = aware_time(at.replace("Z", "+00:00"))
+        if moment is None:
+            raise ValueError(f"prompt_expired at is not an ISO-8601 time with a UTC offset "
+                             f"within {TIME_RANGE_TEXT}: {at[:40]!r}")
         local = moment.astimezone(self.tz)
         prompt_id = expired_prompt_id(device_id, event)
         record = json.dumps({"device_id": device_id, "event": "prompt_expired", "at": at,
