@@ -6,12 +6,14 @@ unless someone asks, and only reachable when the server was started with chaos e
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 CHAOS_MODES = ("normal", "error", "hang", "slow", "drop")
+MAX_FOR_S = 30 * 86_400
 
 
 @dataclass
@@ -34,6 +36,14 @@ class ChaosMode:
     until: float | None = None  # monotonic deadline derived from for_s
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
 class Chaos:
     def __init__(self) -> None:
         self._lock = threading.Condition()
@@ -45,12 +55,26 @@ class Chaos:
         if unknown:
             raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
         mode = ChaosMode(**spec)
-        if mode.mode not in CHAOS_MODES:
+        if not isinstance(mode.mode, str) or mode.mode not in CHAOS_MODES:
             raise ValueError(f"mode must be one of {', '.join(CHAOS_MODES)}")
-        if not isinstance(mode.status, int) or not 100 <= mode.status <= 599:
+        if not _is_int(mode.status) or not 100 <= mode.status <= 599:
             raise ValueError("status must be an HTTP status code")
+        # Checked here, not where a ratings request uses them: a bad one there would
+        # fail that request after its batch was stored, or split its headers.
+        if not _is_number(mode.delay_s) or not 0 <= mode.delay_s <= 3600:
+            raise ValueError("delay_s must be a number of seconds, 0..3600")
+        if mode.for_s is not None and not (_is_number(mode.for_s)
+                                           and 0 <= mode.for_s <= MAX_FOR_S):
+            raise ValueError(f"for_s must be null or a number of seconds, 0..{MAX_FOR_S}")
+        if mode.requests is not None and not (_is_int(mode.requests) and mode.requests >= 0):
+            raise ValueError("requests must be null or a whole number, at least 0")
         if mode.retry_after is not None:
+            if not (_is_int(mode.retry_after) or isinstance(mode.retry_after, str)):
+                raise ValueError("retry_after must be null, a number or a text")
             mode.retry_after = str(mode.retry_after)
+            if not (mode.retry_after.isprintable() and len(mode.retry_after) <= 64):
+                raise ValueError("retry_after must be one printable line of at most 64 "
+                                 "characters (it becomes a header)")
         if mode.for_s is not None:
             mode.until = time.monotonic() + float(mode.for_s)
         with self._lock:
