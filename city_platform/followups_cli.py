@@ -12,6 +12,7 @@ import sys
 from city_platform.followups import STATE_LABELS, STATES, FollowupError
 from city_platform.store import Store, StoreError
 from common.service import EX_CANTCREAT
+from common.text import display_text
 
 
 def main(argv: list[str]) -> int:
@@ -64,8 +65,12 @@ def main(argv: list[str]) -> int:
         for f in rows:
             due = [d.isoformat() if d else "?" for d in (f.contact_due, f.rectify_due,
                                                           f.complex_due)]
-            case = f.case_id if f.case_id is not None else "（主动评价，无办件）"
-            print(f"{f.rating_id:<32}  {f.hall_id + '-' + f.window_id:<14} {f.level:>3} "
+            # Ids from devices go to a terminal as text (common.text): no escape
+            # sequence, no line break that would forge a line of the list.
+            case = (display_text(f.case_id) if f.case_id is not None
+                    else "（主动评价，无办件）")
+            window = display_text(f.hall_id + "-" + f.window_id)
+            print(f"{display_text(f.rating_id):<32}  {window:<14} {f.level:>3} "
                   f"{STATE_LABELS[f.state]:<6} {due[0]:<10} {due[1]:<10} {due[2]:<10} {case}"
                   + (f"  ⚠ {f.deadline_error}" if f.deadline_error else ""))
         return 0

@@ -86,3 +86,21 @@ def test_any_name_is_plain_text_in_every_format(tmp_path: Path, name: str) -> No
         assert all(ch.isprintable() or ch == "\n" for ch in table)
     finally:
         s.close()
+
+
+def test_followups_list_shows_no_terminal_escape(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by the audit: `followups list` printed a case id, hall and window id as
+    they came from the device: an escape sequence in one reached the operator's
+    terminal, a line break forged a line of the list."""
+    from city_platform.followups_cli import main
+
+    url = f"sqlite:///{tmp_path / 'ratings.db'}"
+    s = Store.open(url)
+    s.submit([make_rating(level=1, hall_id="H\x1b[2J", window_id="W\r\n伪造",
+                          case={"case_id": "C\x1b]0;pwned\x07\n伪造行"})])
+    s.close()
+    assert main(["--store", url, "list"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out
+    assert len(out.splitlines()) == 2   # the header and the one follow-up
