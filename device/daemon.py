@@ -242,6 +242,7 @@ class Daemon:
         SIGTERM), store a level already chosen on the reasons screen, publish the last
         events and the offline status, close each driver once, close the outbox."""
         notify("STOPPING=1")
+        self.serial.stop_waiting()
         self.drivers.close_input()
         if self.core is not None:
             queued, unanswered = drain(self.queue, skip=(SerialLine,))

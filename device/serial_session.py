@@ -7,6 +7,7 @@ window's lines for the core, and a rate-limited account of the lines it rejects.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,12 @@ from device.telemetry import Stats
 log = logging.getLogger("hcp.device")
 
 SERIAL_EVENT_EVERY_S = 60.0
+# Lines read but not yet handled by the loop: beyond this the reader waits for room (the
+# kernel's tty buffer, or TCP, holds the rest). The reader is ten times faster than the
+# loop, so a flood of short lines would otherwise grow the queue until the daemon is
+# killed for its memory; at most 4 MiB of lines wait here.
+MAX_QUEUED_LINES = 1000
+ROOM_WAIT_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -81,12 +88,34 @@ class SerialSession:
         self.log = RateLimitedLog(log)
         self._next_event = 0.0
         self._unreported: Counter[str] = Counter()
+        self._room = threading.Condition()
+        self._queued = 0                 # lines emitted and not yet handled by `line`
+        self._loop_thread: threading.Thread | None = None
+        self._stopping = False
 
     def start(self, emit: Callable[[Any], None]) -> None:
+        self._loop_thread = threading.current_thread()
         if self.link is not None:
             self.link.start(
-                lambda line: emit(SerialLine(line, self.clock.monotonic())),
+                lambda line: self._read(emit, line),
                 lambda opened: emit(SerialOpen(opened, self.clock.monotonic())))
+
+    def stop_waiting(self) -> None:
+        """The daemon is stopping (its queue's lines are dropped, never handled): the
+        reader must not wait for room any more."""
+        with self._room:
+            self._stopping = True
+            self._room.notify_all()
+
+    def _read(self, emit: Callable[[Any], None], line: bytes) -> None:
+        """A line from the reader: queued for the loop once there is room (a line handed
+        in on the loop's own thread never waits: nobody else could make room)."""
+        with self._room:
+            if threading.current_thread() is not self._loop_thread:
+                while self._queued >= MAX_QUEUED_LINES and not self._stopping:
+                    self._room.wait(ROOM_WAIT_S)
+            self._queued += 1
+        emit(SerialLine(line, self.clock.monotonic()))
 
     def send(self, frame: dict[str, Any]) -> bool:
         sent = self.writer.send(frame)
@@ -137,6 +166,9 @@ class SerialSession:
     # --- lines from the window -----------------------------------------------------------
 
     def line(self, ev: SerialLine) -> None:
+        with self._room:
+            self._queued = max(0, self._queued - 1)
+            self._room.notify()
         result = decode_line(ev.line, self.require_crc)
         if isinstance(result, Frame):
             self.stats.frames_in += 1
