@@ -251,3 +251,54 @@ def test_a_gov_record_nested_as_deep_as_the_body_parses_is_answered(tmp_path: Pa
         server.shutdown()
         server.close()
         store.close()
+
+
+# Any record, over HTTP, on both stores -------------------------------------------------
+
+_ANY_TEXT = st.text(st.characters(exclude_categories=[]) | st.sampled_from("\x00\ud800\udfff"),
+                    max_size=20)
+_ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_ANY_TEXT, inner, max_size=3),
+    max_leaves=10)
+_FIELDS = ["rating_id", "device_id", "region_code", "hall_id", "window_id", "level",
+           "reason", "trigger", "input", "case", "staff", "rated_at", "seq", "assessId",
+           "assessType", "satisfaction", "assessTime", "deviceCode", "hallCode", "windowCode",
+           "areaCode", "evalDetail", "projectNo", "handleUserId", "handleUserName", "extra"]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory,
+            postgres_server: pg.PostgresServer) -> Iterator[list[PlatformServer]]:
+    stores = [Store.open(f"sqlite:///{tmp_path_factory.mktemp('any') / 'ratings.db'}"),
+              Store.open(postgres_server.create_database())]
+    running = [PlatformServer("127.0.0.1", 0, s).start() for s in stores]
+    yield running
+    for server, store in zip(running, stores, strict=True):
+        server.shutdown()
+        server.close()
+        store.close()
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.booleans(), st.sampled_from(_FIELDS),
+       st.sampled_from(["HG\x00", "H\ud800", float("nan"), float("inf"), {"k\x00": 1},
+                        ["\udfff"], "0001-01-01 00:00:00", "9999-12-31 23:59:59"])
+       | _ANY_JSON)
+def test_any_field_value_over_http_is_answered_and_the_good_rating_stored(
+        servers: list[PlatformServer], as_gov: bool, field: str, value: Any) -> None:
+    """One valid record with one field replaced by any JSON value (NaN, surrogates, NUL,
+    nesting included), next to a good rating: on SQLite and PostgreSQL the answer is a
+    200 with one result per record, and the good rating is stored."""
+    record: dict[str, Any] = gov() if as_gov else make_rating(level=2)
+    record[field] = value
+    good = make_rating()
+    body = json.dumps({"ratings": [good, record]}, ensure_ascii=True).encode()
+    for server in servers:
+        status, answer = post(server.port, body)
+        assert status == 200, (server.store.db.dialect, answer[:300])
+        results = json.loads(answer)["results"]
+        assert [r["status"] for r in results][0] == "accepted"
+        assert results[1]["status"] in ("accepted", "rejected", "duplicate")
+        assert good["rating_id"] in server.store.rating_ids(good["device_id"])
