@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,14 +50,18 @@ class PhotoDir:
         for ext in (".png", ".jpg", ".jpeg"):
             path = self.dir / f"{staff_id}{ext}"
             try:
-                mtime = path.stat().st_mtime
+                info = path.stat()
             except OSError:
                 continue
+            mtime = info.st_mtime
             cached = self._cache.get(staff_id)
             if cached is not None and cached[0] == mtime:
                 return cached[1]
             image: Image.Image | None
             try:
+                if not stat.S_ISREG(info.st_mode):
+                    # A FIFO would make Image.open wait for a writer, and the display too.
+                    raise OSError("not a regular file")
                 with Image.open(path) as raw:
                     if raw.width * raw.height > self.MAX_PIXELS:
                         raise OSError(f"{raw.width}×{raw.height} is too large")

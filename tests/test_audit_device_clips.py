@@ -67,3 +67,24 @@ def test_any_damaged_header_is_a_clip_or_a_clip_error(
             read_wav("thanks", path)
         except ClipError as e:
             assert str(path) in str(e)
+
+
+def test_a_fifo_named_like_a_clip_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """wave.open() of a FIFO waits for a writer that never comes: build_drivers hung and
+    the daemon never started (nor said why)."""
+    import os
+    import threading
+    os.mkfifo(tmp_path / "reasons.wav")
+    found: list[object] = []
+    loader = threading.Thread(target=lambda: found.append(load_clips(tmp_path, found.append)),
+                              daemon=True)
+    loader.start()
+    loader.join(5)
+    if loader.is_alive():   # let the thread go: open the FIFO's other end once
+        with open(tmp_path / "reasons.wav", "wb"):
+            pass
+        loader.join(5)
+        raise AssertionError("loading the clips waited on a FIFO")
+    warning, clips = found
+    assert "not a regular file" in str(warning)
+    assert clips["reasons"].source == BUILTIN_DIR / "reasons.wav"  # type: ignore[index]

@@ -75,3 +75,23 @@ def test_any_idat_length_is_a_picture_or_none(tmp_path_factory: object, length: 
     (folder / "S1.png").write_bytes(with_idat_length(png(), length))
     image = PhotoDir(folder)("S1")
     assert image is None or image.mode == "RGB"
+
+
+def test_a_fifo_named_like_a_photo_is_the_placeholder_not_a_hung_display(
+        tmp_path: Path) -> None:
+    """Image.open() of a FIFO waits for a writer: the display's show() hung, and with it
+    the daemon's loop (no rating stored or told) for as long as that clerk was shown."""
+    import os
+    import threading
+    os.mkfifo(tmp_path / "S0231.png")
+    found: list[object] = []
+    reader = threading.Thread(target=lambda: found.append(PhotoDir(tmp_path)("S0231")),
+                              daemon=True)
+    reader.start()
+    reader.join(5)
+    if reader.is_alive():   # let the thread go: open the FIFO's other end once
+        with open(tmp_path / "S0231.png", "wb"):
+            pass
+        reader.join(5)
+        raise AssertionError("reading the photo waited on a FIFO")
+    assert found == [None]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import stat
 import wave
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -65,7 +66,11 @@ class ClipAudio:
 def read_wav(name: str, path: Path) -> ClipAudio:
     """The clip in `path`, or ClipError saying why it cannot be played."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            # A FIFO would make wave.open wait for a writer: the daemon would never start.
+            raise ClipError(f"{path}: not a regular file")
+        size = info.st_size
         if size > MAX_CLIP_BYTES:
             raise ClipError(f"{path}: {size} bytes is too large for a clip "
                             f"(at most {MAX_CLIP_S:g} s)")
