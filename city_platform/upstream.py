@@ -58,6 +58,7 @@ class Upstream:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="upstream", daemon=True)
+        self._batches_answered = 0
         self.url = url
 
     def start(self) -> None:
@@ -74,6 +75,24 @@ class Upstream:
         self._as_is.close()
 
     def _run(self) -> None:
+        """Forward until stopped. A failure nobody foresaw (a bug, a record the profile
+        cannot map) is logged with its traceback and forwarding resumes after a backoff:
+        it must not end the thread and leave the province without records, unseen."""
+        failures, answered_before = 0, -1
+        while not self._stop.is_set():
+            try:
+                self._forward()
+                return
+            except Exception:
+                # In a row: reset once a batch has been answered since the last one.
+                failures = 1 if self._batches_answered != answered_before else failures + 1
+                answered_before = self._batches_answered
+                delay = full_jitter(min(failures, 10), cap=self.retry_cap_s)
+                log.exception("forwarding to the province failed unexpectedly (%d in a row); "
+                              "nothing is lost, resuming in %.1f s", failures, delay)
+                self._stop.wait(delay)
+
+    def _forward(self) -> None:
         attempt = 0
         last_log = 0.0
         while not self._stop.is_set():
@@ -111,6 +130,7 @@ class Upstream:
             if attempt:
                 log.info("province answered again after %d retries", attempt)
             attempt = 0
+            self._batches_answered += 1
             try:
                 self.store.record_upstream(answered)
             except StoreError as e:

@@ -4,9 +4,12 @@ province's answer per rating is kept, and the city stored none twice."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from broker_bridge.profile import GovProfile
 from city_platform.server import PlatformServer
@@ -89,6 +92,45 @@ def test_the_generic_profile_forwards_our_records_and_keeps_the_answers(
         assert len(rows) == 2 and all(status == "accepted" and at for status, at in rows)
         (record,) = province_store.db.execute("SELECT record FROM ratings LIMIT 1").fetchone()
         assert '"schema":"hcp.rating/1"' in record
+    finally:
+        upstream.stop()
+        province.shutdown()
+        province.close()
+        province_store.close()
+        city_store.close()
+
+
+def test_an_unforeseen_failure_does_not_end_forwarding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A failure nobody foresaw (here: the mapping of one record raises TypeError twice)
+    is logged with its traceback, and forwarding resumes: every record still reaches the
+    province, once."""
+    province_store = Store.open(f"sqlite:///{tmp_path / 'province.db'}")
+    province = PlatformServer("127.0.0.1", 0, province_store).start()
+    city_store = Store.open(f"sqlite:///{tmp_path / 'city.db'}", upstream=True)
+    upstream = Upstream(city_store, {"url": province.url, "profile": "generic",
+                                     "retry_cap_s": 0.2})
+    real_payload = upstream._payload
+    failures = [TypeError("an unforeseen record"), TypeError("an unforeseen record")]
+
+    def payload(record: str, gov: bool) -> bytes:
+        if failures:
+            raise failures.pop()
+        return real_payload(record, gov)
+
+    monkeypatch.setattr(upstream, "_payload", payload)
+    try:
+        with caplog.at_level(logging.ERROR, logger="hcp.platform.upstream"):
+            city_store.submit([make_rating(level=5), make_rating(level=2)])
+            upstream.start()
+            wait_until(lambda: city_store.upstream_counts() == {"accepted": 2}, 20,
+                       "answers kept after the failures")
+        assert failures == []
+        assert caplog.text.count("forwarding to the province failed unexpectedly") == 2
+        assert "TypeError: an unforeseen record" in caplog.text        # the traceback
+        (count,) = province_store.db.execute("SELECT COUNT(*) FROM ratings").fetchone()
+        assert count == 2
     finally:
         upstream.stop()
         province.shutdown()
