@@ -28,6 +28,10 @@ from common.configschema import (
     validate,
 )
 
+# Client connections served at once (each is a thread): the bridges' workers, the hall
+# screens' event streams, reports. Beyond it a new connection is closed at once, so that
+# clients that connect and never finish cannot grow the platform without bound.
+DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_STORE = "sqlite:////var/lib/hcp-platform/ratings.db"
 
 
@@ -72,6 +76,7 @@ SCHEMA: dict[str, Section] = {
         "token_file": Key(str, ""),
         "path": Key(str, "/api/ratings", _path),
         "max_batch": Key(int, 1000, in_range(1, 100_000)),
+        "max_connections": Key(int, DEFAULT_MAX_CONNECTIONS, in_range(8, 100_000)),
         "chaos": Key(bool, False),
         "tls_cert": Key(str, ""),
         "tls_key": Key(str, ""),
@@ -142,6 +147,7 @@ class PlatformConfig:
     token_file: str = ""
     path: str = "/api/ratings"
     max_batch: int = 1000
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     chaos: bool = False
     tls_cert: str = ""
     tls_key: str = ""
@@ -246,6 +252,7 @@ def load(path_text: str) -> PlatformConfig:
     return PlatformConfig(
         store_url=s["url"], timezone=s["timezone"], listen=h["listen"],
         token_file=h["token_file"], path=h["path"], max_batch=h["max_batch"],
+        max_connections=h["max_connections"],
         chaos=h["chaos"], tls_cert=h["tls_cert"], tls_key=h["tls_key"], upstream=u,
         policy=Policy(f["contact_days"], f["rectify_days"], f["complex_days"]),
         check_s=f["check_s"], calendar=calendar, mqtt=MqttSettings(**m))

@@ -64,7 +64,8 @@ def build(config: PlatformConfig) -> Platform:
                                 config.max_batch,
                                 Path(config.tls_cert) if config.tls_cert else None,
                                 Path(config.tls_key) if config.tls_key else None,
-                                chaos=config.chaos, hall=hall)
+                                chaos=config.chaos, hall=hall,
+                                max_connections=config.max_connections)
     except BaseException:
         store.close()
         raise

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from city_platform import __version__
 from city_platform.chaos import Chaos
+from city_platform.config import DEFAULT_MAX_CONNECTIONS
 from city_platform.followups import STATES, FollowupError
 from city_platform.store import AmbiguousRating, Store, StoreError
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from city_platform.hall import Hall  # noqa: F401 - the dashboard, when there is one
 
 log = logging.getLogger("hcp.platform.http")
+
+QUIET_LOG_S = 60.0   # at most one warning a minute about connections turned away
 
 DEFAULT_PATH = "/api/ratings"
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -46,7 +49,8 @@ class PlatformServer:
                  token: str | None = None, max_batch: int = 1000,
                  tls_cert: Path | None = None, tls_key: Path | None = None,
                  chaos: bool = False, hall: Hall | None = None,
-                 server_name: str = f"hcp-platform/{__version__}") -> None:
+                 server_name: str = f"hcp-platform/{__version__}",
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.store = store
         self.chaos = Chaos()
         self.chaos_enabled = chaos
@@ -57,6 +61,7 @@ class PlatformServer:
         self.server_name = server_name
         self.on_stored: list[Callable[[], None]] = []   # told after a batch committed
         self._server = _QuietServer((host, port), _make_handler(self))
+        self._server.max_connections = max_connections
         self._server.daemon_threads = True
         self._tls = tls_cert is not None
         if tls_cert is not None:
@@ -123,6 +128,57 @@ class PlatformServer:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    """At most `max_connections` connections served at once; one more is closed as soon
+    as it is accepted (before a thread is started for it), with a warning at most every
+    QUIET_LOG_S: the bridges retry, and nothing is stored from a connection refused."""
+
+    max_connections = DEFAULT_MAX_CONNECTIONS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._active = 0
+        self._active_lock = threading.Lock()
+        self._turned_away = 0
+        self._warned_at = -QUIET_LOG_S
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._active_lock:
+            full = self._active >= self.max_connections
+            if not full:
+                self._active += 1
+        if full:
+            self._turn_away(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:   # no thread was started: it will not count itself out
+            self._leave()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._leave()
+
+    def _leave(self) -> None:
+        with self._active_lock:
+            self._active -= 1
+
+    def _turn_away(self, request: Any) -> None:
+        self._turned_away += 1
+        now = time.monotonic()
+        if now - self._warned_at >= QUIET_LOG_S:
+            log.warning("%d connections are open ([http] max_connections): turned away "
+                        "%d new one%s", self.max_connections, self._turned_away,
+                        "" if self._turned_away == 1 else "s")
+            self._warned_at, self._turned_away = now, 0
+        self.shutdown_request(request)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that hangs up mid-request (or fails TLS) is not news here
 
