@@ -210,6 +210,11 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
 
         # GET ---------------------------------------------------------------------------
         def do_GET(self) -> None:  # noqa: N802
+            if (self.headers.get("Content-Length", "0").strip() not in ("", "0")
+                    or "Transfer-Encoding" in self.headers):
+                # A GET with a body: answered, then the connection is closed, so that the
+                # body is never read as the next request.
+                self.close_connection = True
             url = urlsplit(self.path)
             query = parse_qs(url.query)
             if url.path == "/healthz":
@@ -452,6 +457,8 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()

@@ -91,3 +91,37 @@ def test_max_connections_is_a_checked_key(tmp_path: Path) -> None:
             load(str(config))
         assert any("[http] max_connections" in p or "max_connections" in p
                    for p in caught.value.problems), caught.value.problems
+
+
+def _read_all(sock: socket.socket, wait_s: float = 2.0) -> bytes:
+    sock.settimeout(wait_s)
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_a_get_with_a_body_is_answered_once_and_its_body_is_not_a_request(
+        server: PlatformServer) -> None:
+    body = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"   # would be a second request
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        answer = _read_all(sock)
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"\r\nConnection: close\r\n" in answer
+
+
+def test_a_get_without_a_body_keeps_its_connection(server: PlatformServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        sock.sendall(request + request)
+        answer = _read_all(sock, 1.0)
+    assert answer.count(b"HTTP/1.1 200 ") == 2, answer
+    assert b"Connection: close" not in answer
