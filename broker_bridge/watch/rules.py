@@ -233,8 +233,11 @@ class Watcher:
         since = no_telemetry_since
         if track.online is False and track.offline_since is not None:
             since = min(since, track.offline_since)
-        # Silence before we were listening is not the device's (we could not hear it).
-        counted_from = max(since, self._listening_since)
+        # Silence before we were listening is not the device's (we could not hear it),
+        # unless it was already judged silent: a reconnect or a restart of ours is no
+        # sign of life, and resolving then would be a false 已恢复 (raised again later).
+        counted_from = (since if alert_key(DEVICE_SILENT, track.device_id) in self.open
+                        else max(since, self._listening_since))
         limit = rule.after_min * 60
         hours = self.calendar.for_device(track.device_id, track.hall_id)
         silent_s = (hours.open_seconds(counted_from, now, enough=limit)
