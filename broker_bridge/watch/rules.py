@@ -44,7 +44,12 @@ from broker_bridge.watch.model import (
     alert_key,
 )
 from broker_bridge.watch.settings import Rules
-from broker_bridge.watch.tracks import FUTURE_SKEW_S, DeviceTrack, RatingEntry
+from broker_bridge.watch.tracks import (
+    FUTURE_SKEW_S,
+    LATEST_SAVED_TIME,
+    DeviceTrack,
+    RatingEntry,
+)
 
 STATE_VERSION = 1
 EVIDENCE_IDS = 10  # rating ids quoted in an alert's evidence
@@ -358,13 +363,21 @@ class Watcher:
             self.devices[device_id] = DeviceTrack.from_json(device_id, data)
         for key, data in snapshot.get("open", {}).items():
             alert = Alert.from_json(data)
-            if alert is not None and alert.kind in _KINDS:
+            if (alert is not None and alert.kind in _KINDS
+                    and _saved_time(alert.first_seen) and _saved_time(alert.raised_at)):
                 self.open[key] = alert
+        # Times outside 0..2100 are a damaged file: iso_utc of them raised when the
+        # alert was sent (at a tick, every tick).
         self._last_raised = {k: float(v) for k, v in snapshot.get("last_raised", {}).items()
-                             if k.split("|")[0] in _KINDS}
+                             if k.split("|")[0] in _KINDS and _saved_time(v)}
         self._pending_since = {k: float(v) for k, v in snapshot.get("pending_since",
                                                                     {}).items()
-                               if k.split("|")[0] in _KINDS}
+                               if k.split("|")[0] in _KINDS and _saved_time(v)}
+
+
+def _saved_time(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and 0 <= value <= LATEST_SAVED_TIME)
 
 
 _KINDS = frozenset(KINDS)

@@ -75,6 +75,7 @@ class WatchService:
         self._last_save = time.monotonic()
         self._save_failing = False
         self._skip_log = (0.0, 0)
+        self._tick_failed_log = -60.0
         self.failed = False  # a thread died: exit non-zero
         self.failures = 0  # messages whose handling raised unexpectedly (contained)
         self.ticks = 0  # ticks run so far (tests wait for one after moving their clock)
@@ -129,7 +130,7 @@ class WatchService:
                 elif isinstance(item, Incoming | LinkUp | LinkDown):
                     self._contained(item)
                 if time.monotonic() >= next_tick:
-                    self._apply(Tick(self._clock()))
+                    self._tick()
                     self.ticks += 1
                     next_tick = time.monotonic() + self._tick_s
                     if not self._webhook_alive():
@@ -163,6 +164,19 @@ class WatchService:
             self.failures += 1
             topic = item.topic if isinstance(item, Incoming) else "the link"
             self._skip(topic, f"handling it failed unexpectedly ({describe_failure(e)})")
+            log.debug("the failure in full", exc_info=True)
+
+    def _tick(self) -> None:
+        """The rules' tick, contained like a message: one device whose alert cannot be
+        sent must not end the loop (and with it every other device's alerts)."""
+        try:
+            self._apply(Tick(self._clock()))
+        except Exception as e:
+            self.failures += 1
+            if time.monotonic() - self._tick_failed_log >= 60:  # at most once a minute
+                self._tick_failed_log = time.monotonic()
+                log.error("a tick of the rules failed unexpectedly (%s); carrying on",
+                          describe_failure(e))
             log.debug("the failure in full", exc_info=True)
 
     def _on_link_event(self, item: Incoming | LinkUp | LinkDown) -> None:
