@@ -41,11 +41,17 @@ class FakeLink:
 
 
 class Clock:
+    """A wall clock and a monotonic one that move together, unless the wall is stepped."""
+
     def __init__(self, now: float) -> None:
         self.now = now
+        self.mono = 1000.0
 
     def __call__(self) -> float:
         return self.now
+
+    def monotonic(self) -> float:
+        return self.mono
 
 
 def config(tmp_path: Path, **watch: Any) -> Any:
@@ -57,10 +63,12 @@ def config(tmp_path: Path, **watch: Any) -> Any:
 
 
 class Running:
-    def __init__(self, tmp_path: Path, clock: Clock, **watch: Any) -> None:
+    def __init__(self, tmp_path: Path, clock: Clock, steps: bool = False,
+                 **watch: Any) -> None:
         self.clock = clock
         self.service = WatchService(config(tmp_path, **watch), clock=clock,
-                                    link_factory=FakeLink, tick_s=0.01)
+                                    link_factory=FakeLink, tick_s=0.01,
+                                    monotonic=clock.monotonic if steps else None)
         self.link: FakeLink = self.service.link  # type: ignore[assignment]
         self.thread = threading.Thread(target=self.service.run, daemon=True)
         self.thread.start()
@@ -77,8 +85,25 @@ class Running:
     def advance(self, seconds: float, step: float = 60.0) -> None:
         end = self.clock.now + seconds
         while self.clock.now < end:
-            self.clock.now = min(end, self.clock.now + step)
+            moved = min(end, self.clock.now + step) - self.clock.now
+            self.clock.now += moved
+            self.clock.mono += moved
             self.settle()
+
+    def telemetry(self) -> None:
+        """Telemetry from the device, handled at the current time."""
+        self.link.deliver("telemetry", {"backlog": 0, "clock_synced": True})
+        self.settle()
+
+    def step_clock(self, seconds: float) -> None:
+        """NTP steps the wall clock; a second passes."""
+        self.clock.now += seconds + 1
+        self.clock.mono += 1
+        self.settle()
+
+    def alerts(self, kind: str, resolved: bool) -> list[dict[str, Any]]:
+        return [a for a in self.link.published
+                if a["kind"] == kind and a["resolved"] is resolved]
 
     def stop(self) -> None:
         self.service.request_stop()
@@ -104,7 +129,7 @@ def test_a_state_file_with_times_out_of_range_does_not_stop_the_watcher(
     try:
         assert running.service.watcher.open == {}  # the damaged alert is not kept
         running.advance(60)
-        running.link.deliver("telemetry", {"backlog": 0, "clock_synced": True})
+        running.telemetry()
         running.advance(20 * 60)  # silent, pending since 1e300, is raised
         assert running.thread.is_alive()
         kinds = {(a["kind"], a["resolved"]) for a in running.link.published}
@@ -130,9 +155,49 @@ def test_a_tick_that_raises_does_not_end_the_loop(tmp_path: Path,
     monkeypatch.setattr(Watcher, "handle", handle)
     running = Running(tmp_path, Clock(MONDAY_10))
     try:
-        running.link.deliver("telemetry", {"backlog": 0, "clock_synced": True})
+        running.telemetry()
         running.advance(20 * 60)
         assert running.thread.is_alive() and running.service.failures == 3
         assert [a["kind"] for a in running.link.published] == ["device_silent"]
+    finally:
+        running.stop()
+
+
+def test_a_clock_stepped_forward_is_no_silence(tmp_path: Path) -> None:
+    """The watcher started before NTP had set the clock (a PC whose RTC is behind):
+    when NTP steps it forward by two hours, every device's last telemetry looked two
+    hours old, and all of them were reported silent at once (then resolved)."""
+    running = Running(tmp_path, Clock(MONDAY_10 - 2 * 3600), steps=True)
+    try:
+        for _ in range(3):
+            running.telemetry()
+            running.advance(60, step=20)
+        running.step_clock(2 * 3600)  # 08:03 -> 10:03 (open since 08:30)
+        for _ in range(5):
+            running.telemetry()
+            running.advance(60, step=20)
+        assert running.alerts("device_silent", False) == []
+        running.advance(16 * 60)  # now it really is silent
+        assert len(running.alerts("device_silent", False)) == 1
+    finally:
+        running.stop()
+
+
+def test_a_clock_stepped_back_does_not_stretch_a_cooldown(tmp_path: Path) -> None:
+    """The clock was a day ahead when an alert was raised; NTP steps it back. The
+    cooldown measured against the raise "tomorrow" held the next alert back for a day
+    and an hour instead of an hour."""
+    running = Running(tmp_path, Clock(MONDAY_10 + 86400), steps=True)  # Tuesday
+    try:
+        running.telemetry()
+        running.advance(16 * 60)
+        assert len(running.alerts("device_silent", False)) == 1
+        running.telemetry()
+        running.advance(60)
+        assert len(running.alerts("device_silent", True)) == 1
+        running.step_clock(-86400)  # back to Monday
+        running.telemetry()
+        running.advance(80 * 60)  # silent again, and the hour's cooldown is over
+        assert len(running.alerts("device_silent", False)) == 2
     finally:
         running.stop()

@@ -71,7 +71,19 @@ class Tick:
     now: float
 
 
-WatchEvent = RatingSeen | StatusSeen | TelemetrySeen | EventSeen | BrokerLink | Tick
+@dataclass(frozen=True, slots=True)
+class ClockStep:
+    """The watcher's own clock jumped by `step_s` (NTP stepping it, an operator, a
+    resume from suspend) while time went on by its monotonic clock: the times noted on
+    the old clock are moved by as much, so a step forward is no silence and a step back
+    no endless cooldown."""
+
+    step_s: float
+    now: float
+
+
+WatchEvent = (RatingSeen | StatusSeen | TelemetrySeen | EventSeen | BrokerLink | Tick
+              | ClockStep)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from broker_bridge.watch.model import (
     SPONTANEOUS_SHARE,
     Alert,
     BrokerLink,
+    ClockStep,
     EventSeen,
     RatingSeen,
     StatusSeen,
@@ -93,6 +94,9 @@ class Watcher:
         """Apply one event; return the alerts raised and resolved because of it."""
         if isinstance(event, Tick):
             return self._evaluate_all(event.now)
+        if isinstance(event, ClockStep):
+            self._shift(event.step_s)
+            return []
         if isinstance(event, BrokerLink):
             self._link_up = event.up
             if event.up:
@@ -165,6 +169,17 @@ class Watcher:
         for key in [k for k in self._pending_since if k.split("|")[1] == device_id]:
             del self._pending_since[key]
         return out
+
+    def _shift(self, step_s: float) -> None:
+        """Move every time noted on our own clock by `step_s` (the clock was stepped).
+        Device times (rated_at of a trusted clock) and sent alerts stay as they are."""
+        for track in self.devices.values():
+            track.shift(step_s)
+        self._last_raised = {k: t + step_s for k, t in self._last_raised.items()}
+        self._pending_since = {k: t + step_s for k, t in self._pending_since.items()}
+        if self._listening_since is not None:
+            self._listening_since += step_s
+        self.dirty = True
 
     # Evaluation ---------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from broker_bridge.watch.config import WatchConfig
 from broker_bridge.watch.model import (
     Alert,
     BrokerLink,
+    ClockStep,
     EventSeen,
     RatingSeen,
     StatusSeen,
@@ -48,6 +49,8 @@ log = logging.getLogger("hcp.watch")
 
 MAX_DEVICE_MESSAGE = 64 * 1024
 SKIPPED_LOGS_PER_MIN = 20
+# Wall time that moved this much more (or less) than monotonic time was stepped.
+CLOCK_STEP_S = 5.0
 
 
 class _Wakeup:
@@ -58,9 +61,14 @@ class WatchService:
     """Owns the MQTT link, the core and the state file."""
 
     def __init__(self, config: WatchConfig, clock: Callable[[], float] = time.time,
-                 link_factory: LinkFactory = MqttLink, tick_s: float = 1.0) -> None:
+                 link_factory: LinkFactory = MqttLink, tick_s: float = 1.0,
+                 monotonic: Callable[[], float] | None = None) -> None:
         self.config = config
-        self._clock = clock
+        self._wall = clock
+        # Steps of the wall clock are told from its drift against the monotonic one; a
+        # virtual `clock` (tests) without its own `monotonic` has none.
+        self._monotonic = monotonic or (time.monotonic if clock is time.time else None)
+        self._wall_mono: tuple[float, float] | None = None
         self._tick_s = tick_s
         self._prefix = config.mqtt.prefix
         self._events: queue.SimpleQueue[LinkEvent | _Wakeup] = queue.SimpleQueue()
@@ -79,6 +87,23 @@ class WatchService:
         self.failed = False  # a thread died: exit non-zero
         self.failures = 0  # messages whose handling raised unexpectedly (contained)
         self.ticks = 0  # ticks run so far (tests wait for one after moving their clock)
+
+    def _clock(self) -> float:
+        """Now by the wall clock; when it has been stepped since the last reading (NTP,
+        an operator, a resume from suspend), the core is told first."""
+        wall = self._wall()
+        if self._monotonic is None:
+            return wall
+        mono = self._monotonic()
+        if self._wall_mono is not None:
+            last_wall, last_mono = self._wall_mono
+            step = (wall - last_wall) - (mono - last_mono)
+            if abs(step) > CLOCK_STEP_S:
+                log.warning("the clock was stepped by %+.0f s; moving the watcher's own "
+                            "times with it", step)
+                self.watcher.handle(ClockStep(step, wall))
+        self._wall_mono = (wall, mono)
+        return wall
 
     def _load_core(self) -> Watcher:
         c, w = self.config, self.config.watch

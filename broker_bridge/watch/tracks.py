@@ -76,6 +76,17 @@ class DeviceTrack:
         self.ratings = [e for i, e in enumerate(self.ratings)
                         if i >= cut or e.fresh_at > horizon]
 
+    def shift(self, step_s: float) -> None:
+        """Our clock was stepped by `step_s`: move the times we noted on it."""
+        self.first_heard += step_s
+        for name in ("offline_since", "last_telemetry", "unsynced_since"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value + step_s)
+        for e in self.ratings:
+            if e.fresh_at != e.at:  # dated by arrival (an untrusted clock)
+                e.fresh_at += step_s
+
     def last(self, n: int) -> list[RatingEntry]:
         return self.ratings[-n:] if n > 0 else []
 
