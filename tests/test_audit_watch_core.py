@@ -6,7 +6,7 @@ from __future__ import annotations
 from broker_bridge.watch.model import DEVICE_SILENT, BrokerLink, StatusSeen
 from broker_bridge.watch.rules import Watcher
 from broker_bridge.watch.settings import Rules
-from tests.test_watch_rules import DEVICE, Hall, only
+from tests.test_watch_rules import DEVICE, Hall, local, only
 
 
 def test_a_silent_device_stays_alerted_across_the_watchers_reconnect() -> None:
@@ -75,3 +75,49 @@ def test_any_time_in_a_restored_state_gives_alerts_that_can_be_sent(
     for minutes in (1, 20, 40):
         for alert in watcher.handle(Tick(hall.now + minutes * 60)):
             alert_payload(alert, "w", hall.now + minutes * 60)
+
+
+def test_a_cooldown_saved_by_a_clock_that_was_ahead_lasts_no_longer_than_a_cooldown(
+        ) -> None:
+    """The state was saved while the clock was a day ahead; corrected while the watcher
+    was stopped. The raise 'tomorrow' held the alert back for a day and an hour."""
+    first = Hall(only(Rules(), "silent"), now=local(24, 10))  # Tuesday, a day ahead
+    first.telemetry()
+    first.advance(16 * 60)
+    assert len(first.raised(DEVICE_SILENT)) == 1
+    first.telemetry()
+    assert len(first.resolved(DEVICE_SILENT)) == 1
+    again = Hall(only(Rules(), "silent"), snapshot=first.watcher.snapshot(),
+                 now=local(23, 10))  # Monday, the right day
+    again.telemetry()
+    again.advance(16 * 60)
+    assert again.raised(DEVICE_SILENT) == []   # the cooldown, from now
+    again.advance(60 * 60)
+    assert len(again.raised(DEVICE_SILENT)) == 1
+
+
+def test_silence_noted_by_a_clock_that_was_ahead_counts_from_now() -> None:
+    """Last telemetry saved while the clock was a day ahead: a device dead since then
+    was reported only once our clock had caught up with 'tomorrow'."""
+    first = Hall(only(Rules(), "silent", "clock"), now=local(24, 10))  # a day ahead
+    first.telemetry(clock_synced=False)
+    again = Hall(only(Rules(), "silent", "clock"), snapshot=first.watcher.snapshot(),
+                 now=local(23, 10))
+    again.advance(31 * 60)
+    assert len(again.raised(DEVICE_SILENT)) == 1
+    assert len(again.raised("clock_unsynced")) == 1
+
+
+def test_bad_ratings_noted_by_a_clock_that_was_ahead_do_not_keep_a_burst_open() -> None:
+    """Ratings from an unsynchronised device are dated by arrival; saved while our
+    clock was a day ahead, they counted as fresh for a day and the burst stayed open."""
+    from broker_bridge.watch.model import BAD_BURST
+
+    first = Hall(only(Rules(), "bad_burst"), now=local(24, 10))
+    for _ in range(3):
+        first.rate(1, clock_synced=False)
+    assert len(first.raised(BAD_BURST)) == 1
+    again = Hall(only(Rules(), "bad_burst"), snapshot=first.watcher.snapshot(),
+                 now=local(23, 10))
+    again.advance(11 * 60)
+    assert len(again.resolved(BAD_BURST)) == 1

@@ -192,6 +192,7 @@ class Watcher:
         return out
 
     def _evaluate(self, track: DeviceTrack, now: float) -> list[Alert]:
+        track.not_after(now)
         out: list[Alert] = []
         for finding in self._findings(track, now):
             change = self._apply(track, finding, now)
@@ -333,6 +334,10 @@ class Watcher:
             return None
         first_seen = self._pending_since.setdefault(key, now)
         last = self._last_raised.get(key)
+        if last is not None and last > now:
+            # Raised "later" than now: by a clock that was ahead (a state saved then).
+            # The cooldown runs from now, not until our clock catches up.
+            last = self._last_raised[key] = now
         if last is not None and now - last < self._cooldown_s(finding.kind):
             return None
         alert = Alert(
@@ -353,6 +358,8 @@ class Watcher:
         return alert
 
     def _expire_cooldowns(self, now: float) -> None:
+        for key in [k for k, t in self._last_raised.items() if t > now]:
+            self._last_raised[key] = now  # as in _apply: no cooldown beyond its length
         for key in [k for k, t in self._last_raised.items()
                     if k not in self.open and now - t >= self._cooldown_s(k.split("|")[0])]:
             del self._last_raised[key]

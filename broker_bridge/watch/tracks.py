@@ -84,8 +84,21 @@ class DeviceTrack:
             if value is not None:
                 setattr(self, name, value + step_s)
         for e in self.ratings:
-            if e.fresh_at != e.at:  # dated by arrival (an untrusted clock)
+            if e.fresh_at != e.at or e.rating_id in self.seen:  # dated by arrival
                 e.fresh_at += step_s
+
+    def not_after(self, now: float) -> None:
+        """Times of ours later than `now` were noted by a clock that was ahead (a state
+        saved then): they become `now`, else silence and an unsynced clock would count
+        only once our clock had caught up."""
+        self.first_heard = min(self.first_heard, now)
+        for name in ("offline_since", "last_telemetry", "unsynced_since"):
+            value = getattr(self, name)
+            if value is not None and value > now:
+                setattr(self, name, now)
+        for e in self.ratings:
+            if e.fresh_at > now + FUTURE_SKEW_S:  # beyond what a trusted clock may say
+                e.fresh_at = now
 
     def last(self, n: int) -> list[RatingEntry]:
         return self.ratings[-n:] if n > 0 else []
