@@ -169,14 +169,46 @@ class Webhook(threading.Thread):
                 return error
             request.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                answer = response.read(64 * 1024)
+            with _OPENER.open(request, timeout=self._timeout) as response:
+                answer = _read_answer(response, time.monotonic() + self._timeout)
+                if answer is None:
+                    return (f"HTTP {response.status}, but the answer took longer than "
+                            f"{self._timeout:g} s")
                 return robot_refusal(self._format, response.status, answer)
         except urllib.error.HTTPError as e:
+            if 300 <= e.code < 400:
+                return f"HTTP {e.code} (a redirect: not followed, set the final URL)"
             return f"HTTP {e.code}"
         except (OSError, urllib.error.URLError, ValueError, http.client.HTTPException) as e:
             # HTTPException: a garbled answer (bad status line, a header too long).
             return str(getattr(e, "reason", e))[:200]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not a delivery: urllib would follow a 302 to our POST
+    with a GET without the body, and the alert was lost while counted delivered."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # urllib then raises HTTPError with the 3xx
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+ANSWER_MAX = 64 * 1024
+
+
+def _read_answer(response: http.client.HTTPResponse, deadline: float) -> bytes | None:
+    """Up to ANSWER_MAX bytes of the answer, or None when it is still coming at
+    `deadline`: each read has the timeout, but a receiver sending a byte at a time
+    would otherwise hold the webhook (and every alert behind it) as long as it liked."""
+    answer = b""
+    while len(answer) < ANSWER_MAX:
+        if time.monotonic() > deadline:
+            return None
+        chunk = response.read1(min(4096, ANSWER_MAX - len(answer)))
+        if not chunk:
+            break
+        answer += chunk
+    return answer
 
 
 def _read_secret(path: str, key: str) -> tuple[str, str | None]:
