@@ -3,7 +3,13 @@ across the watcher's own reconnects and restarts, and across its clock stepping.
 
 from __future__ import annotations
 
-from broker_bridge.watch.model import DEVICE_SILENT, BrokerLink, StatusSeen
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from broker_bridge.watch.alerts import alert_payload
+from broker_bridge.watch.model import DEVICE_SILENT, BrokerLink, StatusSeen, Tick
 from broker_bridge.watch.rules import Watcher
 from broker_bridge.watch.settings import Rules
 from tests.test_watch_rules import DEVICE, Hall, local, only
@@ -38,14 +44,6 @@ def test_a_silent_device_stays_alerted_across_the_watchers_restart() -> None:
 
 
 # A restored state file: whatever number is in a time, every alert can be sent -------
-
-from typing import Any  # noqa: E402
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from broker_bridge.watch.alerts import alert_payload  # noqa: E402
-from broker_bridge.watch.model import Tick  # noqa: E402
 
 ANY_TIME = st.one_of(st.integers(min_value=-10**30, max_value=10**30),
                      st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8))

@@ -31,7 +31,7 @@ FIELDS = {
     "rating": ("rated_at", "level", "clock_synced", "trigger", "reason", "hall_id",
                "rating_id", "seq"),
 }
-GOOD = {
+GOOD: dict[str, dict[str, Any]] = {
     "status": {"online": True},
     "telemetry": {"backlog": 3, "oldest_pending_s": 40, "clock_synced": True},
     "event": {"event": "clock_unsynced"},
@@ -39,8 +39,8 @@ GOOD = {
 
 
 def message(kind: str, field: str, value: Any, now: float) -> bytes:
-    body = (make_rating(DEVICE, 1, rated_at=iso(now)) if kind == "rating"
-            else dict(GOOD[kind]))
+    body: dict[str, Any] = (make_rating(DEVICE, 1, rated_at=iso(now)) if kind == "rating"
+                            else dict(GOOD[kind]))
     body[field] = value
     return json.dumps(body).encode()
 

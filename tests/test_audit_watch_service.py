@@ -29,10 +29,14 @@ class FakeLink:
         self.healthy = True
         self.sink(LinkUp(1, False))
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 1.5) -> None:
         self.healthy = False
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+    def ack(self, generation: int, mid: int, qos: int) -> bool:
+        return True
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+                ) -> None:
         self.published.append(json.loads(payload))
 
     def deliver(self, kind: str, body: Any, device: str = DEVICE) -> None:

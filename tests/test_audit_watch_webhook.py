@@ -3,12 +3,10 @@ that answer oddly: a redirect, an answer that trickles in."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
@@ -76,7 +74,7 @@ def no_retry_delays(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(webhook, "RETRY_DELAYS_S", (0.01, 0.01, 0.01))
 
 
-def wait(condition: Any, timeout: float) -> bool:
+def wait(condition: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
