@@ -53,6 +53,9 @@ from broker_bridge.watch.tracks import (
 )
 
 STATE_VERSION = 1
+# Ratings kept per device at most (unless a rule's threshold needs more): a device
+# rating faster than that is gaming already, and every message walks them all.
+RATINGS_KEPT_MAX = 1000
 EVIDENCE_IDS = 10  # rating ids quoted in an alert's evidence
 
 
@@ -76,6 +79,8 @@ class Watcher:
         self._keep_last = rules.keep_last()
         self._keep_fresh_s = rules.keep_fresh_s()
         self._dedupe_max = max(dedupe_per_device, 2 * self._keep_last)
+        self._keep_max = max(RATINGS_KEPT_MAX, self._keep_last, rules.bad_burst.count,
+                             rules.gaming.max_ratings + 1)
         self.devices: dict[str, DeviceTrack] = {}
         self.open: dict[str, Alert] = {}
         self._last_raised: dict[str, float] = {}
@@ -145,7 +150,7 @@ class Watcher:
         track.hall_id = record["hall_id"]
         track.window_id = record["window_id"]
         track.region_code = record["region_code"]
-        track.prune(now, self._keep_last, self._keep_fresh_s)
+        track.prune(now, self._keep_last, self._keep_fresh_s, self._keep_max)
         return True
 
     @staticmethod
@@ -186,7 +191,7 @@ class Watcher:
     def _evaluate_all(self, now: float) -> list[Alert]:
         out: list[Alert] = []
         for track in list(self.devices.values()):
-            track.prune(now, self._keep_last, self._keep_fresh_s)
+            track.prune(now, self._keep_last, self._keep_fresh_s, self._keep_max)
             out.extend(self._evaluate(track, now))
         self._expire_cooldowns(now)
         return out

@@ -67,14 +67,18 @@ class DeviceTrack:
         self.ratings.insert(bisect.bisect_right(keys, entry.at), entry)
         return True
 
-    def prune(self, now: float, keep_last: int, keep_fresh_s: float) -> None:
-        """Keep the latest `keep_last` ratings and those seen within `keep_fresh_s`."""
+    def prune(self, now: float, keep_last: int, keep_fresh_s: float,
+              keep_max: int | None = None) -> None:
+        """Keep the latest `keep_last` ratings and those seen within `keep_fresh_s`, at
+        most the latest `keep_max` in all."""
         if len(self.ratings) <= keep_last:
             return
         cut = len(self.ratings) - keep_last
         horizon = now - keep_fresh_s
         self.ratings = [e for i, e in enumerate(self.ratings)
                         if i >= cut or e.fresh_at > horizon]
+        if keep_max is not None and len(self.ratings) > keep_max:
+            del self.ratings[:len(self.ratings) - keep_max]
 
     def shift(self, step_s: float) -> None:
         """Our clock was stepped by `step_s`: move the times we noted on it."""
