@@ -9,6 +9,7 @@ error, 3 no answer in time. The frames themselves are built in simulator/window_
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -115,10 +116,15 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UsageError("--listen/--interactive take no frame type")
     elif args.type is None:
         raise UsageError("missing frame type (one of: " + ", ".join(FRAME_TYPES) + ")")
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be more than 0 seconds")
-    if args.wait is not None and args.wait < 0:
-        raise UsageError("--wait must be 0 or more seconds")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UsageError(f"--timeout must be a number of seconds more than 0, "
+                         f"got {args.timeout:g}")
+    if args.wait is not None and not (math.isfinite(args.wait) and args.wait >= 0):
+        raise UsageError(f"--wait must be a number of seconds, 0 or more, got {args.wait:g}")
+    if args.duration is not None and not (math.isfinite(args.duration)
+                                          and args.duration > 0):
+        raise UsageError(f"--duration must be a number of seconds more than 0, "
+                         f"got {args.duration:g}")
     if (args.duration is not None or args.count is not None) and not args.listen:
         raise UsageError("--duration/--count only apply to --listen")
     if args.count is not None and args.count < 1:

@@ -83,6 +83,9 @@ def parse_fields(tokens: list[str]) -> dict[str, Any]:
         name, sep, value = token.partition("=")
         if not sep or not name or name == ":":
             raise UsageError(f"expected field=value, got {token!r}")
+        if not _is_utf8(token):
+            raise UsageError(f"field {name.rstrip(':')!r} holds bytes that are not UTF-8; "
+                             "use raw to send such a line")
         if name.endswith(":"):
             try:
                 fields[name[:-1]] = json.loads(value)
@@ -91,6 +94,14 @@ def parse_fields(tokens: list[str]) -> dict[str, Any]:
         else:
             fields[name] = value
     return fields
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def build_request(frame_type: str, tokens: list[str], seq: int | None = None,
@@ -103,7 +114,8 @@ def build_request(frame_type: str, tokens: list[str], seq: int | None = None,
                              "write the CRC yourself")
         if not tokens:
             raise UsageError("raw needs the line to send")
-        body = " ".join(tokens).encode("utf-8")
+        # Bytes that are not UTF-8 reach argv (and input()) as surrogates: send them as typed.
+        body = " ".join(tokens).encode("utf-8", "surrogateescape")
         return Request(None, frame_line(body).line if add_crc else body + b"\n")
     if add_crc:
         raise UsageError("--add-crc only applies to raw")

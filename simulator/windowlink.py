@@ -15,6 +15,7 @@ import re
 import socket
 import threading
 import time
+from urllib.parse import urlsplit
 
 import serial
 
@@ -46,6 +47,7 @@ class _SerialPort:
 
     def __init__(self, url: str, baudrate: int) -> None:
         self.url = url
+        _check_url(url)
         try:
             self._port = serial.serial_for_url(
                 url, baudrate=baudrate, bytesize=serial.EIGHTBITS,
@@ -255,6 +257,23 @@ def _close_socket(conn: socket.socket) -> None:
     except OSError:
         pass
     conn.close()
+
+
+def _check_url(url: str) -> None:
+    """Refuse what pyserial would refuse with a meaningless message ("'debug|info|warning|
+    error'" for socket://HOST:99999, a TypeError for socket://HOST)."""
+    if not url.strip():
+        raise LinkError("cannot open '': the port is empty (a device path, a pty or "
+                        "socket://HOST:PORT)")
+    if url.lower().startswith("socket://"):
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            port = None
+        if port is None or not parts.hostname:
+            raise LinkError(f"cannot open {url}: expected socket://HOST:PORT "
+                            "with PORT 0–65535")
 
 
 def _one_line(exc: BaseException) -> str:
