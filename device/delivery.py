@@ -140,7 +140,9 @@ class Delivery:
             if sent is None or sent.at != at:
                 self._resend_queue.popleft()
                 continue
-            if now - at < self.resend_after_s:
+            # The same sum as next_deadline's: `now - at < resend_after_s` could say
+            # "not yet" at that very deadline (float rounding), and the loop spun.
+            if now < at + self.resend_after_s:
                 return
             self._resend_queue.popleft()
             if sent.ticket is not None:
