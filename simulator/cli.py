@@ -19,7 +19,15 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_commands("hcp-sim", COMMANDS, argv)
+    try:
+        return run_commands("hcp-sim", COMMANDS, argv)
+    except KeyboardInterrupt:
+        # A Ctrl-C the command does not catch itself (while Python imports it, or while
+        # `hcp-sim device` waits for its daemon): its own `finally` has stopped what it
+        # started; a traceback here would only hide that.
+        args = sys.argv[1:] if argv is None else argv
+        print(f"hcp-sim{' ' + args[0] if args else ''}: interrupted", file=sys.stderr)
+        return 130
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -159,7 +159,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--mute", action="store_true", help="do not play the voice clips here")
     args = p.parse_args(argv)
     workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="hcp-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"hcp-sim demo: --dir {workdir}: cannot create it: {e.strerror or e}",
+              file=sys.stderr)
+        return 2
     chain = Chain(workdir)
 
     def on_term(signum: int, _frame: Any) -> None:

@@ -63,6 +63,9 @@ class DeviceSim:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.attached = bool(args.attach)
+        # A temporary directory of ours that the daemon never used is removed on a
+        # failed start: nothing in it to look at.
+        self.made_temp = not (args.attach or args.data_dir)
         if args.attach:
             self.data_dir = Path(args.attach)
         elif args.data_dir:
@@ -70,7 +73,11 @@ class DeviceSim:
         else:
             self.data_dir = Path(tempfile.mkdtemp(prefix="hcp-sim-device-"))
         if not self.attached:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise SystemExit(f"hcp-sim device: --data-dir {self.data_dir}: cannot create "
+                                 f"it: {e.strerror or e}") from None
         self.window: WindowServer | None = None if self.attached else WindowServer()
         self.proc: subprocess.Popen[bytes] | None = None
         self.sim: SimClient | None = None
@@ -99,7 +106,13 @@ class DeviceSim:
             self.attach()
             return
         assert self.window is not None
-        conf = build_config(self.args, self.data_dir, self.window.url)
+        try:
+            conf = build_config(self.args, self.data_dir, self.window.url)
+        except (OSError, ValueError) as e:  # ValueError: TOMLDecodeError, UnicodeDecodeError
+            self.remove_unused_temp()
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+            raise SystemExit(f"hcp-sim device: --config {self.args.config}: cannot read it: "
+                             f"{reason}") from None
         config_path = self.data_dir / "device-sim.toml"
         write_config(config_path, conf)
         log = (self.data_dir / "device.log").open("ab")
@@ -156,6 +169,11 @@ class DeviceSim:
         with contextlib.suppress(OSError):
             return (self.data_dir / "device.log").read_text("utf-8", "replace")[-2000:]
         return ""
+
+    def remove_unused_temp(self) -> None:
+        if self.made_temp and self.proc is None:
+            with contextlib.suppress(OSError):
+                self.data_dir.rmdir()  # only when empty
 
     def stop(self) -> None:
         self.stopping.set()
@@ -348,14 +366,30 @@ def run_ui(sim: DeviceSim, term: Terminal, on_tick: Callable[[], None] | None = 
             on_tick()
 
 
+def _broker(text: str) -> str:
+    """argparse type for `--broker [HOST]:PORT`."""
+    _host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT with PORT 1–65535, got {text!r}")
+    return text
+
+
+def _web_port(text: str) -> int:
+    """argparse type for `--web PORT` (0: any free port)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0–65535, got {text!r}")
+    return int(text)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="hcp-sim device", description=__doc__)
     p.add_argument("--config", help="a device TOML to start from (keys/screen/serial are "
                                     "replaced by the simulator's)")
     p.add_argument("--data-dir", help="where the outbox and logs live (default: a new "
                                       "temporary directory)")
-    p.add_argument("--broker", help="HOST:PORT of the MQTT broker (default from the config, "
-                                    "else 127.0.0.1:1883)")
+    p.add_argument("--broker", type=_broker,
+                   help="HOST:PORT of the MQTT broker (default from the config, "
+                        "else 127.0.0.1:1883)")
     p.add_argument("--prefix", help="MQTT topic prefix")
     p.add_argument("--platform", help="platform URL, to show its rating count")
     p.add_argument("--device-id", default="421100-HG01-W03")
@@ -365,7 +399,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "instead of starting one; q leaves it running")
     p.add_argument("--size", choices=SIZES,
                    help="the panel: 128x64 OLED (default) or a colour touch screen")
-    p.add_argument("--web", type=int, metavar="PORT",
+    p.add_argument("--web", type=_web_port, metavar="PORT",
                    help="also serve the live screen on http://127.0.0.1:PORT/, where a "
                         "click is a touch (0: any free port, printed)")
     p.add_argument("--mute", action="store_true",
@@ -391,7 +425,11 @@ def main(argv: list[str]) -> int:
         sim.start()
         if args.web is not None:
             from simulator.web_view import WebView
-            web = WebView(lambda: sim.sim, port=args.web)
+            try:
+                web = WebView(lambda: sim.sim, port=args.web)
+            except OSError as e:
+                raise SystemExit(f"hcp-sim device: --web {args.web}: cannot serve on "
+                                 f"127.0.0.1:{args.web}: {e.strerror or e}") from None
             assert sim.sim is not None
             sim.sim.listeners.append(web.on_event)
             if sim.sim.screen is not None:
@@ -402,6 +440,8 @@ def main(argv: list[str]) -> int:
                 run_ui(sim, term)
             except KeyboardInterrupt:
                 pass
+    except KeyboardInterrupt:  # while the daemon starts: stopped like `q`, and said where
+        pass
     finally:
         if web is not None:
             web.close()

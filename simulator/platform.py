@@ -126,7 +126,7 @@ def _serve(argv: list[str]) -> int:
     parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key")
     args = parser.parse_args(argv)
     host, sep, port = args.listen.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not port.isdigit() or int(port) > 65535:
         print(f"hcp-sim platform: --listen must be HOST:PORT, got {args.listen!r}",
               file=sys.stderr)
         return 2

@@ -11,7 +11,6 @@ from simulator import window
 from simulator.window_request import UsageError, build_request, interactive_request
 from simulator.windowlink import LinkError, WindowLink
 
-
 # --- socket:// URLs that pyserial cannot parse -----------------------------------------
 
 @pytest.mark.parametrize("url", ["socket://127.0.0.1:99999", "socket://127.0.0.1",
