@@ -198,6 +198,16 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.workers > args.devices:
         p.error(f"--workers {args.workers} is more than --devices {args.devices}")
+    if args.data_dir is not None:
+        try:
+            args.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            p.error(f"--data-dir {args.data_dir}: cannot create it: {e.strerror or e}")
+    if args.password_file:
+        try:
+            Path(args.password_file).read_bytes()
+        except OSError as e:
+            p.error(f"--password-file {args.password_file}: cannot read it: {e.strerror or e}")
     logging.basicConfig(stream=sys.stderr, level=args.log_level,
                         format="%(levelname)s %(name)s: %(message)s")
     # SIGTERM (a benchmark's timeout, a dying parent) stops the fleet like Ctrl-C: the

@@ -115,3 +115,16 @@ def test_ctrl_c_while_the_device_starts_stops_it_and_names_its_directory(
     left = subprocess.run(["pgrep", "-f", str(data_dir / "device-sim.toml")],
                           capture_output=True, text=True).stdout
     assert left == ""
+
+
+@pytest.mark.parametrize("option", ["--data-dir", "--password-file"])
+def test_fleet_refuses_a_data_dir_or_password_file_it_cannot_use(
+        tmp_path: Path, not_a_dir: Path, option: str) -> None:
+    # --data-dir naming a file was a StorageError traceback once the devices were built;
+    # a missing --password-file went unsaid (the devices just never connected).
+    value = str(not_a_dir) if option == "--data-dir" else str(tmp_path / "missing")
+    proc = run_sim(tmp_path, "fleet", "--devices", "1", "--count", "1", "--broker",
+                   "127.0.0.1:1", "--connect-timeout", "1", "--username", "u", option, value)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert f"{option} {value}" in proc.stderr.splitlines()[-1]
