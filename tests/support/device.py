@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,21 @@ class DeviceProcess:
                 raise TimeoutError(f"hcp-device did not open its sim socket:\n{self.log()}")
             time.sleep(0.02)
         self.sim = SimClient(self.sock_path, timeout=max(0.1, deadline - time.monotonic()))
+        # The sim socket sends events only to clients its accept thread has taken in, and
+        # connect() returns before that: on a loaded machine an event sent in between (a
+        # voice clip; the screen is replayed on accept) went to nobody. A status answer
+        # comes only to an accepted client.
+        accepted = threading.Event()
+
+        def on_status(event: dict[str, Any]) -> None:
+            if event.get("ev") == "status":
+                accepted.set()
+
+        self.sim.listeners.append(on_status)
+        self.sim.request_status()
+        if not accepted.wait(max(0.1, deadline - time.monotonic())):
+            raise TimeoutError(f"hcp-device's sim socket did not answer:\n{self.log()}")
+        self.sim.listeners.remove(on_status)
         if wait_hello:
             # Wait for `hello`, not just the TCP connection: pyserial flushes its input
             # when it opens the port, so a frame sent before `hello` may be discarded.
