@@ -183,6 +183,8 @@ def _read_record(buf: bytes | mmap.mmap,
         record, docs = _decode_body(body)
     except ValueError:  # includes UnicodeDecodeError
         return None, [], pos, "bad JSON"
+    except RecursionError:  # a checksum that matches, around JSON nested too deeply
+        return None, [], pos, "bad JSON (nested too deeply)"
     if not _well_formed(record):
         return None, [], pos, "not a journal record"
     return record, docs, end, ""

@@ -8,6 +8,7 @@ Single writer: only the daemon's core loop may call the mutating methods; nothin
 from __future__ import annotations
 
 import errno
+import math
 import shutil
 import time
 from collections.abc import Iterable
@@ -184,9 +185,12 @@ class Outbox:
     # Duplicate-case memory ---------------------------------------------------------------
 
     def recent_cases(self) -> dict[str, float]:
-        """case_id -> rated_at (epoch seconds), as stored; the caller filters by age."""
-        return {case_id: doc["rated_at"]
-                for case_id, doc in self._table(CASES).view().items()}
+        """case_id -> rated_at (epoch seconds), as stored; the caller filters by age. An
+        entry without a number there (only a crafted or foreign file has one) is left
+        out: it cannot say how old it is, and forget_cases_before drops it."""
+        return {case_id: float(doc["rated_at"])
+                for case_id, doc in self._table(CASES).view().items()
+                if _number(doc.get("rated_at"))}
 
     def recent_cases_mono(self, boot_id: str | None) -> dict[str, float]:
         """case_id -> monotonic time of the rating, for the cases stamped in boot `boot_id`
@@ -211,7 +215,8 @@ class Outbox:
     def unannounced_cases(self) -> list[tuple[str, str, int]]:
         """(case_id, rating_id, level), oldest first, of the remembered cases whose `rated`
         frame is not known to have reached the window system."""
-        found = [(doc.get("rated_at", 0), case_id, doc["rating_id"], doc["level"])
+        found = [(float(doc["rated_at"]) if _number(doc.get("rated_at")) else 0.0, case_id,
+                  doc["rating_id"], doc["level"])
                  for case_id, doc in self._table(CASES).view().items()
                  if not doc.get("announced") and isinstance(doc.get("rating_id"), str)
                  and isinstance(doc.get("level"), int)]
@@ -294,3 +299,12 @@ class Outbox:
         except OSError as e:
             raise StorageError(f"{what}: {e.strerror or e}") from e
 
+
+def _number(value: Any) -> bool:
+    """A finite int or float (not a bool): what a stored time must be."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:   # an int too large for a float
+        return False
