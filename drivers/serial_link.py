@@ -184,15 +184,18 @@ class PySerialLink:
 
     def _open(self, on_open: Callable[[bool], None]) -> bool:
         try:
+            # Exclusive (an advisory lock, which `hcp-sim window` takes too): two programs
+            # reading one port would each get some of the window's bytes, unseen.
             port = serial.serial_for_url(
                 self._url, baudrate=self._baudrate, bytesize=serial.EIGHTBITS,
                 parity=serial.PARITY_NONE, stopbits=serial.STOPBITS_ONE,
-                timeout=READ_TIMEOUT_S, write_timeout=WRITE_TIMEOUT_S)
+                timeout=READ_TIMEOUT_S, write_timeout=WRITE_TIMEOUT_S, exclusive=True)
         except Exception as exc:  # noqa: BLE001 - SerialException, OSError, ValueError…
             if self._outage_since is None:
                 self._outage_since = time.monotonic()
-                self._log.warning("serial port %s not available (%s); retrying every %g s",
-                                  self._url, exc, self._reopen_s)
+                self._log.warning("serial port %s not available (%s%s); retrying every %g s",
+                                  self._url, exc, _LOCKED_HINT if _locked(exc) else "",
+                                  self._reopen_s)
                 self._notify(on_open, False)
             else:
                 self._log.debug("serial port %s still not available: %s", self._url, exc)
@@ -255,6 +258,15 @@ def _quietly_close(port: Any) -> None:
         port.close()
     except Exception:  # noqa: BLE001 - the port is being discarded anyway
         pass
+
+
+_LOCKED_HINT = ("; another program on this machine has the port open, such as "
+                "`hcp-sim window`: close it")
+
+
+def _locked(exc: BaseException) -> bool:
+    """pyserial's refusal of an exclusive open: another process holds the port's lock."""
+    return "exclusively lock" in str(exc)
 
 
 def _check_port(url: str, baudrate: int) -> None:

@@ -49,11 +49,17 @@ class _SerialPort:
         self.url = url
         _check_url(url)
         try:
+            # Exclusive, as the evaluator opens it: sharing the port with a running
+            # hcp-device would split the evaluator's bytes between the two, unseen.
             self._port = serial.serial_for_url(
                 url, baudrate=baudrate, bytesize=serial.EIGHTBITS,
                 parity=serial.PARITY_NONE, stopbits=serial.STOPBITS_ONE,
-                timeout=POLL_S, write_timeout=WRITE_TIMEOUT_S)
+                timeout=POLL_S, write_timeout=WRITE_TIMEOUT_S, exclusive=True)
         except Exception as e:  # noqa: BLE001 - SerialException, OSError, ValueError…
+            if "exclusively lock" in str(e):
+                raise LinkError(f"cannot open {url}: another program has it open; if it is "
+                                "this evaluator's hcp-device, stop it first (sudo systemctl "
+                                "stop hcp-device)") from None
             raise LinkError(f"cannot open {url}: {_one_line(e)}") from None
 
     def discard_input(self) -> None:
