@@ -125,6 +125,10 @@ def _serve(argv: list[str]) -> int:
     parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
     parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key")
     args = parser.parse_args(argv)
+    if not 1 <= args.max_batch <= 100_000:   # as hcp-platform's [http] max_batch
+        print(f"hcp-sim platform: --max-batch must be 1 to 100000, got {args.max_batch}",
+              file=sys.stderr)
+        return 2
     host, sep, port = args.listen.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
         print(f"hcp-sim platform: --listen must be HOST:PORT, got {args.listen!r}",

@@ -74,6 +74,17 @@ def test_platform_refuses_a_port_out_of_range(tmp_path: Path) -> None:
     assert "--listen" in message and "99999" in message
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "100001"])
+def test_platform_refuses_a_max_batch_out_of_range(tmp_path: Path, value: str) -> None:
+    proc = run_sim(tmp_path, "platform", "--db", str(tmp_path / "p.db"),
+                   "--listen", "127.0.0.1:0", "--max-batch", value)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr, proc.stderr
+    [message] = proc.stderr.splitlines()
+    assert "--max-batch" in message and value in message
+    assert not (tmp_path / "p.db").exists()
+
+
 def test_ctrl_c_that_a_command_does_not_catch_ends_it_quietly(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     # E.g. `hcp-sim device` while it waits for its daemon to start, or any command while
