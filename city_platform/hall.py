@@ -128,6 +128,12 @@ class Hall:
                     self.store.refresh_deadlines()
             except StoreError as e:
                 log.warning("follow-up check: %s", e)
+            except Exception:
+                # A failure nobody foresaw must not end the deadline checks for good.
+                if self._stop.is_set():
+                    return
+                log.exception("follow-up check failed unexpectedly; trying again in %g s",
+                              self.config.check_s)
             self._stop.wait(self.config.check_s)
 
     def on_message(self, device_id: str, kind: str, payload: bytes) -> None:

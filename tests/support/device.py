@@ -119,6 +119,10 @@ class DeviceProcess:
         if not accepted.wait(max(0.1, deadline - time.monotonic())):
             raise TimeoutError(f"hcp-device's sim socket did not answer:\n{self.log()}")
         self.sim.listeners.remove(on_status)
+        with self.sim.events.mutex:   # that answer is not news to the test
+            kept = [e for e in self.sim.events.queue if e.get("ev") != "status"]
+            self.sim.events.queue.clear()
+            self.sim.events.queue.extend(kept)
         if wait_hello:
             # Wait for `hello`, not just the TCP connection: pyserial flushes its input
             # when it opens the port, so a frame sent before `hello` may be discarded.
