@@ -22,15 +22,9 @@ from city_platform.store import Store
 from tests.support import postgres as pg
 from tests.support.ratings import make_rating
 
-postgres_server, postgres_url = pg.postgres_server, pg.postgres_url  # fixtures
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ratings.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
+# fixtures
+postgres_server, postgres_url, store_url = (
+    pg.postgres_server, pg.postgres_url, pg.store_url)
 
 
 @pytest.fixture

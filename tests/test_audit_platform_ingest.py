@@ -24,24 +24,11 @@ from city_platform.store import Store
 from tests.support import postgres as pg
 from tests.support.ratings import make_rating
 
-postgres_server, postgres_url = pg.postgres_server, pg.postgres_url  # fixtures
+# fixtures
+postgres_server, postgres_url, store_url, store = (
+    pg.postgres_server, pg.postgres_url, pg.store_url, pg.store)
 
 TZ = ZoneInfo("Asia/Shanghai")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ratings.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store.open(store_url)
-    yield s
-    s.close()
 
 
 def gov(**overrides: Any) -> dict[str, Any]:

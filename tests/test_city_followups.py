@@ -10,9 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,22 +27,9 @@ from tests.support.bridge import REPO
 from tests.support.ratings import make_rating
 
 FRIDAY_10_SHANGHAI = "2025-09-26T02:00:00.000Z"  # Fri 2025-09-26 10:00 in Asia/Shanghai
-postgres_server, postgres_url = pg.postgres_server, pg.postgres_url  # fixtures
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ratings.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store.open(store_url)
-    yield s
-    s.close()
+# fixtures
+postgres_server, postgres_url, store_url, store = (
+    pg.postgres_server, pg.postgres_url, pg.store_url, pg.store)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,24 +31,11 @@ from tests.support.mosquitto import Mosquitto
 from tests.support.ratings import FleetPublisher, make_rating
 from tests.test_city_followups import FRIDAY_10_SHANGHAI, cli
 
-postgres_server, postgres_url = pg.postgres_server, pg.postgres_url  # fixtures
+# fixtures
+postgres_server, postgres_url, store_url, store = (
+    pg.postgres_server, pg.postgres_url, pg.store_url, pg.store)
 
 GENUINE, OTHER = "421100-HG01-W01", "421100-HG01-W02"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ratings.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store.open(store_url)
-    yield s
-    s.close()
 
 
 def twins(level: int = 5, **overrides: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -311,7 +298,6 @@ def test_through_a_bridge_another_devices_record_cannot_make_the_genuine_a_dupli
         server.shutdown()
         server.close()
         store.close()
-
 
 
 KEYS = {"ratings": ["rating_id", "device_id"], "followups": ["rating_id", "device_id"],

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +24,11 @@ from tests.support.bridge import BridgeProcess
 from tests.support.mosquitto import Mosquitto
 from tests.support.ratings import FleetPublisher, make_rating
 
-postgres_server, postgres_url = pg.postgres_server, pg.postgres_url  # fixtures
+# fixtures
+postgres_server, postgres_url, store_url, store = (
+    pg.postgres_server, pg.postgres_url, pg.store_url, pg.store)
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ratings.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store.open(store_url)
-    yield s
-    s.close()
 
 
 def statuses(results: list[dict[str, Any]]) -> list[str]:
