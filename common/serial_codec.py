@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from common.text import display_text, has_unshowable
+from common.text import display_text, has_unshowable, is_utf8
 from common.urls import url_problem
 
 MAX_LINE = 4096
@@ -302,7 +302,7 @@ def _field_problem(name: str, value: Any, repeated: frozenset[str]) -> str | Non
         return "given twice"
     if not isinstance(value, str):
         return "must be a string"
-    if not _encodable(value):
+    if not is_utf8(value):
         # A lone surrogate (JSON "\ud800") is valid JSON but cannot be re-encoded as
         # UTF-8: it would break the outbox and the MQTT publish much later.
         return "is not valid Unicode text"
@@ -331,14 +331,6 @@ def time_problem(value: str) -> str | None:
                                or offset % timedelta(minutes=1)):
         return "UTC offset must be whole minutes within ±14:00"
     return None
-
-
-def _encodable(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # --- evaluator → window ---------------------------------------------------------------------
@@ -370,6 +362,6 @@ def reply_problem(frame: dict[str, Any]) -> str | None:
     for name, limit in _REPLY_TEXT.items():
         value = frame.get(name)
         if name in frame and (not isinstance(value, str) or not value or len(value) > limit
-                              or not _encodable(value) or has_unshowable(value)):
+                              or not is_utf8(value) or has_unshowable(value)):
             return f"{name} must be text of 1..{limit} showable characters"
     return None

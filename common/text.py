@@ -26,6 +26,16 @@ def display_text(value: str) -> str:
     return _SPACES.sub(" ", cleaned).strip()
 
 
+def is_utf8(value: str) -> bool:
+    """False for a str that UTF-8 cannot hold: a lone surrogate ("\\ud800" is valid JSON,
+    and what surrogateescape makes of undecodable bytes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def has_unshowable(value: str) -> bool:
     """True when `value` holds a character display_text would replace (not an ordinary
     space): for fields that must be refused rather than changed, such as keys to another

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from common.serial_codec import WINDOW_TYPES, frame_line
+from common.text import is_utf8
 from simulator.windowlink import CrcMode, Sent, encode, inspect_line, time_seq
 
 # In the order of SPEC §4, for help texts and suggestions.
@@ -83,7 +84,7 @@ def parse_fields(tokens: list[str]) -> dict[str, Any]:
         name, sep, value = token.partition("=")
         if not sep or not name or name == ":":
             raise UsageError(f"expected field=value, got {token!r}")
-        if not _is_utf8(token):
+        if not is_utf8(token):
             raise UsageError(f"field {name.rstrip(':')!r} holds bytes that are not UTF-8; "
                              "use raw to send such a line")
         if name.endswith(":"):
@@ -94,14 +95,6 @@ def parse_fields(tokens: list[str]) -> dict[str, Any]:
         else:
             fields[name] = value
     return fields
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def build_request(frame_type: str, tokens: list[str], seq: int | None = None,
