@@ -52,6 +52,7 @@ from common.rating import (
     parse_rating,
     scan_rating_id,
 )
+from common.text import is_utf8
 
 log = logging.getLogger("hcp.bridge")
 
@@ -304,8 +305,7 @@ class Bridge(Containment):
         delivery = Delivery(msg.generation, msg.mid, msg.qos)
         if not DEVICE_ID_RE.fullmatch(device_id):
             self.out.dead_letter(msg, device_id, None, InvalidRecord(
-                "bad_topic", f"the topic's device id ({len(device_id)} characters) is not "
-                "a device id ([A-Za-z0-9_-]{1,64})", scan_rating_id(msg.payload)))
+                "bad_topic", _bad_device_part(device_id), scan_rating_id(msg.payload)))
             return
         try:
             rating = parse_rating(msg.payload, device_id)
@@ -411,3 +411,13 @@ class Bridge(Containment):
             for rating in batch.ratings:
                 for device_id, msg in self._deferred.pop(rating.rating_id, ()):
                     self._on_rating(device_id, msg, counted=True)
+
+
+def _bad_device_part(device_id: str) -> str:
+    """Why the topic's device part is not a device id, without repeating it (it could be
+    any text)."""
+    if not is_utf8(device_id):
+        # The link keeps a topic's undecodable bytes as lone surrogates.
+        return "the topic is not UTF-8 (MQTT topics must be)"
+    return (f"the topic's device id ({len(device_id)} characters) is not a device id "
+            "([A-Za-z0-9_-]{1,64})")
