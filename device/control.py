@@ -59,8 +59,10 @@ def answer(line: bytes, provider: StatusProvider) -> dict[str, Any]:
     "error": "..."}`. Never raises, whatever the line or the provider does."""
     try:
         request = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+    except (UnicodeDecodeError, ValueError):
         return {"ok": False, "error": "not a JSON line (send {\"op\": \"status\"})"}
+    except RecursionError:
+        return {"ok": False, "error": "JSON nested too deeply (send {\"op\": \"status\"})"}
     if not isinstance(request, dict) or request.get("op") not in OPS:
         return {"ok": False, "error": "unknown request (send {\"op\": \"status\"})"}
     try:

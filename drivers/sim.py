@@ -27,6 +27,7 @@ from drivers.touch import DEFAULT_SIM_ZONES, zone_for
 log = logging.getLogger("hcp.sim")
 
 MAX_REQUEST = 4096
+NESTED_TOO_DEEPLY = "bad request: JSON nested too deeply"
 MAX_HOLD_MS = 60_000
 MAX_CLOCK_OFFSET_S = 10 * 366 * 86400   # a step of up to ten years either way
 # The `fail` op (a test seam, like `clock`): served only when the daemon's environment
@@ -233,26 +234,40 @@ class SimServer:
                              daemon=True).start()
 
     def _client_loop(self, client: _Client) -> None:
+        try:
+            with contextlib.suppress(OSError):
+                self._read_requests(client)
+        finally:
+            with self._lock:
+                if client in self._clients:
+                    self._clients.remove(client)
+            client.close()
+            with contextlib.suppress(OSError):
+                client.conn.close()
+
+    def _read_requests(self, client: _Client) -> None:
         buf = b""
-        with contextlib.suppress(OSError):
-            while not self._stop.is_set():
-                chunk = client.conn.recv(4096)
-                if not chunk:
-                    break
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    if line.strip():
-                        self._request(client, line)
-                if len(buf) > MAX_REQUEST:
+        # Inside a line already answered "request too long": the rest of it, up to its
+        # newline, is dropped too, never taken for a request of its own.
+        skipping = False
+        while not self._stop.is_set():
+            chunk = client.conn.recv(4096)
+            if not chunk:
+                return
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if skipping:
+                    skipping = False
+                elif len(line) > MAX_REQUEST:
                     self._reply(client, {"ev": "error", "error": "request too long"})
-                    buf = b""
-        with self._lock:
-            if client in self._clients:
-                self._clients.remove(client)
-        client.close()
-        with contextlib.suppress(OSError):
-            client.conn.close()
+                elif line.strip():
+                    self._request(client, line)
+            if len(buf) > MAX_REQUEST:
+                if not skipping:
+                    self._reply(client, {"ev": "error", "error": "request too long"})
+                skipping = True
+                buf = b""
 
     def _reply(self, client: _Client, event: dict[str, Any]) -> None:
         client.send((json.dumps(event, ensure_ascii=False) + "\n").encode())
@@ -264,6 +279,9 @@ class SimServer:
                 raise ValueError("not an object")
         except (ValueError, UnicodeDecodeError) as e:
             self._reply(client, {"ev": "error", "error": f"bad request: {e}"})
+            return
+        except RecursionError:
+            self._reply(client, {"ev": "error", "error": NESTED_TOO_DEEPLY})
             return
         op = req.get("op")
         if op in ("press", "hold"):

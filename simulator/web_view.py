@@ -135,7 +135,8 @@ class WebView:
                     self._send(404, "text/plain", b"not found")
 
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
+                given = self.headers.get("Content-Length") or "0"
+                length = int(given) if given.isascii() and given.isdigit() else 0
                 if not 0 < length <= MAX_BODY:
                     self._send(400, "text/plain", b"a small JSON body is needed")
                     return
@@ -144,6 +145,9 @@ class WebView:
                     answer = view.act(self.path, body)
                 except (ValueError, TypeError) as e:
                     self._send(400, "text/plain", str(e).encode())
+                    return
+                except RecursionError:
+                    self._send(400, "text/plain", b"the body's JSON is nested too deeply")
                     return
                 self._send(200 if answer else 503, "application/json",
                            json.dumps({"ok": answer}).encode())
