@@ -156,7 +156,8 @@ def check_record(record: Any) -> None:
         raise bad("bad_field", "device_id must match [A-Za-z0-9_-]{1,64}")
     for key in _LOCATION_KEYS:
         if not _text(record[key], 64):
-            raise bad("bad_field", f"{key} must be a non-empty string of at most 64 characters")
+            raise bad("bad_field", f"{key} " + _text_fault(
+                record[key], "must be a non-empty string of at most 64 characters"))
     level = record["level"]
     if not _is_int(level) or level not in LEVELS:
         raise bad("bad_field", f"level must be 1..5, got {_show(level)}")
@@ -212,24 +213,38 @@ def _check_object(value: Any, name: str, fields: dict[str, int], bad: Any) -> No
         # _text(text, limit, allow_empty=True) inlined: this runs for every field of
         # every rating.
         if text is None or (isinstance(text, str) and len(text) <= fields[key]
+                            and "\x00" not in text
                             and (text.isascii() or _SURROGATE_SEARCH(text) is None)):
             continue
-        raise bad("bad_field", f"{name}.{key} must be a string of at most "
-                  f"{fields[key]} characters or null")
+        raise bad("bad_field", f"{name}.{key} " + _text_fault(
+            text, f"must be a string of at most {fields[key]} characters or null"))
 
 
 def is_text(value: Any, limit: int) -> bool:
-    """A non-empty string of at most `limit` characters that is valid text (no lone
-    surrogate: "\ud800" is valid JSON but cannot be encoded as UTF-8)."""
+    """A non-empty string of at most `limit` characters that is valid text: no lone
+    surrogate ("\ud800" is valid JSON but cannot be encoded as UTF-8) and no NUL
+    character (PostgreSQL text cannot hold one: the platform refuses such a record)."""
     return _text(value, limit)
 
 
 def _text(value: Any, limit: int, allow_empty: bool = False) -> bool:
     if not isinstance(value, str) or len(value) > limit or (not allow_empty and not value):
         return False
-    # A lone surrogate ("\ud800") is valid JSON but not valid text: the platform may
-    # refuse the whole batch over it. isascii() keeps the common case at C speed.
-    return value.isascii() or _SURROGATE_SEARCH(value) is None
+    # What the platform's store refuses (city_platform/records.py): a NUL character and
+    # a lone surrogate ("\ud800" is valid JSON but not valid text). Refused here, the
+    # bridge dead-letters the record instead of forwarding one the platform refuses.
+    # One `in` and isascii() keep the common case at C speed.
+    return "\x00" not in value and (value.isascii() or _SURROGATE_SEARCH(value) is None)
+
+
+def _text_fault(value: Any, shape: str) -> str:
+    """Why a text field was refused (made only on failure): `shape` when the value is
+    not a string of the right size, else what it holds that no store keeps."""
+    if isinstance(value, str) and "\x00" in value:
+        return "holds a NUL character (U+0000), which the platform's store cannot keep"
+    if isinstance(value, str) and _SURROGATE_SEARCH(value) is not None:
+        return "holds a lone surrogate (not UTF-8 text)"
+    return shape
 
 
 def _is_int(value: Any) -> bool:
