@@ -62,7 +62,8 @@ def answer(line: bytes, provider: StatusProvider) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError):
         return {"ok": False, "error": "not a JSON line (send {\"op\": \"status\"})"}
     except RecursionError:
-        return {"ok": False, "error": "JSON nested too deeply (send {\"op\": \"status\"})"}
+        return {"ok": False, "error": "not a JSON line this server reads: nested too deeply "
+                                      "(send {\"op\": \"status\"})"}
     if not isinstance(request, dict) or request.get("op") not in OPS:
         return {"ok": False, "error": "unknown request (send {\"op\": \"status\"})"}
     try:
