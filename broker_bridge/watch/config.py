@@ -23,6 +23,7 @@ from broker_bridge.watch.hours import (
     parse_dates,
     parse_open,
 )
+from broker_bridge.watch.rules import DEFAULT_MAX_DEVICES
 from broker_bridge.watch.settings import (
     SEVERITIES,
     Backlog,
@@ -134,6 +135,7 @@ SCHEMA: dict[str, Section] = {
         "window_names": Key(dict, {}, _window_names),
         "save_every_s": Key(float, 10.0, in_range(0.1, 3600)),
         "dedupe_per_device": Key(int, 500, in_range(10, 100_000)),
+        "max_devices": Key(int, DEFAULT_MAX_DEVICES, in_range(1, 1_000_000)),
     }),
     "log": Section({
         "level": Key(str, "info", one_of("debug", "info", "warning", "error")),
@@ -165,6 +167,7 @@ class WatchSettings:
     webhook_format: str = JSON
     webhook_secret_file: str = ""
     window_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    max_devices: int = DEFAULT_MAX_DEVICES
 
 
 @dataclass(frozen=True)
@@ -264,7 +267,8 @@ def parse_watch_config(path: Path, data: Mapping[str, Any]) -> WatchConfig:
             webhook_timeout_s=w["webhook_timeout_s"], save_every_s=w["save_every_s"],
             dedupe_per_device=w["dedupe_per_device"], webhook_format=w["webhook_format"],
             webhook_secret_file=w["webhook_secret_file"],
-            window_names={k: v.strip() for k, v in w["window_names"].items()}),
+            window_names={k: v.strip() for k, v in w["window_names"].items()},
+            max_devices=w["max_devices"]),
         rules=rules,
         calendar=HallCalendar(halls, default),
         log_level=values["log"]["level"],

@@ -57,6 +57,10 @@ STATE_VERSION = 1
 # rating faster than that is gaming already, and every message walks them all.
 RATINGS_KEPT_MAX = 1000
 EVIDENCE_IDS = 10  # rating ids quoted in an alert's evidence
+# Device ids kept at most ([watch] max_devices): well above a province's windows per
+# watcher. Every tick walks them all (20,000 ids: 0.9 s a tick), and only a client the
+# broker's ACL lets publish under other devices' ids can invent more.
+DEFAULT_MAX_DEVICES = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +77,12 @@ class Watcher:
     """All devices, all rules. Not thread-safe: owned by one loop."""
 
     def __init__(self, rules: Rules, calendar: HallCalendar, dedupe_per_device: int = 500,
-                 snapshot: dict[str, Any] | None = None) -> None:
+                 snapshot: dict[str, Any] | None = None,
+                 max_devices: int = DEFAULT_MAX_DEVICES) -> None:
         self.rules = rules
+        self.max_devices = max_devices
+        # Messages (and saved devices) from new device ids ignored: max_devices reached.
+        self.devices_ignored = 0
         self.calendar = calendar
         self._keep_last = rules.keep_last()
         self._keep_fresh_s = rules.keep_fresh_s()
@@ -110,6 +118,9 @@ class Watcher:
         if isinstance(event, StatusSeen) and event.online is None:
             return self._forget(event.device_id, event.now)
         track = self._track(event.device_id, event.now)
+        if track is None:
+            self.devices_ignored += 1
+            return []
         if isinstance(event, RatingSeen):
             if not self._add_rating(track, event.record, event.now):
                 self.duplicates += 1
@@ -134,9 +145,13 @@ class Watcher:
         self.dirty = True
         return self._evaluate(track, event.now)
 
-    def _track(self, device_id: str, now: float) -> DeviceTrack:
+    def _track(self, device_id: str, now: float) -> DeviceTrack | None:
+        """The device's track, new if there is room for it; None when max_devices are
+        known and this is not one of them."""
         track = self.devices.get(device_id)
         if track is None:
+            if len(self.devices) >= self.max_devices:
+                return None
             track = self.devices[device_id] = DeviceTrack(device_id, now)
         return track
 
@@ -386,20 +401,32 @@ class Watcher:
         if snapshot.get("version") != STATE_VERSION:
             raise ValueError(f"state version {snapshot.get('version')!r}, expected "
                              f"{STATE_VERSION}")
+        # Beyond max_devices (a lower limit than the state was saved with) the first
+        # saved are kept; the others are dropped with their alerts, as if forgotten.
+        dropped: set[str] = set()
         for device_id, data in snapshot.get("devices", {}).items():
+            if len(self.devices) >= self.max_devices:
+                dropped.add(device_id)
+                continue
             self.devices[device_id] = DeviceTrack.from_json(device_id, data)
+        self.devices_ignored = len(dropped)
+
+        def kept(key: str) -> bool:
+            kind, _, rest = key.partition("|")
+            return kind in _KINDS and rest.partition("|")[0] not in dropped
+
         for key, data in snapshot.get("open", {}).items():
             alert = Alert.from_json(data)
-            if (alert is not None and alert.kind in _KINDS
+            if (alert is not None and alert.kind in _KINDS and kept(key)
                     and _saved_time(alert.first_seen) and _saved_time(alert.raised_at)):
                 self.open[key] = alert
         # Times outside 0..2100 are a damaged file: iso_utc of them raised when the
         # alert was sent (at a tick, every tick).
         self._last_raised = {k: float(v) for k, v in snapshot.get("last_raised", {}).items()
-                             if k.split("|")[0] in _KINDS and _saved_time(v)}
+                             if kept(k) and _saved_time(v)}
         self._pending_since = {k: float(v) for k, v in snapshot.get("pending_since",
                                                                     {}).items()
-                               if k.split("|")[0] in _KINDS and _saved_time(v)}
+                               if kept(k) and _saved_time(v)}
 
 
 def _saved_time(value: Any) -> bool:

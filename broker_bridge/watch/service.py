@@ -51,6 +51,8 @@ MAX_DEVICE_MESSAGE = 64 * 1024
 SKIPPED_LOGS_PER_MIN = 20
 # Wall time that moved this much more (or less) than monotonic time was stepped.
 CLOCK_STEP_S = 5.0
+# Messages from device ids beyond [watch] max_devices: one WARNING at most this often.
+IGNORED_DEVICES_LOG_S = 600.0
 
 
 class _Wakeup:
@@ -84,6 +86,8 @@ class WatchService:
         self._save_failing = False
         self._skip_log = (0.0, 0)
         self._tick_failed_log = -60.0
+        self._ignored_told = 0                 # devices_ignored when last logged
+        self._ignored_log_at: float | None = None
         self.failed = False  # a thread died: exit non-zero
         self.failures = 0  # messages whose handling raised unexpectedly (contained)
         self.ticks = 0  # ticks run so far (tests wait for one after moving their clock)
@@ -110,14 +114,20 @@ class WatchService:
         snapshot = load_state(w.state_file)
         if snapshot is not None:
             try:
-                core = Watcher(c.rules, c.calendar, w.dedupe_per_device, snapshot)
+                core = Watcher(c.rules, c.calendar, w.dedupe_per_device, snapshot,
+                               w.max_devices)
                 log.info("state loaded from %s: %d devices, %d open alerts", w.state_file,
                          len(core.devices), len(core.open))
+                if core.devices_ignored:
+                    log.warning("the state file holds more than [watch] max_devices = %d "
+                                "devices: the first %d are kept, %d dropped with their "
+                                "alerts", w.max_devices, w.max_devices, core.devices_ignored)
+                    self._ignored_told = core.devices_ignored
                 return core
             except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
                 log.error("state file %s cannot be used (%s); starting afresh", w.state_file,
                           str(e)[:200])
-        return Watcher(c.rules, c.calendar, w.dedupe_per_device)
+        return Watcher(c.rules, c.calendar, w.dedupe_per_device, max_devices=w.max_devices)
 
     def subscriptions(self) -> list[tuple[str, int]]:
         p = self._prefix
@@ -295,6 +305,25 @@ class WatchService:
     def _apply(self, event: WatchEvent) -> None:
         for alert in self.watcher.handle(event):
             self._publish(alert)
+        if self.watcher.devices_ignored != self._ignored_told:
+            self._tell_ignored()
+
+    def _tell_ignored(self) -> None:
+        """One WARNING per IGNORED_DEVICES_LOG_S while messages from device ids beyond
+        max_devices come in."""
+        now = time.monotonic()
+        if self._ignored_log_at is not None and now - self._ignored_log_at \
+                < IGNORED_DEVICES_LOG_S:
+            return
+        ignored = self.watcher.devices_ignored
+        log.warning("watching [watch] max_devices = %d devices already: ignoring messages "
+                    "from new device ids (%d since the last warning, %d in all); the known "
+                    "devices are watched as before. A fleet this large needs a higher "
+                    "max_devices; otherwise the broker's ACL lets a client publish under "
+                    "other devices' ids", self.watcher.max_devices,
+                    ignored - self._ignored_told, ignored)
+        self._ignored_told = ignored
+        self._ignored_log_at = now
 
     def _publish(self, alert: Alert) -> None:
         hall_tz = self.config.calendar.for_device(alert.device_id, alert.hall_id).tz
