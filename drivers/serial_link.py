@@ -131,11 +131,15 @@ class PySerialLink:
                 raise DriverError(self._write_error)
             try:
                 port.write(data)
-            except (serial.SerialException, OSError) as exc:
+            # Not only SerialException and OSError: loop:// raises queue.Full when nobody
+            # drains it, a descriptor past 1023 ValueError from select() at every write.
+            # A write that raised failed, whatever it raised (SerialLink.send's contract).
+            except Exception as exc:  # noqa: BLE001
+                why = str(exc) or type(exc).__name__   # queue.Full says nothing
                 if self._write_error is None:
                     self._log.warning("serial port %s: write failed (%s); frames are not "
-                                      "reaching the window system", self._url, exc)
-                self._write_error = f"serial port {self._url}: write failed ({exc})"
+                                      "reaching the window system", self._url, why)
+                self._write_error = f"serial port {self._url}: write failed ({why})"
                 self._fail_fast_until = time.monotonic() + STALL_S
                 raise DriverError(self._write_error) from None
             if self._write_error is not None:
