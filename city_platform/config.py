@@ -32,6 +32,11 @@ from common.configschema import (
 # screens' event streams, reports. Beyond it a new connection is closed at once, so that
 # clients that connect and never finish cannot grow the platform without bound.
 DEFAULT_MAX_CONNECTIONS = 512
+# A request's line and headers (and, on a new connection, its TLS handshake) arrive within
+# this many seconds of its first byte (of the accept), or the connection is closed: each
+# read's own timeout alone lets a client trickling a byte at a time hold a connection
+# for ever. Idle time between kept-alive requests is not counted.
+DEFAULT_HEAD_TIMEOUT_S = 15.0
 DEFAULT_STORE = "sqlite:////var/lib/hcp-platform/ratings.db"
 
 
@@ -77,6 +82,7 @@ SCHEMA: dict[str, Section] = {
         "path": Key(str, "/api/ratings", _path),
         "max_batch": Key(int, 1000, in_range(1, 100_000)),
         "max_connections": Key(int, DEFAULT_MAX_CONNECTIONS, in_range(8, 100_000)),
+        "head_timeout_s": Key(float, DEFAULT_HEAD_TIMEOUT_S, in_range(0.1, 600)),
         "chaos": Key(bool, False),
         "tls_cert": Key(str, ""),
         "tls_key": Key(str, ""),
@@ -148,6 +154,7 @@ class PlatformConfig:
     path: str = "/api/ratings"
     max_batch: int = 1000
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S
     chaos: bool = False
     tls_cert: str = ""
     tls_key: str = ""
@@ -252,7 +259,7 @@ def load(path_text: str) -> PlatformConfig:
     return PlatformConfig(
         store_url=s["url"], timezone=s["timezone"], listen=h["listen"],
         token_file=h["token_file"], path=h["path"], max_batch=h["max_batch"],
-        max_connections=h["max_connections"],
+        max_connections=h["max_connections"], head_timeout_s=h["head_timeout_s"],
         chaos=h["chaos"], tls_cert=h["tls_cert"], tls_key=h["tls_key"], upstream=u,
         policy=Policy(f["contact_days"], f["rectify_days"], f["complex_days"]),
         check_s=f["check_s"], calendar=calendar, mqtt=MqttSettings(**m))

@@ -65,7 +65,8 @@ def build(config: PlatformConfig) -> Platform:
                                 Path(config.tls_cert) if config.tls_cert else None,
                                 Path(config.tls_key) if config.tls_key else None,
                                 chaos=config.chaos, hall=hall,
-                                max_connections=config.max_connections)
+                                max_connections=config.max_connections,
+                                head_timeout_s=config.head_timeout_s)
     except BaseException:
         store.close()
         raise

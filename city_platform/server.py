@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from city_platform import __version__
 from city_platform.chaos import Chaos
-from city_platform.config import DEFAULT_MAX_CONNECTIONS
+from city_platform.config import DEFAULT_HEAD_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS
 from city_platform.followups import STATES, FollowupError
 from city_platform.store import AmbiguousRating, Store, StoreError
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hcp.platform.http")
 
-QUIET_LOG_S = 60.0   # at most one warning a minute about connections turned away
+QUIET_LOG_S = 60.0   # at most one warning a minute about connections turned away or late
 
 DEFAULT_PATH = "/api/ratings"
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -50,7 +50,8 @@ class PlatformServer:
                  tls_cert: Path | None = None, tls_key: Path | None = None,
                  chaos: bool = False, hall: Hall | None = None,
                  server_name: str = f"hcp-platform/{__version__}",
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S) -> None:
         self.store = store
         self.chaos = Chaos()
         self.chaos_enabled = chaos
@@ -60,8 +61,10 @@ class PlatformServer:
         self.hall = hall
         self.server_name = server_name
         self.on_stored: list[Callable[[], None]] = []   # told after a batch committed
-        self._server = _QuietServer((host, port), _make_handler(self))
+        heads = _HeadDeadlines(head_timeout_s)
+        self._server = _QuietServer((host, port), _make_handler(self, heads))
         self._server.max_connections = max_connections
+        self._server.heads = heads
         self._server.daemon_threads = True
         self._tls = tls_cert is not None
         if tls_cert is not None:
@@ -96,7 +99,13 @@ class PlatformServer:
         return self.base_url + self.path
 
     def serve_forever(self) -> None:
-        self._server.serve_forever(poll_interval=0.2)
+        reaper = threading.Thread(target=self._server.heads.run, args=(self.stopping,),
+                                  name="platform-http-heads", daemon=True)
+        reaper.start()
+        try:
+            self._server.serve_forever(poll_interval=0.2)
+        finally:
+            self.stopping.set()
 
     def start(self) -> Self:
         self._thread = threading.Thread(target=self.serve_forever, name="platform-http",
@@ -127,15 +136,86 @@ class PlatformServer:
         return results
 
 
+def _peer(client_address: Any) -> str:
+    host, port = client_address[0], client_address[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+class _HeadDeadlines:
+    """Connections whose request line and headers are not all in yet, each with the time
+    by which they must be; one thread (`run`) closes the read side of those past it, so
+    that a client trickling its bytes (each read within the handler's timeout) cannot
+    hold a connection slot for ever. The handler, woken by the closed read side, answers
+    408. A warning names the peer, at most every QUIET_LOG_S."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self._due: dict[socket.socket, tuple[float, Any]] = {}   # socket -> (deadline, peer)
+        self._late: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._closed = 0
+        self._warned_at = -QUIET_LOG_S
+
+    def begin(self, sock: socket.socket, client_address: Any) -> None:
+        with self._lock:
+            self._due[sock] = (time.monotonic() + self.limit_s, client_address)
+
+    def is_late(self, sock: socket.socket) -> bool:
+        return sock in self._late
+
+    def end(self, sock: socket.socket) -> bool:
+        """The head is in; True if its deadline had passed (its read side is closed)."""
+        with self._lock:
+            self._due.pop(sock, None)
+            return sock in self._late
+
+    def forget(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._due.pop(sock, None)
+            self._late.discard(sock)
+
+    def run(self, stopping: threading.Event) -> None:
+        tick = min(1.0, self.limit_s / 4)
+        while not stopping.wait(tick):
+            self.reap(time.monotonic())
+
+    def reap(self, now: float) -> None:
+        with self._lock:
+            late = [(sock, peer) for sock, (due, peer) in self._due.items() if due <= now]
+            for sock, _ in late:
+                del self._due[sock]
+                self._late.add(sock)
+        for sock, peer in late:
+            # The plain socket's shutdown, also under TLS: SSLSocket.shutdown would drop
+            # its TLS state under the handler's thread.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RD)
+            self._warn(peer)
+
+    def _warn(self, peer: Any) -> None:
+        self._closed += 1
+        now = time.monotonic()
+        if now - self._warned_at >= QUIET_LOG_S:
+            more = self._closed - 1
+            log.warning("closed the connection from %s: its request line and headers took "
+                        "more than %g s ([http] head_timeout_s)%s", _peer(peer),
+                        self.limit_s, f"; {more} more since the last such warning"
+                        if more else "")
+            self._warned_at, self._closed = now, 0
+
+
 class _QuietServer(ThreadingHTTPServer):
     """At most `max_connections` connections served at once; one more is closed as soon
     as it is accepted (before a thread is started for it), with a warning at most every
-    QUIET_LOG_S: the bridges retry, and nothing is stored from a connection refused."""
+    QUIET_LOG_S: the bridges retry, and nothing is stored from a connection refused.
+    The first request's head (after the TLS handshake, if any) is due `heads.limit_s`
+    after the accept."""
 
     max_connections = DEFAULT_MAX_CONNECTIONS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.heads = _HeadDeadlines(DEFAULT_HEAD_TIMEOUT_S)
         self._active = 0
         self._active_lock = threading.Lock()
         self._turned_away = 0
@@ -153,19 +233,21 @@ class _QuietServer(ThreadingHTTPServer):
         if full:
             self._turn_away(request)
             return
+        self.heads.begin(request, client_address)
         try:
             super().process_request(request, client_address)
         except BaseException:   # no thread was started: it will not count itself out
-            self._leave()
+            self._leave(request)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._leave()
+            self._leave(request)
 
-    def _leave(self) -> None:
+    def _leave(self, request: Any) -> None:
+        self.heads.forget(request)
         with self._active_lock:
             self._active -= 1
 
@@ -183,7 +265,8 @@ class _QuietServer(ThreadingHTTPServer):
         pass  # a client that hangs up mid-request (or fails TLS) is not news here
 
 
-def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
+def _make_handler(platform: PlatformServer,
+                  heads: _HeadDeadlines) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         # Headers and body go out in two writes; with Nagle's algorithm the body waits
@@ -204,6 +287,41 @@ def _make_handler(platform: PlatformServer) -> type[BaseHTTPRequestHandler]:
             with platform.connections_lock:
                 platform.connections.discard(self.request)
             super().finish()
+
+        def handle(self) -> None:
+            # The first request's head is timed from the accept; a kept-alive connection's
+            # next one from its first byte: the idle time between is `timeout`.
+            self.close_connection = True
+            self.handle_one_request()
+            while not self.close_connection and self._next_request_begins():
+                self.handle_one_request()
+
+        def _next_request_begins(self) -> bool:
+            try:
+                if not self.rfile.peek(1):  # type: ignore[attr-defined]  # a BufferedReader
+                    return False
+            except OSError:   # idle for `timeout`, or gone
+                return False
+            heads.begin(self.request, self.client_address)
+            return True
+
+        def parse_request(self) -> bool:
+            if heads.is_late(self.request):
+                self.command, self.requestline = "", ""
+                return self._too_late()
+            parsed = super().parse_request()   # reads the headers
+            if heads.end(self.request) and parsed:
+                return self._too_late()
+            return parsed
+
+        def _too_late(self) -> bool:
+            """Not served with what arrived of its head: 408, if it can be written."""
+            self.close_connection = True
+            self.request_version = self.protocol_version   # an answer with a status line
+            with contextlib.suppress(OSError):
+                self._json(408, {"error": "the request line and headers took more than "
+                                 f"{heads.limit_s:g} s"})
+            return False
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass  # counts and the store tell the story; errors are logged where they occur
