@@ -213,26 +213,33 @@ class Bridge:
             self.child.stop()
 
 
-class NaiveForwarder:
-    """bench/naive_forwarder.py as a process; start() returns once it is subscribed."""
+class _Subscriber:
+    """A `python -m MODULE` subscriber process (bench/naive_forwarder.py,
+    bench/paho_floor.py) that prints `subscribed` once the broker granted its
+    subscription; start() returns then."""
 
-    def __init__(self, workdir: Path, broker: Mosquitto, platform_url: str,
-                 client_id: str) -> None:
+    module = ""
+    what = ""
+
+    def __init__(self, workdir: Path, broker: Mosquitto, client_id: str,
+                 *args: str) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
-        self.argv = [sys.executable, "-m", "bench.naive_forwarder", "--broker",
-                     f"{broker.host}:{broker.port}", "--url", platform_url, "--client-id",
-                     client_id]
+        self.argv = [sys.executable, "-m", self.module, "--broker",
+                     f"{broker.host}:{broker.port}", "--client-id", client_id, *args]
         self.child: Child | None = None
 
-    def start(self, wait: bool = True) -> NaiveForwarder:
-        self.child = Child(self.argv, self.workdir / "naive.log", stdout=subprocess.PIPE)
+    def start(self, wait: bool = True) -> _Subscriber:
+        self.child = Child(self.argv, self.workdir / "subscriber.log", stdout=subprocess.PIPE)
         if wait:
             self.wait_healthy()
         return self
 
     def wait_healthy(self, timeout: float = 15.0) -> None:
-        """Subscribed (it says so on stdout)."""
+        self.wait_for("subscribed", timeout)
+
+    def wait_for(self, said: str, timeout: float) -> None:
+        """Until the process prints the line `said`."""
         assert self.child is not None
         stdout = self.child.proc.stdout
         assert stdout is not None
@@ -240,12 +247,14 @@ class NaiveForwarder:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = stdout.readline()
-            if line.strip() == b"subscribed":
+            if line.strip() == said.encode():
                 return
-            if not self.child.alive():
-                break
-            time.sleep(0.02)
-        raise RuntimeError(f"the naive forwarder did not subscribe:\n{self.child.log()}")
+            if not line:
+                if not self.child.alive():
+                    break
+                time.sleep(0.02)
+        raise RuntimeError(f"{self.what} did not say {said!r} within {timeout:g} s:\n"
+                           f"{self.child.log()}")
 
     @property
     def pid(self) -> int:
@@ -255,6 +264,27 @@ class NaiveForwarder:
     def stop(self) -> None:
         if self.child is not None:
             self.child.stop()
+
+
+class NaiveForwarder(_Subscriber):
+    """bench/naive_forwarder.py as a process."""
+
+    module, what = "bench.naive_forwarder", "the naive forwarder"
+
+    def __init__(self, workdir: Path, broker: Mosquitto, platform_url: str,
+                 client_id: str) -> None:
+        super().__init__(workdir, broker, client_id, "--url", platform_url)
+
+
+class PahoFloor(_Subscriber):
+    """bench/paho_floor.py as a process: takes and acknowledges `expect` ratings, then
+    says `done`."""
+
+    module, what = "bench.paho_floor", "the paho floor"
+
+    def __init__(self, workdir: Path, broker: Mosquitto, client_id: str,
+                 expect: int = 0) -> None:
+        super().__init__(workdir, broker, client_id, "--expect", str(expect))
 
 
 class Consumer(Protocol):

@@ -12,9 +12,7 @@ It prints `subscribed` on stdout once the broker granted its subscription.
 
 from __future__ import annotations
 
-import argparse
 import http.client
-import signal
 import sys
 import time
 from typing import Any
@@ -22,8 +20,8 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+
+from bench.subscriber import options, serve
 
 
 class Poster:
@@ -56,39 +54,18 @@ class Poster:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.naive_forwarder")
-    p.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT")
+    p = options("bench.naive_forwarder", "naive-forwarder")
     p.add_argument("--url", required=True)
-    p.add_argument("--prefix", default="hcp/v1")
-    p.add_argument("--client-id", default="naive-forwarder")
     args = p.parse_args(argv)
-    host, _, port = args.broker.rpartition(":")
     poster = Poster(args.url)
-
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=args.client_id,
                          protocol=mqtt.MQTTv5)
-
-    def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if reason.is_failure:
-            print(f"connect refused: {reason}", file=sys.stderr)
-            return
-        c.subscribe(f"{args.prefix}/+/rating", qos=1)
-
-    def on_subscribe(_c: mqtt.Client, _u: Any, _mid: int, _codes: Any, _p: Any) -> None:
-        print("subscribed", flush=True)
 
     def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         poster.post(message.payload)
 
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
     client.on_message = on_message
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = 86400
-    client.connect(host, int(port), keepalive=30, clean_start=False, properties=props)
-    signal.signal(signal.SIGTERM, lambda *_: client.disconnect())
-    client.loop_forever()
-    return 0
+    return serve(client, args)
 
 
 if __name__ == "__main__":

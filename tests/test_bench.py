@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,11 +34,18 @@ SECTIONS = ("1. Outbox storage", "2. Press to thanks", "3. End to end", "4. Drai
 def test_quick_run_measures_every_benchmark_and_writes_the_report(tmp_path: Path) -> None:
     report = tmp_path / "benchmarks.md"
     cgroups_before = _bench_cgroups()
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(report),
-         "--workdir", str(tmp_path / "work")],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-        text=True, timeout=480, check=False)
+    # A short work folder: the devices' sim sockets live in it, and a socket's path has
+    # at most 107 bytes (pytest's own tmp_path, under xdist, leaves too few).
+    work = Path(tempfile.mkdtemp(prefix="hcpb-"))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", "--quick", "--out", str(report),
+             "--workdir", str(work)],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+            text=True, timeout=480, check=False)
+    finally:
+        leftover = _processes_mentioning(str(work))
+        shutil.rmtree(work, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-4000:]
     text = report.read_text(encoding="utf-8")
     assert "The benchmark failed" not in text, text
@@ -60,7 +69,7 @@ def test_quick_run_measures_every_benchmark_and_writes_the_report(tmp_path: Path
         assert f"**Skipped:** {NATS_SERVER} is not installed" in text
     # nothing it started is left running (every child names its scratch directory), and
     # the cgroups it made are gone
-    assert _processes_mentioning(str(tmp_path)) == []
+    assert leftover == []
     assert _bench_cgroups() == cgroups_before
 
 
