@@ -12,16 +12,20 @@ wait meanwhile go out together, a line each, in as few messages as fit."""
 from __future__ import annotations
 
 import collections
+import functools
 import http.client
+import io
 import json
 import logging
 import queue
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from broker_bridge.watch.channels import (
     DINGTALK,
@@ -159,7 +163,11 @@ class Webhook(threading.Thread):
             if error:
                 return error
             url = signed_url(url, secret, round(self._wall() * 1000))
-        request = urllib.request.Request(url, data=body, method="POST")
+        # One deadline for the whole attempt — connecting, sending, the status line,
+        # the headers and the answer — not a timeout per read, which a receiver sending a
+        # byte at a time would never reach.
+        request = _TimedRequest(url, data=body, method="POST")
+        request.deadline = time.monotonic() + self._timeout
         # 钉钉 asks for the charset to be named; a plain JSON receiver keeps its header.
         request.add_header("Content-Type", "application/json; charset=utf-8"
                            if self._format in ROBOTS else "application/json")
@@ -170,7 +178,7 @@ class Webhook(threading.Thread):
             request.add_header("Authorization", f"Bearer {token}")
         try:
             with _OPENER.open(request, timeout=self._timeout) as response:
-                answer = _read_answer(response, time.monotonic() + self._timeout)
+                answer = _read_answer(response, request.deadline)
                 if answer is None:
                     return (f"HTTP {response.status}, but the answer took longer than "
                             f"{self._timeout:g} s")
@@ -179,9 +187,14 @@ class Webhook(threading.Thread):
             if 300 <= e.code < 400:
                 return f"HTTP {e.code} (a redirect: not followed, set the final URL)"
             return f"HTTP {e.code}"
+        except TimeoutError:
+            return f"no complete answer within {self._timeout:g} s"
         except (OSError, urllib.error.URLError, ValueError, http.client.HTTPException) as e:
             # HTTPException: a garbled answer (bad status line, a header too long).
-            return str(getattr(e, "reason", e))[:200]
+            reason = getattr(e, "reason", e)
+            if isinstance(reason, TimeoutError):
+                return f"no complete answer within {self._timeout:g} s"
+            return str(reason)[:200]
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -192,14 +205,103 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # urllib then raises HTTPError with the 3xx
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+class _TimedRequest(urllib.request.Request):
+    """A request with the deadline of its whole exchange (time.monotonic())."""
+
+    deadline = 0.0
+
+
+def _time_left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the deadline has passed")
+    return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The answer's bytes, every read with the time left before `deadline` as its
+    timeout: the status line and headers (which http.client reads a line at a time,
+    each read with its own timeout) as well as the body."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)   # counted: the socket stays open
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self._sock.settimeout(_time_left(self._deadline))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None,
+                 url: str | None = None, *, deadline: float) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        self.fp.close()   # the plain reader http.client made: reads without a deadline
+        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
+
+
+class _DeadlineConnection(http.client.HTTPConnection):
+    """Connects, sends and reads the answer within `deadline`."""
+
+    def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+        self.response_class = functools.partial(  # type: ignore[assignment]
+            _DeadlineResponse, deadline=deadline)
+
+    def connect(self) -> None:
+        self.timeout = _time_left(self._deadline)
+        super().connect()   # for HTTPS, the TLS handshake too
+        self.sock.settimeout(_time_left(self._deadline))
+
+
+class _DeadlineHTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
+    pass
+
+
+_DEADLINE_CONNECTIONS: dict[type, type] = {
+    http.client.HTTPConnection: _DeadlineConnection,
+    http.client.HTTPSConnection: _DeadlineHTTPSConnection,
+}
+
+
+class _DeadlineHandler(urllib.request.AbstractHTTPHandler):
+    """urllib's HTTP(S) handler with the request's deadline on its connection (proxies
+    and TLS settings as urllib's own)."""
+
+    def do_open(self, http_class: Any, req: urllib.request.Request,
+                **http_conn_args: Any) -> http.client.HTTPResponse:
+        deadline = getattr(req, "deadline", None) or time.monotonic() + (req.timeout or 5.0)
+        connection = functools.partial(_DEADLINE_CONNECTIONS[http_class], deadline=deadline)
+        return super().do_open(connection, req, **http_conn_args)
+
+
+class _DeadlineHTTPHandler(_DeadlineHandler, urllib.request.HTTPHandler):
+    pass
+
+
+class _DeadlineHTTPSHandler(_DeadlineHandler, urllib.request.HTTPSHandler):
+    pass
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect, _DeadlineHTTPHandler,
+                                      _DeadlineHTTPSHandler)
 ANSWER_MAX = 64 * 1024
 
 
 def _read_answer(response: http.client.HTTPResponse, deadline: float) -> bytes | None:
     """Up to ANSWER_MAX bytes of the answer, or None when it is still coming at
-    `deadline`: each read has the timeout, but a receiver sending a byte at a time
-    would otherwise hold the webhook (and every alert behind it) as long as it liked."""
+    `deadline` (a read that would wait beyond it raises TimeoutError: _DeadlineReader)."""
     answer = b""
     while len(answer) < ANSWER_MAX:
         if time.monotonic() > deadline:
