@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from common.text import display_text
 from device import __version__
 from device.outbox import Outbox, StorageError
+from device.ports import socket_path_problem
 
 if TYPE_CHECKING:
     from device.daemon import Daemon
@@ -101,6 +102,9 @@ class StatusServer:
         whether that matters: for the daemon it does not)."""
         if self._sock is not None:
             return
+        too_long = socket_path_problem(self.path)
+        if too_long is not None:
+            raise OSError(f"{too_long}; choose a shorter [device] data_dir")
         if self.path.is_symlink() or (self.path.exists() and not self.path.is_socket()):
             raise OSError(f"{self.path} exists and is not a socket; not replacing it")
         with contextlib.suppress(FileNotFoundError):

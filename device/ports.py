@@ -9,6 +9,7 @@ Driver threads (gpiozero callbacks, the serial reader, the sim socket) only call
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,6 +37,20 @@ class DriverError(Exception):
 
 class HardwareNotFound(DriverError):
     """The configured hardware is missing (no I²C bus, no GPIO, no input device, no font)."""
+
+
+# The longest path a UNIX socket may be bound or reached at: the kernel's sun_path holds
+# 108 bytes with the closing NUL (bind() says only "AF_UNIX path too long").
+MAX_SOCKET_PATH = 107
+
+
+def socket_path_problem(path: str | os.PathLike[str]) -> str | None:
+    """What is wrong with `path` as a UNIX socket's path (too long: its length and the
+    limit), or None. Measured as given: the kernel takes a relative path as it is."""
+    size = len(os.fsencode(path))
+    if size <= MAX_SOCKET_PATH:
+        return None
+    return f"{size} bytes long, over the {MAX_SOCKET_PATH} bytes a UNIX socket path may have"
 
 
 class MonotonicClock(Protocol):

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from device.core.model import KeyDown, KeyUp
-from device.ports import DriverError, DriverStatus, Emit, MonotonicClock
+from device.ports import (DriverError, DriverStatus, Emit, MonotonicClock,
+                          socket_path_problem)
 from drivers.targets import ScreenTargets
 from drivers.touch import DEFAULT_SIM_ZONES, zone_for
 
@@ -155,6 +156,10 @@ class SimServer:
     def open(self) -> None:
         if self._sock is not None:
             return
+        too_long = socket_path_problem(self.path)
+        if too_long is not None:
+            raise DriverError(f"sim socket {self.path}: {too_long}; choose a shorter "
+                              "[device] data_dir")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()

@@ -158,6 +158,14 @@ def main(argv: list[str]) -> int:
                         "(0: any free port), where a click is a touch")
     p.add_argument("--mute", action="store_true", help="do not play the voice clips here")
     args = p.parse_args(argv)
+    if not args.no_ui:   # the evaluator's sockets are in DIR/device
+        problem = device_sim.socket_problem(
+            (Path(args.dir) if args.dir
+             else Path(tempfile.gettempdir()) / "hcp-demo-xxxxxxxx") / "device",
+            "--dir" if args.dir else "--dir (or TMPDIR)")
+        if problem is not None:
+            print(f"hcp-sim demo: {problem}", file=sys.stderr)
+            return 2
     workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="hcp-demo-"))
     try:
         workdir.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from device.control import status_socket_path
+from device.ports import socket_path_problem
 from simulator.children import die_with_parent
 from simulator.device_sim_config import build_config, write_config
 from simulator.device_sim_view import view_lines
@@ -57,6 +59,10 @@ RESEND_TRIES = 3
 # The panels a simulated evaluator can have: the OLED, and colour touch screens in
 # landscape and portrait.
 SIZES = ("128x64", "480x320", "800x480", "1024x600", "320x480", "480x800", "600x1024")
+
+
+class OptionError(Exception):
+    """A command line this tool cannot run with: one line, exit 2."""
 
 
 class DeviceSim:
@@ -113,6 +119,10 @@ class DeviceSim:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else e
             raise SystemExit(f"hcp-sim device: --config {self.args.config}: cannot read it: "
                              f"{reason}") from None
+        problem = socket_problem(self.data_dir, "--data-dir (or TMPDIR)")
+        if problem is not None:   # only a temporary directory gets here with one
+            self.remove_unused_temp()
+            raise OptionError(problem)
         config_path = self.data_dir / "device-sim.toml"
         write_config(config_path, conf)
         log = (self.data_dir / "device.log").open("ab")
@@ -410,8 +420,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def socket_problem(data_dir: Path, option: str, attach: bool = False) -> str | None:
+    """A data directory in which a socket of the daemon's (the sim socket; the status
+    socket too when we start the daemon) would be too long a path for the kernel, as
+    one line naming the path and `option`, the way to choose another; else None."""
+    paths = [data_dir / "sim.sock"] + ([] if attach else [status_socket_path(data_dir)])
+    for path in paths:
+        too_long = socket_path_problem(path)
+        if too_long is not None:
+            return f"{option}: the socket {path} would be {too_long}; choose a shorter {option}"
+    return None
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    problem = (socket_problem(Path(args.attach), "--attach", attach=True) if args.attach
+               else socket_problem(Path(args.data_dir), "--data-dir") if args.data_dir
+               else None)   # a temporary directory: checked once it is made
+    if problem is not None:
+        print(f"hcp-sim device: {problem}", file=sys.stderr)
+        return 2
     sim = DeviceSim(args)
     stop = threading.Event()
 
@@ -442,6 +470,9 @@ def main(argv: list[str]) -> int:
                 pass
     except KeyboardInterrupt:  # while the daemon starts: stopped like `q`, and said where
         pass
+    except OptionError as e:
+        print(f"hcp-sim device: {e}", file=sys.stderr)
+        return 2
     finally:
         if web is not None:
             web.close()
