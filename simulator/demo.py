@@ -158,6 +158,12 @@ def main(argv: list[str]) -> int:
                         "(0: any free port), where a click is a touch")
     p.add_argument("--mute", action="store_true", help="do not play the voice clips here")
     args = p.parse_args(argv)
+    # --no-ui runs no evaluator: a screen asked for with it would silently not be there.
+    for option, given in (("--web", args.web is not None), ("--size", args.size)):
+        if args.no_ui and given:
+            print(f"hcp-sim demo: {option} shows the evaluator's screen, which --no-ui does "
+                  f"not run; leave out one of them", file=sys.stderr)
+            return 2
     if not args.no_ui:   # the evaluator's sockets are in DIR/device
         problem = device_sim.socket_problem(
             (Path(args.dir) if args.dir

@@ -203,6 +203,8 @@ def main(argv: list[str]) -> int:
             args.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             p.error(f"--data-dir {args.data_dir}: cannot create it: {e.strerror or e}")
+    if args.password_file and not args.username:   # as [mqtt] password_file in a config
+        p.error("--password-file needs --username (the broker user that password is for)")
     if args.password_file:
         try:
             Path(args.password_file).read_bytes()

@@ -141,6 +141,10 @@ def live(watcher: HallWatcher, out: TextIO, prefix: str) -> None:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.password_file and not args.username:   # as [mqtt] password_file in a config
+        print("hcp-sim monitor: --password-file needs --username (the broker user that "
+              "password is for)", file=sys.stderr)
+        return 2
     host, port = args.broker
     view = HallView(args.hall)
     try:
