@@ -107,57 +107,71 @@ class Upstream:
                 self._wake.wait(IDLE_POLL_S)
                 continue
             batch = one_per_id(pending)
-            try:
-                answered = self._post(batch)
-            except PlatformError as e:
-                if e.retryable:
+            answered, failure = self._post(batch)
+            if (answered or failure is None) and not self._keep(answered):
+                continue
+            if failure is not None:
+                left = len(batch) - len(answered)
+                if failure.retryable:
                     delay = full_jitter(attempt, cap=self.retry_cap_s)
-                    if e.retry_after is not None:
-                        delay = max(delay, e.retry_after)
+                    if failure.retry_after is not None:
+                        delay = max(delay, failure.retry_after)
                     now = time.monotonic()
                     if attempt == 0 or now - last_log >= QUIET_LOG_S:
                         log.warning("province failed (%s) for %d records; retry %d in %.1f s",
-                                    e.detail, len(batch), attempt + 1, delay)
+                                    failure.detail, left, attempt + 1, delay)
                         last_log = now
                 else:
                     delay = self.client_error_retry_s
                     log.error("province REFUSED a batch of %d records: %s — check [upstream] "
                               "url and token_file; nothing is lost, retrying in %.0f s",
-                              len(batch), e.detail, delay)
+                              left, failure.detail, delay)
                 attempt += 1
                 self._stop.wait(delay)
                 continue
             if attempt:
                 log.info("province answered again after %d retries", attempt)
             attempt = 0
-            self._batches_answered += 1
-            try:
-                self.store.record_upstream(answered)
-            except StoreError as e:
-                log.warning("keeping the province's answers: %s (they will be asked again)",
-                            e)
-                self._stop.wait(1.0)
-                continue
-            rejected = [a for a in answered if a[2] == "rejected"]
-            for rating_id, device_id, _, error in rejected[:5]:
-                log.error("province rejected %s of %s: %s", rating_id, device_id, error)
             if len(answered) < len(batch):
                 # An answer that skips records: those stay queued and go again.
                 log.warning("province answered %d of %d records", len(answered), len(batch))
                 self._stop.wait(full_jitter(0, cap=self.retry_cap_s))
 
+    def _keep(self, answered: list[tuple[str, str, str, str | None]]) -> bool:
+        """Keep the province's answers; False (after a pause) when the store failed:
+        those records stay queued and are posted again."""
+        self._batches_answered += 1
+        try:
+            self.store.record_upstream(answered)
+        except StoreError as e:
+            log.warning("keeping the province's answers: %s (they will be asked again)", e)
+            self._stop.wait(1.0)
+            return False
+        rejected = [a for a in answered if a[2] == "rejected"]
+        for rating_id, device_id, _, error in rejected[:5]:
+            log.error("province rejected %s of %s: %s", rating_id, device_id, error)
+        return True
+
     def _post(self, pending: list[tuple[str, str, bool, str]]
-              ) -> list[tuple[str, str, str, str | None]]:
+              ) -> tuple[list[tuple[str, str, str, str | None]], PlatformError | None]:
+        """Post the batch: ours through the profile, then those that came in the gov
+        names as they are. The answers the province gave, and the failure that stopped
+        the rest: a part answered is kept even when the next one fails, so that it is
+        not posted again with the retry."""
         answers: list[tuple[str, str, str, str | None]] = []
         for client, gov in ((self._ours, False), (self._as_is, True)):
             part = [(rid, device, record) for rid, device, is_gov, record in pending
                     if is_gov == gov]
             if not part:
                 continue
-            results = client.post_ratings([self._payload(record, gov) for _, _, record in part])
+            try:
+                results = client.post_ratings([self._payload(record, gov)
+                                               for _, _, record in part])
+            except PlatformError as e:
+                return answers, e
             answers += [(rid, device, results[rid].status, results[rid].error)
                         for rid, device, _ in part if rid in results]
-        return answers
+        return answers, None
 
 
     def _payload(self, record: str, gov: bool) -> bytes:

@@ -52,10 +52,11 @@ STAGING_SQL = ("CREATE TEMPORARY TABLE IF NOT EXISTS incoming_ratings ("
 def _postgres_write(upstream: bool) -> str:
     """The statement that writes a staged batch; it returns the keys it inserted.
 
-    `rating_ids` decides: a pair already there (any month, any earlier batch) inserts
-    nothing, and a pair another transaction is inserting makes this one wait for it and
-    then find it. Only the pairs it returned go on to `ratings`, the roll-up and the
-    follow-ups, so each new rating is written once everywhere, in this transaction.
+    `rating_ids` decides: a pair already there (any month, any earlier batch), or an
+    expired prompt's, inserts nothing, and a pair another transaction is inserting makes
+    this one wait for it and then find it. Only the pairs it returned go on to
+    `ratings`, the roll-up and the follow-ups, so each new rating is written once
+    everywhere, in this transaction.
     Rows of rating_ids and daily_tally are taken in key order, so concurrent batches
     cannot deadlock."""
     columns = ", ".join(RATING_COLUMNS)
@@ -65,7 +66,9 @@ def _postgres_write(upstream: bool) -> str:
              "ON CONFLICT (rating_id, device_id) DO NOTHING)") if upstream else ""
     return (
         "WITH new AS (INSERT INTO rating_ids (rating_id, device_id, rated_at) "
-        "SELECT rating_id, device_id, rated_at FROM incoming_ratings "
+        "SELECT rating_id, device_id, rated_at FROM incoming_ratings i "
+        "WHERE NOT EXISTS (SELECT 1 FROM expired_prompts e "
+        "WHERE e.prompt_id = i.rating_id AND e.device_id = i.device_id) "
         "ORDER BY rating_id, device_id "
         "ON CONFLICT (rating_id, device_id) DO NOTHING RETURNING rating_id, device_id), "
         "fresh AS MATERIALIZED (SELECT i.* FROM incoming_ratings i "
@@ -90,14 +93,25 @@ def write_batch(db: Database, valid: Sequence[Incoming], now: datetime,
                 calendar: WorkCalendar, policy: Policy, upstream: bool) -> set[Key]:
     """Write what is new of a batch of valid records (inside the caller's transaction);
     return the keys (rating_key) it stored. A record whose key is stored already, or
-    comes again later in the batch, adds one to its copy's times_seen."""
+    comes again later in the batch, adds one to its copy's times_seen.
+
+    A key is one record whatever its kind: a rating and an expired prompt with the same
+    id from the same device are one id stored twice otherwise, of which the upstream
+    queue (keyed by the pair) would forward one. The first of the batch, or the one
+    stored before, is kept; the other is a duplicate and stores nothing (it adds to no
+    times_seen: the copies counted are of one kind)."""
     ratings = [r for r in valid if r.kind != EXPIRED_PROMPT]
     expired = [r for r in valid if r.kind == EXPIRED_PROMPT]
+    if expired:   # rare: one per unanswered prompt
+        first_kind: dict[Key, str] = {}
+        for r in valid:
+            first_kind.setdefault(rating_key(r), r.kind)
+        ratings = [r for r in ratings if first_kind[rating_key(r)] != EXPIRED_PROMPT]
     if isinstance(db, PostgresDatabase):
         new = _ratings_postgres(db, ratings, now, calendar, policy, upstream)
     else:
         new = _ratings_sqlite(db, ratings, now, calendar, policy, upstream)
-    new |= _expired_prompts(db, expired, now, upstream)
+    new |= _expired_prompts(db, expired, new, now, upstream)
     return new
 
 
@@ -172,11 +186,13 @@ def _ratings_sqlite(db: Database, ratings: list[Incoming], now: datetime,
     # before the inserts below.
     stored: set[Key] = set()
     ids = sorted({r.rating_id for r in ratings})
-    for start in range(0, len(ids), 500):   # within any SQLite's parameter limit
-        chunk = ids[start:start + 500]
+    for start in range(0, len(ids), 400):   # twice 400: within any SQLite's 999 parameters
+        chunk = ids[start:start + 400]
+        marks = ", ".join("?" * len(chunk))
         stored.update(db.execute(
-            "SELECT rating_id, device_id FROM ratings WHERE rating_id IN "
-            f"({', '.join('?' * len(chunk))})", chunk).fetchall())
+            f"SELECT rating_id, device_id FROM ratings WHERE rating_id IN ({marks}) "
+            "UNION ALL SELECT prompt_id, device_id FROM expired_prompts "
+            f"WHERE prompt_id IN ({marks})", chunk + chunk).fetchall())
     # In the order received (rowid is what rating_ids() lists by), each key once.
     first: dict[Key, Incoming] = {}
     for r in ratings:
@@ -222,11 +238,17 @@ def _iso(day: date | None) -> str | None:
     return None if day is None else day.isoformat()
 
 
-def _expired_prompts(db: Database, expired: list[Incoming], now: datetime,
-                     upstream: bool) -> set[Key]:
-    """Gov-profile expired prompts (rare: one per unanswered prompt), row by row."""
+def _expired_prompts(db: Database, expired: list[Incoming], taken: set[Key],
+                     now: datetime, upstream: bool) -> set[Key]:
+    """Gov-profile expired prompts (rare: one per unanswered prompt), row by row; one
+    whose key is a rating's (of this batch, in `taken`, or stored) is a duplicate."""
     new: set[Key] = set()
+    ratings_table = "ratings" if db.dialect == SQLITE else "rating_ids"
     for r in sorted(expired, key=rating_key):
+        if rating_key(r) in taken or db.execute(
+                f"SELECT 1 FROM {ratings_table} WHERE rating_id = ? AND device_id = ?",
+                rating_key(r)).fetchone() is not None:
+            continue
         inserted = db.execute(
             "INSERT INTO expired_prompts (prompt_id, device_id, hall_id, window_id, "
             "case_id, expired_at, local_day, received_at, gov, record) "
