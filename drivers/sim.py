@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from device.core.model import KeyDown, KeyUp
-from device.ports import (DriverError, DriverStatus, Emit, MonotonicClock,
-                          socket_path_problem)
+from device.ports import DriverError, DriverStatus, Emit, MonotonicClock, socket_path_problem
 from drivers.targets import ScreenTargets
 from drivers.touch import DEFAULT_SIM_ZONES, zone_for
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
+import serial
 
 from device.frames import FrameWriter
 from device.ports import DriverError
-from drivers import serial_link
 from drivers.serial_link import PySerialLink
 from tests.serial_helpers import Recorder, wait_until
 
@@ -73,7 +72,8 @@ def test_tty_on_a_high_descriptor_is_a_driver_error(high_fds: None) -> None:
         assert link._port.fd >= 1024
         with pytest.raises(DriverError, match="write failed"):
             link.send(b'{"type":"ping","seq":1}*0000\n')
-        writer = FrameWriter(link, report=(reports := []).append)
+        reports: list[str | None] = []
+        writer = FrameWriter(link, report=reports.append)
         assert writer.send(RATED) is False
         assert list(writer.held) == [RATED]          # held for the next hello
         assert reports and "write failed" in str(reports[-1])
@@ -108,7 +108,7 @@ class _OddPort:
 def test_any_write_error_of_the_port_is_a_driver_error(
         monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
     link = PySerialLink("loop://", 115200)
-    monkeypatch.setattr(serial_link.serial, "serial_for_url",
+    monkeypatch.setattr(serial, "serial_for_url",
                         lambda *a, **k: _OddPort(error))
     rec = Recorder()
     link.start(rec.on_line, rec.on_open)
@@ -120,8 +120,8 @@ def test_any_write_error_of_the_port_is_a_driver_error(
         # Failing fast meanwhile, as for any failed write.
         with pytest.raises(DriverError):
             link.send(b"x\n")
-        reports: list[Any] = []
-        assert FrameWriter(link, report=reports.append).send(RATED) is False
-        assert reports
+        failures: list[str | None] = []
+        assert FrameWriter(link, report=failures.append).send(RATED) is False
+        assert failures and str(error) in str(failures[-1])
     finally:
         link.close()

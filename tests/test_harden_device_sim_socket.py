@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,10 +39,11 @@ def _connect(path: Path) -> socket.socket:
     return c
 
 
-def _read_events(c: socket.socket, n: int, skip_screens: bool = False) -> list[dict]:
+def _read_events(c: socket.socket, n: int,
+                 skip_screens: bool = False) -> list[dict[str, Any]]:
     """The next n events (screen events left out when asked: a running device sends them
     at its own pace)."""
-    got: list[dict] = []
+    got: list[dict[str, Any]] = []
     buf = b""
     while len(got) < n:
         try:
