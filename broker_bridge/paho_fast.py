@@ -79,6 +79,15 @@ def make_client(**kwargs: Any) -> mqtt.Client:
     return mqtt.Client(**kwargs)
 
 
+_PUBACK_SUCCESS = (0x00, 0x10)   # v5 PUBACK reason codes that are not failures
+
+
+def _plain_v5_puback(packet: bytes | bytearray) -> bool:
+    """The id, a success reason code, and no properties (none or a length of 0)."""
+    return ((len(packet) == 3 or (len(packet) == 4 and packet[3] == 0))
+            and packet[2] in _PUBACK_SUCCESS)
+
+
 def _joinable(packet: Mapping[str, Any]) -> bool:
     command = packet["command"] & 0xF0
     return (packet["pos"] == 0 and command != _DISCONNECT
@@ -203,11 +212,15 @@ class FastPublishClient(mqtt.Client):
         return super()._handle_publish()
 
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
-        # A PUBACK of 2 bytes (the message id: MQTT 3.1.1, or v5 success without
-        # properties) completes the message as paho's own path does, without building a
-        # ReasonCode and a Properties object for an on_publish nobody set.
+        # A plain PUBACK completes the message as paho's own path does, without building
+        # a ReasonCode and a Properties object for an on_publish nobody set: 2 bytes (the
+        # message id: MQTT 3.1.1, or v5 success), or in v5 the id, a success code and at
+        # most an empty property length — mosquitto answers a receipt for a device with
+        # no session (none subscribed) with 0x10, "no matching subscribers".
         packet = self._in_packet["packet"]
-        if cmd == "PUBACK" and len(packet) == 2 and self.on_publish is None:
+        if cmd == "PUBACK" and self.on_publish is None and (
+                len(packet) == 2 or (self._protocol == MQTTProtocolVersion.MQTTv5
+                                     and _plain_v5_puback(packet))):
             mid = (packet[0] << 8) | packet[1]
             with self._out_message_mutex:
                 message = self._out_messages.pop(mid, None)

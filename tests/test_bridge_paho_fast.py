@@ -382,8 +382,12 @@ def _publish_and_complete(cls: type[mqtt.Client], puback_body: bytes
         return [info.is_published() for info in infos], client._inflight_messages, got
 
 
-@pytest.mark.parametrize("puback_body", [b"", b"\x10\x00"],
-                         ids=["success-2-bytes", "no-subscribers-with-reason"])
+@pytest.mark.parametrize("puback_body", [b"", b"\x10", b"\x10\x00", b"\x00\x00",
+                                         b"\x10\x03\x1f\x00\x00", b"\x80", b"\x97\x00"],
+                         ids=["success-2-bytes", "no-subscribers-3-bytes",
+                              "no-subscribers-empty-properties", "success-empty-properties",
+                              "no-subscribers-with-a-property", "unspecified-error",
+                              "quota-exceeded"])
 def test_pubacks_complete_messages_as_paho_does(puback_body: bytes) -> None:
     """`hcp/v1/dev/receipt` is 18 bytes: the id is at 20..22 of each PUBLISH body."""
     plain = _publish_and_complete(mqtt.Client, puback_body)
@@ -391,3 +395,24 @@ def test_pubacks_complete_messages_as_paho_does(puback_body: bytes) -> None:
     assert fast == plain
     published, inflight, got = fast
     assert all(published) and inflight == 0 and len(got) == 30
+
+
+@pytest.mark.parametrize(("puback_body", "fast_path"), [
+    (b"", True), (b"\x10", True), (b"\x10\x00", True), (b"\x00\x00", True),
+    (b"\x10\x03\x1f\x00\x00", False), (b"\x80", False), (b"\x97\x00", False)])
+def test_plain_pubacks_skip_pahos_decoder(puback_body: bytes, fast_path: bool,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A success PUBACK without properties (mosquitto sends 0x10 alone for a receipt to a
+    device with no session) is completed without paho's decoder; one with a property or
+    a failure code goes to paho."""
+    calls: list[str] = []
+    pahos = mqtt.Client._handle_pubackcomp
+
+    def counted(self: mqtt.Client, cmd: Any) -> Any:
+        calls.append(cmd)
+        return pahos(self, cmd)
+
+    monkeypatch.setattr(mqtt.Client, "_handle_pubackcomp", counted)
+    published, inflight, _ = _publish_and_complete(FastPublishClient, puback_body)
+    assert all(published) and inflight == 0
+    assert calls == ([] if fast_path else ["PUBACK"] * 30)
