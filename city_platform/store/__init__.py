@@ -10,8 +10,10 @@ a duplicate (issue 17, SPEC proposal P1, docs/platform.md "De-duplication").
 from __future__ import annotations
 
 import json
+import re
 import threading
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,13 +41,23 @@ from city_platform.workdays import WorkCalendar
 from common.rating import CASE_FIELDS, TIME_RANGE_TEXT, aware_time
 
 __all__ = ["Store", "StoreError", "TimezoneMismatch", "Followup", "AmbiguousRating",
-           "SCHEMA_VERSION"]
+           "SCHEMA_VERSION", "NEW_PARTITIONS_PER_BATCH", "PARTITION_MONTHS_AHEAD",
+           "months_to_make"]
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 # PostgreSQL: partitions exist this many months ahead of today, so that the common case
 # never creates one inside the ingest path.
 MONTHS_AHEAD = 3
-
+# One batch makes at most this many partitions (the months with the most of its records
+# first), and none for a month starting more than PARTITION_MONTHS_AHEAD months after
+# the platform's clock: a batch whose times spread over the century (a clock gone wrong,
+# a hostile client) would otherwise make a partition per month it names, each under a
+# lock on `ratings`. The rest of its records go to the default partition OTHER_PARTITION
+# and move to their month's own partition when one is made (docs/platform.md).
+NEW_PARTITIONS_PER_BATCH = 12
+PARTITION_MONTHS_AHEAD = 12
+OTHER_PARTITION = "ratings_other"
+_PARTITION_NAME = re.compile(r"ratings_(\d{4})(\d{2})")
 
 
 class Store(FollowupBook, StoredReads):
@@ -103,6 +115,16 @@ class Store(FollowupBook, StoredReads):
     # Partitions (PostgreSQL) -----------------------------------------------------------
 
     def ensure_partitions_ahead(self, now: datetime) -> None:
+        if not self._months:   # at open: the default partition, and the months made before
+            with self.db.transaction():
+                self.db.execute(f"CREATE TABLE IF NOT EXISTS {OTHER_PARTITION} "
+                                "PARTITION OF ratings DEFAULT")
+            for (name,) in self.db.execute(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c "
+                    "ON c.oid = i.inhrelid WHERE i.inhparent = 'ratings'::regclass"):
+                found = _PARTITION_NAME.fullmatch(name)
+                if found:
+                    self._months.add((int(found[1]), int(found[2])))
         year, month = now.year, now.month
         months = []
         for _ in range(MONTHS_AHEAD + 2):  # last month too: late arrivals are common
@@ -111,16 +133,31 @@ class Store(FollowupBook, StoredReads):
         prev = (now.year - 1, 12) if now.month == 1 else (now.year, now.month - 1)
         self._ensure_months([prev, *months])
 
-    def _ensure_months(self, months: Sequence[tuple[int, int]]) -> None:
+    def _ensure_months(self, months: Iterable[tuple[int, int]]) -> None:
+        """Make the months' partitions; rows of such a month kept in the default
+        partition move into it, in the same transaction (PostgreSQL refuses a partition
+        while the default one holds rows of its range)."""
         with self._partition_lock:
             for year, month in sorted(set(months) - self._months):
                 name = partition_name(year, month)
                 upper = (year + 1, 1) if month == 12 else (year, month + 1)
+                lower = f"'{year:04d}-{month:02d}-01 00:00:00+00'"
+                higher = f"'{upper[0]:04d}-{upper[1]:02d}-01 00:00:00+00'"
                 with self.db.transaction():
+                    # No batch writes meanwhile (reads go on): a row of this month written
+                    # to the default partition after the move would fail the CREATE.
+                    self.db.execute("LOCK TABLE ratings IN SHARE ROW EXCLUSIVE MODE")
+                    self.db.execute("CREATE TEMPORARY TABLE moving_ratings (LIKE ratings) "
+                                    "ON COMMIT DROP")
+                    moved = self.db.execute(
+                        f"WITH moved AS (DELETE FROM {OTHER_PARTITION} WHERE rated_at >= "
+                        f"{lower} AND rated_at < {higher} RETURNING *) "
+                        "INSERT INTO moving_ratings SELECT * FROM moved").rowcount
                     self.db.execute(
                         f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF ratings FOR VALUES "
-                        f"FROM ('{year:04d}-{month:02d}-01 00:00:00+00') "
-                        f"TO ('{upper[0]:04d}-{upper[1]:02d}-01 00:00:00+00')")
+                        f"FROM ({lower}) TO ({higher})")
+                    if moved:
+                        self.db.execute("INSERT INTO ratings SELECT * FROM moving_ratings")
                 self._months.add((year, month))
 
     # Ingest ----------------------------------------------------------------------------
@@ -137,8 +174,10 @@ class Store(FollowupBook, StoredReads):
         self.requests += 1
         valid = [r for r in read if isinstance(r, Incoming)]
         if self.db.dialect == POSTGRESQL and valid:
-            self._ensure_months([(r.rated_at.year, r.rated_at.month) for r in valid
-                                 if r.kind != EXPIRED_PROMPT])
+            months = [(r.rated_at.year, r.rated_at.month) for r in valid
+                      if r.kind != EXPIRED_PROMPT]
+            if not self._months.issuperset(months):
+                self._ensure_months(months_to_make(Counter(months), self._months, now))
         with self.db.transaction():
             valid, places = self._place(valid, now)
             # The records, the roll-up, the follow-ups and the upstream queue: all or
@@ -293,6 +332,18 @@ def _store_timezone(db: Database, asked: str | None, read_only: bool) -> str:
                          "was created with")
     return stored
 
+
+
+def months_to_make(months: Counter[tuple[int, int]], known: set[tuple[int, int]],
+                   now: datetime) -> list[tuple[int, int]]:
+    """The months of a batch (with their counts of records) to make a partition for:
+    not made yet, starting at most PARTITION_MONTHS_AHEAD months after `now`, the ones
+    with the most records first, at most NEW_PARTITIONS_PER_BATCH."""
+    index = now.year * 12 + now.month - 1 + PARTITION_MONTHS_AHEAD
+    limit = (index // 12, index % 12 + 1)
+    wanted = [m for m in months if m not in known and m <= limit]
+    wanted.sort(key=lambda m: (-months[m], m))
+    return wanted[:NEW_PARTITIONS_PER_BATCH]
 
 
 def partition_name(year: int, month: int) -> str:
