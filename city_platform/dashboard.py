@@ -62,9 +62,11 @@ PAGE = """<!doctype html>
 </main>
 <script>
 "use strict";
-const ALERTS = {bad_rating_burst:"差评集中", low_satisfaction:"满意率低",
-  device_silent:"设备离线", backlog:"积压", possible_gaming:"疑似刷评",
-  clock_unsynced:"时钟未同步"};
+// A Map, not an object: a kind such as "constructor" or "__proto__" would find what every
+// object inherits (function text) instead of falling back to the kind itself.
+const ALERTS = new Map([["bad_rating_burst", "差评集中"], ["low_satisfaction", "满意率低"],
+  ["device_silent", "设备离线"], ["backlog", "积压"], ["possible_gaming", "疑似刷评"],
+  ["clock_unsynced", "时钟未同步"]]);
 function cell(label, text, cls) {
   const td = document.createElement("td");
   td.dataset.label = label;
@@ -94,7 +96,7 @@ function draw(hall) {
     const alerts = cell("未处理预警", w.alerts.length ? "" : "无");
     for (const a of w.alerts) {
       const tag = document.createElement("span");
-      tag.className = "tag"; tag.textContent = ALERTS[a] || a; alerts.append(tag);
+      tag.className = "tag"; tag.textContent = ALERTS.get(a) || a; alerts.append(tag);
     }
     tr.append(alerts);
     tr.append(cell("差评待办", String(w.followups_open), w.followups_open ? "warn" : ""));
