@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from broker_bridge.paho_fast import CHECKED_VERSIONS, FastPublishClient, fast_path_available
 
@@ -416,3 +416,60 @@ def test_plain_pubacks_skip_pahos_decoder(puback_body: bytes, fast_path: bool,
     published, inflight, _ = _publish_and_complete(FastPublishClient, puback_body)
     assert all(published) and inflight == 0
     assert calls == ([] if fast_path else ["PUBACK"] * 30)
+
+
+def _publish_packet(cls: type[mqtt.Client], protocol: MQTTProtocolVersion, mid: int,
+                    topic: bytes, payload: bytes, qos: int, retain: bool, dup: bool
+                    ) -> list[Any]:
+    """What `_send_publish` queues, with a connection (a stand-in socket) in place."""
+    client = cls(CallbackAPIVersion.VERSION2, client_id="t", protocol=protocol)
+    queued: list[Any] = []
+
+    def queue(*args: Any, **kwargs: Any) -> MQTTErrorCode:
+        queued.append((args, kwargs))
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    client._packet_queue = queue  # type: ignore[method-assign]
+    left, right = socket.socketpair()
+    client._sock = left
+    try:
+        client._send_publish(mid, topic, payload, qos, retain, dup)
+    finally:
+        client._sock = None
+        left.close()
+        right.close()
+    return queued
+
+
+@settings(max_examples=300)
+@given(protocol=st.sampled_from([MQTTProtocolVersion.MQTTv5,
+                                 MQTTProtocolVersion.MQTTv311]),
+       mid=st.integers(1, 65535), topic=st.binary(min_size=1, max_size=300),
+       payload=st.one_of(st.binary(max_size=300),
+                         st.integers(100, 20000).map(lambda n: b"x" * n)),
+       qos=st.sampled_from([0, 1, 2]), retain=st.booleans(), dup=st.booleans())
+def test_a_publish_is_queued_as_the_same_bytes_as_pahos(
+        protocol: MQTTProtocolVersion, mid: int, topic: bytes, payload: bytes, qos: int,
+        retain: bool, dup: bool) -> None:
+    """The QoS 1 fast path (receipts) against paho's own, across the remaining length's
+    one-, two- and three-byte forms; the rest goes to paho's path."""
+    fast = _publish_packet(FastPublishClient, protocol, mid, topic, payload, qos, retain, dup)
+    plain = _publish_packet(mqtt.Client, protocol, mid, topic, payload, qos, retain, dup)
+    assert [(bytes(a[1]), a[0], *a[2:]) for a, _ in fast] == \
+        [(bytes(a[1]), a[0], *a[2:]) for a, _ in plain]
+
+
+def test_a_receipt_skips_pahos_packet_builder(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    pahos = mqtt.Client._send_publish
+
+    def counted(self: mqtt.Client, *args: Any, **kwargs: Any) -> Any:
+        calls.append(args[3] if len(args) > 3 else kwargs.get("qos", 0))
+        return pahos(self, *args, **kwargs)
+
+    monkeypatch.setattr(mqtt.Client, "_send_publish", counted)
+    v5 = MQTTProtocolVersion.MQTTv5
+    _publish_packet(FastPublishClient, v5, 1, b"hcp/v1/d/receipt", b"{}", 1, False, False)
+    assert calls == []
+    _publish_packet(FastPublishClient, v5, 1, b"hcp/v1/d/receipt", b"{}", 0, False, False)
+    assert calls == [0]
