@@ -24,6 +24,10 @@ paho (2.1, 2.2) spends most of the bridge's MQTT time on overheads, not on MQTT:
 - *Completing.* For every PUBACK paho builds a `ReasonCode` and a `Properties` object
   for an `on_publish` callback; `_handle_pubackcomp` here completes a plain PUBACK
   without them when no such callback is set.
+- *Publishing.* paho builds each PUBLISH in a bytearray, piece by piece, and formats a
+  debug line for it; `_send_publish` here joins a QoS 1 PUBLISH without properties (a
+  receipt) in one go, the same bytes. For every PUBACK paho scans its messages for one
+  queued beyond the in-flight window; here the scan runs only when one can be there.
 - *Writing.* paho sends each queued packet with its own `send()`, and wakes its network
   thread with a byte on a socket pair for every packet queued from another thread.
   `_packet_write` here joins the packets waiting in the queue into one `send()` (never a
@@ -35,8 +39,8 @@ These override private paho methods, so the class is used only with the paho ver
 was checked against (`CHECKED_VERSIONS`); with any other, `make_client` returns paho's
 plain client (slower, same behaviour) and tests/test_bridge_paho_fast.py fails until
 someone checks the new version's `_handle_publish`, `_handle_pubackcomp`,
-`_do_on_publish`, `_packet_read`, `_sock_recv`, `loop_read`, `_packet_queue`,
-`_packet_write`, `reconnect` and `_sock_close`.
+`_do_on_publish`, `_update_inflight`, `_send_publish`, `_packet_read`, `_sock_recv`,
+`loop_read`, `_packet_queue`, `_packet_write`, `reconnect` and `_sock_close`.
 """
 
 from __future__ import annotations
