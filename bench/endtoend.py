@@ -83,19 +83,20 @@ def _drain(label: str, consumers: Sequence[Consumer], platform: Platform,
 
 
 @dataclass(frozen=True)
-class FloorCost:
-    """bench/paho_floor.py draining its queue: taking and acknowledging, nothing else."""
+class CpuCost:
+    """CPU seconds of one consumer (a bridge, the paho floor) and of mosquitto over a
+    run in which `ratings` ratings went through."""
 
-    taken: int
-    cpu_s: float
+    consumer_cpu_s: float
     broker_cpu_s: float
+    ratings: int
 
     def per_rating_us(self, cpu_s: float) -> float:
-        return cpu_s / max(self.taken, 1) * 1e6
+        return cpu_s / max(self.ratings, 1) * 1e6
 
 
 def _floor_drain(ctx: Context, broker: Mosquitto, expected: int, devices: int,
-                 limit_s: float) -> FloorCost:
+                 limit_s: float) -> CpuCost:
     """Queue `expected` ratings for the floor's session (records of the same size as the
     fleet's, over as many device topics), then let it drain them. Its queue is filled
     here rather than during the latency run: a fourth copy of every rating in the broker
@@ -120,24 +121,11 @@ def _floor_drain(ctx: Context, broker: Mosquitto, expected: int, devices: int,
         broker_cpu = sample_process(broker.pid).cpu_s - broker_before
     finally:
         floor.stop()
-    return FloorCost(expected, cpu, broker_cpu)
-
-
-@dataclass(frozen=True)
-class LiveCost:
-    """CPU of the bridge and of mosquitto over a live run (devices pressing, receipts
-    going back), with nothing else on that broker."""
-
-    bridge_cpu_s: float
-    broker_cpu_s: float
-    stored: int
-
-    def per_rating_us(self, cpu_s: float) -> float:
-        return cpu_s / max(self.stored, 1) * 1e6
+    return CpuCost(cpu, broker_cpu, expected)
 
 
 def _live_cost(ctx: Context, devices: int, rate: float, duration: float,
-               workers: int) -> LiveCost:
+               workers: int) -> CpuCost:
     """The fleet against a broker of its own with one bridge: what each process spends
     per rating in the deployment's shape — mosquitto takes each rating from its device,
     delivers it to the bridge, takes the receipt and delivers it back, besides the
@@ -155,7 +143,7 @@ def _live_cost(ctx: Context, devices: int, rate: float, duration: float,
                   duration_s=duration, workers=workers, device_prefix="COST")
         broker_cpu = sample_process(broker.pid).cpu_s - broker_before
         bridge_cpu = sample_process(bridge.pid).cpu_s - bridge_before
-        return LiveCost(bridge_cpu, broker_cpu, platform.count())
+        return CpuCost(bridge_cpu, broker_cpu, platform.count())
     finally:
         if bridge is not None:
             bridge.stop()
@@ -261,9 +249,9 @@ def run(ctx: Context) -> Section:
     section.check("one bridge's CPU per rating ÷ mosquitto's, same drain",
                   f"{bridge_per:.0f} µs ({ratio})", f"{broker_per:.0f} µs (mosquitto)", "≤ 2×",
                   measurable and bridge_per <= 2 * broker_per)
-    live_bridge = live_cost.per_rating_us(live_cost.bridge_cpu_s)
+    live_bridge = live_cost.per_rating_us(live_cost.consumer_cpu_s)
     live_broker = live_cost.per_rating_us(live_cost.broker_cpu_s)
-    live_measurable = live_cost.broker_cpu_s >= 0.05 and live_cost.stored > 0
+    live_measurable = live_cost.broker_cpu_s >= 0.05 and live_cost.ratings > 0
     live_ratio = (f"{live_bridge / live_broker:.1f}×" if live_measurable
                   else "mosquitto's too small to measure")
     section.check(f"one bridge's CPU per rating ÷ mosquitto's, live at {rate:g}/s from "
@@ -291,7 +279,7 @@ def run(ctx: Context) -> Section:
                    f"{d.broker_cpu_s:.1f} s", f"{d.platform_cpu_s:.1f} s",
                    f"{d.machine_busy * 100:.0f} % of {os.cpu_count()} cores")
     section.tables.append(drains)
-    floor_per = floor.per_rating_us(floor.cpu_s)
+    floor_per = floor.per_rating_us(floor.consumer_cpu_s)
     floor_broker = floor.per_rating_us(floor.broker_cpu_s)
     floor_ratio = (f"{floor_per / floor_broker:.1f}×" if floor.broker_cpu_s >= 0.05
                    else "mosquitto's too small to measure")
@@ -313,8 +301,8 @@ def run(ctx: Context) -> Section:
     section.notes.append(
         f"CPU per rating, live: the same fleet ({devices} devices, {rate:g}/s for "
         f"{min(duration, 20.0):g} s) against a mosquitto of its own with one bridge and "
-        f"nothing else; {live_cost.stored:,} ratings stored, the bridge used "
-        f"{live_cost.bridge_cpu_s:.1f} s of CPU and mosquitto {live_cost.broker_cpu_s:.1f} s "
+        f"nothing else; {live_cost.ratings:,} ratings stored, the bridge used "
+        f"{live_cost.consumer_cpu_s:.1f} s of CPU and mosquitto {live_cost.broker_cpu_s:.1f} s "
         "(the devices' connections, status and telemetry included: they are part of what "
         "each costs per rating in a hall).")
     if base.arrivals.count < base.expected:
