@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("hcp.platform.http")
 
 QUIET_LOG_S = 60.0   # at most one warning a minute about connections turned away or late
+HEAD = "its request line and headers"
+# A request body is due within [http] head_timeout_s plus a second per this many bytes:
+# 16 MiB, the largest body taken, may take 17 minutes; a batch of 100 ratings (60 KiB)
+# 4 s more than a head.
+BODY_BYTES_PER_S = 16 * 1024
 
 DEFAULT_PATH = "/api/ratings"
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -150,21 +155,27 @@ class _HeadDeadlines:
 
     def __init__(self, limit_s: float) -> None:
         self.limit_s = limit_s
-        self._due: dict[socket.socket, tuple[float, Any]] = {}   # socket -> (deadline, peer)
+        # socket -> (deadline, peer, what is awaited, its bound in seconds)
+        self._due: dict[socket.socket, tuple[float, Any, str, float]] = {}
         self._late: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = 0
         self._warned_at = -QUIET_LOG_S
 
-    def begin(self, sock: socket.socket, client_address: Any) -> None:
+    def begin(self, sock: socket.socket, client_address: Any,
+              bound_s: float | None = None, what: str = HEAD) -> None:
+        """From now, `what` (the head; or a body, with its own bound) must be in within
+        `bound_s` (default: the head's)."""
+        bound = self.limit_s if bound_s is None else bound_s
         with self._lock:
-            self._due[sock] = (time.monotonic() + self.limit_s, client_address)
+            self._due[sock] = (time.monotonic() + bound, client_address, what, bound)
 
     def is_late(self, sock: socket.socket) -> bool:
         return sock in self._late
 
     def end(self, sock: socket.socket) -> bool:
-        """The head is in; True if its deadline had passed (its read side is closed)."""
+        """What was awaited is in; True if its deadline had passed (its read side is
+        closed)."""
         with self._lock:
             self._due.pop(sock, None)
             return sock in self._late
@@ -181,26 +192,28 @@ class _HeadDeadlines:
 
     def reap(self, now: float) -> None:
         with self._lock:
-            late = [(sock, peer) for sock, (due, peer) in self._due.items() if due <= now]
-            for sock, _ in late:
+            late = [(sock, peer, what, bound)
+                    for sock, (due, peer, what, bound) in self._due.items() if due <= now]
+            for sock, *_ in late:
                 del self._due[sock]
                 self._late.add(sock)
-        for sock, peer in late:
+        for sock, peer, what, bound in late:
             # The plain socket's shutdown, also under TLS: SSLSocket.shutdown would drop
             # its TLS state under the handler's thread.
             with contextlib.suppress(OSError):
                 socket.socket.shutdown(sock, socket.SHUT_RD)
-            self._warn(peer)
+            self._warn(peer, what, bound)
 
-    def _warn(self, peer: Any) -> None:
+    def _warn(self, peer: Any, what: str, bound: float) -> None:
         self._closed += 1
         now = time.monotonic()
         if now - self._warned_at >= QUIET_LOG_S:
             more = self._closed - 1
-            log.warning("closed the connection from %s: its request line and headers took "
-                        "more than %g s ([http] head_timeout_s)%s", _peer(peer),
-                        self.limit_s, f"; {more} more since the last such warning"
-                        if more else "")
+            log.warning("closed the connection from %s: %s took more than %.3g s ([http] "
+                        "head_timeout_s%s)%s", _peer(peer), what, bound,
+                        "" if what == HEAD else ", and a second per "
+                        f"{BODY_BYTES_PER_S // 1024} KiB of body",
+                        f"; {more} more since the last such warning" if more else "")
             self._warned_at, self._closed = now, 0
 
 
@@ -526,7 +539,21 @@ def _make_handler(platform: PlatformServer,
                             f"{MAX_BODY_BYTES}"})
                 self.close_connection = True
                 return None
-            return self.rfile.read(length)
+            # A body trickled a byte per read would hold the connection for ever, as a
+            # head would: it has the head's bound and a second per BODY_BYTES_PER_S.
+            bound = heads.limit_s + length / BODY_BYTES_PER_S
+            what = f"its body of {length} bytes"
+            heads.begin(self.request, self.client_address, bound, what)
+            try:
+                body = self.rfile.read(length)
+            finally:
+                late = heads.end(self.request)
+            if late:
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self._json(408, {"error": f"{what} took more than {bound:.3g} s"})
+                return None
+            return body
 
         def _given_token(self, query: dict[str, list[str]]) -> str:
             header = self.headers.get("Authorization", "")

@@ -1,5 +1,6 @@
 """`[http] head_timeout_s`: a request's line and headers must all arrive within the
-bound, however the client spaces its bytes. A client that trickles one byte at a time
+bound, however the client spaces its bytes, and its body within the bound and a second
+per BODY_BYTES_PER_S bytes. A client that trickles one byte at a time
 (each within the per-read timeout) would otherwise hold one of the `max_connections`
 slots for ever. Idle time between kept-alive requests is not part of the bound."""
 
@@ -18,10 +19,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from city_platform.config import DEFAULT_HEAD_TIMEOUT_S, load
-from city_platform.server import PlatformServer
+from city_platform.server import BODY_BYTES_PER_S, PlatformServer
 from city_platform.store import Store
 from common.configschema import ConfigError
 from tests.support.mosquitto import TestCA
+from tests.support.ratings import encode, make_rating
 
 DEADLINE_S = 1.0
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nUser-Agent: trickle\r\n\r\n"
@@ -284,3 +286,49 @@ def test_hcp_platform_run_takes_the_key_from_its_config(tmp_path: Path) -> None:
         platform.server.shutdown()
         platform.server.close()
         platform.store.close()
+
+
+def _post_head(body: bytes) -> bytes:
+    return (b"POST /api/ratings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+
+
+def _batch() -> bytes:
+    return b'{"ratings":[' + encode(make_rating()) + b"]}"
+
+
+def test_a_trickled_body_is_closed_at_its_deadline_with_408_and_nothing_stored(
+        server: PlatformServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The head at once, the body a byte at a time: due within the head's bound and a
+    second per BODY_BYTES_PER_S bytes, then 408 and closed."""
+    body = _batch()
+    bound = DEADLINE_S + len(body) / BODY_BYTES_PER_S
+    with caplog.at_level(logging.WARNING, logger="hcp.platform.http"), \
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(_post_head(body))
+        started = time.monotonic()
+        answer = _trickle(sock, body, every_s=0.1, for_s=4 * bound)
+        took = time.monotonic() - started
+    assert answer is not None, "a trickling body held its connection past the deadline"
+    assert bound * 0.9 <= took <= bound + 1.5, (took, bound)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"its body of %d bytes" % len(body) in answer
+    assert server.store.counts()["total"] == 0
+    assert _wait_idle(server) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"its body of {len(body)} bytes" in warnings[0], warnings
+
+
+def test_a_body_sent_in_pieces_within_its_deadline_is_stored(server: PlatformServer) -> None:
+    body = _batch()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(_post_head(body))
+        for piece in (body[:10], body[10:200], body[200:]):
+            time.sleep(DEADLINE_S / 5)
+            sock.sendall(piece)
+        answer = _answer(sock)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        # and the connection is kept alive: the next request is served too
+        sock.sendall(HEAD)
+        assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+    assert server.store.counts()["total"] == 1
