@@ -14,6 +14,7 @@ import math
 import os
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,11 @@ MAX_FAULT_TEXT = 200
 # Unread screen events one client may have queued before it is dropped: about 500 screens,
 # eight minutes of a prompt's once-a-second countdown.
 MAX_CLIENT_BACKLOG = 1 << 20
+# Clients attached at once: each holds a descriptor and two threads. One more is told
+# so and closed: a script that leaks connections must not take the descriptors the
+# daemon's serial port, panel and outbox need.
+MAX_CLIENTS = 32
+BUSY = f"busy: {MAX_CLIENTS} clients are attached, the most this socket takes"
 
 StatusProvider = Callable[[], dict[str, Any]]
 ClockStepper = Callable[[float], None]        # wall-clock offset in seconds
@@ -102,6 +108,15 @@ class _Client:
             except OSError:
                 self.close()
                 return
+
+
+def _refuse(conn: socket.socket) -> None:
+    """Tell a client beyond MAX_CLIENTS why, briefly, and close it."""
+    with contextlib.suppress(OSError):
+        conn.settimeout(0.5)
+        conn.sendall((json.dumps({"ev": "error", "error": BUSY}) + "\n").encode())
+    with contextlib.suppress(OSError):
+        conn.close()
 
 
 class SimServer:
@@ -223,12 +238,22 @@ class SimServer:
     # --- in
 
     def _accept_loop(self) -> None:
-        assert self._sock is not None
+        sock = self._sock
+        assert sock is not None
         while not self._stop.is_set():
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = sock.accept()
             except OSError:
-                return
+                if self._stop.is_set():
+                    return
+                # e.g. EMFILE: the socket stays open for the next client; never spin
+                time.sleep(0.05)
+                continue
+            with self._lock:
+                full = len(self._clients) >= MAX_CLIENTS
+            if full:
+                _refuse(conn)
+                continue
             client = _Client(conn)
             with self._lock:
                 self._clients.append(client)

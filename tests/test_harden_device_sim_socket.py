@@ -4,8 +4,10 @@ error naming the reason, and the connection goes on (or ends) as for any bad req
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 
 from device import control
-from drivers.sim import MAX_REQUEST, SimServer
+from drivers.sim import BUSY, MAX_CLIENTS, MAX_REQUEST, SimServer
 from simulator.web_view import MAX_BODY, WebView
 from tests.support.device import DeviceProcess
 
@@ -147,3 +149,56 @@ def test_web_view_answers_a_bad_content_length_with_400() -> None:
         assert head.startswith(b"HTTP/1.0 400") or head.startswith(b"HTTP/1.1 400"), head
     finally:
         web.close()
+
+
+def test_sim_socket_takes_at_most_max_clients_and_says_so_to_one_more(
+        server: SimServer) -> None:
+    """Each client holds a descriptor and two threads: one more than MAX_CLIENTS gets
+    the reason and is closed; when one leaves, a new one is served."""
+    clients = [_connect(server.path) for _ in range(MAX_CLIENTS)]
+    for c in clients:   # every one attached and served
+        c.sendall(b'{"op": "status"}\n')
+        assert _read_events(c, 1) == [{"ev": "status", "backlog": 0}]
+    extra = _connect(server.path)
+    assert _read_events(extra, 1) == [{"ev": "error", "error": BUSY}]
+    assert extra.recv(100) == b""   # closed
+    extra.close()
+    clients.pop().close()
+    deadline = time.monotonic() + 5
+    while True:   # the server notices the close in the client's own thread
+        again = _connect(server.path)
+        again.sendall(b'{"op": "status"}\n')
+        answer = _read_events(again, 1)
+        if answer == [{"ev": "status", "backlog": 0}] or time.monotonic() > deadline:
+            break
+        again.close()
+        time.sleep(0.05)
+    assert answer == [{"ev": "status", "backlog": 0}]
+    for c in [*clients, again]:
+        c.close()
+
+
+def test_sim_socket_accepts_again_after_accept_fails(
+        server: SimServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """accept() failing (no descriptor left: EMFILE) used to end the accept loop for
+    good: the socket stayed open and no technician could attach again."""
+    assert server._sock is not None
+    real = socket.socket.accept
+    failures = [OSError(errno.EMFILE, "Too many open files")] * 3
+
+    def accept(sock: socket.socket) -> tuple[socket.socket, Any]:
+        if sock is server._sock and failures:
+            raise failures.pop()
+        return real(sock)
+
+    monkeypatch.setattr(socket.socket, "accept", accept)
+    # The loop waits in the real accept() already: a first client takes that one.
+    first = _connect(server.path)
+    first.sendall(b'{"op": "status"}\n')
+    assert _read_events(first, 1) == [{"ev": "status", "backlog": 0}]
+    c = _connect(server.path)   # waits in the backlog while accept() fails three times
+    c.sendall(b'{"op": "status"}\n')
+    assert _read_events(c, 1) == [{"ev": "status", "backlog": 0}]
+    assert not failures
+    first.close()
+    c.close()
