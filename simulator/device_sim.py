@@ -361,7 +361,9 @@ def run_ui(sim: DeviceSim, term: Terminal, on_tick: Callable[[], None] | None = 
             term.draw(sim.lines())
             return
         if sim.attached and sim.sim is not None and sim.sim.closed:
-            sim.note("the evaluator closed its sim socket (stopped?)")
+            refusal = sim.sim.refusal
+            sim.note(f"the evaluator turned this terminal away: {refusal}" if refusal
+                     else "the evaluator closed its sim socket (stopped?)")
             term.draw(sim.lines())
             return
         key = term.read_key(0.1)

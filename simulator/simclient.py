@@ -28,12 +28,16 @@ class SimClient:
         self.screen: dict[str, Any] | None = None
         self.status: dict[str, Any] | None = None
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        # The error the daemon sent just before it closed the connection (it turned this
+        # client away: "busy: …"), else None.
+        self.refusal: str | None = None
         self._closed = threading.Event()
         self._lock = threading.Lock()
         threading.Thread(target=self._read, name="sim-client", daemon=True).start()
 
     def _read(self) -> None:
         buf = b""
+        last: dict[str, Any] = {}
         with contextlib.suppress(OSError):
             while not self._closed.is_set():
                 chunk = self.sock.recv(65536)
@@ -50,9 +54,12 @@ class SimClient:
                         self.screen = ev
                     elif ev.get("ev") == "status":
                         self.status = ev
+                    last = ev
                     self.events.put(ev)
                     for listener in list(self.listeners):
                         listener(ev)
+        if last.get("ev") == "error" and "op" not in last:
+            self.refusal = str(last.get("error"))
         self._closed.set()
         self.events.put({"ev": "closed"})
 

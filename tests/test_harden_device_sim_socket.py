@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
+import drivers.sim
 from device import control
 from drivers.sim import BUSY, MAX_CLIENTS, MAX_REQUEST, SimServer
+from simulator.simclient import SimClient
 from simulator.web_view import MAX_BODY, WebView
 from tests.support.device import DeviceProcess
 
@@ -202,3 +204,20 @@ def test_sim_socket_accepts_again_after_accept_fails(
     assert not failures
     first.close()
     c.close()
+
+
+def test_a_client_turned_away_knows_why(server: SimServer,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hcp-sim device --attach` says the daemon's reason, not "stopped?"."""
+    monkeypatch.setattr(drivers.sim, "MAX_CLIENTS", 0)
+    client = SimClient(server.path, timeout=2)
+    deadline = time.monotonic() + 5
+    while not client.closed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.closed and client.refusal == BUSY
+    monkeypatch.setattr(drivers.sim, "MAX_CLIENTS", 32)
+    served = SimClient(server.path, timeout=2)
+    served.send({"op": "status"})
+    assert served.wait_for(lambda e: e.get("ev") == "status", 5) is not None
+    assert not served.closed and served.refusal is None
+    served.close()

@@ -8,6 +8,7 @@ import pty
 import re
 import select
 import signal
+import socket
 import sys
 import time
 import urllib.request
@@ -17,6 +18,7 @@ from pathlib import Path
 import pyte
 import pytest
 
+from drivers.sim import MAX_CLIENTS
 from tests.support.device import ROOT, DeviceProcess
 
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
@@ -201,6 +203,28 @@ def test_attach_drives_a_running_sim_daemon_and_leaves_it_running(
     term_factory.append(nobody)
     assert nobody.wait() == 1
     assert f"no running sim daemon at {device.data_dir / 'sim.sock'}" in nobody.text()
+
+
+def test_attach_turned_away_says_why(tmp_path: Path, term_factory: list[Pty]) -> None:
+    """A daemon whose sim socket has all the clients it takes: the terminal says the
+    daemon's reason, not that it stopped."""
+    device = DeviceProcess(tmp_path / "device").start()
+    others: list[socket.socket] = []
+    try:
+        assert device.sim is not None   # the test's own client is one
+        for _ in range(MAX_CLIENTS - 1):
+            others.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            others[-1].connect(str(device.data_dir / "sim.sock"))
+        t = Pty([sys.executable, "-m", "simulator.cli", "device", "--attach",
+                 str(device.data_dir)], ROOT, cols=100, rows=30)
+        term_factory.append(t)
+        t.expect_display(r"turned this terminal away: busy: 32 clients")
+        t.wait()
+        assert device.proc is not None and device.proc.poll() is None, "it keeps running"
+    finally:
+        for other in others:
+            other.close()
+        device.close()
 
 
 def test_demo_counts_a_rating_and_leaves_nothing_behind(tmp_path: Path,
