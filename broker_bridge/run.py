@@ -16,6 +16,7 @@ from common.service import (
     EX_SOFTWARE,
     config_from_command_line,
     run_service,
+    settle_heap,
     setup_logging,
 )
 
@@ -44,6 +45,7 @@ def main(argv: list[str]) -> int:
         return 1
 
     endpoint.start()
+    settle_heap()
     log.info("bridge %s: %s:%s %s -> %s (batch %d / %d ms, %d workers); /metrics on %s:%d",
              config.mqtt.client_id, config.mqtt.host, config.mqtt.port,
              bridge.subscriptions()[0][0], config.platform.url, config.platform.batch_max,
