@@ -473,3 +473,50 @@ def test_a_receipt_skips_pahos_packet_builder(monkeypatch: pytest.MonkeyPatch) -
     assert calls == []
     _publish_packet(FastPublishClient, v5, 1, b"hcp/v1/d/receipt", b"{}", 0, False, False)
     assert calls == [0]
+
+
+_STATES = [mqtt.mqtt_ms_queued, mqtt.mqtt_ms_publish, mqtt.mqtt_ms_wait_for_puback,
+           mqtt.mqtt_ms_wait_for_pubrec, mqtt.mqtt_ms_wait_for_pubcomp]
+
+
+def _after_update_inflight(cls: type[mqtt.Client], messages: list[tuple[int, int]],
+                           inflight: int, most: int) -> tuple[list[Any], list[Any], int]:
+    """`_update_inflight` on messages of these (qos, state index): what it sends, the
+    states it leaves, and the in-flight count."""
+    client = cls(CallbackAPIVersion.VERSION2, client_id="t")
+    sent: list[Any] = []
+
+    def send(mid: int, topic: bytes, payload: bytes | bytearray, qos: int, retain: bool,
+             dup: bool, info: Any = None, properties: Any = None) -> MQTTErrorCode:
+        sent.append((mid, topic, payload, qos, retain, dup, properties))
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    client._send_publish = send  # type: ignore[method-assign,assignment]
+    for mid, (qos, state) in enumerate(messages, 1):
+        m = mqtt.MQTTMessage(mid, f"hcp/v1/d{mid}/receipt".encode())
+        m.qos, m.state, m.payload = qos, _STATES[state], f"p{mid}".encode()
+        m.retain, m.dup = mid % 3 == 0, mid % 5 == 0
+        client._out_messages[mid] = m
+    client._inflight_messages, client._max_inflight_messages = inflight, most
+    assert client._update_inflight() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    return sent, [m.state for m in client._out_messages.values()], client._inflight_messages
+
+
+@settings(max_examples=400)
+@given(messages=st.lists(st.tuples(st.sampled_from([0, 1, 2]), st.integers(0, 4)),
+                         max_size=40),
+       inflight=st.integers(0, 25), most=st.integers(1, 30))
+def test_queued_messages_go_out_as_pahos_scan_sends_them(
+        messages: list[tuple[int, int]], inflight: int, most: int) -> None:
+    """Any mix of QoS and states, any window: the same messages sent, in the same order,
+    with the same states and in-flight count after."""
+    assert (_after_update_inflight(FastPublishClient, messages, inflight, most)
+            == _after_update_inflight(mqtt.Client, messages, inflight, most))
+
+
+def test_a_freed_slot_sends_the_first_queued_receipt() -> None:
+    """20 in flight, 30 queued, one slot free: the oldest queued message goes out."""
+    messages = [(1, 2)] * 19 + [(1, 0)] * 30
+    sent, states, inflight = _after_update_inflight(FastPublishClient, messages, 19, 20)
+    assert [s[0] for s in sent] == [20] and inflight == 20
+    assert states[19] == mqtt.mqtt_ms_wait_for_puback and states[20] == mqtt.mqtt_ms_queued
