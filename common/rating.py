@@ -189,9 +189,9 @@ def check_record(record: Any) -> None:
     if staff is not None:
         _check_object(staff, "staff", STAFF_FIELDS, bad)
     rated_at = record["rated_at"]
-    if not isinstance(rated_at, str) or not _aware_iso8601(rated_at):
-        raise bad("bad_field", "rated_at must be an ISO-8601 time with a UTC offset or Z")
-    if aware_time(rated_at) is None:
+    if aware_time(rated_at) is None:   # parsed once for a valid record; why, only if not
+        if not isinstance(rated_at, str) or not _aware_iso8601(rated_at):
+            raise bad("bad_field", "rated_at must be an ISO-8601 time with a UTC offset or Z")
         raise bad("bad_field", f"rated_at is outside {TIME_RANGE_TEXT}")
     if not isinstance(record["clock_synced"], bool):
         raise bad("bad_field", "clock_synced must be true or false")
