@@ -16,11 +16,13 @@ paho (2.1, 2.2) spends most of the bridge's MQTT time on overheads, not on MQTT:
   per-topic callback tree, empty or not. With `on_fast_message` set, a fast-path message
   goes straight to it as plain values.
 - *Reading.* paho reads each packet with at least three `recv()` calls (the command
-  byte, each byte of the length, the rest). `_sock_recv` here reads up to 64 KiB at a
-  time and hands paho's own packet reader slices of it; `loop_read` keeps reading until
-  every complete packet it holds is handled, so nothing waits in the buffer for a
-  `select()` that would not fire. `on_read_done` is called after each `loop_read`, so an
-  application can hand a whole burst of messages to another thread at once.
+  byte, each byte of the length, the rest), and a byte at a time through a dict.
+  `_sock_recv` here reads up to 64 KiB at a time; `_packet_read` takes each packet that
+  lies whole in that buffer in one go, and hands paho's own reader the rest (a packet cut
+  by the buffer's end) as slices of it; `loop_read` keeps reading until every complete
+  packet it holds is handled, so nothing waits in the buffer for a `select()` that would
+  not fire. `on_read_done` is called after each `loop_read`, so an application can hand
+  a whole burst of messages to another thread at once.
 - *Completing.* For every PUBACK paho builds a `ReasonCode` and a `Properties` object
   for an `on_publish` callback; `_handle_pubackcomp` here completes a plain PUBACK
   without them when no such callback is set.
@@ -56,6 +58,7 @@ from typing import Any
 import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.exception import MalformedPacket
 
 CHECKED_VERSIONS = ("2.1.0", "2.2.0")
 
@@ -159,6 +162,50 @@ class FastPublishClient(mqtt.Client):
         end = pos + bufsize
         self._rpos = end
         return buf[pos:end]
+
+    def _packet_read(self) -> MQTTErrorCode:
+        # A whole packet waiting in the buffer, none begun: taken in one go. paho's reader
+        # takes it a byte at a time through `_sock_recv` and fills `_in_packet` as it goes;
+        # the handlers get the same `_in_packet` here. Anything else — a packet begun or
+        # cut by the buffer's end, an empty buffer, a length longer than MQTT allows —
+        # goes to paho's reader, which takes it from where the buffer stands.
+        buf, pos = self._rbuf, self._rpos
+        size = len(buf)
+        if self._in_packet["command"] == 0 and pos + 1 < size:
+            at, length, mult = pos + 1, 0, 1
+            counts: list[int] = []
+            while at < size and len(counts) < 4:
+                byte = buf[at]
+                counts.append(byte)
+                length += (byte & 127) * mult
+                mult *= 128
+                at += 1
+                if byte < 128:
+                    end = at + length
+                    if end > size:
+                        break
+                    self._rpos = end
+                    return self._handle_read(buf[pos], counts, mult, length,
+                                             bytearray(buf[at:end]))
+        return super()._packet_read()
+
+    def _handle_read(self, command: int, counts: list[int], mult: int, length: int,
+                     packet: bytearray) -> MQTTErrorCode:
+        # The end of paho's `_packet_read`, for a packet read whole.
+        self._in_packet = {"command": command, "have_remaining": 1, "remaining_count": counts,
+                           "remaining_mult": mult, "remaining_length": length,
+                           "packet": packet, "to_process": 0, "pos": 0}
+        try:
+            rc = self._packet_handle()
+        except MalformedPacket as exc:
+            self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self._in_packet = {"command": 0, "have_remaining": 0, "remaining_count": [],
+                           "remaining_mult": 1, "remaining_length": 0,
+                           "packet": bytearray(b""), "to_process": 0, "pos": 0}
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
+        return rc
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         if self._sock is None:

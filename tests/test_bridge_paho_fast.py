@@ -520,3 +520,51 @@ def test_a_freed_slot_sends_the_first_queued_receipt() -> None:
     sent, states, inflight = _after_update_inflight(FastPublishClient, messages, 19, 20)
     assert [s[0] for s in sent] == [20] and inflight == 20
     assert states[19] == mqtt.mqtt_ms_wait_for_puback and states[20] == mqtt.mqtt_ms_queued
+
+
+def _read_packets(cls: type[mqtt.Client], stream: bytes, reads: int
+                  ) -> tuple[list[MQTTErrorCode], list[Seen]]:
+    """`_packet_read` called `reads` times on `stream`, all of it already received."""
+    client = cls(CallbackAPIVersion.VERSION2, client_id="t", manual_ack=True)
+    messages: list[mqtt.MQTTMessage] = []
+    client.on_message = lambda _c, _u, m: messages.append(m)
+    left, right = socket.socketpair()
+    try:
+        right.sendall(stream)
+        left.setblocking(False)
+        client._sock = left
+        if isinstance(client, FastPublishClient):
+            client._recv_budget = 1
+        return [client._packet_read() for _ in range(reads)], [seen(m) for m in messages]
+    finally:
+        client._sock = None
+        left.close()
+        right.close()
+
+
+def test_whole_packets_in_the_buffer_skip_pahos_byte_by_byte_reader(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One recv() brought them all: paho's reader takes only the first (the buffer was
+    empty), the rest are taken whole, with the same messages as paho's."""
+    expected = _read_packets(mqtt.Client, STREAM, len(PACKETS))
+    calls: list[int] = []
+    pahos = mqtt.Client._packet_read
+
+    def counted(self: mqtt.Client) -> MQTTErrorCode:
+        calls.append(1)
+        return pahos(self)
+
+    monkeypatch.setattr(mqtt.Client, "_packet_read", counted)
+    assert _read_packets(FastPublishClient, STREAM, len(PACKETS)) == expected
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("tail", [
+    b"\x30\xff\xff\xff\xff\x01",      # a length of five bytes: more than MQTT allows
+    b"\x30\xff\xff\xff",              # a length cut short
+    PACKETS[0][:-1],                  # a packet one byte short
+    b"\x30\x00",                      # a PUBLISH with nothing in it
+])
+def test_a_broken_packet_after_a_whole_one_gets_pahos_answer(tail: bytes) -> None:
+    assert (_read_packets(FastPublishClient, PACKETS[0] + tail, 2)
+            == _read_packets(mqtt.Client, PACKETS[0] + tail, 2))
