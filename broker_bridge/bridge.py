@@ -308,7 +308,7 @@ class Bridge(Containment):
                 "bad_topic", _bad_device_part(device_id), scan_rating_id(msg.payload)))
             return
         try:
-            rating = parse_rating(msg.payload, device_id)
+            rating = parse_rating(msg.payload, device_id, keep_record=False)
         except InvalidRecord as e:
             self.out.dead_letter(msg, device_id, delivery, e)
             return

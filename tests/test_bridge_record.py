@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from common.rating import (
     MAX_PAYLOAD_BYTES,
+    NO_RECORD,
     InvalidRecord,
     check_record,
     parse_rating,
@@ -35,6 +36,20 @@ def test_a_valid_record_is_forwarded_byte_for_byte() -> None:
     assert rating.device_id == DEVICE and rating.level == 2
     assert rating.payload is payload
     assert rating.record == record
+
+
+def test_a_rating_held_without_its_record_keeps_its_ids_and_bytes() -> None:
+    """What the bridge holds while a rating waits for the platform: its ids, its level
+    and the device's bytes, not the decoded record."""
+    record = make_rating(DEVICE, level=1)
+    payload = encode(record)
+    rating = parse_rating(payload, DEVICE, keep_record=False)
+    assert rating == parse_rating(payload, DEVICE)._replace(record=NO_RECORD)
+    assert rating.payload is payload and not rating.record
+    with pytest.raises(TypeError):
+        rating.record["level"] = 5  # type: ignore[index]
+    with pytest.raises(InvalidRecord):
+        parse_rating(encode({**record, "level": 9}), DEVICE, keep_record=False)
 
 
 @pytest.mark.parametrize("changes", [

@@ -4,6 +4,7 @@ comes out (alerts raised and resolved). Plain data, no behaviour."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -25,7 +26,7 @@ class RatingSeen:
     """A valid rating record (SPEC §6) from the topic of `device_id`."""
 
     device_id: str
-    record: dict[str, Any]
+    record: Mapping[str, Any]
     now: float
 
 

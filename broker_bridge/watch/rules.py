@@ -14,7 +14,7 @@ flapping one at most one raise per cooldown.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -155,7 +155,7 @@ class Watcher:
             track = self.devices[device_id] = DeviceTrack(device_id, now)
         return track
 
-    def _add_rating(self, track: DeviceTrack, record: dict[str, Any], now: float) -> bool:
+    def _add_rating(self, track: DeviceTrack, record: Mapping[str, Any], now: float) -> bool:
         at = _timestamp(record["rated_at"])
         trusted = record["clock_synced"] is True and at <= now + FUTURE_SKEW_S
         entry = RatingEntry(record["rating_id"], at, at if trusted else now, record["level"],
