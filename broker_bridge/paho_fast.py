@@ -26,9 +26,12 @@ paho (2.1, 2.2) spends most of the bridge's MQTT time on overheads, not on MQTT:
 - *Completing.* For every PUBACK paho builds a `ReasonCode` and a `Properties` object
   for an `on_publish` callback; `_handle_pubackcomp` here completes a plain PUBACK
   without them when no such callback is set.
-- *Publishing.* paho builds each PUBLISH in a bytearray, piece by piece, and formats a
-  debug line for it; `_send_publish` here joins a QoS 1 PUBLISH without properties (a
-  receipt) in one go, the same bytes. For every PUBACK paho scans its messages for one
+- *Publishing.* paho gives every QoS 1 message an `MQTTMessageInfo` with a
+  `threading.Condition` of its own, for a `wait_for_publish` the bridge never calls on a
+  receipt; `publish` here gives such a message one that shares the client's Condition.
+  paho builds each PUBLISH in a bytearray, piece by piece, and formats a debug line for
+  it; `_send_publish` here joins a QoS 1 PUBLISH without properties (a receipt) in one
+  go, the same bytes. For every PUBACK paho scans its messages for one
   queued beyond the in-flight window, in Python, past every message in flight (the
   broker's Receive Maximum of them: mosquitto's is 20); here the scan runs only when one
   can be there, and at C speed.
@@ -49,6 +52,7 @@ someone checks the new version's `_handle_publish`, `_handle_pubackcomp`,
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from itertools import compress, repeat
@@ -123,6 +127,47 @@ def _joinable(packet: Mapping[str, Any]) -> bool:
             and not (command == _PUBLISH and packet["qos"] == 0))
 
 
+class _SharedConditionInfo(mqtt.MQTTMessageInfo):
+    """paho's MQTTMessageInfo, with its client's Condition rather than one of its own: a
+    Condition (and its RLock) cost about a quarter of publishing a receipt, and nobody
+    waits on a receipt. Whoever does wait re-checks its own message, so completing one
+    wakes every waiter (notify_all), not one that may be waiting for another."""
+
+    __slots__ = ()
+
+    def __init__(self, mid: int, condition: threading.Condition) -> None:
+        self.mid = mid
+        self._published = False
+        self._condition = condition
+        self.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        self._iterpos = 0
+
+    def _set_as_published(self) -> None:
+        with self._condition:
+            self._published = True
+            self._condition.notify_all()
+
+
+class _Message(mqtt.MQTTMessage):
+    """paho's MQTTMessage as its publish makes one for a QoS 1 message without
+    properties, with a _SharedConditionInfo."""
+
+    __slots__ = ()
+
+    def __init__(self, mid: int, topic: bytes, payload: bytes, retain: bool,
+                 condition: threading.Condition) -> None:
+        self.timestamp = mqtt.time_func()
+        self.state = mqtt.mqtt_ms_invalid
+        self.dup = False
+        self.mid = mid
+        self._topic = topic
+        self.payload = payload
+        self.qos = 1
+        self.retain = retain
+        self.info = _SharedConditionInfo(mid, condition)
+        self.properties = None
+
+
 class FastPublishClient(mqtt.Client):
     """`mqtt.Client` with the fast paths above. Behaviour is paho's: the same messages
     in the same order, the same acknowledgements, the same bytes on the wire.
@@ -140,6 +185,7 @@ class FastPublishClient(mqtt.Client):
         self._rbuf = b""
         self._rpos = 0
         self._recv_budget = 0
+        self._info_condition = threading.Condition()
 
     def limit_in_flight(self, figure: int) -> None:
         """Send at most `figure` QoS 1/2 messages un-acknowledged, from now on (paho's
@@ -328,6 +374,48 @@ class FastPublishClient(mqtt.Client):
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return rc
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    # Publishing -------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: Any = None, qos: int = 0, retain: bool = False,
+                properties: Any = None) -> mqtt.MQTTMessageInfo:
+        # paho's publish for a QoS 1 message without properties, its payload bytes (every
+        # receipt), step for step, but for the message's MQTTMessageInfo: it shares the
+        # client's Condition (see _SharedConditionInfo) instead of making one of its own.
+        if (qos != 1 or properties is not None or type(payload) is not bytes
+                or type(topic) is not str or not topic):
+            return super().publish(topic, payload, qos, retain, properties)
+        topic_bytes = topic.encode("utf-8")
+        self._raise_for_invalid_topic(topic_bytes)
+        if len(payload) > _MAX_REMAINING:
+            raise ValueError("Payload too large.")
+        mid = self._mid_generate()
+        message = _Message(mid, topic_bytes, payload, retain, self._info_condition)
+        info = message.info
+        with self._out_message_mutex:
+            if (self._max_queued_messages > 0
+                    and len(self._out_messages) >= self._max_queued_messages):
+                info.rc = MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+                return info
+            if mid in self._out_messages:
+                info.rc = MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+                return info
+            self._out_messages[mid] = message
+            if (self._max_inflight_messages == 0
+                    or self._inflight_messages < self._max_inflight_messages):
+                self._inflight_messages += 1
+                message.state = mqtt.mqtt_ms_wait_for_puback
+                rc = self._send_publish(mid, topic_bytes, payload, 1, retain, False, info,
+                                        None)
+                if rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+                    # sent after the next connection, as paho does
+                    self._inflight_messages -= 1
+                    message.state = mqtt.mqtt_ms_publish
+                info.rc = rc
+                return info
+            message.state = mqtt.mqtt_ms_queued
+            info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+            return info
 
     # Writing ----------------------------------------------------------------------
 

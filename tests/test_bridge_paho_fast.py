@@ -568,3 +568,87 @@ def test_whole_packets_in_the_buffer_skip_pahos_byte_by_byte_reader(
 def test_a_broken_packet_after_a_whole_one_gets_pahos_answer(tail: bytes) -> None:
     assert (_read_packets(FastPublishClient, PACKETS[0] + tail, 2)
             == _read_packets(mqtt.Client, PACKETS[0] + tail, 2))
+
+
+_TOPICS = ["hcp/v1/421100-HG01-W03/receipt", "hcp/v1/窗口-3/receipt", "hcp/v1/+/receipt",
+           "hcp/#", "", "t" * 65536]
+_PAYLOADS: list[Any] = [b'{"receipts":[]}', b"", "文本", bytearray(b"ba"), None, 7,
+                        b"x" * 300]
+
+
+def _after_publishing(cls: type[mqtt.Client], calls: list[tuple[int, int, int, bool]],
+                      connected: bool, window: int, most_queued: int) -> list[Any]:
+    """`publish` called with these (topic, payload, qos, retain) indexes and values:
+    what each call returned or raised, the messages it left, what it queued to send."""
+    client = cls(CallbackAPIVersion.VERSION2, client_id="t")
+    client._max_inflight_messages, client._max_queued_messages = window, most_queued
+    queued: list[Any] = []
+
+    def queue(packet: Any, *args: Any, **kwargs: Any) -> MQTTErrorCode:
+        queued.append(bytes(packet))
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    client._packet_queue = queue  # type: ignore[method-assign,assignment]
+    left, right = socket.socketpair()
+    client._sock = left if connected else None
+    outcomes: list[Any] = []
+    try:
+        for topic, payload, qos, retain in calls:
+            try:
+                info = client.publish(_TOPICS[topic], _PAYLOADS[payload], qos, retain)
+            except (ValueError, TypeError) as e:
+                outcomes.append((type(e), str(e)))
+            else:
+                try:
+                    published: Any = info.is_published()
+                except (ValueError, RuntimeError) as e:
+                    published = (type(e), str(e))
+                outcomes.append((info.mid, info.rc, published))
+    finally:
+        client._sock = None
+        left.close()
+        right.close()
+    messages = [(m.mid, m._topic, m.payload, m.qos, m.retain, m.dup, m.state, m.properties,
+                 m.info.mid, m.info.rc, isinstance(m.info, mqtt.MQTTMessageInfo))
+                for m in client._out_messages.values()]
+    return [outcomes, messages, client._inflight_messages, queued]
+
+
+@settings(max_examples=300)
+@given(calls=st.lists(st.tuples(st.integers(0, len(_TOPICS) - 1),
+                                st.integers(0, len(_PAYLOADS) - 1),
+                                st.sampled_from([0, 1, 1, 1, 2]), st.booleans()),
+                      max_size=30),
+       connected=st.booleans(), window=st.integers(0, 5), most_queued=st.integers(0, 8))
+def test_publishing_leaves_what_pahos_publish_leaves(
+        calls: list[tuple[int, int, int, bool]], connected: bool, window: int,
+        most_queued: int) -> None:
+    """Any topic (wildcards, empty, too long), payload, QoS and retain flag, connected
+    or not, any window and queue limit: the same answers and errors, the same messages
+    in the same states, the same packets queued."""
+    assert (_after_publishing(FastPublishClient, calls, connected, window, most_queued)
+            == _after_publishing(mqtt.Client, calls, connected, window, most_queued))
+
+
+def test_waiting_for_one_receipt_is_not_woken_by_another() -> None:
+    """Receipts share one Condition: completing one wakes every waiter, and each goes
+    back to waiting until its own is published."""
+    client = FastPublishClient(CallbackAPIVersion.VERSION2, client_id="t")
+    client._max_inflight_messages = client._inflight_messages = 1   # both wait their turn
+    first = client.publish("hcp/v1/a/receipt", b"1", qos=1)
+    second = client.publish("hcp/v1/b/receipt", b"2", qos=1)
+    assert type(first) is not mqtt.MQTTMessageInfo   # the fast path made it
+    done: list[int] = []
+
+    def wait() -> None:
+        second.wait_for_publish()
+        done.append(2)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    first._set_as_published()
+    waiter.join(0.3)
+    assert waiter.is_alive() and not done and first.is_published()
+    second._set_as_published()
+    waiter.join(2)
+    assert not waiter.is_alive() and done == [2]
