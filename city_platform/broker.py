@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,9 +64,14 @@ class Broker:
                                    self.settings.keepalive_s)
         self._client.loop_start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Disconnect and stop the network thread, waiting for it at most `timeout`
+        seconds: a listener stuck in the store must not hold up the platform's shutdown
+        (the thread is a daemon; it ends with the process)."""
         self._client.disconnect()
-        self._client.loop_stop()
+        stopper = threading.Thread(target=self._client.loop_stop, daemon=True)
+        stopper.start()
+        stopper.join(timeout)
 
     def publish(self, topic: str, payload: bytes) -> None:
         """QoS 1; queued by paho while disconnected and sent on reconnect."""
