@@ -1,12 +1,15 @@
 """Audit of the watcher's webhook (broker_bridge/watch/webhook.py) against receivers
-that answer oddly: a redirect, an answer that trickles in."""
+that answer oddly: a redirect, an answer that trickles in, a name the resolver never
+answers for."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -112,6 +115,53 @@ def test_an_answer_that_trickles_in_does_not_hold_the_webhook(
         hook.send(b'{"alert": "backlog"}')
         assert wait(lambda: hook.delivered + hook.dropped == 1, 15)
         assert time.monotonic() - started < 10
+    finally:
+        hook.stop()
+        receiver.close()
+
+
+def test_a_resolver_that_does_not_answer_does_not_hold_the_webhook(
+        no_retry_delays: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """getaddrinfo takes no timeout: a receiver's name that the resolver never answers
+    for held each post for the resolver's own limits, outside the webhook's deadline.
+    (The resolver is stood in for: this machine's would answer at once.)"""
+    receiver = Receiver("ok")
+    port = receiver.server.server_address[1]
+    real = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def slow_resolver(host: str, *args: Any, **kwargs: Any) -> Any:
+        lookups.append(host)
+        if host == "hook.example":
+            time.sleep(8)   # a resolver that does not answer
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_resolver)
+    hook = Webhook(f"http://hook.example:{port}/hook", 1.0)
+    hook.start()
+    try:
+        started = time.monotonic()
+        hook.send(b'{"alert": "backlog"}')
+        assert wait(lambda: hook.delivered + hook.dropped == 1, 30)
+        assert hook.dropped == 1 and receiver.requests == []
+        # four attempts of at most 1 s each, not four of 8 s
+        assert time.monotonic() - started < 7, time.monotonic() - started
+        assert lookups.count("hook.example") == 4
+    finally:
+        hook.stop()
+        receiver.close()
+
+
+def test_a_name_that_resolves_is_posted_to(no_retry_delays: None) -> None:
+    receiver = Receiver("ok")
+    port = receiver.server.server_address[1]
+    hook = Webhook(f"http://localhost:{port}/hook", 2.0)
+    hook.start()
+    try:
+        hook.send(b'{"alert": "backlog"}')
+        assert wait(lambda: hook.delivered + hook.dropped == 1, 10)
+        assert hook.delivered == 1
+        assert receiver.requests == [("POST", "/hook", b'{"alert": "backlog"}')]
     finally:
         hook.stop()
         receiver.close()

@@ -250,14 +250,53 @@ class _DeadlineResponse(http.client.HTTPResponse):
         self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
 
 
+def _addresses_within(host: str, port: int, deadline: float) -> list[Any]:
+    """The host's addresses, looked up in a thread of its own: getaddrinfo takes no
+    timeout, and a resolver that does not answer holds the caller for as long as the
+    system's resolver settings say (attempts × timeout, 10 s by default and often more)."""
+    found: list[Any] = []
+    failed: list[OSError] = []
+
+    def look_up() -> None:
+        try:
+            found.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as e:
+            failed.append(e)
+
+    lookup = threading.Thread(target=look_up, name="webhook-dns", daemon=True)
+    lookup.start()
+    lookup.join(_time_left(deadline))
+    if lookup.is_alive():
+        raise TimeoutError(f"no address for {host} within the deadline")
+    if failed:
+        raise failed[0]
+    return found
+
+
 class _DeadlineConnection(http.client.HTTPConnection):
-    """Connects, sends and reads the answer within `deadline`."""
+    """Looks the host up, connects, sends and reads the answer within `deadline`."""
 
     def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline = deadline
         self.response_class = functools.partial(  # type: ignore[assignment]
             _DeadlineResponse, deadline=deadline)
+        self._create_connection = self._connect_within_deadline
+
+    def _connect_within_deadline(self, address: tuple[str, int], timeout: Any = None,
+                                 source_address: Any = None) -> socket.socket:
+        # socket.create_connection, with the lookup bounded too; each address is then
+        # tried with the time left, as create_connection tries them.
+        error: OSError | None = None
+        for *_, sockaddr in _addresses_within(address[0], address[1], self._deadline):
+            try:
+                return socket.create_connection(sockaddr[:2], _time_left(self._deadline),
+                                                source_address)
+            except TimeoutError:
+                raise
+            except OSError as e:
+                error = e
+        raise error or OSError(f"no address for {address[0]}")
 
     def connect(self) -> None:
         self.timeout = _time_left(self._deadline)
