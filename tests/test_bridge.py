@@ -127,6 +127,9 @@ def test_every_rating_of_many_devices_arrives_once_with_a_receipt(
         for record in resent:
             fleet.publish_record(record)
         wait_for(lambda: platform.control.counts()["total"] == 605, 10, "5 more stored")
+        # Their receipts too: one arriving after the clear below would pass for an answer
+        # to the re-sent copy before the bridge had even seen it.
+        wait_all_receipted(fleet, {r["rating_id"]: r for r in resent}, 10)
         requests = platform.control.counts()["requests"]
         fleet.receipts.clear()
         for record in resent:
