@@ -41,6 +41,12 @@ class Platform:
             on_tick()
         log.info("stopping")
         self.server.shutdown()
+        self.close()
+
+    def close(self) -> None:
+        """Stop the parts (the hall's loop, the MQTT follower, the upstream feed), then
+        close the listening socket and the store: a part still running would find the
+        store closed under it. The HTTP server must not be serving any more."""
         for name, stop in reversed(self.parts):
             try:
                 stop()

@@ -71,8 +71,7 @@ def test_the_path_as_configured_takes_ratings(tmp_path: Path) -> None:
         conn.close()
     finally:
         platform.server.shutdown()
-        platform.server.close()
-        platform.store.close()
+        platform.close()
 
 
 @pytest.mark.parametrize("content", ["", "\n", "   \n"])

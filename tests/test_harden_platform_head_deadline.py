@@ -284,8 +284,7 @@ def test_hcp_platform_run_takes_the_key_from_its_config(tmp_path: Path) -> None:
         assert answer is not None and answer.startswith(b"HTTP/1.1 408 "), answer
     finally:
         platform.server.shutdown()
-        platform.server.close()
-        platform.store.close()
+        platform.close()
 
 
 def _post_head(body: bytes) -> bytes:
