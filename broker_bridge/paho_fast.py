@@ -31,10 +31,10 @@ paho (2.1, 2.2) spends most of the bridge's MQTT time on overheads, not on MQTT:
   receipt; `publish` here gives such a message one that shares the client's Condition.
   paho builds each PUBLISH in a bytearray, piece by piece, and formats a debug line for
   it; `_send_publish` here joins a QoS 1 PUBLISH without properties (a receipt) in one
-  go, the same bytes. For every PUBACK paho scans its messages for one
-  queued beyond the in-flight window, in Python, past every message in flight (the
-  broker's Receive Maximum of them: mosquitto's is 20); here the scan runs only when one
-  can be there, and at C speed.
+  go, the same bytes. For every PUBACK paho scans its messages for one queued beyond the
+  in-flight window, in Python, past every message in flight (the broker's Receive
+  Maximum of them: mosquitto's is 20); here the scan runs only when one can be there,
+  and at C speed.
 - *Writing.* paho sends each queued packet with its own `send()`, and wakes its network
   thread with a byte on a socket pair for every packet queued from another thread.
   `_packet_write` here joins the packets waiting in the queue into one `send()` (never a
