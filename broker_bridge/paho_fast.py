@@ -35,6 +35,10 @@ paho (2.1, 2.2) spends most of the bridge's MQTT time on overheads, not on MQTT:
   in-flight window, in Python, past every message in flight (the broker's Receive
   Maximum of them: mosquitto's is 20); here the scan runs only when one can be there,
   and at C speed.
+- *Acknowledging.* paho sends a PUBACK at once, ahead of a message published before it
+  that waits for a slot in the broker's in-flight window; `ack` here holds it until
+  every such message has gone out (the bridge's receipts go before its
+  acknowledgements). This one changes paho's order on the wire, on purpose.
 - *Writing.* paho sends each queued packet with its own `send()`, and wakes its network
   thread with a byte on a socket pair for every packet queued from another thread.
   `_packet_write` here joins the packets waiting in the queue into one `send()` (never a
@@ -54,6 +58,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from itertools import compress, repeat
 from operator import attrgetter, eq
@@ -170,7 +175,8 @@ class _Message(mqtt.MQTTMessage):
 
 class FastPublishClient(mqtt.Client):
     """`mqtt.Client` with the fast paths above. Behaviour is paho's: the same messages
-    in the same order, the same acknowledgements, the same bytes on the wire.
+    in the same order, the same acknowledgements, the same bytes on the wire — but for an
+    acknowledgement, which never overtakes a message published before it.
 
     `on_fast_message(topic, payload, mid, qos, retain, dup)`, when set, receives the
     fast-path messages instead of `on_message` (which still receives the rest);
@@ -186,6 +192,8 @@ class FastPublishClient(mqtt.Client):
         self._rpos = 0
         self._recv_budget = 0
         self._info_condition = threading.Condition()
+        # (the queued message it waits for, mid, qos): acknowledgements held back
+        self._held_acks: deque[tuple[int, int, int]] = deque()
 
     def limit_in_flight(self, figure: int) -> None:
         """Send at most `figure` QoS 1/2 messages un-acknowledged, from now on (paho's
@@ -287,10 +295,12 @@ class FastPublishClient(mqtt.Client):
 
     def _sock_close(self) -> None:
         self._forget_buffer()   # bytes of a closed connection mean nothing on the next
+        self._held_acks.clear()   # the broker sends those messages again
         super()._sock_close()
 
     def reconnect(self) -> MQTTErrorCode:
         self._forget_buffer()
+        self._held_acks.clear()
         return super().reconnect()
 
     def _handle_publish(self) -> MQTTErrorCode:
@@ -373,7 +383,42 @@ class FastPublishClient(mqtt.Client):
                                     properties=m.properties)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return rc
+        self._release_acks()
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    # Acknowledging ----------------------------------------------------------------
+
+    def ack(self, mid: int, qos: int) -> MQTTErrorCode:
+        # paho queues a PUBACK to go out at once, while a message published before it may
+        # still wait for a slot in the broker's in-flight window (Receive Maximum). The
+        # bridge publishes a rating's receipt, then acknowledges the rating: if the
+        # process died in between, the broker had the acknowledgement and never the
+        # receipt, and the device waited resend_after_s for it. An acknowledgement is
+        # held here until every message published before it has gone out.
+        if not self._manual_ack or qos not in (1, 2):
+            return super().ack(mid, qos)
+        with self._out_message_mutex:
+            held = self._held_acks
+            if held:
+                held.append((held[-1][0], mid, qos))
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            if self._out_messages:
+                last = next(reversed(self._out_messages.values()))
+                if last.state == mqtt.mqtt_ms_queued:
+                    held.append((last.mid, mid, qos))
+                    return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super().ack(mid, qos)
+
+    def _release_acks(self) -> None:
+        # Queued messages go out in the order they were published: every acknowledgement
+        # whose message is no longer queued follows them now, in its own order.
+        held = self._held_acks
+        while held:
+            message = self._out_messages.get(held[0][0])
+            if message is not None and message.state == mqtt.mqtt_ms_queued:
+                return
+            _, mid, qos = held.popleft()
+            super().ack(mid, qos)
 
     # Publishing -------------------------------------------------------------------
 

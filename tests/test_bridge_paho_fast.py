@@ -652,3 +652,43 @@ def test_waiting_for_one_receipt_is_not_woken_by_another() -> None:
     second._set_as_published()
     waiter.join(2)
     assert not waiter.is_alive() and done == [2]
+
+
+PUBLISH_QOS1 = 0x32
+
+
+@pytest.mark.parametrize("cls", [mqtt.Client, FastPublishClient])
+def test_an_acknowledgement_never_overtakes_a_message_published_before_it(
+        cls: type[mqtt.Client]) -> None:
+    """The bridge publishes a receipt, then acknowledges the rating. With the broker's
+    window full the receipt waits in paho's queue while paho sends the PUBACK at once:
+    a bridge that died then left the rating acknowledged and its receipt unsent."""
+    with run_client(cls, [publish(RATING_TOPIC, RATING, mid=9)], 1) as (client, broker,
+                                                                       messages):
+        client._max_inflight_messages = 1   # as if the CONNACK said Receive Maximum 1
+        client.publish("hcp/v1/a/receipt", b"r1", qos=1)
+        client.publish("hcp/v1/b/receipt", b"r2", qos=1)   # waits for a slot
+        client.ack(messages[0].mid, 1)
+        first = broker.packets_within(0.5)
+        assert broker.conn is not None
+        broker.conn.sendall(bytes([PUBACK, 2]) + first[0][1][18:20])   # r1's id
+        second = broker.packets_within(0.5)
+    sent = [(cmd, body[2:18]) if cmd == PUBLISH_QOS1 else (cmd, body)
+            for cmd, body in first + second]
+    wire = [(PUBLISH_QOS1, b"hcp/v1/a/receipt"), (PUBLISH_QOS1, b"hcp/v1/b/receipt"),
+            (PUBACK, b"\x00\x09")]
+    if cls is FastPublishClient:
+        assert sent == wire
+    else:   # paho's own order: the PUBACK before the second receipt
+        assert sent == [wire[0], wire[2], wire[1]]
+
+
+def test_acknowledgements_held_for_a_lost_connection_are_dropped() -> None:
+    """The broker sends unacknowledged messages again on the next connection."""
+    client = FastPublishClient(CallbackAPIVersion.VERSION2, client_id="t", manual_ack=True)
+    client._max_inflight_messages = client._inflight_messages = 1
+    client.publish("hcp/v1/a/receipt", b"r1", qos=1)   # queued
+    assert client.ack(5, 1) == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert list(client._held_acks) == [(1, 5, 1)]
+    client._sock_close()
+    assert not client._held_acks
